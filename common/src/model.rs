@@ -1,0 +1,374 @@
+//! The validated route model. Values of these types can only be built by
+//! [`crate::Config::try_from`] / [`Route::try_from`] / [`Service::try_from`], so a
+//! `Route` in hand always has a legal id, a compiled regex, a known path kind and so on.
+//! There are no setters: a change is a new value.
+
+use std::time::Duration;
+
+use http::{HeaderName, Method};
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+
+use crate::name::Name;
+
+/// A validated set of services and routes that refer to each other consistently.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub(crate) services: Vec<Service>,
+    pub(crate) routes: Vec<Route>,
+}
+
+impl Config {
+    pub fn empty() -> Self {
+        Self {
+            services: Vec::new(),
+            routes: Vec::new(),
+        }
+    }
+    pub fn services(&self) -> &[Service] {
+        &self.services
+    }
+    /// Routes in declaration order.
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+    pub fn service(&self, name: &str) -> Option<&Service> {
+        self.services.iter().find(|s| s.name.as_str() == name)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadBalancing {
+    #[default]
+    RoundRobin,
+    LeastRequest,
+    Random,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Service {
+    pub(crate) name: Name,
+    pub(crate) instances: Vec<Instance>,
+    pub(crate) load_balancing: LoadBalancing,
+}
+
+impl Service {
+    pub fn name(&self) -> &Name {
+        &self.name
+    }
+    pub fn instances(&self) -> &[Instance] {
+        &self.instances
+    }
+    pub fn load_balancing(&self) -> LoadBalancing {
+        self.load_balancing
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    /// `host:port`; the host may be an IP literal or a DNS name resolved at connect time.
+    pub(crate) address: http::uri::Authority,
+    pub(crate) weight: u32,
+}
+
+impl Instance {
+    pub fn address(&self) -> &http::uri::Authority {
+        &self.address
+    }
+    pub fn weight(&self) -> u32 {
+        self.weight
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub(crate) id: Name,
+    pub(crate) hosts: Vec<HostMatch>,
+    pub(crate) path: PathMatch,
+    pub(crate) methods: Vec<Method>,
+    pub(crate) headers: Vec<HeaderMatch>,
+    pub(crate) priority: i32,
+    pub(crate) group: Name,
+    pub(crate) action: Action,
+}
+
+impl Route {
+    pub fn id(&self) -> &Name {
+        &self.id
+    }
+    /// Empty means any host.
+    pub fn hosts(&self) -> &[HostMatch] {
+        &self.hosts
+    }
+    pub fn path(&self) -> &PathMatch {
+        &self.path
+    }
+    /// Empty means any method.
+    pub fn methods(&self) -> &[Method] {
+        &self.methods
+    }
+    pub fn headers(&self) -> &[HeaderMatch] {
+        &self.headers
+    }
+    pub fn priority(&self) -> i32 {
+        self.priority
+    }
+    pub fn group(&self) -> &Name {
+        &self.group
+    }
+    pub fn action(&self) -> &Action {
+        &self.action
+    }
+
+    /// The services this route can send traffic to.
+    pub fn services(&self) -> impl Iterator<Item = &Name> {
+        let backends: &[Backend] = match &self.action {
+            Action::Forward(f) => &f.backends,
+            Action::Redirect(_) => &[],
+        };
+        backends.iter().map(|b| &b.service)
+    }
+
+    /// Method and header conditions; the host and path are matched by the table.
+    pub fn matches_conditions(&self, method: &Method, headers: &http::HeaderMap) -> bool {
+        (self.methods.is_empty() || self.methods.contains(method))
+            && self.headers.iter().all(|h| h.matches(headers))
+    }
+}
+
+/// A host condition, lowercase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    Exact(Box<str>),
+    /// `*.example.org`, stored as the suffix `.example.org`.
+    Wildcard(Box<str>),
+}
+
+impl std::fmt::Display for HostMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostMatch::Exact(h) => f.write_str(h),
+            HostMatch::Wildcard(suffix) => write!(f, "*{suffix}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum PathMatch {
+    Exact(Box<str>),
+    /// Stored without its trailing `/`, so `/` is the empty string: the matched
+    /// region of a request path is then always `path[..prefix.len()]`.
+    Prefix(Box<str>),
+    Regex(Pattern),
+}
+
+impl PathMatch {
+    pub fn matches(&self, path: &str) -> bool {
+        match self {
+            PathMatch::Exact(p) => path == &**p,
+            PathMatch::Prefix(p) => prefix_matches(p, path),
+            PathMatch::Regex(r) => r.is_match(path),
+        }
+    }
+
+    /// The part of a matching request path that `rewrite_prefix`/redirect `prefix`
+    /// replaces: the prefix for prefix routes, the whole path for exact ones.
+    pub fn replaceable_len(&self) -> Option<usize> {
+        match self {
+            PathMatch::Exact(p) | PathMatch::Prefix(p) => Some(p.len()),
+            PathMatch::Regex(_) => None,
+        }
+    }
+}
+
+/// Whole-segment prefix match; `prefix` has no trailing `/`.
+pub fn prefix_matches(prefix: &str, path: &str) -> bool {
+    path.starts_with(prefix)
+        && (path.len() == prefix.len() || path.as_bytes()[prefix.len()] == b'/')
+}
+
+/// A regex that must match the whole subject. Keeps the source for display.
+#[derive(Debug, Clone)]
+pub struct Pattern {
+    source: Box<str>,
+    anchored: Regex,
+}
+
+impl Pattern {
+    pub fn new(source: &str) -> Result<Self, regex::Error> {
+        let anchored = regex::RegexBuilder::new(&format!("^(?:{source})$"))
+            .size_limit(1 << 20)
+            .build()?;
+        Ok(Self {
+            source: source.into(),
+            anchored,
+        })
+    }
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+    pub fn is_match(&self, s: &str) -> bool {
+        self.anchored.is_match(s)
+    }
+}
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeaderMatch {
+    pub(crate) name: HeaderName,
+    pub(crate) value: HeaderValueMatch,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum HeaderValueMatch {
+    Exact(Box<[u8]>),
+    Regex(Pattern),
+    Present,
+}
+
+impl HeaderMatch {
+    pub fn name(&self) -> &HeaderName {
+        &self.name
+    }
+    pub fn value(&self) -> &HeaderValueMatch {
+        &self.value
+    }
+    /// True when any value of the header satisfies the condition.
+    pub fn matches(&self, headers: &http::HeaderMap) -> bool {
+        let mut values = headers.get_all(&self.name).iter();
+        match &self.value {
+            HeaderValueMatch::Present => values.next().is_some(),
+            HeaderValueMatch::Exact(want) => values.any(|v| v.as_bytes() == &**want),
+            HeaderValueMatch::Regex(p) => values.any(|v| v.to_str().is_ok_and(|s| p.is_match(s))),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Action {
+    Forward(Forward),
+    Redirect(Redirect),
+}
+
+#[derive(Debug, Clone)]
+pub struct Forward {
+    pub(crate) backends: Vec<Backend>,
+    pub(crate) rewrite_prefix: Option<Box<str>>,
+    pub(crate) host_rewrite: Option<http::HeaderValue>,
+    pub(crate) timeout: Option<Duration>,
+    /// True when the route was written `service: x` rather than `backends: [...]`.
+    pub(crate) single_service: bool,
+}
+
+impl Forward {
+    pub fn backends(&self) -> &[Backend] {
+        &self.backends
+    }
+    pub fn rewrite_prefix(&self) -> Option<&str> {
+        self.rewrite_prefix.as_deref()
+    }
+    pub fn host_rewrite(&self) -> Option<&http::HeaderValue> {
+        self.host_rewrite.as_ref()
+    }
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    pub(crate) service: Name,
+    pub(crate) weight: u32,
+}
+
+impl Backend {
+    pub fn service(&self) -> &Name {
+        &self.service
+    }
+    pub fn weight(&self) -> u32 {
+        self.weight
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redirect {
+    pub(crate) scheme: Option<Scheme>,
+    pub(crate) host: Option<Box<str>>,
+    pub(crate) port: Option<u16>,
+    pub(crate) path: Option<RedirectPath>,
+    pub(crate) code: RedirectCode,
+}
+
+impl Redirect {
+    pub fn scheme(&self) -> Option<Scheme> {
+        self.scheme
+    }
+    pub fn host(&self) -> Option<&str> {
+        self.host.as_deref()
+    }
+    pub fn port(&self) -> Option<u16> {
+        self.port
+    }
+    pub fn path(&self) -> Option<&RedirectPath> {
+        self.path.as_ref()
+    }
+    pub fn code(&self) -> RedirectCode {
+        self.code
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+    pub fn default_port(self) -> u16 {
+        match self {
+            Scheme::Http => 80,
+            Scheme::Https => 443,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedirectPath {
+    /// Replaces the whole path.
+    Full(Box<str>),
+    /// Replaces the matched prefix, like `rewrite_prefix`.
+    Prefix(Box<str>),
+}
+
+/// One of 301, 302, 303, 307, 308.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RedirectCode(u16);
+
+impl RedirectCode {
+    pub const ALLOWED: [u16; 5] = [301, 302, 303, 307, 308];
+
+    pub fn new(code: u16) -> Option<Self> {
+        Self::ALLOWED.contains(&code).then_some(Self(code))
+    }
+    pub fn get(self) -> u16 {
+        self.0
+    }
+}
+
+impl Default for RedirectCode {
+    fn default() -> Self {
+        Self(301)
+    }
+}

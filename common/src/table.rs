@@ -1,0 +1,242 @@
+//! The compiled route table: which route a request matches.
+//!
+//! Rules (Gateway-API-like):
+//! - Hosts are bucketed by specificity: the exact host, then matching wildcards from the
+//!   longest suffix to the shortest, then routes without hosts. The first bucket holding
+//!   a matching route wins; a request falls through buckets that have none.
+//! - Within a bucket, candidates are ordered by a global rank: higher `priority`, then
+//!   exact before prefix before regex, longer prefixes first, more header conditions,
+//!   a method condition, and finally the route id. Deterministic.
+//!
+//! Lookup cost does not grow with the number of routes: one hash probe for the host
+//! (plus one per label for wildcards), one for the exact path, one per path segment for
+//! prefixes, then a walk of the (rank-sorted) candidates with early exit. Only regex
+//! routes in the buckets consulted are tried one by one.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http::{HeaderMap, Method};
+
+use crate::model::{PathMatch, Route};
+use crate::snapshot::Snapshot;
+
+type Map<V> = HashMap<Box<str>, V, foldhash::fast::RandomState>;
+
+/// The parts of a request that routing looks at. `host` and `path` must already be
+/// normalised ([`crate::host::normalize_host`], [`crate::path::normalize_path`]).
+#[derive(Debug, Clone, Copy)]
+pub struct RequestHead<'a> {
+    pub host: &'a str,
+    pub path: &'a str,
+    pub method: &'a Method,
+    pub headers: &'a HeaderMap,
+}
+
+/// A route table over one snapshot, with a payload `T` per route (the proxy attaches
+/// its compiled upstream state there).
+#[derive(Debug)]
+pub struct RouteTable<T> {
+    snapshot: Arc<Snapshot>,
+    payloads: Vec<T>,
+    /// rank → index into the snapshot's routes.
+    by_rank: Vec<u32>,
+    exact_hosts: Map<Bucket>,
+    /// Keyed by suffix with its leading dot: `*.example.org` → `.example.org`.
+    wildcard_hosts: Map<Bucket>,
+    any_host: Bucket,
+}
+
+#[derive(Debug, Default)]
+struct Bucket {
+    /// Lists hold ranks in ascending order (best first).
+    exact: Map<Vec<u32>>,
+    prefix: Map<Vec<u32>>,
+    longest_prefix: usize,
+    regex: Vec<u32>,
+}
+
+/// The route a request matched, and its payload.
+#[derive(Debug)]
+pub struct Matched<'a, T> {
+    pub route: &'a Route,
+    pub payload: &'a T,
+}
+
+impl<T> RouteTable<T> {
+    /// Compiles the snapshot's routes. `payload` is called once per route, in
+    /// declaration order.
+    pub fn build(snapshot: Arc<Snapshot>, payload: impl FnMut(&Route) -> T) -> Self {
+        let routes = snapshot.config().routes();
+        let payloads: Vec<T> = routes.iter().map(payload).collect();
+        let mut by_rank: Vec<u32> = (0..routes.len() as u32).collect();
+        by_rank.sort_by(|&a, &b| rank_key(&routes[a as usize]).cmp(&rank_key(&routes[b as usize])));
+
+        let mut exact_hosts = Map::default();
+        let mut wildcard_hosts = Map::default();
+        let mut any_host = Bucket::default();
+        for (rank, &idx) in by_rank.iter().enumerate() {
+            let route = &routes[idx as usize];
+            let rank = rank as u32;
+            if route.hosts().is_empty() {
+                any_host.insert(route, rank);
+            }
+            for host in route.hosts() {
+                let (map, key): (&mut Map<Bucket>, &str) = match host {
+                    crate::model::HostMatch::Exact(h) => (&mut exact_hosts, h),
+                    crate::model::HostMatch::Wildcard(s) => (&mut wildcard_hosts, s),
+                };
+                let bucket = match map.get_mut(key) {
+                    Some(b) => b,
+                    None => map.entry(key.into()).or_default(),
+                };
+                bucket.insert(route, rank);
+            }
+        }
+        Self {
+            snapshot,
+            payloads,
+            by_rank,
+            exact_hosts,
+            wildcard_hosts,
+            any_host,
+        }
+    }
+
+    pub fn snapshot(&self) -> &Arc<Snapshot> {
+        &self.snapshot
+    }
+
+    pub fn len(&self) -> usize {
+        self.payloads.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.payloads.is_empty()
+    }
+
+    pub fn lookup(&self, req: &RequestHead<'_>) -> Option<Matched<'_, T>> {
+        let rank = self.find_rank(req)?;
+        let idx = self.by_rank[rank as usize] as usize;
+        Some(Matched {
+            route: &self.snapshot.config().routes()[idx],
+            payload: &self.payloads[idx],
+        })
+    }
+
+    fn find_rank(&self, req: &RequestHead<'_>) -> Option<u32> {
+        if let Some(bucket) = self.exact_hosts.get(req.host) {
+            if let Some(rank) = self.search(bucket, req) {
+                return Some(rank);
+            }
+        }
+        if !self.wildcard_hosts.is_empty() {
+            // Leftmost dot first = longest suffix first; a dot at 0 would leave an
+            // empty first label, which no wildcard covers.
+            for (i, _) in req.host.match_indices('.').filter(|(i, _)| *i > 0) {
+                if let Some(bucket) = self.wildcard_hosts.get(&req.host[i..]) {
+                    if let Some(rank) = self.search(bucket, req) {
+                        return Some(rank);
+                    }
+                }
+            }
+        }
+        self.search(&self.any_host, req)
+    }
+
+    fn route(&self, rank: u32) -> &Route {
+        &self.snapshot.config().routes()[self.by_rank[rank as usize] as usize]
+    }
+
+    /// The best-ranked route in `bucket` that matches, if any.
+    fn search(&self, bucket: &Bucket, req: &RequestHead<'_>) -> Option<u32> {
+        let mut best = u32::MAX;
+        let mut consider = |list: &[u32], check_path: bool| {
+            for &rank in list {
+                if rank >= best {
+                    break;
+                }
+                let route = self.route(rank);
+                if (!check_path || route.path().matches(req.path))
+                    && route.matches_conditions(req.method, req.headers)
+                {
+                    best = rank;
+                    break;
+                }
+            }
+        };
+        if let Some(list) = bucket.exact.get(req.path) {
+            consider(list, false);
+        }
+        if !bucket.prefix.is_empty() {
+            let path = req.path;
+            let mut probe = |key: &str| {
+                if key.len() <= bucket.longest_prefix {
+                    if let Some(list) = bucket.prefix.get(key) {
+                        consider(list, false);
+                    }
+                }
+            };
+            probe("");
+            for (i, _) in path.match_indices('/').skip(1) {
+                probe(&path[..i]);
+            }
+            if !path.ends_with('/') {
+                probe(path);
+            }
+        }
+        consider(&bucket.regex, true);
+        (best != u32::MAX).then_some(best)
+    }
+}
+
+impl Bucket {
+    fn insert(&mut self, route: &Route, rank: u32) {
+        match route.path() {
+            PathMatch::Exact(p) => push(&mut self.exact, p, rank),
+            PathMatch::Prefix(p) => {
+                self.longest_prefix = self.longest_prefix.max(p.len());
+                push(&mut self.prefix, p, rank)
+            }
+            PathMatch::Regex(_) => self.regex.push(rank),
+        }
+    }
+}
+
+fn push(map: &mut Map<Vec<u32>>, key: &str, rank: u32) {
+    match map.get_mut(key) {
+        Some(list) => list.push(rank),
+        None => {
+            map.insert(key.into(), vec![rank]);
+        }
+    }
+}
+
+/// Smaller is better. See the module docs for the order.
+fn rank_key(
+    r: &Route,
+) -> (
+    std::cmp::Reverse<i32>,
+    u8,
+    std::cmp::Reverse<usize>,
+    std::cmp::Reverse<usize>,
+    bool,
+    &str,
+) {
+    let (kind, prefix_len) = match r.path() {
+        PathMatch::Exact(_) => (0, 0),
+        PathMatch::Prefix(p) => (1, p.len()),
+        PathMatch::Regex(_) => (2, 0),
+    };
+    (
+        std::cmp::Reverse(r.priority()),
+        kind,
+        std::cmp::Reverse(prefix_len),
+        std::cmp::Reverse(r.headers().len()),
+        r.methods().is_empty(),
+        r.id().as_str(),
+    )
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,232 @@
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+
+use super::{RequestHead, RouteTable};
+use crate::snapshot::{Snapshot, Source};
+use crate::spec::ConfigSpec;
+use crate::{Config, host::normalize_host, path::normalize_path};
+
+fn table(routes_yaml: &str) -> RouteTable<()> {
+    let text = format!("services:\n  - name: svc\nroutes:\n{routes_yaml}");
+    let spec = ConfigSpec::from_yaml(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let config = Config::try_from(spec).unwrap_or_else(|e| panic!("{e}"));
+    RouteTable::build(
+        Arc::new(Snapshot::new(1, Source::File("test".into()), config)),
+        |_| (),
+    )
+}
+
+/// (method, authority, raw path, headers, expected route id)
+type Case<'a> = (
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a [(&'a str, &'a str)],
+    Option<&'a str>,
+);
+
+fn check(t: &RouteTable<()>, cases: &[Case<'_>]) {
+    for (method, authority, raw_path, headers, want) in cases {
+        let mut map = HeaderMap::new();
+        for (k, v) in *headers {
+            map.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        let host = normalize_host(authority);
+        let path = normalize_path(raw_path).unwrap();
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        let req = RequestHead {
+            host: &host,
+            path: &path,
+            method: &method,
+            headers: &map,
+        };
+        let got = t.lookup(&req).map(|m| m.route.id().as_str());
+        assert_eq!(
+            got, *want,
+            "{method} {authority}{raw_path} headers={headers:?}"
+        );
+    }
+}
+
+#[test]
+fn host_matching_and_buckets() {
+    let t = table(
+        r#"
+  - { id: exact, hosts: [www.example.com], path: { prefix: /a }, forward: { service: svc } }
+  - { id: wild, hosts: ["*.example.com"], forward: { service: svc } }
+  - { id: wild-deep, hosts: ["*.b.example.com"], forward: { service: svc } }
+  - { id: org, hosts: ["*.example.org"], forward: { service: svc } }
+  - { id: any, path: { prefix: /any }, forward: { service: svc } }
+"#,
+    );
+    check(
+        &t,
+        &[
+            ("GET", "www.example.com", "/a/x", &[], Some("exact")),
+            ("GET", "WWW.EXAMPLE.COM:8080", "/a", &[], Some("exact")),
+            ("GET", "www.example.com.", "/a", &[], Some("exact")),
+            // falls through the exact bucket to the wildcard when nothing matches there
+            ("GET", "www.example.com", "/b", &[], Some("wild")),
+            ("GET", "a.b.example.com", "/", &[], Some("wild-deep")),
+            ("GET", "x.a.b.example.com", "/", &[], Some("wild-deep")),
+            ("GET", "c.example.com", "/", &[], Some("wild")),
+            ("GET", "x.y.example.org", "/", &[], Some("org")),
+            // a wildcard does not match its bare suffix
+            ("GET", "example.org", "/any/1", &[], Some("any")),
+            ("GET", "example.org", "/", &[], None),
+            ("GET", "other.net", "/any", &[], Some("any")),
+            ("GET", "other.net", "/anything", &[], None),
+            // a more specific bucket wins even with a longer path match elsewhere
+            ("GET", "www.example.com", "/any/1", &[], Some("wild")),
+        ],
+    );
+}
+
+#[test]
+fn path_kinds() {
+    let t = table(
+        r#"
+  - { id: exact-about, path: { exact: /about }, forward: { service: svc } }
+  - { id: foo, path: { prefix: /foo }, forward: { service: svc } }
+  - { id: foo-slash, path: { prefix: /bar/ }, forward: { service: svc } }
+  - { id: course, path: { regex: "/course/[0-9]+" }, forward: { service: svc } }
+  - { id: root, path: { prefix: / }, methods: [POST], forward: { service: svc } }
+"#,
+    );
+    check(
+        &t,
+        &[
+            ("GET", "h", "/about", &[], Some("exact-about")),
+            ("GET", "h", "/about/", &[], None),
+            ("GET", "h", "/About", &[], None),
+            ("GET", "h", "/foo", &[], Some("foo")),
+            ("GET", "h", "/foo/", &[], Some("foo")),
+            ("GET", "h", "/foo/x/y", &[], Some("foo")),
+            ("GET", "h", "/foobar", &[], None),
+            ("GET", "h", "/bar", &[], Some("foo-slash")),
+            ("GET", "h", "/bar/x", &[], Some("foo-slash")),
+            ("GET", "h", "/course/123", &[], Some("course")),
+            ("GET", "h", "/course/123/x", &[], None),
+            ("GET", "h", "/course/abc", &[], None),
+            ("GET", "h", "/x/course/1", &[], None),
+            // normalisation happens before matching
+            ("GET", "h", "/%66oo", &[], Some("foo")),
+            ("GET", "h", "//foo//x", &[], Some("foo")),
+            ("GET", "h", "/x/../foo", &[], Some("foo")),
+            ("GET", "h", "/foo%2Fx", &[], None),
+            ("POST", "h", "/anything", &[], Some("root")),
+        ],
+    );
+}
+
+#[test]
+fn headers_and_methods() {
+    let t = table(
+        r#"
+  - { id: beta, path: { prefix: /app }, headers: [{ name: X-Env, exact: beta }], forward: { service: svc } }
+  - { id: canary, path: { prefix: /app }, headers: [{ name: x-canary, regex: "1|yes" }], forward: { service: svc } }
+  - { id: traced, path: { prefix: /app }, headers: [{ name: x-trace, present: true }], forward: { service: svc } }
+  - { id: two, path: { prefix: /app }, headers: [{ name: x-env, exact: beta }, { name: x-trace, present: true }], forward: { service: svc } }
+  - { id: get-only, path: { prefix: /app }, methods: [GET, HEAD], forward: { service: svc } }
+  - { id: fallback, path: { prefix: /app }, forward: { service: svc } }
+"#,
+    );
+    check(
+        &t,
+        &[
+            ("GET", "h", "/app", &[("x-env", "beta")], Some("beta")),
+            ("GET", "h", "/app", &[("X-ENV", "beta")], Some("beta")),
+            ("GET", "h", "/app", &[("x-env", "Beta")], Some("get-only")),
+            ("POST", "h", "/app", &[("x-env", "Beta")], Some("fallback")),
+            ("GET", "h", "/app", &[("x-canary", "yes")], Some("canary")),
+            (
+                "GET",
+                "h",
+                "/app",
+                &[("x-canary", "yes!")],
+                Some("get-only"),
+            ),
+            ("GET", "h", "/app", &[("x-trace", "")], Some("traced")),
+            (
+                "GET",
+                "h",
+                "/app",
+                &[("x-env", "beta"), ("x-trace", "1")],
+                Some("two"),
+            ),
+            ("HEAD", "h", "/app", &[], Some("get-only")),
+            ("DELETE", "h", "/app", &[], Some("fallback")),
+            // any value of a repeated header may match
+            (
+                "POST",
+                "h",
+                "/app",
+                &[("x-env", "prod"), ("x-env", "beta")],
+                Some("beta"),
+            ),
+        ],
+    );
+}
+
+#[test]
+fn ordering_within_a_bucket() {
+    let t = table(
+        r#"
+  - { id: z-regex-high, path: { regex: "/p/.*" }, priority: 10, forward: { service: svc } }
+  - { id: a-prefix, path: { prefix: /p }, forward: { service: svc } }
+  - { id: b-prefix-long, path: { prefix: /p/q }, forward: { service: svc } }
+  - { id: c-exact, path: { exact: /p/q/r }, forward: { service: svc } }
+  - { id: d-regex, path: { regex: "/s/.*" }, forward: { service: svc } }
+  - { id: e-prefix, path: { prefix: /s }, forward: { service: svc } }
+  - { id: tie-b, path: { prefix: /t }, forward: { service: svc } }
+  - { id: tie-a, path: { prefix: /t }, forward: { service: svc } }
+  - { id: m-any, path: { prefix: /m }, forward: { service: svc } }
+  - { id: m-get, path: { prefix: /m }, methods: [GET], forward: { service: svc } }
+  - { id: h-one, path: { prefix: /h }, headers: [{ name: a, present: true }], forward: { service: svc } }
+  - { id: h-method, path: { prefix: /h }, methods: [GET], forward: { service: svc } }
+"#,
+    );
+    check(
+        &t,
+        &[
+            // priority beats every other criterion
+            ("GET", "h", "/p/q/r", &[], Some("z-regex-high")),
+            ("GET", "h", "/p", &[], Some("a-prefix")),
+            // exact before prefix, longest prefix first, prefix before regex
+            ("GET", "h", "/s/x", &[], Some("e-prefix")),
+            // last: route id order
+            ("GET", "h", "/t", &[], Some("tie-a")),
+            // method match before no method condition
+            ("GET", "h", "/m", &[], Some("m-get")),
+            ("PUT", "h", "/m", &[], Some("m-any")),
+            // more header conditions before a method condition
+            ("GET", "h", "/h", &[("a", "1")], Some("h-one")),
+            ("GET", "h", "/h", &[], Some("h-method")),
+        ],
+    );
+    let t = table(
+        r#"
+  - { id: a-prefix, path: { prefix: /p }, forward: { service: svc } }
+  - { id: b-prefix-long, path: { prefix: /p/q }, forward: { service: svc } }
+  - { id: c-exact, path: { exact: /p/q/r }, forward: { service: svc } }
+"#,
+    );
+    check(
+        &t,
+        &[
+            ("GET", "h", "/p/q/r", &[], Some("c-exact")),
+            ("GET", "h", "/p/q/r/s", &[], Some("b-prefix-long")),
+            ("GET", "h", "/p/qq", &[], Some("a-prefix")),
+        ],
+    );
+}
+
+#[test]
+fn empty_table_matches_nothing() {
+    let t = table("  []\n");
+    check(&t, &[("GET", "h", "/", &[], None)]);
+}

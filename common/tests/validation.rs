@@ -1,0 +1,195 @@
+//! The route file: parsing and validation errors name the object and the field.
+
+use routemaster_common::spec::ConfigSpec;
+use routemaster_common::{Config, ValidationErrors};
+
+fn validate(yaml: &str) -> Result<Config, String> {
+    let spec = ConfigSpec::from_yaml(yaml).map_err(|e| format!("parse: {e}"))?;
+    Config::try_from(spec).map_err(|e: ValidationErrors| e.to_string())
+}
+
+const EXAMPLE: &str = r#"
+services:
+  - name: lms
+    instances:
+      - address: 127.0.0.1:9001
+      - address: 127.0.0.1:9002
+        weight: 2
+    load_balancing: round_robin
+  - name: lms-v2
+    instances: [{ address: "localhost:9003" }]
+    load_balancing: least_request
+routes:
+  - id: lms-courses
+    hosts: [www.example.com, "*.example.org"]
+    path: { prefix: /courses }
+    methods: [GET, HEAD]
+    headers:
+      - { name: x-env, exact: beta }
+    priority: 0
+    group: default
+    forward:
+      service: lms
+      rewrite_prefix: /api
+      host_rewrite: lms.internal
+      timeout: 30s
+  - id: split
+    path: { regex: "/course/[0-9]+" }
+    forward:
+      backends: [{ service: lms, weight: 90 }, { service: lms-v2, weight: 10 }]
+  - id: old-courses
+    path: { prefix: /old-courses }
+    redirect: { prefix: /courses, code: 301 }
+"#;
+
+#[test]
+fn the_documented_example_is_valid_and_round_trips() {
+    let config = validate(EXAMPLE).unwrap();
+    assert_eq!(config.services().len(), 2);
+    assert_eq!(config.routes().len(), 3);
+    let spec = ConfigSpec::from(&config);
+    let again = Config::try_from(ConfigSpec::from_yaml(&spec.to_yaml()).unwrap()).unwrap();
+    assert_eq!(ConfigSpec::from(&again), spec);
+}
+
+#[test]
+fn bad_input_names_object_and_field() {
+    let svc = "services:\n  - name: lms\n    instances: [{ address: 127.0.0.1:9001 }]\n";
+    let cases: &[(&str, &str)] = &[
+        (
+            "routes:\n  - { id: Bad_Id, forward: { service: lms } }",
+            r#"route "Bad_Id": id: "Bad_Id" has 'B'"#,
+        ),
+        (
+            "routes:\n  - { id: a, forward: { service: lms } }\n  - { id: a, forward: { service: lms } }",
+            r#"route "a": id: is declared more than once"#,
+        ),
+        (
+            "routes:\n  - { id: a, forward: { service: nope } }",
+            r#"route "a": forward.service: unknown service "nope""#,
+        ),
+        (
+            "routes:\n  - { id: a, forward: { backends: [{ service: lms }, { service: nope }] } }",
+            r#"route "a": forward.backends: unknown service "nope""#,
+        ),
+        (
+            "routes:\n  - { id: a, path: { regex: \"(\" }, forward: { service: lms } }",
+            r#"route "a": path.regex: invalid regex"#,
+        ),
+        (
+            "routes:\n  - { id: a, path: { prefix: courses }, forward: { service: lms } }",
+            r#"route "a": path.prefix: "courses" must start with '/'"#,
+        ),
+        (
+            "routes:\n  - { id: a, path: { exact: about }, forward: { service: lms } }",
+            r#"route "a": path.exact: "about" must start with '/'"#,
+        ),
+        (
+            "routes:\n  - { id: a, path: { prefix: /a/../b }, forward: { service: lms } }",
+            r#"route "a": path.prefix: "/a/../b" is not a normalised path"#,
+        ),
+        (
+            "routes:\n  - { id: a, path: { prefix: /a, exact: /b }, forward: { service: lms } }",
+            r#"route "a": path: set exactly one of prefix, exact or regex"#,
+        ),
+        (
+            "routes:\n  - { id: a, redirect: { path: /x, code: 304 } }",
+            r#"route "a": redirect.code: 304 is not one of 301, 302, 303, 307, 308"#,
+        ),
+        (
+            "routes:\n  - { id: a, forward: { backends: [{ service: lms, weight: 0 }] } }",
+            r#"route "a": forward.backends: all weights are 0"#,
+        ),
+        (
+            "routes:\n  - { id: a }",
+            r#"route "a": forward: missing; a route needs exactly one of forward or redirect"#,
+        ),
+        (
+            "routes:\n  - { id: a, forward: { service: lms }, redirect: { path: /x } }",
+            r#"route "a": forward: set both forward and redirect"#,
+        ),
+        (
+            "routes:\n  - { id: a, hosts: [\"www.example.com:80\"], forward: { service: lms } }",
+            r#"route "a": hosts[0]: "www.example.com:80" is not a host name"#,
+        ),
+        (
+            "routes:\n  - { id: a, methods: [get], forward: { service: lms } }",
+            r#"route "a": methods[0]: "get" is not an HTTP method"#,
+        ),
+        (
+            "routes:\n  - { id: a, headers: [{ name: x, exact: a, present: true }], forward: { service: lms } }",
+            r#"route "a": headers[0]: set exactly one of exact, regex or present: true"#,
+        ),
+        (
+            "routes:\n  - { id: a, forward: { service: lms, timeout: 30 } }",
+            r#"route "a": forward.timeout: "30" is not a duration"#,
+        ),
+        (
+            "routes:\n  - { id: a, path: { regex: /x }, forward: { service: lms, rewrite_prefix: /y } }",
+            r#"route "a": forward.rewrite_prefix: needs a prefix or exact path match"#,
+        ),
+        (
+            "routes:\n  - { id: a, redirect: { scheme: ftp } }",
+            r#"route "a": redirect.scheme: "ftp" must be http or https"#,
+        ),
+    ];
+    for (routes, want) in cases {
+        let err = validate(&format!("{svc}{routes}")).expect_err(routes);
+        assert!(
+            err.contains(want),
+            "for {routes}\n got: {err}\nwant: {want}"
+        );
+    }
+}
+
+#[test]
+fn bad_services_are_named() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "services:\n  - { name: lms, instances: [{ address: 127.0.0.1 }] }",
+            r#"service "lms": instances[0].address: "127.0.0.1" has no port"#,
+        ),
+        (
+            "services:\n  - { name: lms }\n  - { name: lms }",
+            r#"service "lms": name: is declared more than once"#,
+        ),
+        (
+            "services:\n  - { name: lms, instances: [{ address: \"a:1\", weight: 0 }] }",
+            r#"service "lms": instances: all weights are 0"#,
+        ),
+        (
+            "services:\n  - { name: LMS }",
+            r#"service "LMS": name: "LMS" has 'L'"#,
+        ),
+        (
+            "services:\n  - { name: lms, load_balancing: fastest }",
+            "parse: ",
+        ),
+    ];
+    for (yaml, want) in cases {
+        let err = validate(yaml).expect_err(yaml);
+        assert!(err.contains(want), "for {yaml}\n got: {err}\nwant: {want}");
+    }
+}
+
+#[test]
+fn unknown_fields_are_errors_with_a_location() {
+    let err = validate("routes:\n  - id: a\n    forward: { service: lms }\n    prefix: /x\n")
+        .expect_err("unknown field");
+    assert!(err.contains("prefix"), "{err}");
+    assert!(err.contains("line") || err.contains('4'), "{err}");
+    let err = validate("servces: []\n").expect_err("unknown top-level field");
+    assert!(err.contains("servces"), "{err}");
+}
+
+#[test]
+fn every_error_is_reported_not_just_the_first() {
+    let err = validate(
+        "routes:\n  - { id: a, forward: { service: x } }\n  - { id: b, forward: { service: y } }",
+    )
+    .unwrap_err();
+    assert!(
+        err.contains(r#"route "a""#) && err.contains(r#"route "b""#),
+        "{err}"
+    );
+}
