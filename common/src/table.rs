@@ -125,19 +125,23 @@ impl<T> RouteTable<T> {
     }
 
     fn find_rank(&self, req: &RequestHead<'_>) -> Option<u32> {
-        if let Some(bucket) = self.exact_hosts.get(req.host) {
-            if let Some(rank) = self.search(bucket, req) {
-                return Some(rank);
-            }
+        if let Some(rank) = self
+            .exact_hosts
+            .get(req.host)
+            .and_then(|bucket| self.search(bucket, req))
+        {
+            return Some(rank);
         }
         if !self.wildcard_hosts.is_empty() {
             // Leftmost dot first = longest suffix first; a dot at 0 would leave an
             // empty first label, which no wildcard covers.
             for (i, _) in req.host.match_indices('.').filter(|(i, _)| *i > 0) {
-                if let Some(bucket) = self.wildcard_hosts.get(&req.host[i..]) {
-                    if let Some(rank) = self.search(bucket, req) {
-                        return Some(rank);
-                    }
+                if let Some(rank) = self
+                    .wildcard_hosts
+                    .get(&req.host[i..])
+                    .and_then(|bucket| self.search(bucket, req))
+                {
+                    return Some(rank);
                 }
             }
         }
@@ -171,10 +175,10 @@ impl<T> RouteTable<T> {
         if !bucket.prefix.is_empty() {
             let path = req.path;
             let mut probe = |key: &str| {
-                if key.len() <= bucket.longest_prefix {
-                    if let Some(list) = bucket.prefix.get(key) {
-                        consider(list, false);
-                    }
+                if key.len() <= bucket.longest_prefix
+                    && let Some(list) = bucket.prefix.get(key)
+                {
+                    consider(list, false);
                 }
             };
             probe("");

@@ -1,0 +1,99 @@
+//! Every way a proxied request can fail, tagged with where it came from, and the one
+//! place where a failure becomes a status code and a short body.
+
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use routemaster_common::path::PathError;
+
+use crate::body::ProxyBody;
+use crate::stats::Stats;
+
+/// Which side of the proxy a failure belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The client sent something we cannot route.
+    Downstream,
+    /// The upstream failed or was too slow.
+    Upstream,
+    /// Our own configuration or state cannot serve the request.
+    Internal,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("bad request path: {0}")]
+    BadPath(#[from] PathError),
+    #[error("request has no host")]
+    MissingHost,
+    #[error("no route matched")]
+    NoRoute,
+    #[error("no configuration loaded yet")]
+    NotReady,
+    #[error("service {0:?} has no instances")]
+    NoInstances(Box<str>),
+    #[error("upstream connect failed")]
+    UpstreamConnect(#[source] hyper_util::client::legacy::Error),
+    #[error("upstream connection failed")]
+    UpstreamReset(#[source] hyper_util::client::legacy::Error),
+    #[error("upstream timed out")]
+    UpstreamTimeout,
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+}
+
+impl ProxyError {
+    pub fn side(&self) -> Side {
+        match self {
+            ProxyError::BadPath(_) | ProxyError::MissingHost | ProxyError::NoRoute => {
+                Side::Downstream
+            }
+            ProxyError::UpstreamConnect(_)
+            | ProxyError::UpstreamReset(_)
+            | ProxyError::UpstreamTimeout => Side::Upstream,
+            ProxyError::NotReady | ProxyError::NoInstances(_) | ProxyError::Internal(_) => {
+                Side::Internal
+            }
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::BadPath(_) | ProxyError::MissingHost => StatusCode::BAD_REQUEST,
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::NotReady | ProxyError::NoInstances(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::UpstreamConnect(_) | ProxyError::UpstreamReset(_) => {
+                StatusCode::BAD_GATEWAY
+            }
+            ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The response the client gets: status, and a one-line body naming the reason and
+    /// the request id. Counted by side.
+    pub fn into_response(self, request_id: &HeaderValue, stats: &Stats) -> Response<ProxyBody> {
+        let counter = match self.side() {
+            Side::Downstream => &stats.downstream_errors,
+            Side::Upstream => &stats.upstream_errors,
+            Side::Internal => &stats.internal_errors,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let status = self.status();
+        let body = format!(
+            "{} {}: {}; request id {}\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            self,
+            String::from_utf8_lossy(request_id.as_bytes())
+        );
+        let mut resp = Response::new(ProxyBody::full(Bytes::from(body)));
+        *resp.status_mut() = status;
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        resp
+    }
+}
