@@ -53,6 +53,11 @@ struct Bucket {
     exact: Map<Vec<u32>>,
     prefix: Map<Vec<u32>>,
     longest_prefix: usize,
+    /// Regex routes indexed by the literal path prefix every match must start with
+    /// (see [`regex_anchor`]), so thousands of regex routes cost a hash probe per path
+    /// segment rather than one regex evaluation each.
+    regex_by_prefix: Map<Vec<u32>>,
+    /// Regex routes without a usable literal prefix; tried one by one.
     regex: Vec<u32>,
 }
 
@@ -172,13 +177,16 @@ impl<T> RouteTable<T> {
         if let Some(list) = bucket.exact.get(req.path) {
             consider(list, false);
         }
-        if !bucket.prefix.is_empty() {
+        if !bucket.prefix.is_empty() || !bucket.regex_by_prefix.is_empty() {
             let path = req.path;
             let mut probe = |key: &str| {
                 if key.len() <= bucket.longest_prefix
                     && let Some(list) = bucket.prefix.get(key)
                 {
                     consider(list, false);
+                }
+                if let Some(list) = bucket.regex_by_prefix.get(key) {
+                    consider(list, true);
                 }
             };
             probe("");
@@ -202,9 +210,36 @@ impl Bucket {
                 self.longest_prefix = self.longest_prefix.max(p.len());
                 push(&mut self.prefix, p, rank)
             }
-            PathMatch::Regex(_) => self.regex.push(rank),
+            PathMatch::Regex(p) => match regex_anchor(p.as_str()) {
+                Some(anchor) => push(&mut self.regex_by_prefix, anchor, rank),
+                None => self.regex.push(rank),
+            },
         }
     }
+}
+
+/// The longest path prefix, ending just before a `/`, that every path matching the
+/// (whole-path) regex must start with: `/course/[0-9]+` → `/course`. `None` when the
+/// regex has no such literal start (`.*`, `(?i)/a`, `/[ab]`…). Conservative: stops at
+/// the first metacharacter and drops a literal a quantifier may make optional.
+fn regex_anchor(regex: &str) -> Option<&str> {
+    const META: &[char] = &[
+        '\\', '.', '+', '*', '?', '(', ')', '|', '[', ']', '{', '}', '^', '$',
+    ];
+    if regex.contains('|') {
+        // An alternation anywhere may start a path that skips the first literal.
+        return None;
+    }
+    let end = regex.find(META).unwrap_or(regex.len());
+    let mut literal = &regex[..end];
+    if matches!(regex[end..].chars().next(), Some('?' | '*' | '{')) {
+        // The char before a quantifier is optional (or repeated zero times).
+        let mut chars = literal.chars();
+        chars.next_back();
+        literal = chars.as_str();
+    }
+    let cut = literal.rfind('/')?;
+    (cut > 0).then(|| &literal[..cut])
 }
 
 fn push(map: &mut Map<Vec<u32>>, key: &str, rank: u32) {

@@ -230,3 +230,47 @@ fn empty_table_matches_nothing() {
     let t = table("  []\n");
     check(&t, &[("GET", "h", "/", &[], None)]);
 }
+
+#[test]
+fn regex_anchors_are_conservative() {
+    let cases = [
+        ("/course/[0-9]+", Some("/course")),
+        ("/a/b/c", Some("/a/b")),
+        ("/a/b?", Some("/a")),
+        ("/a/?x", None),
+        ("/a/b*", Some("/a")),
+        ("/a/b+", Some("/a")),
+        ("/v1.0/x", None),
+        ("/api/v1/x|/other/y", None),
+        ("(?i)/a/b", None),
+        ("/[a-z]+/x", None),
+        (".*", None),
+        ("/x", None),
+        ("/x/\\d+", Some("/x")),
+    ];
+    for (regex, want) in cases {
+        assert_eq!(super::regex_anchor(regex), want, "{regex}");
+    }
+}
+
+#[test]
+fn many_regex_routes_are_found_through_their_anchor() {
+    let mut yaml = String::new();
+    for i in 0..200 {
+        yaml.push_str(&format!(
+            "  - {{ id: r{i}, path: {{ regex: \"/r{i}/[0-9]+\" }}, forward: {{ service: svc }} }}\n"
+        ));
+    }
+    yaml.push_str("  - { id: loose, path: { regex: \"/(x|y)/.*\" }, forward: { service: svc } }\n");
+    let t = table(&yaml);
+    check(
+        &t,
+        &[
+            ("GET", "h", "/r0/1", &[], Some("r0")),
+            ("GET", "h", "/r199/42", &[], Some("r199")),
+            ("GET", "h", "/r199/x", &[], None),
+            ("GET", "h", "/r19/1/2", &[], None),
+            ("GET", "h", "/y/anything", &[], Some("loose")),
+        ],
+    );
+}

@@ -1,0 +1,13 @@
+# Shared by the scripts: install Debian packages that are missing.
+# shellcheck shell=bash
+
+# need_pkg COMMAND PACKAGE: installs PACKAGE with apt-get when COMMAND is not on PATH.
+need_pkg() {
+  local cmd=$1 pkg=$2
+  command -v "$cmd" >/dev/null 2>&1 && return 0
+  echo "installing $pkg (for $cmd)…" >&2
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$pkg" >/dev/null
+}

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Runs every test: unit, table-driven routing, and multi-process integration tests.
+# Installs what a fresh Debian machine with Rust lacks (protoc; etcd for the
+# control-plane tests).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+need_pkg protoc protobuf-compiler
+need_pkg etcd etcd-server
+# Integration tests start the real binaries from target/debug.
+cargo build --workspace --bins
+cargo test --workspace "$@"
