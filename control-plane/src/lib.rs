@@ -1,1 +1,16 @@
-//! Placeholder; filled by the control-plane issue.
+//! routemaster-control (the control plane) and the `routemaster` CLI.
+//!
+//! Data flow: CLI → gRPC admin ([`admin_api`]) → [`controller::Controller::dispatch`]
+//! (validate against a fresh etcd read, one fenced transaction) → etcd → watch
+//! ([`controller::Controller::run_watch`]) → [`catalog::Catalog`] per version → every
+//! proxy's discovery stream ([`discovery`]) → proxy ACK/NACK and health → node status in
+//! etcd ([`nodes`]) → status API ([`status_api`]). [`store`] owns the etcd key layout.
+
+pub mod admin_api;
+pub mod catalog;
+pub mod controller;
+pub mod discovery;
+pub mod nodes;
+pub mod server;
+pub mod status_api;
+pub mod store;

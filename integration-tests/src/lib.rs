@@ -5,6 +5,7 @@
 
 pub mod backend;
 pub mod client;
+pub mod cluster;
 pub mod process;
 
 use std::path::Path;

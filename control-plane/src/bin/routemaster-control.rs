@@ -1,1 +1,111 @@
-fn main() {}
+//! `routemaster-control`: flags and process wiring for one control-plane replica.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use routemaster_control_plane::server::{ControlPlaneOptions, run};
+
+/// Routemaster's control plane: stores routes in etcd and streams snapshots to proxies.
+#[derive(Debug, Parser)]
+#[command(name = "routemaster-control", version)]
+struct Args {
+    /// etcd endpoints, comma-separated.
+    #[arg(
+        long,
+        value_name = "URL[,URL…]",
+        default_value = "http://127.0.0.1:2379",
+        value_delimiter = ','
+    )]
+    etcd: Vec<String>,
+    /// gRPC address (CLI admin API and proxy discovery streams).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7000")]
+    grpc_listen: SocketAddr,
+    /// HTTP status API address.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7001")]
+    http_listen: SocketAddr,
+    /// etcd key prefix.
+    #[arg(long, default_value = "/routemaster")]
+    prefix: String,
+    /// How long a node stays listed without reporting (about 3 proxy health intervals).
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_duration)]
+    node_ttl: Duration,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    routemaster_common::duration::parse(s).map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("routemaster-control: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(main_async(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("routemaster-control: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn main_async(args: Args) -> anyhow::Result<()> {
+    anyhow::ensure!(args.prefix.starts_with('/'), "--prefix must start with '/'");
+    let grpc = tokio::net::TcpListener::bind(args.grpc_listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.grpc_listen))?;
+    let http = tokio::net::TcpListener::bind(args.http_listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.http_listen))?;
+    // Machine-readable first stdout line (tests and scripts bind port 0).
+    println!(
+        "routemaster-control listening on {} http {}",
+        grpc.local_addr()?,
+        http.local_addr()?
+    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut server = tokio::spawn(run(
+        ControlPlaneOptions {
+            etcd: args.etcd,
+            prefix: args.prefix,
+            node_ttl: args.node_ttl,
+        },
+        grpc,
+        http,
+        stop_rx,
+    ));
+    tokio::select! {
+        result = shutdown_signal() => result?,
+        finished = &mut server => {
+            return finished.context("control plane task failed")?;
+        }
+    }
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    server.await.context("control plane task failed")?
+}
+
+async fn shutdown_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,144 @@
+//! The gRPC admin service the CLI talks to. Writes go through
+//! [`Controller::dispatch`]; reads are answered from the published catalog, so they keep
+//! working while etcd is away.
+
+use std::sync::Arc;
+
+use routemaster_proto::v1;
+use tonic::{Request, Response, Status};
+
+use crate::controller::{ChangeKind, Command, Controller, DispatchError, Kind, ObjectChange};
+use crate::nodes::Nodes;
+
+#[derive(Debug)]
+pub struct AdminService {
+    controller: Arc<Controller>,
+    nodes: Arc<Nodes>,
+}
+
+impl AdminService {
+    pub fn new(controller: Arc<Controller>, nodes: Arc<Nodes>) -> Self {
+        Self { controller, nodes }
+    }
+}
+
+fn status(e: DispatchError) -> Status {
+    let msg = e.to_string();
+    match e {
+        DispatchError::Invalid(_) | DispatchError::Duplicate { .. } => {
+            Status::invalid_argument(msg)
+        }
+        DispatchError::InUse { .. } => Status::failed_precondition(msg),
+        DispatchError::NotFound { .. } => Status::not_found(msg),
+        DispatchError::Unavailable(_) => Status::unavailable(msg),
+        DispatchError::Contended => Status::aborted(msg),
+    }
+}
+
+fn change(c: &ObjectChange) -> v1::ObjectChange {
+    v1::ObjectChange {
+        kind: match c.kind {
+            Kind::Service => v1::Kind::Service,
+            Kind::Route => v1::Kind::Route,
+        } as i32,
+        name: c.name.clone(),
+        change: match c.change {
+            ChangeKind::Created => v1::Change::Created,
+            ChangeKind::Updated => v1::Change::Updated,
+            ChangeKind::Unchanged => v1::Change::Unchanged,
+            ChangeKind::Deleted => v1::Change::Deleted,
+        } as i32,
+    }
+}
+
+#[tonic::async_trait]
+impl v1::admin_server::Admin for AdminService {
+    async fn apply(
+        &self,
+        request: Request<v1::ApplyRequest>,
+    ) -> Result<Response<v1::ApplyResponse>, Status> {
+        let req = request.into_inner();
+        let spec = routemaster_proto::config_spec(req.services, req.routes)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let outcome = self
+            .controller
+            .dispatch(Command::Apply {
+                services: spec.services,
+                routes: spec.routes,
+                dry_run: req.dry_run,
+            })
+            .await
+            .map_err(status)?;
+        Ok(Response::new(v1::ApplyResponse {
+            changes: outcome.changes.iter().map(change).collect(),
+            version: outcome.version,
+            dry_run: req.dry_run,
+        }))
+    }
+
+    async fn delete(
+        &self,
+        request: Request<v1::DeleteRequest>,
+    ) -> Result<Response<v1::DeleteResponse>, Status> {
+        let req = request.into_inner();
+        let command = match v1::Kind::try_from(req.kind) {
+            Ok(v1::Kind::Service) => Command::DeleteService(req.name),
+            Ok(v1::Kind::Route) => Command::DeleteRoute(req.name),
+            _ => return Err(Status::invalid_argument("kind must be SERVICE or ROUTE")),
+        };
+        let outcome = self.controller.dispatch(command).await.map_err(status)?;
+        Ok(Response::new(v1::DeleteResponse {
+            version: outcome.version,
+        }))
+    }
+
+    async fn list(
+        &self,
+        _request: Request<v1::ListRequest>,
+    ) -> Result<Response<v1::ListResponse>, Status> {
+        let catalog = self.controller.catalog();
+        let Some(config) = catalog.config.as_ref() else {
+            return Err(Status::unavailable(
+                "the control plane has not loaded the configuration from etcd yet",
+            ));
+        };
+        let parts = routemaster_proto::ListParts::from(config);
+        Ok(Response::new(v1::ListResponse {
+            version: catalog.version,
+            services: parts.services,
+            routes: parts.routes,
+        }))
+    }
+
+    async fn status(
+        &self,
+        _request: Request<v1::StatusRequest>,
+    ) -> Result<Response<v1::StatusResponse>, Status> {
+        let catalog = self.controller.catalog();
+        let nodes = self.nodes.list().await;
+        Ok(Response::new(v1::StatusResponse {
+            version: catalog.version,
+            routes: catalog.route_count() as u32,
+            services: catalog.service_count() as u32,
+            etcd_connected: self.controller.etcd_connected(),
+            nodes: nodes
+                .into_iter()
+                .map(|n| v1::NodeStatus {
+                    id: n.id,
+                    group: n.group,
+                    labels: n.labels.into_iter().collect(),
+                    applied_version: n.applied_version,
+                    last_nack: n.last_nack.unwrap_or_default(),
+                    last_nack_version: n.last_nack_version.unwrap_or_default(),
+                    last_seen_unix_ms: n.last_seen,
+                    healthy: n.healthy,
+                    uptime_seconds: n.uptime_seconds,
+                    in_flight: n.in_flight,
+                    requests_total: n.requests_total,
+                    errors_total: n.errors_total,
+                    control_plane: n.control_plane,
+                })
+                .collect(),
+        }))
+    }
+}

@@ -1,0 +1,190 @@
+//! The control plane's view of the configuration at one version: validated objects and
+//! each group's snapshot message. Immutable; a new version is a new `Catalog`, published
+//! to discovery streams, the admin API and the status API through a `watch` channel.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use routemaster_common::spec::{ConfigSpec, RouteSpec, ServiceSpec};
+use routemaster_common::{Config, Route, Service};
+use routemaster_proto::v1;
+
+#[derive(Debug, Default)]
+pub struct Catalog {
+    /// The etcd revision of the last configuration write; 0 before the first load.
+    pub version: u64,
+    pub config: Option<Config>,
+    /// Each group that has routes → its snapshot (without the version, which is stamped
+    /// per send so an unchanged group still hears of every new version).
+    groups: HashMap<String, Arc<GroupContent>>,
+}
+
+/// The routes of one group and the services they use, as messages.
+#[derive(Debug, Default)]
+pub struct GroupContent {
+    pub services: Vec<v1::Service>,
+    pub routes: Vec<v1::Route>,
+}
+
+impl Catalog {
+    /// Builds a catalog from stored specs. Objects that fail validation (only possible
+    /// if etcd was edited by hand) are left out and reported, never served.
+    pub fn build(
+        version: u64,
+        services: &BTreeMap<String, ServiceSpec>,
+        routes: &BTreeMap<String, RouteSpec>,
+    ) -> (Self, Vec<String>) {
+        let mut problems = Vec::new();
+        let services: Vec<Service> = services
+            .values()
+            .filter_map(|s| {
+                Service::try_from(s.clone())
+                    .map_err(|e| problems.push(e.to_string()))
+                    .ok()
+            })
+            .collect();
+        let known: BTreeSet<&str> = services.iter().map(|s| s.name().as_str()).collect();
+        let mut valid_routes = Vec::with_capacity(routes.len());
+        for spec in routes.values() {
+            match Route::try_from(spec.clone()) {
+                Ok(r) if r.services().all(|s| known.contains(s.as_str())) => valid_routes.push(r),
+                Ok(r) => problems.push(format!(
+                    "route {:?} names an unknown service",
+                    r.id().as_str()
+                )),
+                Err(e) => problems.push(e.to_string()),
+            }
+        }
+        let config = match Config::new(services, valid_routes) {
+            Ok(c) => c,
+            Err(e) => {
+                problems.push(e.to_string());
+                Config::empty()
+            }
+        };
+        let groups = group_contents(&config);
+        (
+            Self {
+                version,
+                config: Some(config),
+                groups,
+            },
+            problems,
+        )
+    }
+
+    pub fn is_loaded(&self) -> bool {
+        self.config.is_some()
+    }
+
+    /// The snapshot message for `group` at this version (empty for a group without
+    /// routes: such proxies still converge on the version).
+    pub fn snapshot(&self, group: &str) -> v1::Snapshot {
+        let content = self.groups.get(group).cloned().unwrap_or_default();
+        v1::Snapshot {
+            version: self.version,
+            group: group.to_owned(),
+            services: content.services.clone(),
+            routes: content.routes.clone(),
+        }
+    }
+
+    pub fn spec(&self) -> ConfigSpec {
+        self.config
+            .as_ref()
+            .map(ConfigSpec::from)
+            .unwrap_or_default()
+    }
+
+    pub fn route_count(&self) -> usize {
+        self.config.as_ref().map_or(0, |c| c.routes().len())
+    }
+
+    pub fn service_count(&self) -> usize {
+        self.config.as_ref().map_or(0, |c| c.services().len())
+    }
+}
+
+fn group_contents(config: &Config) -> HashMap<String, Arc<GroupContent>> {
+    let mut by_group: BTreeMap<&str, Vec<&Route>> = BTreeMap::new();
+    for r in config.routes() {
+        by_group.entry(r.group().as_str()).or_default().push(r);
+    }
+    by_group
+        .into_iter()
+        .map(|(group, routes)| {
+            let used: BTreeSet<&str> = routes
+                .iter()
+                .flat_map(|r| r.services())
+                .map(|n| n.as_str())
+                .collect();
+            let content = GroupContent {
+                services: config
+                    .services()
+                    .iter()
+                    .filter(|s| used.contains(s.name().as_str()))
+                    .map(v1::Service::from)
+                    .collect(),
+                routes: routes.iter().map(|r| v1::Route::from(*r)).collect(),
+            };
+            (group.to_owned(), Arc::new(content))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_get_their_routes_and_only_the_services_they_use() {
+        let spec = ConfigSpec::from_yaml(
+            r#"
+services:
+  - { name: a, instances: [{ address: "127.0.0.1:1" }] }
+  - { name: b, instances: [{ address: "127.0.0.1:2" }] }
+routes:
+  - { id: r1, forward: { service: a } }
+  - { id: r2, group: edge, forward: { service: b } }
+"#,
+        )
+        .unwrap();
+        let services = spec
+            .services
+            .iter()
+            .map(|s| (s.name.clone(), s.clone()))
+            .collect();
+        let routes = spec
+            .routes
+            .iter()
+            .map(|r| (r.id.clone(), r.clone()))
+            .collect();
+        let (catalog, problems) = Catalog::build(7, &services, &routes);
+        assert!(problems.is_empty(), "{problems:?}");
+        let edge = catalog.snapshot("edge");
+        assert_eq!(edge.version, 7);
+        assert_eq!(edge.routes.len(), 1);
+        assert_eq!(edge.services.len(), 1);
+        assert_eq!(edge.services[0].name, "b");
+        let default = catalog.snapshot("default");
+        assert_eq!(default.routes[0].id, "r1");
+        let empty = catalog.snapshot("nobody");
+        assert_eq!((empty.version, empty.routes.len()), (7, 0));
+    }
+
+    #[test]
+    fn hand_edited_bad_objects_are_left_out() {
+        let spec = ConfigSpec::from_yaml(
+            "routes:\n  - { id: r1, forward: { service: ghost } }\n  - { id: BAD, forward: { service: ghost } }\n",
+        )
+        .unwrap();
+        let routes = spec
+            .routes
+            .iter()
+            .map(|r| (r.id.clone(), r.clone()))
+            .collect();
+        let (catalog, problems) = Catalog::build(3, &BTreeMap::new(), &routes);
+        assert_eq!(catalog.route_count(), 0);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+    }
+}

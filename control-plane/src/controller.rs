@@ -1,0 +1,460 @@
+//! The control plane's core: the one write path ([`Controller::dispatch`]) and the one
+//! read path (the etcd watch loop that publishes [`Catalog`]s).
+//!
+//! Writes never touch the in-memory catalog: they validate against a fresh read of
+//! etcd and commit one fenced transaction. Every replica — this one included — then
+//! learns of the change from its watch, so all replicas publish the same versions.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use routemaster_common::spec::{ConfigSpec, RouteSpec, ServiceSpec};
+use routemaster_common::{Config, ValidationErrors};
+use tokio::sync::watch;
+
+use crate::catalog::Catalog;
+use crate::store::{Change, Store, StoreError, Stored};
+
+/// A write, as the admin API receives it.
+#[derive(Debug, Clone)]
+pub enum Command {
+    Apply {
+        services: Vec<ServiceSpec>,
+        routes: Vec<RouteSpec>,
+        dry_run: bool,
+    },
+    DeleteService(String),
+    DeleteRoute(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Service,
+    Route,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeKind {
+    Created,
+    Updated,
+    Unchanged,
+    Deleted,
+}
+
+#[derive(Debug, Clone)]
+pub struct ObjectChange {
+    pub kind: Kind,
+    pub name: String,
+    pub change: ChangeKind,
+}
+
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub changes: Vec<ObjectChange>,
+    /// The version after the write (the current one for dry runs and no-ops).
+    pub version: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error("{0}")]
+    Invalid(ValidationErrors),
+    #[error("service {service:?} is used by route {route:?}; delete or change the route first")]
+    InUse { service: String, route: String },
+    #[error("{kind} {name:?} not found")]
+    NotFound { kind: &'static str, name: String },
+    #[error("the batch names {kind} {name:?} twice")]
+    Duplicate { kind: &'static str, name: String },
+    #[error("etcd is unreachable; writes are refused until it is back (reads still work)")]
+    Unavailable(#[source] StoreError),
+    #[error("too many concurrent writes; try again")]
+    Contended,
+}
+
+impl From<StoreError> for DispatchError {
+    fn from(e: StoreError) -> Self {
+        DispatchError::Unavailable(e)
+    }
+}
+
+#[derive(Debug)]
+pub struct Controller {
+    store: Store,
+    catalog: watch::Sender<Arc<Catalog>>,
+    etcd_connected: AtomicBool,
+    /// Coalescing window for bursts of watch events.
+    coalesce: Duration,
+}
+
+impl Controller {
+    pub fn new(store: Store) -> Arc<Self> {
+        let (catalog, _) = watch::channel(Arc::new(Catalog::default()));
+        Arc::new(Self {
+            store,
+            catalog,
+            etcd_connected: AtomicBool::new(false),
+            coalesce: Duration::from_millis(5),
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.borrow().clone()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Catalog>> {
+        self.catalog.subscribe()
+    }
+
+    pub fn etcd_connected(&self) -> bool {
+        self.etcd_connected.load(Ordering::Relaxed)
+    }
+
+    fn set_connected(&self, up: bool) {
+        if self.etcd_connected.swap(up, Ordering::Relaxed) != up {
+            if up {
+                tracing::info!("etcd connected");
+            } else {
+                tracing::warn!("etcd unreachable; serving the last snapshot, refusing writes");
+            }
+        }
+    }
+
+    /// The single write path: validate against a fresh read, then one fenced etcd
+    /// transaction (retried if another writer got in between).
+    pub async fn dispatch(&self, command: Command) -> Result<Outcome, DispatchError> {
+        for _ in 0..5 {
+            let stored = match self.store.load().await {
+                Ok(s) => s,
+                Err(e) => {
+                    if matches!(e, StoreError::Unavailable(_)) {
+                        self.set_connected(false);
+                    }
+                    return Err(e.into());
+                }
+            };
+            let plan = plan(&self.store, &stored, &command)?;
+            let dry_run = matches!(command, Command::Apply { dry_run: true, .. });
+            let nothing_to_do = plan.puts.is_empty() && plan.deletes.is_empty();
+            if dry_run || nothing_to_do {
+                return Ok(Outcome {
+                    changes: plan.changes,
+                    version: stored.version.max(0) as u64,
+                });
+            }
+            match self
+                .store
+                .commit(stored.meta_revision, plan.puts, plan.deletes)
+                .await?
+            {
+                Some(revision) => {
+                    return Ok(Outcome {
+                        changes: plan.changes,
+                        version: revision.max(0) as u64,
+                    });
+                }
+                None => continue,
+            }
+        }
+        Err(DispatchError::Contended)
+    }
+
+    /// Keeps the published catalog in step with etcd until `shutdown`: load at R, watch
+    /// from R+1, apply coalesced events; on a compacted or lost watch, reload in full.
+    pub async fn run_watch(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            tokio::select! {
+                result = self.watch_once() => {
+                    if let Err(e) = result {
+                        self.set_connected(false);
+                        tracing::debug!(error = %e, "watch ended; reloading");
+                    }
+                }
+                () = &mut shutdown => return,
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = &mut shutdown => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+            if self.etcd_connected() {
+                backoff = Duration::from_millis(100);
+            }
+        }
+    }
+
+    /// One load + watch cycle. Returns when the watch dies.
+    async fn watch_once(&self) -> Result<(), StoreError> {
+        let stored = self.store.load().await?;
+        self.set_connected(true);
+        let Stored {
+            revision,
+            version,
+            mut services,
+            mut routes,
+            ..
+        } = stored;
+        let mut version = version.max(0) as u64;
+        self.publish(version, &services, &routes);
+        let mut stream = self.store.watch(revision + 1).await?;
+        loop {
+            let Some(resp) = stream.message().await? else {
+                return Ok(());
+            };
+            if resp.canceled() || resp.compact_revision() > 0 {
+                tracing::warn!(
+                    compact_revision = resp.compact_revision(),
+                    "watch cancelled (compacted?); reloading in full"
+                );
+                return Ok(());
+            }
+            if !self.fold(&resp, &mut version, &mut services, &mut routes)? {
+                continue; // watch created / progress notifications
+            }
+            // Coalesce a burst: take whatever else arrives within the window.
+            let deadline = tokio::time::Instant::now() + self.coalesce;
+            loop {
+                match tokio::time::timeout_at(deadline, stream.message()).await {
+                    Ok(Ok(Some(more))) => {
+                        if more.canceled() || more.compact_revision() > 0 {
+                            return Ok(());
+                        }
+                        self.fold(&more, &mut version, &mut services, &mut routes)?;
+                    }
+                    Ok(Ok(None)) => return Ok(()),
+                    Ok(Err(e)) => return Err(e.into()),
+                    Err(_) => break,
+                }
+            }
+            self.publish(version, &services, &routes);
+        }
+    }
+
+    fn fold(
+        &self,
+        resp: &etcd_client::WatchResponse,
+        version: &mut u64,
+        services: &mut BTreeMap<String, ServiceSpec>,
+        routes: &mut BTreeMap<String, RouteSpec>,
+    ) -> Result<bool, StoreError> {
+        let mut changed = false;
+        for event in resp.events() {
+            let (change, rev) = match self.store.decode_event(event) {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::error!(error = %e, "ignoring an undecodable etcd value");
+                    continue;
+                }
+            };
+            *version = (*version).max(rev.max(0) as u64);
+            changed = true;
+            match change {
+                Change::PutService(s) => {
+                    services.insert(s.name.clone(), s);
+                }
+                Change::PutRoute(r) => {
+                    routes.insert(r.id.clone(), *r);
+                }
+                Change::DeleteService(name) => {
+                    services.remove(&name);
+                }
+                Change::DeleteRoute(id) => {
+                    routes.remove(&id);
+                }
+                Change::Meta => {}
+            }
+        }
+        Ok(changed)
+    }
+
+    fn publish(
+        &self,
+        version: u64,
+        services: &BTreeMap<String, ServiceSpec>,
+        routes: &BTreeMap<String, RouteSpec>,
+    ) {
+        let (catalog, problems) = Catalog::build(version, services, routes);
+        for p in problems {
+            tracing::error!(problem = %p, "stored object skipped");
+        }
+        tracing::info!(
+            version,
+            routes = catalog.route_count(),
+            services = catalog.service_count(),
+            "snapshot published"
+        );
+        self.catalog.send_replace(Arc::new(catalog));
+    }
+}
+
+/// What a command would write, computed from one consistent read.
+struct Plan {
+    changes: Vec<ObjectChange>,
+    puts: Vec<(String, String)>,
+    deletes: Vec<String>,
+}
+
+fn plan(store: &Store, stored: &Stored, command: &Command) -> Result<Plan, DispatchError> {
+    let mut plan = Plan {
+        changes: Vec::new(),
+        puts: Vec::new(),
+        deletes: Vec::new(),
+    };
+    let mut services = stored.services.clone();
+    let mut routes = stored.routes.clone();
+    match command {
+        Command::Apply {
+            services: new_services,
+            routes: new_routes,
+            ..
+        } => {
+            let mut seen = std::collections::HashSet::new();
+            for s in new_services {
+                if !seen.insert(("service", s.name.as_str())) {
+                    return Err(DispatchError::Duplicate {
+                        kind: "service",
+                        name: s.name.clone(),
+                    });
+                }
+            }
+            for r in new_routes {
+                if !seen.insert(("route", r.id.as_str())) {
+                    return Err(DispatchError::Duplicate {
+                        kind: "route",
+                        name: r.id.clone(),
+                    });
+                }
+            }
+            // Validate the whole resulting configuration, not just the batch: a route
+            // may name a service that already exists, and names must stay unique.
+            for s in new_services {
+                services.insert(s.name.clone(), s.clone());
+            }
+            for r in new_routes {
+                routes.insert(r.id.clone(), r.clone());
+            }
+            let merged = ConfigSpec {
+                services: services.values().cloned().collect(),
+                routes: routes.values().cloned().collect(),
+            };
+            let config = Config::try_from(merged).map_err(DispatchError::Invalid)?;
+            // Compare normalised forms so `weight: 1` and no weight are "unchanged".
+            let normal = ConfigSpec::from(&config);
+            let normal_services: BTreeMap<&str, &ServiceSpec> = normal
+                .services
+                .iter()
+                .map(|s| (s.name.as_str(), s))
+                .collect();
+            let normal_routes: BTreeMap<&str, &RouteSpec> =
+                normal.routes.iter().map(|r| (r.id.as_str(), r)).collect();
+            for s in new_services {
+                // Every batch object is in the validated config, so the lookups succeed.
+                let Some(&new) = normal_services.get(s.name.as_str()) else {
+                    continue;
+                };
+                let change = classify(stored.services.get(&s.name).map(normalise_service), new);
+                record(&mut plan, change, Kind::Service, &s.name, || {
+                    (store.service_key(&s.name), encode(new))
+                });
+            }
+            for r in new_routes {
+                let Some(&new) = normal_routes.get(r.id.as_str()) else {
+                    continue;
+                };
+                let change = classify(stored.routes.get(&r.id).map(normalise_route), new);
+                record(&mut plan, change, Kind::Route, &r.id, || {
+                    (store.route_key(&r.id), encode(new))
+                });
+            }
+        }
+        Command::DeleteService(name) => {
+            if !services.contains_key(name) {
+                return Err(DispatchError::NotFound {
+                    kind: "service",
+                    name: name.clone(),
+                });
+            }
+            if let Some(route) = routes.values().find(|r| {
+                r.forward.as_ref().is_some_and(|f| {
+                    f.service.as_deref() == Some(name.as_str())
+                        || f.backends.iter().flatten().any(|b| &b.service == name)
+                })
+            }) {
+                return Err(DispatchError::InUse {
+                    service: name.clone(),
+                    route: route.id.clone(),
+                });
+            }
+            plan.deletes.push(store.service_key(name));
+            plan.changes.push(ObjectChange {
+                kind: Kind::Service,
+                name: name.clone(),
+                change: ChangeKind::Deleted,
+            });
+        }
+        Command::DeleteRoute(id) => {
+            if routes.remove(id).is_none() {
+                return Err(DispatchError::NotFound {
+                    kind: "route",
+                    name: id.clone(),
+                });
+            }
+            plan.deletes.push(store.route_key(id));
+            plan.changes.push(ObjectChange {
+                kind: Kind::Route,
+                name: id.clone(),
+                change: ChangeKind::Deleted,
+            });
+        }
+    }
+    Ok(plan)
+}
+
+fn normalise_service(s: &ServiceSpec) -> Option<ServiceSpec> {
+    routemaster_common::Service::try_from(s.clone())
+        .ok()
+        .map(|v| ServiceSpec::from(&v))
+}
+
+fn normalise_route(r: &RouteSpec) -> Option<RouteSpec> {
+    routemaster_common::Route::try_from(r.clone())
+        .ok()
+        .map(|v| RouteSpec::from(&v))
+}
+
+fn classify<T: PartialEq>(old: Option<Option<T>>, new: &T) -> ChangeKind {
+    match old {
+        None => ChangeKind::Created,
+        Some(Some(old)) if &old == new => ChangeKind::Unchanged,
+        Some(_) => ChangeKind::Updated,
+    }
+}
+
+fn record(
+    plan: &mut Plan,
+    change: ChangeKind,
+    kind: Kind,
+    name: &str,
+    put: impl FnOnce() -> (String, String),
+) {
+    if change != ChangeKind::Unchanged {
+        plan.puts.push(put());
+    }
+    plan.changes.push(ObjectChange {
+        kind,
+        name: name.to_owned(),
+        change,
+    });
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> String {
+    // Plain structs of strings and numbers always serialise.
+    serde_json::to_string(value).unwrap_or_default()
+}

@@ -1,0 +1,152 @@
+//! `Discovery.Stream`: one bidirectional stream per proxy. The proxy says Hello (node
+//! id, group, labels, the version it has); we send its group's snapshot whenever the
+//! published version differs from what it last got; it answers Ack/Nack and sends
+//! health reports, which become node status. A NACKed version is not resent: the next
+//! version is.
+
+use std::sync::Arc;
+
+use routemaster_proto::v1;
+use routemaster_proto::v1::proxy_message::Message;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::controller::Controller;
+use crate::nodes::{NodeRecord, Nodes, now_ms};
+
+#[derive(Debug)]
+pub struct DiscoveryService {
+    controller: Arc<Controller>,
+    nodes: Arc<Nodes>,
+    /// This replica's gRPC address, recorded in node status.
+    replica: String,
+}
+
+impl DiscoveryService {
+    pub fn new(controller: Arc<Controller>, nodes: Arc<Nodes>, replica: String) -> Self {
+        Self {
+            controller,
+            nodes,
+            replica,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl v1::discovery_server::Discovery for DiscoveryService {
+    type StreamStream = ReceiverStream<Result<v1::Snapshot, Status>>;
+
+    async fn stream(
+        &self,
+        request: Request<Streaming<v1::ProxyMessage>>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        let mut inbound = request.into_inner();
+        let hello = match inbound.message().await? {
+            Some(v1::ProxyMessage {
+                message: Some(Message::Hello(h)),
+            }) => h,
+            _ => return Err(Status::invalid_argument("the first message must be Hello")),
+        };
+        if hello.node_id.is_empty() {
+            return Err(Status::invalid_argument("Hello.node_id must not be empty"));
+        }
+        let group = if hello.group.is_empty() {
+            "default".to_owned()
+        } else {
+            hello.group.clone()
+        };
+        let (tx, rx) = mpsc::channel(4);
+        let session = Session {
+            controller: Arc::clone(&self.controller),
+            nodes: Arc::clone(&self.nodes),
+            record: NodeRecord {
+                id: hello.node_id.clone(),
+                group,
+                labels: hello.labels.into_iter().collect(),
+                applied_version: hello.version,
+                last_seen: now_ms(),
+                control_plane: self.replica.clone(),
+                ..NodeRecord::default()
+            },
+            last_sent: hello.version,
+            lease: None,
+        };
+        tracing::info!(node = %hello.node_id, group = %session.record.group, version = hello.version, "proxy connected");
+        tokio::spawn(session.run(inbound, tx));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+struct Session {
+    controller: Arc<Controller>,
+    nodes: Arc<Nodes>,
+    record: NodeRecord,
+    last_sent: u64,
+    lease: Option<i64>,
+}
+
+impl Session {
+    async fn run(
+        mut self,
+        mut inbound: Streaming<v1::ProxyMessage>,
+        tx: mpsc::Sender<Result<v1::Snapshot, Status>>,
+    ) {
+        self.nodes.report(&self.record, &mut self.lease).await;
+        let mut catalogs = self.controller.subscribe();
+        catalogs.mark_changed();
+        loop {
+            tokio::select! {
+                changed = catalogs.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let catalog = catalogs.borrow_and_update().clone();
+                    if catalog.is_loaded() && catalog.version != self.last_sent {
+                        let snapshot = catalog.snapshot(&self.record.group);
+                        self.last_sent = snapshot.version;
+                        if tx.send(Ok(snapshot)).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                message = inbound.message() => {
+                    match message {
+                        Ok(Some(m)) => self.on_message(m).await,
+                        Ok(None) => break,
+                        Err(status) => {
+                            tracing::debug!(node = %self.record.id, %status, "stream error");
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        tracing::info!(node = %self.record.id, "proxy disconnected");
+        self.nodes.remove(&self.record.id, self.lease).await;
+    }
+
+    async fn on_message(&mut self, message: v1::ProxyMessage) {
+        let record = &mut self.record;
+        record.last_seen = now_ms();
+        match message.message {
+            Some(Message::Ack(ack)) => {
+                record.applied_version = ack.version;
+            }
+            Some(Message::Nack(nack)) => {
+                tracing::warn!(node = %record.id, version = nack.version, error = %nack.error, "snapshot rejected by proxy");
+                record.last_nack = Some(nack.error);
+                record.last_nack_version = Some(nack.version);
+            }
+            Some(Message::Health(h)) => {
+                record.applied_version = h.applied_version;
+                record.uptime_seconds = h.uptime_seconds;
+                record.in_flight = h.in_flight;
+                record.requests_total = h.requests_total;
+                record.errors_total = h.downstream_errors + h.upstream_errors + h.internal_errors;
+            }
+            Some(Message::Hello(_)) | None => return,
+        }
+        self.nodes.report(&self.record, &mut self.lease).await;
+    }
+}

@@ -1,0 +1,79 @@
+//! Wiring of one control-plane replica: the etcd watch loop, the gRPC services (admin +
+//! discovery) and the HTTP status API, each on a listener bound by the caller and all
+//! stopped by one shutdown signal.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use routemaster_data_plane::server::{ServerOptions, serve};
+use routemaster_proto::v1;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+
+use crate::admin_api::AdminService;
+use crate::controller::Controller;
+use crate::discovery::DiscoveryService;
+use crate::nodes::Nodes;
+use crate::status_api::StatusApi;
+use crate::store::Store;
+
+#[derive(Debug, Clone)]
+pub struct ControlPlaneOptions {
+    pub etcd: Vec<String>,
+    pub prefix: String,
+    /// How long a silent node stays listed (about three proxy health intervals).
+    pub node_ttl: Duration,
+}
+
+/// Runs until `shutdown` flips to true.
+pub async fn run(
+    options: ControlPlaneOptions,
+    grpc: TcpListener,
+    http: TcpListener,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let store = Store::connect(&options.etcd, &options.prefix).await?;
+    let controller = Controller::new(store.clone());
+    let nodes = Arc::new(Nodes::new(store, options.node_ttl));
+    let replica = grpc.local_addr()?.to_string();
+    let stopped = move || {
+        let mut rx = shutdown.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+
+    let watcher = tokio::spawn(Arc::clone(&controller).run_watch(stopped()));
+    let status = tokio::spawn(serve(
+        http,
+        Arc::new(StatusApi::new(Arc::clone(&controller), Arc::clone(&nodes))),
+        ServerOptions {
+            drain_timeout: Duration::from_secs(5),
+            ..ServerOptions::default()
+        },
+        stopped(),
+    ));
+    let grpc_server = Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(5)))
+        .add_service(v1::admin_server::AdminServer::new(AdminService::new(
+            Arc::clone(&controller),
+            Arc::clone(&nodes),
+        )))
+        .add_service(
+            v1::discovery_server::DiscoveryServer::new(DiscoveryService::new(
+                Arc::clone(&controller),
+                Arc::clone(&nodes),
+                replica,
+            ))
+            .max_encoding_message_size(256 * 1024 * 1024),
+        )
+        .serve_with_incoming_shutdown(TcpIncoming::from(grpc).with_nodelay(Some(true)), stopped());
+    let result = grpc_server.await;
+    let _ = watcher.await;
+    let _ = status.await;
+    result?;
+    Ok(())
+}

@@ -1,0 +1,277 @@
+//! etcd as the only source of truth. Key layout (under `--prefix`, default `/routemaster`):
+//!
+//! - `{prefix}/config/services/{name}` — JSON of the service, same fields as the route file
+//! - `{prefix}/config/routes/{id}`     — JSON of the route, same fields as the route file
+//! - `{prefix}/config/meta`            — written by every change, so its `mod_revision` is the
+//!   revision of the last write (deletes included) and doubles as the write fence
+//! - `{prefix}/nodes/{node-id}`        — JSON node status, attached to a per-node lease
+//!
+//! Snapshot version = the largest `mod_revision` under `{prefix}/config/`, which every
+//! replica computes identically from the same etcd.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, PutOptions,
+    Txn, TxnOp, WatchOptions, WatchStream,
+};
+use routemaster_common::spec::{RouteSpec, ServiceSpec};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("etcd is unreachable ({0})")]
+    Unavailable(#[source] etcd_client::Error),
+    #[error("etcd data under {key} is not valid: {reason}")]
+    Corrupt { key: String, reason: String },
+}
+
+impl From<etcd_client::Error> for StoreError {
+    fn from(e: etcd_client::Error) -> Self {
+        StoreError::Unavailable(e)
+    }
+}
+
+/// Everything under `{prefix}/config/` at one revision.
+#[derive(Debug, Clone, Default)]
+pub struct Stored {
+    /// The store revision the read was made at.
+    pub revision: i64,
+    /// Revision of the last configuration write (the snapshot version).
+    pub version: i64,
+    /// `mod_revision` of the meta key (0 when absent): the write fence.
+    pub meta_revision: i64,
+    pub services: BTreeMap<String, ServiceSpec>,
+    pub routes: BTreeMap<String, RouteSpec>,
+}
+
+/// One decoded configuration change from the watch.
+#[derive(Debug)]
+pub enum Change {
+    PutService(ServiceSpec),
+    PutRoute(Box<RouteSpec>),
+    DeleteService(String),
+    DeleteRoute(String),
+    Meta,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    client: Client,
+    prefix: String,
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+enum Key<'a> {
+    Service(&'a str),
+    Route(&'a str),
+    Meta,
+    Other,
+}
+
+impl Store {
+    /// Connects lazily (etcd may be down at start); `require_leader` makes a watch on a
+    /// member cut off from the quorum fail instead of hanging.
+    pub async fn connect(endpoints: &[String], prefix: &str) -> Result<Self, StoreError> {
+        let options = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(2))
+            .with_timeout(Duration::from_secs(5))
+            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3))
+            .with_keep_alive_while_idle(true)
+            .with_require_leader(true);
+        let client = Client::connect(endpoints, Some(options)).await?;
+        Ok(Self {
+            client,
+            prefix: prefix.trim_end_matches('/').to_owned(),
+        })
+    }
+
+    fn config_prefix(&self) -> String {
+        format!("{}/config/", self.prefix)
+    }
+    fn meta_key(&self) -> String {
+        format!("{}/config/meta", self.prefix)
+    }
+    pub fn service_key(&self, name: &str) -> String {
+        format!("{}/config/services/{name}", self.prefix)
+    }
+    pub fn route_key(&self, id: &str) -> String {
+        format!("{}/config/routes/{id}", self.prefix)
+    }
+    fn nodes_prefix(&self) -> String {
+        format!("{}/nodes/", self.prefix)
+    }
+    pub fn node_key(&self, id: &str) -> String {
+        format!("{}/nodes/{id}", self.prefix)
+    }
+
+    fn classify<'a>(&self, key: &'a str) -> Key<'a> {
+        let Some(rest) = key.strip_prefix(&self.prefix) else {
+            return Key::Other;
+        };
+        if rest == "/config/meta" {
+            Key::Meta
+        } else if let Some(name) = rest.strip_prefix("/config/services/") {
+            Key::Service(name)
+        } else if let Some(id) = rest.strip_prefix("/config/routes/") {
+            Key::Route(id)
+        } else {
+            Key::Other
+        }
+    }
+
+    /// Reads the whole configuration at one revision.
+    pub async fn load(&self) -> Result<Stored, StoreError> {
+        let mut client = self.client.clone();
+        let resp = client
+            .get(self.config_prefix(), Some(GetOptions::new().with_prefix()))
+            .await?;
+        let mut stored = Stored {
+            revision: resp.header().map_or(0, |h| h.revision()),
+            ..Stored::default()
+        };
+        for kv in resp.kvs() {
+            let key = String::from_utf8_lossy(kv.key());
+            stored.version = stored.version.max(kv.mod_revision());
+            match self.classify(&key) {
+                Key::Service(_) => {
+                    let spec: ServiceSpec = decode(&key, kv.value())?;
+                    stored.services.insert(spec.name.clone(), spec);
+                }
+                Key::Route(_) => {
+                    let spec: RouteSpec = decode(&key, kv.value())?;
+                    stored.routes.insert(spec.id.clone(), spec);
+                }
+                Key::Meta => stored.meta_revision = kv.mod_revision(),
+                Key::Other => {}
+            }
+        }
+        Ok(stored)
+    }
+
+    /// Writes `puts` and `deletes` in one transaction, fenced on the meta key: it lands
+    /// only if no other write happened since `meta_revision` was read. `Ok(None)` means
+    /// someone else wrote first (re-read and retry).
+    pub async fn commit(
+        &self,
+        meta_revision: i64,
+        puts: Vec<(String, String)>,
+        deletes: Vec<String>,
+    ) -> Result<Option<i64>, StoreError> {
+        let meta = self.meta_key();
+        let mut ops: Vec<TxnOp> = puts
+            .into_iter()
+            .map(|(k, v)| TxnOp::put(k, v, None))
+            .collect();
+        ops.extend(deletes.into_iter().map(|k| TxnOp::delete(k, None)));
+        ops.push(TxnOp::put(meta.clone(), "{}", None));
+        let txn = Txn::new()
+            .when([Compare::mod_revision(meta, CompareOp::Equal, meta_revision)])
+            .and_then(ops);
+        let mut client = self.client.clone();
+        let resp = client.txn(txn).await?;
+        Ok(resp
+            .succeeded()
+            .then(|| resp.header().map_or(0, |h| h.revision())))
+    }
+
+    /// Watches configuration keys from `revision` (inclusive).
+    pub async fn watch(&self, revision: i64) -> Result<WatchStream, StoreError> {
+        let mut client = self.client.clone();
+        Ok(client
+            .watch(
+                self.config_prefix(),
+                Some(
+                    WatchOptions::new()
+                        .with_prefix()
+                        .with_start_revision(revision),
+                ),
+            )
+            .await?)
+    }
+
+    /// Decodes one watch event. Returns the change and its revision.
+    pub fn decode_event(&self, event: &etcd_client::Event) -> Result<(Change, i64), StoreError> {
+        let Some(kv) = event.kv() else {
+            return Ok((Change::Meta, 0));
+        };
+        let key = String::from_utf8_lossy(kv.key());
+        let rev = kv.mod_revision();
+        let change = match (event.event_type(), self.classify(&key)) {
+            (EventType::Put, Key::Service(_)) => Change::PutService(decode(&key, kv.value())?),
+            (EventType::Put, Key::Route(_)) => {
+                Change::PutRoute(Box::new(decode(&key, kv.value())?))
+            }
+            (EventType::Delete, Key::Service(name)) => Change::DeleteService(name.to_owned()),
+            (EventType::Delete, Key::Route(id)) => Change::DeleteRoute(id.to_owned()),
+            _ => Change::Meta,
+        };
+        Ok((change, rev))
+    }
+
+    // ---- node status ----
+
+    pub async fn grant_lease(&self, ttl: Duration) -> Result<i64, StoreError> {
+        let mut client = self.client.clone();
+        let ttl = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
+        Ok(client.lease_grant(ttl, None).await?.id())
+    }
+
+    pub async fn keep_alive(&self, lease: i64) -> Result<(), StoreError> {
+        let mut client = self.client.clone();
+        let (mut keeper, mut stream) = client.lease_keep_alive(lease).await?;
+        keeper.keep_alive().await?;
+        let _ = stream.message().await?;
+        Ok(())
+    }
+
+    pub async fn revoke(&self, lease: i64) -> Result<(), StoreError> {
+        let mut client = self.client.clone();
+        client.lease_revoke(lease).await?;
+        Ok(())
+    }
+
+    pub async fn put_node(&self, id: &str, json: String, lease: i64) -> Result<(), StoreError> {
+        let mut client = self.client.clone();
+        client
+            .put(
+                self.node_key(id),
+                json,
+                Some(PutOptions::new().with_lease(lease)),
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn delete_node(&self, id: &str) -> Result<(), StoreError> {
+        let mut client = self.client.clone();
+        client
+            .delete(self.node_key(id), None::<DeleteOptions>)
+            .await?;
+        Ok(())
+    }
+
+    /// Raw JSON values of every node status in etcd.
+    pub async fn list_nodes(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut client = self.client.clone();
+        let resp = client
+            .get(self.nodes_prefix(), Some(GetOptions::new().with_prefix()))
+            .await?;
+        Ok(resp.kvs().iter().map(|kv| kv.value().to_vec()).collect())
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(value).map_err(|e| StoreError::Corrupt {
+        key: key.to_owned(),
+        reason: e.to_string(),
+    })
+}
