@@ -1,15 +1,17 @@
 //! routemaster-proxy: the data plane.
 //!
-//! A snapshot (from a route file or, later, the control plane) goes through one
+//! A snapshot (from a route file or the control plane) goes through one
 //! [`state::ProxyState::apply`], which compiles it ([`compile`]) into a route table with
 //! upstream clusters attached and swaps it in with arc-swap. Each request is then handled
 //! by the phases in [`proxy`]; failures are [`error::ProxyError`]s mapped to a status in
 //! one place. [`server`] owns listeners, connection limits and graceful drain, [`admin`]
-//! the admin endpoints, and [`file_source`] loading and watching the route file.
+//! the admin endpoints, [`file_source`] loading and watching the route file, and
+//! [`control_plane`] the discovery stream to the control plane (connected mode).
 
 pub mod admin;
 pub mod body;
 pub mod compile;
+pub mod control_plane;
 pub mod error;
 pub mod file_source;
 pub mod forwarding;

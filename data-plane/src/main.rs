@@ -1,50 +1,20 @@
 //! `routemaster-proxy`: flags, runtime, wiring. All behaviour lives in the library.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
+mod cli;
+
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
 use routemaster_data_plane::admin::Admin;
-use routemaster_data_plane::file_source;
 use routemaster_data_plane::proxy::{Proxy, UpstreamOptions};
 use routemaster_data_plane::server::{ServerOptions, serve};
 use routemaster_data_plane::state::ProxyState;
+use routemaster_data_plane::{control_plane, file_source};
 use tokio::sync::watch;
 
-/// Routemaster's data plane: an HTTP/1.1 + h2c reverse proxy.
-#[derive(Debug, Parser)]
-#[command(name = "routemaster-proxy", version)]
-struct Args {
-    /// Route file (YAML) to serve; reloaded when it changes.
-    #[arg(long, value_name = "FILE")]
-    config: PathBuf,
-    /// Address for proxied traffic.
-    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8080")]
-    listen: SocketAddr,
-    /// Address for /healthz, /readyz, /config, /stats.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9901")]
-    admin_listen: SocketAddr,
-    /// Worker threads (default: number of cores).
-    #[arg(long, value_name = "N")]
-    workers: Option<usize>,
-    /// Time a client has to send its request headers.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
-    header_read_timeout: Duration,
-    /// On SIGTERM, time allowed for in-flight requests to finish.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
-    drain_timeout: Duration,
-    /// How often the route file is checked for changes.
-    #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = parse_duration)]
-    watch_interval: Duration,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    routemaster_common::duration::parse(s).map_err(|e| e.to_string())
-}
+use crate::cli::{Args, Source};
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -65,8 +35,14 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    // Load before anything else: an invalid file at start is a clean non-zero exit.
-    let config = file_source::load(&args.config)?;
+    let source = args.source()?;
+    // Load before anything else: an invalid file at start is a clean non-zero exit. In
+    // connected mode there is nothing to load: the proxy starts empty (503 and /readyz
+    // 503) until the control plane sends the first snapshot.
+    let initial = match &source {
+        Source::File(path) => Some(file_source::load(path)?),
+        Source::ControlPlane(_) => None,
+    };
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = args.workers {
         anyhow::ensure!(n > 0, "--workers must be at least 1");
@@ -78,13 +54,15 @@ fn run(args: Args) -> anyhow::Result<()> {
         .context("cannot start the runtime")?;
     runtime.block_on(async move {
         let state = Arc::new(ProxyState::new());
-        let applied = state.apply(file_source::snapshot(&args.config, 1, config));
-        tracing::info!(
-            routes = applied.routes,
-            services = applied.services,
-            compile_ms = applied.compile_time.as_secs_f64() * 1e3,
-            "route file loaded"
-        );
+        if let (Source::File(path), Some(config)) = (&source, initial) {
+            let applied = state.apply(file_source::snapshot(path, 1, config));
+            tracing::info!(
+                routes = applied.routes,
+                services = applied.services,
+                compile_ms = applied.compile_time.as_secs_f64() * 1e3,
+                "route file loaded"
+            );
+        }
 
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
@@ -120,20 +98,31 @@ fn run(args: Args) -> anyhow::Result<()> {
             server_options,
             stopped(),
         ));
-        let watcher = tokio::spawn(file_source::watch(
-            args.config.clone(),
-            Arc::clone(&state),
-            1,
-            args.watch_interval,
-            stopped(),
-        ));
+        let snapshots = match source {
+            Source::File(path) => tokio::spawn(file_source::watch(
+                path,
+                Arc::clone(&state),
+                1,
+                args.watch_interval,
+                stopped(),
+            )),
+            Source::ControlPlane(config) => {
+                tracing::info!(
+                    control_planes = %config.urls.join(","),
+                    node_id = %config.node_id,
+                    group = %config.group,
+                    "connected mode: waiting for the first snapshot"
+                );
+                tokio::spawn(control_plane::run(config, Arc::clone(&state), stopped()))
+            }
+        };
 
         shutdown_signal().await?;
         tracing::info!("shutting down: draining in-flight requests");
         let _ = stop_tx.send(true);
         let _ = proxy_server.await;
         let _ = admin_server.await;
-        let _ = watcher.await;
+        let _ = snapshots.await;
         tracing::info!("stopped");
         Ok(())
     })
