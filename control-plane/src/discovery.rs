@@ -69,7 +69,9 @@ impl v1::discovery_server::Discovery for DiscoveryService {
                 control_plane: self.replica.clone(),
                 ..NodeRecord::default()
             },
-            last_sent: hello.version,
+            // A proxy without a table (version 0) needs the current one even if it is
+            // version 0 (an empty store): otherwise it would never become ready.
+            last_sent: (hello.version > 0).then_some(hello.version),
             lease: None,
         };
         tracing::info!(node = %hello.node_id, group = %session.record.group, version = hello.version, "proxy connected");
@@ -82,7 +84,7 @@ struct Session {
     controller: Arc<Controller>,
     nodes: Arc<Nodes>,
     record: NodeRecord,
-    last_sent: u64,
+    last_sent: Option<u64>,
     lease: Option<i64>,
 }
 
@@ -102,9 +104,9 @@ impl Session {
                         break;
                     }
                     let catalog = catalogs.borrow_and_update().clone();
-                    if catalog.is_loaded() && catalog.version != self.last_sent {
+                    if catalog.is_loaded() && Some(catalog.version) != self.last_sent {
                         let snapshot = catalog.snapshot(&self.record.group);
-                        self.last_sent = snapshot.version;
+                        self.last_sent = Some(snapshot.version);
                         if tx.send(Ok(snapshot)).await.is_err() {
                             break;
                         }
