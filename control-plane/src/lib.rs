@@ -8,6 +8,7 @@
 
 pub mod admin_api;
 pub mod catalog;
+pub mod cli;
 pub mod controller;
 pub mod discovery;
 pub mod nodes;

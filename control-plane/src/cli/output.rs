@@ -1,0 +1,839 @@
+//! Pure rendering for the CLI: tables, JSON/YAML documents, and the one-line summaries
+//! of apply, delete and status. Nothing here does I/O or reads the clock; callers pass
+//! the terminal width and the current time so every function is unit-testable.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use comfy_table::{ContentArrangement, Table, presets};
+use routemaster_common::model::LoadBalancing;
+use routemaster_common::spec::{ForwardSpec, PathSpec, RedirectSpec, RouteSpec, ServiceSpec};
+use routemaster_proto::v1;
+use serde::Serialize;
+
+/// Shown in a cell that has nothing to show, so columns never look shifted.
+const NONE: &str = "-";
+
+// ---- generic documents ----
+
+/// Pretty JSON followed by a newline.
+pub fn to_json<T: Serialize>(value: &T) -> Result<String, String> {
+    serde_json::to_string_pretty(value)
+        .map(|mut s| {
+            s.push('\n');
+            s
+        })
+        .map_err(|e| e.to_string())
+}
+
+/// YAML in the route file's style.
+pub fn to_yaml<T: Serialize>(value: &T) -> Result<String, String> {
+    serde_saphyr::to_string(value).map_err(|e| e.to_string())
+}
+
+/// `get routes -o yaml|json`: shaped like a route file so the output can be edited and
+/// fed back to `apply -f`.
+#[derive(Debug, Serialize)]
+pub struct RoutesDoc<'a> {
+    pub routes: &'a [RouteSpec],
+}
+
+/// `get services -o yaml|json`, shaped like a route file.
+#[derive(Debug, Serialize)]
+pub struct ServicesDoc<'a> {
+    pub services: &'a [ServiceSpec],
+}
+
+/// `get nodes -o yaml|json`.
+#[derive(Debug, Serialize)]
+pub struct NodesDoc {
+    pub nodes: Vec<NodeView>,
+}
+
+/// One proxy node as `get nodes -o json|yaml` shows it: the `NodeStatus` message with
+/// its protobuf field names, labels sorted so the output is stable.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeView {
+    pub id: String,
+    pub group: String,
+    pub labels: BTreeMap<String, String>,
+    pub applied_version: u64,
+    /// Empty when the node has not rejected a snapshot.
+    pub last_nack: String,
+    pub last_nack_version: u64,
+    pub last_seen_unix_ms: u64,
+    pub healthy: bool,
+    pub uptime_seconds: u64,
+    pub in_flight: u64,
+    pub requests_total: u64,
+    pub errors_total: u64,
+    pub control_plane: String,
+}
+
+impl From<&v1::NodeStatus> for NodeView {
+    fn from(n: &v1::NodeStatus) -> Self {
+        NodeView {
+            id: n.id.clone(),
+            group: n.group.clone(),
+            labels: n
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            applied_version: n.applied_version,
+            last_nack: n.last_nack.clone(),
+            last_nack_version: n.last_nack_version,
+            last_seen_unix_ms: n.last_seen_unix_ms,
+            healthy: n.healthy,
+            uptime_seconds: n.uptime_seconds,
+            in_flight: n.in_flight,
+            requests_total: n.requests_total,
+            errors_total: n.errors_total,
+            control_plane: n.control_plane.clone(),
+        }
+    }
+}
+
+// ---- tables ----
+
+/// A borderless, left-aligned table (like `kubectl get`), easy to read and to `grep`/
+/// `awk`. With a `width` (a terminal) long cells wrap to fit; without one (a pipe, a
+/// test) rows are never wrapped.
+pub fn table(header: &[&str], rows: Vec<Vec<String>>, width: Option<u16>) -> String {
+    let mut t = Table::new();
+    t.load_style(presets::NOTHING);
+    match width {
+        Some(w) => {
+            t.set_width(w);
+            t.set_content_arrangement(ContentArrangement::Dynamic);
+        }
+        None => {
+            // Without this comfy-table would query the terminal itself, and tests
+            // would render differently in a terminal than in CI.
+            t.force_no_tty();
+            t.set_content_arrangement(ContentArrangement::Disabled);
+        }
+    }
+    t.set_header(header.to_vec());
+    for row in rows {
+        t.add_row(row);
+    }
+    for column in t.column_iter_mut() {
+        column.set_padding((0, 3));
+    }
+    let mut s = t.trim_fmt();
+    s.push('\n');
+    s
+}
+
+/// `get routes` (and `get route ID -o table`).
+pub fn routes_table(routes: &[RouteSpec], width: Option<u16>) -> String {
+    if routes.is_empty() {
+        return "no routes\n".into();
+    }
+    let rows = routes
+        .iter()
+        .map(|r| {
+            vec![
+                r.id.clone(),
+                r.group.clone().unwrap_or_else(|| "default".into()),
+                join_or(r.hosts.as_deref(), ", ", "*"),
+                path_summary(r.path.as_ref()),
+                join_or(r.methods.as_deref(), ",", "*"),
+                action_summary(r),
+                r.priority.unwrap_or(0).to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID", "GROUP", "HOSTS", "PATH", "METHODS", "ACTION", "PRIORITY",
+        ],
+        rows,
+        width,
+    )
+}
+
+/// `get services` (and `get service NAME -o table`).
+pub fn services_table(services: &[ServiceSpec], width: Option<u16>) -> String {
+    if services.is_empty() {
+        return "no services\n".into();
+    }
+    let rows = services
+        .iter()
+        .map(|s| {
+            vec![
+                s.name.clone(),
+                s.instances.len().to_string(),
+                addresses_summary(s),
+                lb_name(s.load_balancing.unwrap_or_default()).into(),
+            ]
+        })
+        .collect();
+    table(&["NAME", "INSTANCES", "ADDRESSES", "LB"], rows, width)
+}
+
+/// `get nodes`: `version` is the control plane's current version (what converged
+/// means), `now_ms` the current Unix time in milliseconds (for LAST SEEN).
+pub fn nodes_table(
+    nodes: &[v1::NodeStatus],
+    version: u64,
+    now_ms: u64,
+    width: Option<u16>,
+) -> String {
+    if nodes.is_empty() {
+        return "no nodes\n".into();
+    }
+    let rows = nodes
+        .iter()
+        .map(|n| {
+            let mut labels: Vec<String> =
+                n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            labels.sort();
+            vec![
+                n.id.clone(),
+                n.group.clone(),
+                n.applied_version.to_string(),
+                node_state(n, version).to_string(),
+                ago(now_ms, n.last_seen_unix_ms),
+                if labels.is_empty() {
+                    NONE.into()
+                } else {
+                    labels.join(",")
+                },
+            ]
+        })
+        .collect();
+    table(
+        &["ID", "GROUP", "VERSION", "STATUS", "LAST SEEN", "LABELS"],
+        rows,
+        width,
+    )
+}
+
+fn join_or(items: Option<&[String]>, sep: &str, empty: &str) -> String {
+    match items {
+        Some(items) if !items.is_empty() => items.join(sep),
+        _ => empty.into(),
+    }
+}
+
+/// The PATH column: the match kind spelled out, since `/a` alone would not say whether
+/// `/a/b` matches.
+pub fn path_summary(path: Option<&PathSpec>) -> String {
+    match path {
+        None => "prefix /".into(),
+        Some(PathSpec {
+            prefix: Some(p), ..
+        }) => format!("prefix {p}"),
+        Some(PathSpec { exact: Some(p), .. }) => format!("exact {p}"),
+        Some(PathSpec { regex: Some(p), .. }) => format!("regex {p}"),
+        Some(_) => NONE.into(),
+    }
+}
+
+/// The ACTION column: `→ lms`, `→ a 90%, b 10%`, `redirect 301 → /courses`.
+pub fn action_summary(route: &RouteSpec) -> String {
+    match (&route.forward, &route.redirect) {
+        (Some(f), _) => forward_summary(f),
+        (None, Some(r)) => redirect_summary(r),
+        (None, None) => NONE.into(),
+    }
+}
+
+fn forward_summary(f: &ForwardSpec) -> String {
+    match (&f.service, &f.backends) {
+        (Some(service), _) => format!("→ {service}"),
+        (None, Some(backends)) => {
+            // Shares rather than raw weights: "90%/10%" is what an operator reasons in,
+            // whatever scale the weights were written in.
+            let weight = |w: Option<u32>| u64::from(w.unwrap_or(1));
+            let total: u64 = backends.iter().map(|b| weight(b.weight)).sum();
+            let parts: Vec<String> = backends
+                .iter()
+                .map(|b| match total {
+                    0 => b.service.clone(),
+                    _ => format!("{} {}%", b.service, percent(weight(b.weight), total)),
+                })
+                .collect();
+            format!("→ {}", parts.join(", "))
+        }
+        (None, None) => format!("→ {NONE}"),
+    }
+}
+
+/// `part / total` as a whole percentage, rounded half up.
+fn percent(part: u64, total: u64) -> u64 {
+    (part * 200 + total) / (2 * total)
+}
+
+fn redirect_summary(r: &RedirectSpec) -> String {
+    // 301 is what the proxy sends when the route leaves the code out.
+    let code = r.code.unwrap_or(301);
+    let mut target = String::new();
+    if r.scheme.is_some() || r.host.is_some() || r.port.is_some() {
+        match &r.scheme {
+            Some(scheme) => {
+                target.push_str(scheme);
+                target.push_str("://");
+            }
+            None => target.push_str("//"),
+        }
+        // `*`: the request's own host is kept.
+        target.push_str(r.host.as_deref().unwrap_or("*"));
+        if let Some(port) = r.port {
+            target.push_str(&format!(":{port}"));
+        }
+    }
+    if let Some(path) = r.path.as_ref().or(r.prefix.as_ref()) {
+        target.push_str(path);
+    }
+    if target.is_empty() {
+        target.push_str("(same URL)");
+    }
+    format!("redirect {code} → {target}")
+}
+
+/// The ADDRESSES column; weights are shown only where they differ from the default 1.
+pub fn addresses_summary(s: &ServiceSpec) -> String {
+    if s.instances.is_empty() {
+        return NONE.into();
+    }
+    s.instances
+        .iter()
+        .map(|i| match i.weight {
+            None | Some(1) => i.address.clone(),
+            Some(0) => format!("{} (drained)", i.address),
+            Some(w) => format!("{} (weight {w})", i.address),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The name used in route files (`load_balancing:`).
+pub fn lb_name(lb: LoadBalancing) -> &'static str {
+    match lb {
+        LoadBalancing::RoundRobin => "round_robin",
+        LoadBalancing::LeastRequest => "least_request",
+        LoadBalancing::Random => "random",
+    }
+}
+
+/// LAST SEEN: how long ago, coarsened to the largest whole unit.
+pub fn ago(now_ms: u64, then_ms: u64) -> String {
+    if then_ms == 0 {
+        return "never".into();
+    }
+    // A node clock slightly ahead of ours would otherwise underflow.
+    let secs = now_ms.saturating_sub(then_ms) / 1000;
+    match secs {
+        0..60 => format!("{secs}s ago"),
+        60..3600 => format!("{}m ago", secs / 60),
+        3600..86_400 => format!("{}h ago", secs / 3600),
+        _ => format!("{}d ago", secs / 86_400),
+    }
+}
+
+// ---- nodes and convergence ----
+
+/// The STATUS column of `get nodes`, most urgent first: a node that is not healthy is
+/// reported as such whatever its version, then a rejected snapshot, then lag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeState {
+    Unhealthy,
+    Nack,
+    Behind,
+    Converged,
+}
+
+impl fmt::Display for NodeState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NodeState::Unhealthy => "unhealthy",
+            NodeState::Nack => "NACK",
+            NodeState::Behind => "behind",
+            NodeState::Converged => "converged",
+        })
+    }
+}
+
+/// Whether the node's last NACK still stands: it rejected a version newer than the one
+/// it serves. A NACK of an older version was superseded by a later successful apply.
+pub fn nack_is_current(n: &v1::NodeStatus) -> bool {
+    !n.last_nack.is_empty() && n.last_nack_version > n.applied_version
+}
+
+pub fn node_state(n: &v1::NodeStatus, version: u64) -> NodeState {
+    if !n.healthy {
+        NodeState::Unhealthy
+    } else if nack_is_current(n) {
+        NodeState::Nack
+    } else if n.applied_version < version {
+        NodeState::Behind
+    } else {
+        NodeState::Converged
+    }
+}
+
+/// The fleet as `status` summarises it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Convergence {
+    pub converged: usize,
+    pub total: usize,
+    /// `(id, applied_version)` of nodes serving an older version.
+    pub behind: Vec<(String, u64)>,
+    /// `(id, rejected version, error)`.
+    pub nacks: Vec<(String, u64, String)>,
+    pub unhealthy: Vec<String>,
+}
+
+pub fn convergence(nodes: &[v1::NodeStatus], version: u64) -> Convergence {
+    let mut c = Convergence {
+        converged: 0,
+        total: nodes.len(),
+        behind: Vec::new(),
+        nacks: Vec::new(),
+        unhealthy: Vec::new(),
+    };
+    for n in nodes {
+        if node_state(n, version) == NodeState::Converged {
+            c.converged += 1;
+        }
+        // The lists are independent of the single STATUS column: a node can be both
+        // behind and NACKing (the NACK is usually why it is behind).
+        if n.applied_version < version {
+            c.behind.push((n.id.clone(), n.applied_version));
+        }
+        if nack_is_current(n) {
+            c.nacks
+                .push((n.id.clone(), n.last_nack_version, n.last_nack.clone()));
+        }
+        if !n.healthy {
+            c.unhealthy.push(n.id.clone());
+        }
+    }
+    c
+}
+
+/// `status`.
+pub fn render_status(s: &v1::StatusResponse) -> String {
+    let c = convergence(&s.nodes, s.version);
+    let mut out = String::new();
+    let mut field = |name: &str, value: String| {
+        out.push_str(&format!("{name:<16}{value}\n"));
+    };
+    field("version", s.version.to_string());
+    field("routes", s.routes.to_string());
+    field("services", s.services.to_string());
+    field(
+        "etcd connected",
+        if s.etcd_connected { "yes" } else { "no" }.into(),
+    );
+    field(
+        "fleet",
+        format!("{}/{} nodes converged", c.converged, c.total),
+    );
+    let id_width = s.nodes.iter().map(|n| n.id.len()).max().unwrap_or(0);
+    if !c.behind.is_empty() {
+        out.push_str("behind:\n");
+        for (id, applied) in &c.behind {
+            out.push_str(&format!("  {id:<id_width$}  applied version {applied}\n"));
+        }
+    }
+    if !c.nacks.is_empty() {
+        out.push_str("NACKs:\n");
+        for (id, version, error) in &c.nacks {
+            out.push_str(&format!("  {id:<id_width$}  version {version}: {error}\n"));
+        }
+    }
+    if !c.unhealthy.is_empty() {
+        out.push_str("unhealthy:\n");
+        for id in &c.unhealthy {
+            out.push_str(&format!("  {id}\n"));
+        }
+    }
+    out
+}
+
+// ---- apply and delete ----
+
+fn kind_name(kind: i32) -> &'static str {
+    match v1::Kind::try_from(kind) {
+        Ok(v1::Kind::Service) => "service",
+        Ok(v1::Kind::Route) => "route",
+        _ => "object",
+    }
+}
+
+fn change_text(change: i32, dry_run: bool) -> &'static str {
+    match (v1::Change::try_from(change), dry_run) {
+        (Ok(v1::Change::Created), false) => "created",
+        (Ok(v1::Change::Created), true) => "would be created",
+        (Ok(v1::Change::Updated), false) => "updated",
+        (Ok(v1::Change::Updated), true) => "would be updated",
+        (Ok(v1::Change::Deleted), false) => "deleted",
+        (Ok(v1::Change::Deleted), true) => "would be deleted",
+        (Ok(v1::Change::Unchanged), _) => "unchanged",
+        _ => "changed",
+    }
+}
+
+/// `apply`: one line per object, then the version. `dry_run` is what was asked for;
+/// the response's own flag counts too, so a server that forced a dry run says so.
+pub fn render_apply(resp: &v1::ApplyResponse, dry_run: bool) -> String {
+    let dry_run = dry_run || resp.dry_run;
+    let mut out = String::new();
+    if dry_run {
+        out.push_str("(dry run)\n");
+    }
+    for c in &resp.changes {
+        out.push_str(&format!(
+            "{}/{} {}\n",
+            kind_name(c.kind),
+            c.name,
+            change_text(c.change, dry_run)
+        ));
+    }
+    out.push_str(&format!("version {}\n", resp.version));
+    out
+}
+
+/// `delete`.
+pub fn render_delete(kind: v1::Kind, name: &str, version: u64) -> String {
+    format!(
+        "{}/{name} deleted\nversion {version}\n",
+        kind_name(kind as i32)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use routemaster_common::spec::{ConfigSpec, InstanceSpec};
+
+    fn route(yaml: &str) -> RouteSpec {
+        let spec = ConfigSpec::from_yaml(&format!("routes:\n  - {yaml}\n")).unwrap();
+        spec.routes.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn action_column() {
+        let cases = [
+            ("{ id: a, forward: { service: lms } }", "→ lms"),
+            (
+                "{ id: a, forward: { backends: [{ service: a, weight: 90 }, { service: b, weight: 10 }] } }",
+                "→ a 90%, b 10%",
+            ),
+            (
+                "{ id: a, forward: { backends: [{ service: a }, { service: b, weight: 2 }] } }",
+                "→ a 33%, b 67%",
+            ),
+            (
+                "{ id: a, forward: { backends: [{ service: a, weight: 0 }] } }",
+                "→ a",
+            ),
+            (
+                "{ id: a, redirect: { prefix: /courses, code: 301 } }",
+                "redirect 301 → /courses",
+            ),
+            ("{ id: a, redirect: { path: /x } }", "redirect 301 → /x"),
+            (
+                "{ id: a, redirect: { scheme: https, code: 308 } }",
+                "redirect 308 → https://*",
+            ),
+            (
+                "{ id: a, redirect: { scheme: https, host: x.example.com, port: 8443, prefix: /new } }",
+                "redirect 301 → https://x.example.com:8443/new",
+            ),
+            (
+                "{ id: a, redirect: { code: 302 } }",
+                "redirect 302 → (same URL)",
+            ),
+            ("{ id: a }", "-"),
+        ];
+        for (yaml, want) in cases {
+            assert_eq!(action_summary(&route(yaml)), want, "{yaml}");
+        }
+    }
+
+    #[test]
+    fn path_column() {
+        let cases = [
+            ("{ id: a }", "prefix /"),
+            ("{ id: a, path: { prefix: /courses } }", "prefix /courses"),
+            ("{ id: a, path: { exact: /about } }", "exact /about"),
+            ("{ id: a, path: { regex: '/c/[0-9]+' } }", "regex /c/[0-9]+"),
+        ];
+        for (yaml, want) in cases {
+            assert_eq!(path_summary(route(yaml).path.as_ref()), want, "{yaml}");
+        }
+    }
+
+    #[test]
+    fn routes_table_is_aligned_with_defaults_filled_in() {
+        let routes = vec![
+            route(
+                "{ id: lms-courses, hosts: [www.example.com, '*.example.org'], path: { prefix: /courses }, methods: [GET, HEAD], forward: { service: lms } }",
+            ),
+            route(
+                "{ id: old, group: edge, priority: 5, path: { prefix: /old }, redirect: { prefix: /courses } }",
+            ),
+        ];
+        let got = routes_table(&routes, None);
+        let want = "\
+ID            GROUP     HOSTS                            PATH              METHODS    ACTION                    PRIORITY
+lms-courses   default   www.example.com, *.example.org   prefix /courses   GET,HEAD   → lms                     0
+old           edge      *                                prefix /old       *          redirect 301 → /courses   5
+";
+        assert_eq!(got, want, "\n{got}");
+        assert_eq!(routes_table(&[], None), "no routes\n");
+    }
+
+    #[test]
+    fn services_table_shows_counts_weights_and_balancing() {
+        let services = vec![
+            ServiceSpec {
+                name: "lms".into(),
+                instances: vec![
+                    InstanceSpec {
+                        address: "127.0.0.1:9001".into(),
+                        weight: None,
+                    },
+                    InstanceSpec {
+                        address: "127.0.0.1:9002".into(),
+                        weight: Some(2),
+                    },
+                    InstanceSpec {
+                        address: "127.0.0.1:9003".into(),
+                        weight: Some(0),
+                    },
+                ],
+                load_balancing: Some(LoadBalancing::LeastRequest),
+            },
+            ServiceSpec {
+                name: "empty".into(),
+                instances: vec![],
+                load_balancing: None,
+            },
+        ];
+        let got = services_table(&services, None);
+        let want = "\
+NAME    INSTANCES   ADDRESSES                                                             LB
+lms     3           127.0.0.1:9001, 127.0.0.1:9002 (weight 2), 127.0.0.1:9003 (drained)   least_request
+empty   0           -                                                                     round_robin
+";
+        assert_eq!(got, want, "\n{got}");
+    }
+
+    #[test]
+    fn narrow_terminal_wraps_instead_of_overflowing() {
+        let services = vec![ServiceSpec {
+            name: "lms".into(),
+            instances: (1..=6)
+                .map(|i| InstanceSpec {
+                    address: format!("10.0.0.{i}:9000"),
+                    weight: None,
+                })
+                .collect(),
+            load_balancing: None,
+        }];
+        let got = services_table(&services, Some(60));
+        assert!(got.lines().count() > 2, "\n{got}");
+        assert!(got.lines().all(|l| l.chars().count() <= 60), "\n{got}");
+    }
+
+    fn node(id: &str, applied: u64, healthy: bool, nack: Option<(u64, &str)>) -> v1::NodeStatus {
+        v1::NodeStatus {
+            id: id.into(),
+            group: "default".into(),
+            applied_version: applied,
+            healthy,
+            last_nack: nack.map(|(_, e)| e.to_owned()).unwrap_or_default(),
+            last_nack_version: nack.map(|(v, _)| v).unwrap_or_default(),
+            last_seen_unix_ms: 1_000_000,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn node_states() {
+        let cases = [
+            (node("a", 10, true, None), NodeState::Converged),
+            (node("a", 11, true, None), NodeState::Converged),
+            (node("a", 9, true, None), NodeState::Behind),
+            (node("a", 9, true, Some((10, "bad"))), NodeState::Nack),
+            // a NACK of an older version was superseded by a later apply
+            (node("a", 10, true, Some((8, "bad"))), NodeState::Converged),
+            (node("a", 10, false, None), NodeState::Unhealthy),
+            (node("a", 9, false, Some((10, "bad"))), NodeState::Unhealthy),
+        ];
+        for (n, want) in cases {
+            assert_eq!(node_state(&n, 10), want, "{n:?}");
+        }
+    }
+
+    #[test]
+    fn convergence_summary() {
+        let nodes = [
+            node("p1", 10, true, None),
+            node("p2", 8, true, None),
+            node("p3", 9, true, Some((10, "route \"x\": path.regex: bad"))),
+            node("p4", 10, false, None),
+        ];
+        let c = convergence(&nodes, 10);
+        assert_eq!(
+            c,
+            Convergence {
+                converged: 1,
+                total: 4,
+                behind: vec![("p2".into(), 8), ("p3".into(), 9)],
+                nacks: vec![("p3".into(), 10, "route \"x\": path.regex: bad".into())],
+                unhealthy: vec!["p4".into()],
+            }
+        );
+        let status = v1::StatusResponse {
+            version: 10,
+            routes: 4,
+            services: 2,
+            etcd_connected: true,
+            nodes: nodes.to_vec(),
+        };
+        let want = "\
+version         10
+routes          4
+services        2
+etcd connected  yes
+fleet           1/4 nodes converged
+behind:
+  p2  applied version 8
+  p3  applied version 9
+NACKs:
+  p3  version 10: route \"x\": path.regex: bad
+unhealthy:
+  p4
+";
+        assert_eq!(render_status(&status), want);
+        let empty = v1::StatusResponse::default();
+        assert!(
+            render_status(&empty)
+                .contains("etcd connected  no\nfleet           0/0 nodes converged\n")
+        );
+    }
+
+    #[test]
+    fn last_seen() {
+        let now = 1_000_000_000;
+        let cases = [
+            (0, "never"),
+            (now, "0s ago"),
+            (now + 5_000, "0s ago"),
+            (now - 3_400, "3s ago"),
+            (now - 59_999, "59s ago"),
+            (now - 60_000, "1m ago"),
+            (now - 7_200_000, "2h ago"),
+            (now - 3 * 86_400_000, "3d ago"),
+        ];
+        for (then, want) in cases {
+            assert_eq!(ago(now, then), want, "{then}");
+        }
+    }
+
+    #[test]
+    fn nodes_table_columns() {
+        let mut n = node("proxy-1", 10, true, None);
+        n.labels.insert("zone".into(), "b".into());
+        n.labels.insert("az".into(), "1".into());
+        let got = nodes_table(
+            &[n, node("proxy-2", 9, true, Some((10, "x")))],
+            10,
+            1_003_000,
+            None,
+        );
+        let want = "\
+ID        GROUP     VERSION   STATUS      LAST SEEN   LABELS
+proxy-1   default   10        converged   3s ago      az=1,zone=b
+proxy-2   default   9         NACK        3s ago      -
+";
+        assert_eq!(got, want, "\n{got}");
+    }
+
+    #[test]
+    fn node_json_uses_node_status_field_names() {
+        let mut n = node("p1", 7, true, None);
+        n.labels.insert("zone".into(), "a".into());
+        let doc = NodesDoc {
+            nodes: vec![NodeView::from(&n)],
+        };
+        let json: serde_json::Value = serde_json::from_str(&to_json(&doc).unwrap()).unwrap();
+        let first = &json["nodes"][0];
+        assert_eq!(first["id"], "p1");
+        assert_eq!(first["group"], "default");
+        assert_eq!(first["labels"]["zone"], "a");
+        assert_eq!(first["applied_version"], 7);
+        assert_eq!(first["last_nack"], "");
+        assert_eq!(first["last_seen_unix_ms"], 1_000_000);
+        assert_eq!(first["healthy"], true);
+    }
+
+    #[test]
+    fn list_documents_read_back_as_route_files() {
+        let routes = vec![route(
+            "{ id: a, path: { prefix: /a }, forward: { service: lms } }",
+        )];
+        let services = vec![ServiceSpec {
+            name: "lms".into(),
+            instances: vec![InstanceSpec {
+                address: "127.0.0.1:9001".into(),
+                weight: None,
+            }],
+            load_balancing: None,
+        }];
+        for text in [
+            to_yaml(&RoutesDoc { routes: &routes }).unwrap(),
+            to_json(&RoutesDoc { routes: &routes }).unwrap(),
+        ] {
+            assert_eq!(
+                ConfigSpec::from_yaml(&text).unwrap().routes,
+                routes,
+                "{text}"
+            );
+        }
+        let yaml = to_yaml(&ServicesDoc {
+            services: &services,
+        })
+        .unwrap();
+        assert_eq!(ConfigSpec::from_yaml(&yaml).unwrap().services, services);
+        let json = to_json(&routes[0]).unwrap();
+        assert!(json.contains("\"forward\": {"), "{json}");
+    }
+
+    #[test]
+    fn apply_lines() {
+        let change = |kind: v1::Kind, name: &str, change: v1::Change| v1::ObjectChange {
+            kind: kind as i32,
+            name: name.into(),
+            change: change as i32,
+        };
+        let resp = v1::ApplyResponse {
+            changes: vec![
+                change(v1::Kind::Service, "lms", v1::Change::Created),
+                change(v1::Kind::Route, "a", v1::Change::Updated),
+                change(v1::Kind::Route, "b", v1::Change::Unchanged),
+            ],
+            version: 42,
+            dry_run: false,
+        };
+        assert_eq!(
+            render_apply(&resp, false),
+            "service/lms created\nroute/a updated\nroute/b unchanged\nversion 42\n"
+        );
+        assert_eq!(
+            render_apply(&resp, true),
+            "(dry run)\nservice/lms would be created\nroute/a would be updated\nroute/b unchanged\nversion 42\n"
+        );
+        assert_eq!(
+            render_delete(v1::Kind::Route, "x", 43),
+            "route/x deleted\nversion 43\n"
+        );
+    }
+}
