@@ -44,7 +44,7 @@ fn route(i: usize, n: usize) -> (RouteSpec, String, String) {
             },
             format!("/r{i}/12345"),
         )
-    } else if i % 3 == 0 {
+    } else if i.is_multiple_of(3) {
         let p = format!("/svc{i}/status");
         (
             PathSpec {

@@ -360,7 +360,7 @@ fn path_match(p: &mut Problems<'_>, spec: Option<&PathSpec>) -> Option<PathMatch
         (None, None, Some(regex)) => match Pattern::new(regex) {
             Ok(pat) => Some(PathMatch::Regex(pat)),
             Err(e) => {
-                p.add("path.regex", format_args!("invalid regex {regex:?}: {e}"));
+                p.add("path.regex", format_args!("invalid regex {regex:?}: {}", regex_reason(&e)));
                 None
             }
         },
@@ -369,6 +369,18 @@ fn path_match(p: &mut Problems<'_>, spec: Option<&PathSpec>) -> Option<PathMatch
             None
         }
     }
+}
+
+/// The regex crate explains syntax errors over several lines with a caret diagram;
+/// errors here are one line, so keep only the explanation.
+fn regex_reason(e: &regex::Error) -> String {
+    let text = e.to_string();
+    text.lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(|l| l.trim_start_matches("error: ").to_owned())
+        .unwrap_or(text)
 }
 
 fn header_match(p: &mut Problems<'_>, i: usize, spec: &HeaderSpec) -> Option<HeaderMatch> {
@@ -389,7 +401,7 @@ fn header_match(p: &mut Problems<'_>, i: usize, spec: &HeaderSpec) -> Option<Hea
             Err(e) => {
                 p.add(
                     format!("headers[{i}].regex"),
-                    format_args!("invalid regex {r:?}: {e}"),
+                    format_args!("invalid regex {r:?}: {}", regex_reason(&e)),
                 );
                 None
             }

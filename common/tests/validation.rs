@@ -193,3 +193,13 @@ fn every_error_is_reported_not_just_the_first() {
         "{err}"
     );
 }
+
+#[test]
+fn regex_errors_fit_on_one_line() {
+    let err = validate(
+        "services: [{ name: s }]\nroutes:\n  - { id: a, path: { regex: \"(\" }, forward: { service: s } }",
+    )
+    .unwrap_err();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("unclosed group"), "{err}");
+}

@@ -117,8 +117,14 @@ impl ControlPlane {
 
     pub async fn start_on(etcd_url: &str, prefix: &str, grpc: &str, http: &str) -> Self {
         let mut cmd = Command::new(binary("routemaster-control"));
-        cmd.args(["--etcd", etcd_url, "--prefix", prefix])
-            .args(["--grpc-listen", grpc, "--http-listen", http, "--node-ttl", "6s"]);
+        cmd.args(["--etcd", etcd_url, "--prefix", prefix]).args([
+            "--grpc-listen",
+            grpc,
+            "--http-listen",
+            http,
+            "--node-ttl",
+            "6s",
+        ]);
         let (child, line) = spawn_reporting(cmd).await;
         // "routemaster-control listening on ADDR http ADDR"
         let words: Vec<&str> = line.split_whitespace().collect();

@@ -6,6 +6,7 @@
 pub mod backend;
 pub mod client;
 pub mod cluster;
+pub mod fleet;
 pub mod process;
 
 use std::path::Path;
