@@ -360,7 +360,10 @@ fn path_match(p: &mut Problems<'_>, spec: Option<&PathSpec>) -> Option<PathMatch
         (None, None, Some(regex)) => match Pattern::new(regex) {
             Ok(pat) => Some(PathMatch::Regex(pat)),
             Err(e) => {
-                p.add("path.regex", format_args!("invalid regex {regex:?}: {}", regex_reason(&e)));
+                p.add(
+                    "path.regex",
+                    format_args!("invalid regex {regex:?}: {}", regex_reason(&e)),
+                );
                 None
             }
         },
