@@ -225,11 +225,11 @@ impl Store {
         Ok(client.lease_grant(ttl, None).await?.id())
     }
 
+    /// One keep-alive round trip (opening the keep-alive stream performs it, and fails
+    /// if the lease has expired).
     pub async fn keep_alive(&self, lease: i64) -> Result<(), StoreError> {
         let mut client = self.client.clone();
-        let (mut keeper, mut stream) = client.lease_keep_alive(lease).await?;
-        keeper.keep_alive().await?;
-        let _ = stream.message().await?;
+        client.lease_keep_alive(lease).await?;
         Ok(())
     }
 
