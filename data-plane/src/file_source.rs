@@ -20,38 +20,52 @@ use crate::state::ProxyState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("cannot read {path}: {source}")]
+    // The underlying errors are part of the message (not `#[source]`), so they are
+    // printed once whether the caller shows the chain or not.
+    #[error("cannot read {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("{path}: {source}")]
-    Parse { path: PathBuf, source: ParseError },
-    #[error("{path}: invalid: {source}")]
+    #[error("{path}: {error}")]
+    Parse { path: PathBuf, error: ParseError },
+    #[error("{path}: invalid: {error}")]
     Invalid {
         path: PathBuf,
-        source: ValidationErrors,
+        error: ValidationErrors,
     },
 }
 
 /// Parses and validates route-file text.
 pub fn parse(path: &Path, text: &str) -> Result<Config, LoadError> {
-    let spec = ConfigSpec::from_yaml(text).map_err(|source| LoadError::Parse {
+    let spec = ConfigSpec::from_yaml(text).map_err(|error| LoadError::Parse {
         path: path.to_owned(),
-        source,
+        error,
     })?;
-    Config::try_from(spec).map_err(|source| LoadError::Invalid {
+    Config::try_from(spec).map_err(|error| LoadError::Invalid {
         path: path.to_owned(),
-        source,
+        error,
     })
 }
 
-pub fn load(path: &Path) -> Result<Config, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+/// A route file read at start: its configuration and the hash of the bytes it came
+/// from (handed to [`watch`]).
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub hash: u64,
+}
+
+pub fn load(path: &Path) -> Result<Loaded, LoadError> {
+    let bytes = std::fs::read(path).map_err(|error| LoadError::Read {
         path: path.to_owned(),
-        source,
+        error,
     })?;
-    parse(path, &text)
+    let config = parse(path, &String::from_utf8_lossy(&bytes))?;
+    Ok(Loaded {
+        config,
+        hash: content_hash(&bytes),
+    })
 }
 
 pub fn snapshot(path: &Path, version: u64, config: Config) -> Arc<Snapshot> {
@@ -70,6 +84,15 @@ struct Fingerprint {
     dev: u64,
 }
 
+impl Fingerprint {
+    fn is_recent(&self) -> bool {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64);
+        now.saturating_sub(self.mtime_ns) < RECENT.as_nanos() as i64
+    }
+}
+
 fn fingerprint(path: &Path) -> Option<Fingerprint> {
     let m = std::fs::metadata(path).ok()?;
     Some(Fingerprint {
@@ -86,18 +109,31 @@ fn content_hash(bytes: &[u8]) -> u64 {
     h.finish()
 }
 
+/// How long a changed file must stay unchanged before it is read: a writer that
+/// truncates and then writes (an in-place edit) is usually done well within this.
+const SETTLE: Duration = Duration::from_millis(20);
+/// Files modified this recently are re-read every tick even if their metadata looks
+/// unchanged: on filesystems with coarse timestamps a same-size edit within one mtime
+/// tick is otherwise invisible.
+const RECENT: Duration = Duration::from_secs(2);
+
 /// Watches `path` and applies every new valid version until `shutdown` resolves.
-/// `version` is the version of the snapshot already applied at start.
+/// `version` and `applied_hash` describe what was loaded at start ([`load`]); the first
+/// tick re-reads the file, so an edit made between that load and this task starting is
+/// not lost.
 pub async fn watch(
     path: PathBuf,
     state: Arc<ProxyState>,
     mut version: u64,
+    applied_hash: u64,
     interval: Duration,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let mut seen = fingerprint(&path);
-    let mut last_hash = std::fs::read(&path).ok().map(|b| content_hash(&b));
-    let mut failing = false;
+    let mut seen: Option<Fingerprint> = None;
+    let mut applied_hash = applied_hash;
+    let mut rejected_hash: Option<u64> = None;
+    // Re-read every tick until the file loads (an edit may be half-written).
+    let mut pending = false;
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
@@ -106,35 +142,48 @@ pub async fn watch(
             _ = ticker.tick() => {}
             () = &mut shutdown => return,
         }
-        let now = fingerprint(&path);
-        if now.is_none() || (now == seen && !failing) {
-            // Missing (mid-rename, or deleted: keep serving) or unchanged.
+        // Missing: mid-rename, or deleted. Either way keep serving.
+        let Some(now) = fingerprint(&path) else {
+            continue;
+        };
+        if Some(now) == seen && !pending && !now.is_recent() {
             continue;
         }
-        seen = now;
+        tokio::select! {
+            () = tokio::time::sleep(SETTLE) => {}
+            () = &mut shutdown => return,
+        }
+        if fingerprint(&path) != Some(now) {
+            pending = true; // still being written; look again next tick
+            continue;
+        }
+        seen = Some(now);
         let p = path.clone();
-        let read = tokio::task::spawn_blocking(move || {
-            let bytes = std::fs::read(&p).map_err(|source| LoadError::Read {
-                path: p.clone(),
-                source,
-            })?;
-            let hash = content_hash(&bytes);
-            Ok::<_, LoadError>((hash, bytes, p))
-        })
-        .await;
-        let (hash, bytes, p) = match read {
-            Ok(Ok(x)) => x,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "route file unreadable; keeping the current table");
-                failing = true;
+        let Ok(read) = tokio::task::spawn_blocking(move || std::fs::read(&p)).await else {
+            continue;
+        };
+        let bytes = match read {
+            Ok(b) => b,
+            Err(e) => {
+                if !pending {
+                    tracing::warn!(path = %path.display(), error = %e, "route file unreadable; keeping the current table");
+                }
+                pending = true;
                 continue;
             }
-            Err(_) => continue,
         };
-        if Some(hash) == last_hash {
+        if bytes.is_empty() {
+            // What a reader sees between an in-place edit's truncate and its write; never
+            // a configuration (an intentionally empty table is `routes: []`).
+            pending = true;
             continue;
         }
-        last_hash = Some(hash);
+        let hash = content_hash(&bytes);
+        if hash == applied_hash {
+            pending = false;
+            continue;
+        }
+        let p = path.clone();
         let parsed = tokio::task::spawn_blocking(move || {
             let text = String::from_utf8_lossy(&bytes);
             parse(&p, &text)
@@ -142,7 +191,8 @@ pub async fn watch(
         .await;
         match parsed {
             Ok(Ok(config)) => {
-                failing = false;
+                pending = false;
+                applied_hash = hash;
                 version += 1;
                 let applied = state.apply(snapshot(&path, version, config));
                 tracing::info!(
@@ -154,10 +204,13 @@ pub async fn watch(
                 );
             }
             Ok(Err(e)) => {
-                failing = true;
-                tracing::error!(error = %e, "route file rejected; keeping the last good table");
+                pending = true;
+                if rejected_hash != Some(hash) {
+                    rejected_hash = Some(hash);
+                    tracing::error!(error = %e, "route file rejected; keeping the last good table");
+                }
             }
-            Err(_) => failing = true,
+            Err(_) => pending = true,
         }
     }
 }

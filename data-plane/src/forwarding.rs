@@ -63,15 +63,22 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
 pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, original_host: Option<&HeaderValue>) {
     let mut ip_buf = [0u8; 48];
     let ip = format_ip(client, &mut ip_buf);
-    let xff = match headers.get(&X_FORWARDED_FOR) {
-        Some(prev) if !prev.is_empty() => {
-            let mut v = Vec::with_capacity(prev.len() + 2 + ip.len());
-            v.extend_from_slice(prev.as_bytes());
+    // Several `x-forwarded-for` lines form one list (RFC 9110 §5.3): keep them all.
+    let mut prev = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter(|v| !v.is_empty())
+        .peekable();
+    let xff = if prev.peek().is_none() {
+        HeaderValue::from_str(ip).ok()
+    } else {
+        let mut v = Vec::with_capacity(64);
+        for line in prev {
+            v.extend_from_slice(line.as_bytes());
             v.extend_from_slice(b", ");
-            v.extend_from_slice(ip.as_bytes());
-            HeaderValue::from_bytes(&v).ok()
         }
-        _ => HeaderValue::from_str(ip).ok(),
+        v.extend_from_slice(ip.as_bytes());
+        HeaderValue::from_bytes(&v).ok()
     };
     if let Some(xff) = xff {
         headers.insert(X_FORWARDED_FOR.clone(), xff);
@@ -140,6 +147,12 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.9");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "www.example.com");
+        let mut h = map(&[
+            ("x-forwarded-for", "1.1.1.1"),
+            ("x-forwarded-for", "2.2.2.2"),
+        ]);
+        add_forwarded(&mut h, client, None);
+        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.9");
         let mut h = HeaderMap::new();
         add_forwarded(&mut h, "::1".parse().unwrap(), None);
         assert_eq!(h["x-forwarded-for"], "::1");

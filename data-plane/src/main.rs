@@ -54,8 +54,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         .context("cannot start the runtime")?;
     runtime.block_on(async move {
         let state = Arc::new(ProxyState::new());
-        if let (Source::File(path), Some(config)) = (&source, initial) {
-            let applied = state.apply(file_source::snapshot(path, 1, config));
+        let initial_hash = initial.as_ref().map_or(0, |l| l.hash);
+        if let (Source::File(path), Some(loaded)) = (&source, initial) {
+            let applied = state.apply(file_source::snapshot(path, 1, loaded.config));
             tracing::info!(
                 routes = applied.routes,
                 services = applied.services,
@@ -103,6 +104,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                 path,
                 Arc::clone(&state),
                 1,
+                initial_hash,
                 args.watch_interval,
                 stopped(),
             )),
