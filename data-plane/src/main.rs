@@ -8,9 +8,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use routemaster_data_plane::admin::Admin;
-use routemaster_data_plane::proxy::{Proxy, UpstreamOptions};
+use routemaster_data_plane::proxy::UpstreamOptions;
 use routemaster_data_plane::server::{ServerOptions, serve};
 use routemaster_data_plane::state::ProxyState;
+use routemaster_data_plane::workers::{self, Workers};
 use routemaster_data_plane::{control_plane, file_source};
 use tokio::sync::watch;
 
@@ -43,16 +44,20 @@ fn run(args: Args) -> anyhow::Result<()> {
         Source::File(path) => Some(file_source::load(path)?),
         Source::ControlPlane(_) => None,
     };
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = args.workers {
-        anyhow::ensure!(n > 0, "--workers must be at least 1");
-        runtime.worker_threads(n);
-    }
-    let runtime = runtime
+    let workers = match args.workers {
+        Some(0) => anyhow::bail!("--workers must be at least 1"),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let (listeners, listen_addr) = workers::bind(args.listen, workers)
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    // The main runtime only runs the admin API, the snapshot source and signal handling;
+    // proxied traffic runs on the worker threads.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
-    runtime.block_on(async move {
+    let workers = runtime.block_on(async move {
         let state = Arc::new(ProxyState::new());
         let initial_hash = initial.as_ref().map_or(0, |l| l.hash);
         if let (Source::File(path), Some(loaded)) = (&source, initial) {
@@ -65,9 +70,6 @@ fn run(args: Args) -> anyhow::Result<()> {
             );
         }
 
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", args.listen))?;
         let admin_listener = tokio::net::TcpListener::bind(args.admin_listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.admin_listen))?;
@@ -75,13 +77,14 @@ fn run(args: Args) -> anyhow::Result<()> {
         // learn the real addresses.
         println!(
             "routemaster-proxy listening on {} admin {}",
-            listener.local_addr()?,
+            listen_addr,
             admin_listener.local_addr()?
         );
 
         let (stop_tx, stop_rx) = watch::channel(false);
+        let stop_watch = stop_rx.clone();
         let stopped = move || {
-            let mut rx = stop_rx.clone();
+            let mut rx = stop_watch.clone();
             async move {
                 let _ = rx.wait_for(|stop| *stop).await;
             }
@@ -91,8 +94,15 @@ fn run(args: Args) -> anyhow::Result<()> {
             drain_timeout: args.drain_timeout,
             ..ServerOptions::default()
         };
-        let proxy = Arc::new(Proxy::new(Arc::clone(&state), &UpstreamOptions::default()));
-        let proxy_server = tokio::spawn(serve(listener, proxy, server_options.clone(), stopped()));
+        let workers = Workers::spawn(
+            listeners,
+            &state,
+            &UpstreamOptions::default(),
+            &server_options,
+            &stop_rx,
+        )
+        .context("cannot start the worker threads")?;
+        tracing::info!(workers = workers.len(), "serving");
         let admin_server = tokio::spawn(serve(
             admin_listener,
             Arc::new(Admin::new(Arc::clone(&state))),
@@ -122,12 +132,13 @@ fn run(args: Args) -> anyhow::Result<()> {
         shutdown_signal().await?;
         tracing::info!("shutting down: draining in-flight requests");
         let _ = stop_tx.send(true);
-        let _ = proxy_server.await;
         let _ = admin_server.await;
         let _ = snapshots.await;
-        tracing::info!("stopped");
-        Ok(())
-    })
+        Ok::<_, anyhow::Error>(workers)
+    })?;
+    workers.join();
+    tracing::info!("stopped");
+    Ok(())
 }
 
 async fn shutdown_signal() -> anyhow::Result<()> {

@@ -158,8 +158,12 @@ impl Proxy {
             },
             (_, _, Cow::Owned(normalised)) => with_query(normalised, parts.uri.query())?,
         };
-        let original_host = HeaderValue::from_str(authority)
-            .map_err(|_| ProxyError::Internal("host is not a header value"))?;
+        // Reuse the client's Host value when there is one (a cheap clone, no copy).
+        let original_host = match parts.headers.get(header::HOST) {
+            Some(h) if parts.uri.authority().is_none() => h.clone(),
+            _ => HeaderValue::from_str(authority)
+                .map_err(|_| ProxyError::Internal("host is not a header value"))?,
+        };
         let deadline = forward.timeout().map(|t| Instant::now() + t);
         drop(path);
         drop(host);
