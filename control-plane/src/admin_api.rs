@@ -121,24 +121,7 @@ impl v1::admin_server::Admin for AdminService {
             routes: catalog.route_count() as u32,
             services: catalog.service_count() as u32,
             etcd_connected: self.controller.etcd_connected(),
-            nodes: nodes
-                .into_iter()
-                .map(|n| v1::NodeStatus {
-                    id: n.id,
-                    group: n.group,
-                    labels: n.labels.into_iter().collect(),
-                    applied_version: n.applied_version,
-                    last_nack: n.last_nack.unwrap_or_default(),
-                    last_nack_version: n.last_nack_version.unwrap_or_default(),
-                    last_seen_unix_ms: n.last_seen,
-                    healthy: n.healthy,
-                    uptime_seconds: n.uptime_seconds,
-                    in_flight: n.in_flight,
-                    requests_total: n.requests_total,
-                    errors_total: n.errors_total,
-                    control_plane: n.control_plane,
-                })
-                .collect(),
+            nodes: nodes.into_iter().map(v1::NodeStatus::from).collect(),
         }))
     }
 }

@@ -32,6 +32,50 @@ pub struct NodeRecord {
     pub control_plane: String,
 }
 
+impl From<&routemaster_proto::v1::NodeStatus> for NodeRecord {
+    fn from(n: &routemaster_proto::v1::NodeStatus) -> Self {
+        NodeRecord {
+            id: n.id.clone(),
+            group: n.group.clone(),
+            labels: n
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            applied_version: n.applied_version,
+            last_nack: (!n.last_nack.is_empty()).then(|| n.last_nack.clone()),
+            last_nack_version: (!n.last_nack.is_empty()).then_some(n.last_nack_version),
+            last_seen: n.last_seen_unix_ms,
+            healthy: n.healthy,
+            uptime_seconds: n.uptime_seconds,
+            in_flight: n.in_flight,
+            requests_total: n.requests_total,
+            errors_total: n.errors_total,
+            control_plane: n.control_plane.clone(),
+        }
+    }
+}
+
+impl From<NodeRecord> for routemaster_proto::v1::NodeStatus {
+    fn from(n: NodeRecord) -> Self {
+        routemaster_proto::v1::NodeStatus {
+            id: n.id,
+            group: n.group,
+            labels: n.labels.into_iter().collect(),
+            applied_version: n.applied_version,
+            last_nack: n.last_nack.unwrap_or_default(),
+            last_nack_version: n.last_nack_version.unwrap_or_default(),
+            last_seen_unix_ms: n.last_seen,
+            healthy: n.healthy,
+            uptime_seconds: n.uptime_seconds,
+            in_flight: n.in_flight,
+            requests_total: n.requests_total,
+            errors_total: n.errors_total,
+            control_plane: n.control_plane,
+        }
+    }
+}
+
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -15,6 +15,7 @@ pub mod control_plane;
 pub mod error;
 pub mod file_source;
 pub mod forwarding;
+pub mod lifecycle;
 pub mod proxy;
 pub mod server;
 pub mod state;

@@ -18,13 +18,7 @@ use tokio::sync::watch;
 use crate::cli::{Args, Source};
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    routemaster_data_plane::lifecycle::init_logging();
     let args = Args::parse();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -129,7 +123,9 @@ fn run(args: Args) -> anyhow::Result<()> {
             }
         };
 
-        shutdown_signal().await?;
+        routemaster_data_plane::lifecycle::shutdown_signal()
+            .await
+            .context("cannot install signal handlers")?;
         tracing::info!("shutting down: draining in-flight requests");
         let _ = stop_tx.send(true);
         let _ = admin_server.await;
@@ -138,16 +134,5 @@ fn run(args: Args) -> anyhow::Result<()> {
     })?;
     workers.join();
     tracing::info!("stopped");
-    Ok(())
-}
-
-async fn shutdown_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
     Ok(())
 }

@@ -39,13 +39,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    routemaster_data_plane::lifecycle::init_logging();
     let args = Args::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
@@ -89,7 +83,9 @@ async fn main_async(args: Args) -> anyhow::Result<()> {
         stop_rx,
     ));
     tokio::select! {
-        result = shutdown_signal() => result?,
+        result = routemaster_data_plane::lifecycle::shutdown_signal() => {
+            result.context("cannot install signal handlers")?
+        }
         finished = &mut server => {
             return finished.context("control plane task failed")?;
         }
@@ -97,15 +93,4 @@ async fn main_async(args: Args) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     server.await.context("control plane task failed")?
-}
-
-async fn shutdown_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
 }

@@ -2,7 +2,6 @@
 //! of apply, delete and status. Nothing here does I/O or reads the clock; callers pass
 //! the terminal width and the current time so every function is unit-testable.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use comfy_table::{ContentArrangement, Table, presets};
@@ -50,49 +49,9 @@ pub struct NodesDoc {
     pub nodes: Vec<NodeView>,
 }
 
-/// One proxy node as `get nodes -o json|yaml` shows it: the `NodeStatus` message with
-/// its protobuf field names, labels sorted so the output is stable.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct NodeView {
-    pub id: String,
-    pub group: String,
-    pub labels: BTreeMap<String, String>,
-    pub applied_version: u64,
-    /// Empty when the node has not rejected a snapshot.
-    pub last_nack: String,
-    pub last_nack_version: u64,
-    pub last_seen_unix_ms: u64,
-    pub healthy: bool,
-    pub uptime_seconds: u64,
-    pub in_flight: u64,
-    pub requests_total: u64,
-    pub errors_total: u64,
-    pub control_plane: String,
-}
-
-impl From<&v1::NodeStatus> for NodeView {
-    fn from(n: &v1::NodeStatus) -> Self {
-        NodeView {
-            id: n.id.clone(),
-            group: n.group.clone(),
-            labels: n
-                .labels
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            applied_version: n.applied_version,
-            last_nack: n.last_nack.clone(),
-            last_nack_version: n.last_nack_version,
-            last_seen_unix_ms: n.last_seen_unix_ms,
-            healthy: n.healthy,
-            uptime_seconds: n.uptime_seconds,
-            in_flight: n.in_flight,
-            requests_total: n.requests_total,
-            errors_total: n.errors_total,
-            control_plane: n.control_plane.clone(),
-        }
-    }
-}
+/// Nodes in JSON/YAML use the status API's shape (`GET /v1/nodes`), so dashboards and
+/// scripts see one format.
+pub use crate::nodes::NodeRecord as NodeView;
 
 // ---- tables ----
 
@@ -758,7 +717,7 @@ proxy-2   default   9         NACK        3s ago      -
     }
 
     #[test]
-    fn node_json_uses_node_status_field_names() {
+    fn node_json_matches_the_status_api() {
         let mut n = node("p1", 7, true, None);
         n.labels.insert("zone".into(), "a".into());
         let doc = NodesDoc {
@@ -770,8 +729,8 @@ proxy-2   default   9         NACK        3s ago      -
         assert_eq!(first["group"], "default");
         assert_eq!(first["labels"]["zone"], "a");
         assert_eq!(first["applied_version"], 7);
-        assert_eq!(first["last_nack"], "");
-        assert_eq!(first["last_seen_unix_ms"], 1_000_000);
+        assert_eq!(first["last_nack"], serde_json::Value::Null);
+        assert_eq!(first["last_seen"], 1_000_000);
         assert_eq!(first["healthy"], true);
     }
 
