@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use routemaster_common::spec::{ConfigSpec, RouteSpec, ServiceSpec};
 use routemaster_common::{Config, Route, Service};
-use routemaster_proto::v1;
+use routemaster_proto::{EncodedSnapshot, v1};
 
 #[derive(Debug, Default)]
 pub struct Catalog {
@@ -17,6 +17,9 @@ pub struct Catalog {
     /// Each group that has routes → its snapshot (without the version, which is stamped
     /// per send so an unchanged group still hears of every new version).
     groups: HashMap<String, Arc<GroupContent>>,
+    /// Each group's snapshot encoded at this version, built by the first stream that
+    /// needs it and shared by all the others.
+    encoded: std::sync::Mutex<HashMap<String, EncodedSnapshot>>,
 }
 
 /// The routes of one group and the services they use, as messages.
@@ -68,6 +71,7 @@ impl Catalog {
                 version,
                 config: Some(config),
                 groups,
+                encoded: std::sync::Mutex::default(),
             },
             problems,
         )
@@ -87,6 +91,18 @@ impl Catalog {
             services: content.services.clone(),
             routes: content.routes.clone(),
         }
+    }
+
+    /// [`Catalog::snapshot`], encoded once per group and version.
+    pub fn encoded_snapshot(&self, group: &str) -> EncodedSnapshot {
+        let Ok(mut cache) = self.encoded.lock() else {
+            // Poisoned only if an encode panicked; encoding afresh is always correct.
+            return EncodedSnapshot::new(&self.snapshot(group));
+        };
+        cache
+            .entry(group.to_owned())
+            .or_insert_with(|| EncodedSnapshot::new(&self.snapshot(group)))
+            .clone()
     }
 
     pub fn spec(&self) -> ConfigSpec {
@@ -170,6 +186,13 @@ routes:
         assert_eq!(default.routes[0].id, "r1");
         let empty = catalog.snapshot("nobody");
         assert_eq!((empty.version, empty.routes.len()), (7, 0));
+        // The encoded form is the same message, built once and then shared.
+        use prost::Message;
+        let encoded = catalog.encoded_snapshot("edge");
+        let mut wire = Vec::new();
+        encoded.encode(&mut wire).unwrap();
+        assert_eq!(v1::Snapshot::decode(&wire[..]).unwrap(), edge);
+        assert_eq!(catalog.encoded_snapshot("edge"), encoded);
     }
 
     #[test]

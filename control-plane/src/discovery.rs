@@ -6,8 +6,8 @@
 
 use std::sync::Arc;
 
-use routemaster_proto::v1;
 use routemaster_proto::v1::proxy_message::Message;
+use routemaster_proto::{EncodedSnapshot, shared, v1};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -34,8 +34,8 @@ impl DiscoveryService {
 }
 
 #[tonic::async_trait]
-impl v1::discovery_server::Discovery for DiscoveryService {
-    type StreamStream = ReceiverStream<Result<v1::Snapshot, Status>>;
+impl shared::discovery_server::Discovery for DiscoveryService {
+    type StreamStream = ReceiverStream<Result<EncodedSnapshot, Status>>;
 
     async fn stream(
         &self,
@@ -92,7 +92,7 @@ impl Session {
     async fn run(
         mut self,
         mut inbound: Streaming<v1::ProxyMessage>,
-        tx: mpsc::Sender<Result<v1::Snapshot, Status>>,
+        tx: mpsc::Sender<Result<EncodedSnapshot, Status>>,
     ) {
         self.nodes.report(&self.record, &mut self.lease).await;
         let mut catalogs = self.controller.subscribe();
@@ -105,8 +105,8 @@ impl Session {
                     }
                     let catalog = catalogs.borrow_and_update().clone();
                     if catalog.is_loaded() && Some(catalog.version) != self.last_sent {
-                        let snapshot = catalog.snapshot(&self.record.group);
-                        self.last_sent = Some(snapshot.version);
+                        let snapshot = catalog.encoded_snapshot(&self.record.group);
+                        self.last_sent = Some(catalog.version);
                         if tx.send(Ok(snapshot)).await.is_err() {
                             break;
                         }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use routemaster_data_plane::server::{ServerOptions, serve};
-use routemaster_proto::v1;
+use routemaster_proto::{shared, v1};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::Server;
@@ -63,7 +63,7 @@ pub async fn run(
             Arc::clone(&nodes),
         )))
         .add_service(
-            v1::discovery_server::DiscoveryServer::new(DiscoveryService::new(
+            shared::discovery_server::DiscoveryServer::new(DiscoveryService::new(
                 Arc::clone(&controller),
                 Arc::clone(&nodes),
                 replica,

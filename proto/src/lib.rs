@@ -11,6 +11,66 @@ pub mod v1 {
     tonic::include_proto!("routemaster.v1");
 }
 
+/// Server side of the services with `Snapshot` pre-encoded ([`EncodedSnapshot`]); the
+/// wire format is identical, so clients use [`v1`]. (The message types this module also
+/// generates are unused duplicates of [`v1`]'s.)
+#[allow(
+    clippy::all,
+    dead_code,
+    missing_debug_implementations,
+    missing_docs,
+    unreachable_pub
+)]
+pub mod shared {
+    include!(concat!(env!("OUT_DIR"), "/shared/routemaster.v1.rs"));
+}
+
+/// A `routemaster.v1.Snapshot` encoded once and sent as is by every stream that needs
+/// it: with a thousand proxies on one version, the snapshot is built and encoded once
+/// instead of a thousand times.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EncodedSnapshot(bytes::Bytes);
+
+impl EncodedSnapshot {
+    pub fn new(snapshot: &v1::Snapshot) -> Self {
+        use prost::Message;
+        Self(bytes::Bytes::from(snapshot.encode_to_vec()))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl prost::Message for EncodedSnapshot {
+    fn encode_raw(&self, buf: &mut impl bytes::BufMut) {
+        buf.put_slice(&self.0);
+    }
+
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: prost::encoding::WireType,
+        buf: &mut impl bytes::Buf,
+        ctx: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        // Only ever sent, never received: decode as an empty message.
+        prost::encoding::skip_field(wire_type, tag, buf, ctx)
+    }
+
+    fn encoded_len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn clear(&mut self) {
+        self.0 = bytes::Bytes::new();
+    }
+}
+
 use routemaster_common::model::LoadBalancing;
 use routemaster_common::snapshot::{Snapshot, Source};
 use routemaster_common::spec::{
@@ -365,6 +425,29 @@ routes:
         let parts = ListParts::from(&config);
         let back = Config::try_from(config_spec(parts.services, parts.routes).unwrap()).unwrap();
         assert_eq!(ConfigSpec::from(&back), ConfigSpec::from(&config));
+    }
+
+    #[test]
+    fn an_encoded_snapshot_decodes_as_the_snapshot() {
+        use prost::Message;
+        let config = Config::try_from(
+            ConfigSpec::from_yaml(
+                "services: [{ name: s }]\nroutes: [{ id: r, forward: { service: s } }]",
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let parts = ListParts::from(&config);
+        let snapshot = v1::Snapshot {
+            version: 42,
+            group: "default".into(),
+            services: parts.services,
+            routes: parts.routes,
+        };
+        let encoded = EncodedSnapshot::new(&snapshot);
+        let mut wire = Vec::new();
+        encoded.encode(&mut wire).unwrap();
+        assert_eq!(v1::Snapshot::decode(&wire[..]).unwrap(), snapshot);
     }
 
     #[test]
