@@ -134,7 +134,15 @@ impl ConfigSpec {
     /// Parses YAML (JSON is YAML too). Unknown fields and wrong types are errors that
     /// carry the line and column.
     pub fn from_yaml(text: &str) -> Result<Self, ParseError> {
-        serde_saphyr::from_str(text).map_err(|e| ParseError(e.to_string()))
+        // The parser's default budget (250k nodes) is sized for small config files; a
+        // route file of 100k routes has ~2M nodes. Route files come from operators, not
+        // from clients, so the budget only needs to stop runaway documents.
+        let mut budget = serde_saphyr::Budget::default();
+        budget.max_nodes = 50_000_000;
+        budget.max_events = 100_000_000;
+        let mut options = serde_saphyr::Options::default();
+        options.budget = Some(budget);
+        serde_saphyr::from_str_with_options(text, options).map_err(|e| ParseError(e.to_string()))
     }
 
     pub fn to_yaml(&self) -> String {

@@ -203,3 +203,15 @@ fn regex_errors_fit_on_one_line() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("unclosed group"), "{err}");
 }
+
+#[test]
+fn large_route_files_parse() {
+    let mut yaml = String::from("services: [{ name: s }]\nroutes:\n");
+    for i in 0..20_000 {
+        yaml.push_str(&format!(
+            "  - {{ id: r{i}, hosts: [h{i}.example.com], path: {{ prefix: /p{i} }}, methods: [GET], forward: {{ service: s }} }}\n"
+        ));
+    }
+    let config = validate(&yaml).unwrap();
+    assert_eq!(config.routes().len(), 20_000);
+}
