@@ -30,7 +30,8 @@ wait_ok() { # URL WHAT
 etcd --data-dir "$data/etcd" --name quickstart \
   --listen-client-urls http://127.0.0.1:22379 --advertise-client-urls http://127.0.0.1:22379 \
   --listen-peer-urls http://127.0.0.1:22380 --initial-advertise-peer-urls http://127.0.0.1:22380 \
-  --initial-cluster quickstart=http://127.0.0.1:22380 >"$data/etcd.log" 2>&1 & pids+=($!)
+  --initial-cluster quickstart=http://127.0.0.1:22380 \
+  --max-txn-ops 100000 --max-request-bytes 134217728 >"$data/etcd.log" 2>&1 & pids+=($!)
 wait_ok http://127.0.0.1:22379/health etcd
 
 "$bin/routemaster-control" --etcd http://127.0.0.1:22379 \

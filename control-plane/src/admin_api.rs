@@ -32,6 +32,7 @@ fn status(e: DispatchError) -> Status {
         DispatchError::NotFound { .. } => Status::not_found(msg),
         DispatchError::Unavailable(_) => Status::unavailable(msg),
         DispatchError::Contended => Status::aborted(msg),
+        DispatchError::TooLarge(_) => Status::resource_exhausted(msg),
     }
 }
 

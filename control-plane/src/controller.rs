@@ -69,13 +69,20 @@ pub enum DispatchError {
     Duplicate { kind: &'static str, name: String },
     #[error("etcd is unreachable; writes are refused until it is back (reads still work)")]
     Unavailable(#[source] StoreError),
+    #[error("{0}; split the batch or raise the etcd limit")]
+    TooLarge(String),
     #[error("too many concurrent writes; try again")]
     Contended,
 }
 
 impl From<StoreError> for DispatchError {
     fn from(e: StoreError) -> Self {
-        DispatchError::Unavailable(e)
+        match e {
+            StoreError::Rejected(reason) => {
+                DispatchError::TooLarge(format!("etcd refused the batch: {reason}"))
+            }
+            other => DispatchError::Unavailable(other),
+        }
     }
 }
 

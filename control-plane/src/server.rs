@@ -58,10 +58,14 @@ pub async fn run(
     let grpc_server = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(Duration::from_secs(5)))
-        .add_service(v1::admin_server::AdminServer::new(AdminService::new(
-            Arc::clone(&controller),
-            Arc::clone(&nodes),
-        )))
+        .add_service(
+            v1::admin_server::AdminServer::new(AdminService::new(
+                Arc::clone(&controller),
+                Arc::clone(&nodes),
+            ))
+            .max_decoding_message_size(256 * 1024 * 1024)
+            .max_encoding_message_size(256 * 1024 * 1024),
+        )
         .add_service(
             shared::discovery_server::DiscoveryServer::new(DiscoveryService::new(
                 Arc::clone(&controller),

@@ -23,13 +23,28 @@ use routemaster_common::spec::{RouteSpec, ServiceSpec};
 pub enum StoreError {
     #[error("etcd is unreachable ({0})")]
     Unavailable(#[source] etcd_client::Error),
+    /// etcd answered but refused the request (e.g. a batch above `--max-txn-ops` or
+    /// `--max-request-bytes`).
+    #[error("etcd refused the request: {0}")]
+    Rejected(String),
     #[error("etcd data under {key} is not valid: {reason}")]
     Corrupt { key: String, reason: String },
 }
 
 impl From<etcd_client::Error> for StoreError {
     fn from(e: etcd_client::Error) -> Self {
-        StoreError::Unavailable(e)
+        use tonic::Code;
+        match &e {
+            etcd_client::Error::GRpcStatus(status)
+                if matches!(
+                    status.code(),
+                    Code::InvalidArgument | Code::FailedPrecondition | Code::ResourceExhausted
+                ) =>
+            {
+                StoreError::Rejected(status.message().to_owned())
+            }
+            _ => StoreError::Unavailable(e),
+        }
     }
 }
 

@@ -280,7 +280,8 @@ async fn session(
             message: Some(hello),
         })
         .map_err(|_| Disconnect::Outbound)?;
-        let mut client = DiscoveryClient::new(channel);
+        // Snapshots of large route sets exceed tonic's 4 MiB default.
+        let mut client = DiscoveryClient::new(channel).max_decoding_message_size(256 * 1024 * 1024);
         client
             .stream(ReceiverStream::new(rx))
             .await

@@ -56,6 +56,13 @@ impl Etcd {
             .args(["--listen-peer-urls", &peer])
             .args(["--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &format!("default={peer}")])
+            // One apply is one transaction: allow batches of many objects.
+            .args([
+                "--max-txn-ops",
+                "100000",
+                "--max-request-bytes",
+                "134217728",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .kill_on_drop(true)

@@ -259,3 +259,20 @@ async fn two_control_plane_replicas_serve_one_fleet() {
     assert_eq!(s0["nodes"]["total"], 2);
     assert_eq!(s1["routes"], 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_batch_lands_in_one_transaction() {
+    let a = EchoBackend::start("a").await;
+    let fleet = Fleet::start("large", &[("p1", "default")]).await;
+    let mut routes = String::new();
+    for i in 0..1_000 {
+        routes.push_str(&format!(
+            "  - {{ id: r{i}, path: {{ prefix: /r{i} }}, forward: {{ service: svc-0 }} }}\n"
+        ));
+    }
+    let (code, out, err) = fleet.apply(0, &route_file(&[&a], &routes)).await;
+    assert_eq!(code, 0, "{out}{err}");
+    fleet.wait_all("/r999/x", 200, Some("a")).await;
+    let status = fleet.status(0).await;
+    assert_eq!(status["routes"], 1_000);
+}

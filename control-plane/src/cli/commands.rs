@@ -15,6 +15,9 @@ use super::diff::{self, DiffError};
 use super::error::CliError;
 use super::output::{self, NodeView, NodesDoc, RoutesDoc, ServicesDoc};
 
+/// Largest admin message accepted either way.
+const MAX_MESSAGE: usize = 256 * 1024 * 1024;
+
 /// Long enough for a control plane across a WAN, short enough that a wrong address
 /// fails while the user is still looking at the terminal.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -77,7 +80,10 @@ async fn connect(url: &str) -> Result<Admin, CliError> {
     };
     Ok(Admin {
         url: url.to_owned(),
-        client: AdminClient::new(channel),
+        // Large route sets (100k routes) exceed tonic's 4 MiB default.
+        client: AdminClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE),
     })
 }
 
