@@ -25,6 +25,11 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 
 /// Removes hop-by-hop headers and every header named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Fast path for the common case (no hop-by-hop header at all): one pass over the
+    // names, comparing standard names by value, instead of a hash probe per name.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
     if let Some(conn) = headers.get(&header::CONNECTION) {
         // Collect first: the names borrow from the map we are about to change. Rare
         // enough (only when a Connection header lists extra names) to allocate.
