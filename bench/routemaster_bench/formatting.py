@@ -1,0 +1,28 @@
+"""How numbers are printed, in the progress log and the Markdown tables: counts, seconds
+as µs/ms, fractions as percentages, ratios; None prints as "n/a"."""
+
+from __future__ import annotations
+
+
+def fmt_num(v, digits=0) -> str:
+    if v is None:
+        return "n/a"
+    return f"{v:,.{digits}f}"
+
+
+def fmt_ms(v) -> str:
+    if v is None:
+        return "n/a"
+    if v < 1e-3:
+        return f"{v * 1e6:.0f} µs"
+    return f"{v * 1e3:.2f} ms"
+
+
+def pct(v) -> str:
+    return "n/a" if v is None else f"{v * 100:.0f}%"
+
+
+def ratio(a, b) -> str:
+    if a is None or b is None or b == 0:
+        return "n/a"
+    return f"{a / b:.2f}x"

@@ -1,0 +1,253 @@
+"""The measured phases of a run and the raw results they collect: per scenario, peak
+throughput and fixed-rate latency of every proxy (rounds rotating the proxy order, CPU
+accounted from /proc); route-table sizes (routemaster only); idle-connection memory."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .formatting import fmt_ms, fmt_num, pct
+from .layout import BENCH, LOADGEN_CPU, PORTS, PROXIES, PROXY_CPU
+from .loadgen import h2load, h2load_fixed_rate, oha, wrk, wrk_fixed_rate
+from .procstats import CLK_TCK, cpu_busy_jiffies, proc_status_kb, proc_ticks
+from .progress import log
+from .scenarios import TABLE_HOST, TABLE_PATH, TABLE_SIZES, Scenario, Settings, gen_route_table
+from .servers import Target, backend_counters, http_get, start_proxy, start_routemaster
+
+
+@dataclass
+class Bench:
+    """One run: its settings and the results (raw per-run dicts) the phases collect."""
+
+    settings: Settings
+    workdir: Path
+    quick: bool
+    use_oha: bool
+    results: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
+
+    # -- one measured run ----------------------------------------------------------------
+
+    def throughput(self, t: Target, scn: Scenario, seconds: float) -> dict:
+        pids = t.server.pids()
+        busy0, total0 = cpu_busy_jiffies(PROXY_CPU)
+        acc0, req0 = backend_counters()
+        ticks0 = proc_ticks(pids)
+        w0 = time.monotonic()
+        if scn.h2:
+            r = h2load(t.url(True), scn.conns, scn.streams, seconds)
+        else:
+            r = wrk(t.url(False), scn.conns, seconds, ["Connection: close"] if scn.close else [])
+        wall = time.monotonic() - w0
+        ticks1 = proc_ticks(pids)
+        busy1, total1 = cpu_busy_jiffies(PROXY_CPU)
+        cpu_s = (ticks1 - ticks0) / CLK_TCK
+        r["proxy_cpu_s"] = cpu_s
+        r["cpu_us_per_req"] = cpu_s * 1e6 / r["good"] if r["good"] else None
+        r["cpu1_busy"] = (busy1 - busy0) / (total1 - total0) if total1 > total0 else None
+        # CPU 1 time not charged to the proxy: softirq (loopback packet processing) and
+        # anything else the machine scheduled there.
+        r["cpu1_not_proxy"] = r["cpu1_busy"] - cpu_s / wall if r["cpu1_busy"] is not None else None
+        r["loadavg"] = Path("/proc/loadavg").read_text().split()[0]
+        acc1, req1 = backend_counters()
+        r["upstream_conns_opened"] = acc1 - acc0 - 1
+        r["backend_requests"] = req1 - req0 - 1
+        return r
+
+    def latency(self, t: Target, scn: Scenario, rate: float, seconds: float) -> dict:
+        url = t.url(scn.h2)
+        pids = t.server.pids()
+        ticks0 = proc_ticks(pids)
+        if self.use_oha:
+            r = oha(url, scn.conns, rate, seconds, scn.close, scn.h2, scn.streams)
+        elif scn.h2:
+            r = h2load_fixed_rate(url, scn.conns, scn.streams, rate, seconds, self.workdir)
+        else:
+            r = wrk_fixed_rate(url, scn.conns, rate, seconds, scn.close, self.workdir)
+        cpu_s = (proc_ticks(pids) - ticks0) / CLK_TCK
+        good = r["requests"] - r["non2xx"]
+        r["cpu_us_per_req"] = cpu_s * 1e6 / good if good > 0 else None
+        return r
+
+    def latency_direct(self, scn: Scenario, rate: float, seconds: float) -> dict:
+        """The same fixed-rate run straight at the backend: the floor that the load
+        generator and the backend sharing CPU 0 put under every proxy's figures."""
+        url = f"http://127.0.0.1:{PORTS['backend']}/"
+        if self.use_oha:
+            return oha(url, scn.conns, rate, seconds, scn.close, False, 1)
+        return wrk_fixed_rate(url, scn.conns, rate, seconds, scn.close, self.workdir)
+
+    # -- phases -----------------------------------------------------------------------
+
+    def scenario(self, scn: Scenario) -> None:
+        st = self.settings
+        log(f"scenario {scn.key}: {scn.title}")
+        targets = {name: start_proxy(name, self.workdir) for name in PROXIES}
+        res = {name: {"throughput": [], "latency": [], "errors": []} for name in PROXIES}
+        try:
+            for name, t in targets.items():
+                code, body = http_get(t.h1_port)
+                if code != 200 or body != b"ok":
+                    raise RuntimeError(f"{name}: sanity GET answered {code} {body[:80]!r}")
+                res[name]["idle_rss_kb"] = t.idle_rss_kb
+                try:
+                    self.throughput(t, scn, st.warmup_s)  # warm-up, discarded
+                except Exception as e:  # noqa: BLE001
+                    res[name]["errors"].append(f"warm-up: {e}")
+            for rnd in range(st.rounds):
+                order = PROXIES[rnd % 3:] + PROXIES[: rnd % 3]
+                for name in order:
+                    try:
+                        r = self.throughput(targets[name], scn, st.run_s)
+                        res[name]["throughput"].append(r)
+                        log(f"  round {rnd + 1} {name:11s} {r['rps']:10.0f} req/s  "
+                            f"{fmt_num(r['cpu_us_per_req'], 1)} µs CPU/req  cpu1 {pct(r['cpu1_busy'])}"
+                            f"{'  non2xx=%d' % r['non2xx'] if r['non2xx'] else ''}"
+                            f"{'  sockerr=%d' % r['socket_errors'] if r['socket_errors'] else ''}")
+                    except Exception as e:  # noqa: BLE001
+                        res[name]["errors"].append(f"round {rnd + 1}: {e}")
+                        log(f"  round {rnd + 1} {name}: FAILED {e}")
+            nginx_rps = [r["rps"] for r in res["nginx"]["throughput"]]
+            if nginx_rps:
+                rate = 0.5 * statistics.median(nginx_rps)
+                self.results.setdefault("rates", {})[scn.key] = rate
+                for rnd in range(st.rounds):
+                    order = PROXIES[rnd % 3:] + PROXIES[: rnd % 3]
+                    for name in order:
+                        try:
+                            r = self.latency(targets[name], scn, rate, st.latency_s)
+                            res[name]["latency"].append(r)
+                            log(f"  latency @{rate:.0f}/s round {rnd + 1} {name:11s} p50 {fmt_ms(r['p50'])} "
+                                f"p99 {fmt_ms(r['p99'])} (achieved {fmt_num(r['achieved_rps'], 0)}/s, "
+                                f"{fmt_num(r['cpu_us_per_req'], 1)} µs CPU/req)")
+                        except Exception as e:  # noqa: BLE001
+                            res[name]["errors"].append(f"latency round {rnd + 1}: {e}")
+                            log(f"  latency round {rnd + 1} {name}: FAILED {e}")
+                if not scn.h2:
+                    try:
+                        r = self.latency_direct(scn, rate, st.latency_s)
+                        self.results.setdefault("direct", {})[scn.key] = r
+                        log(f"  latency @{rate:.0f}/s direct to backend: p50 {fmt_ms(r['p50'])} p99 {fmt_ms(r['p99'])}")
+                    except Exception as e:  # noqa: BLE001
+                        log(f"  latency direct to backend: FAILED {e}")
+            for name, t in targets.items():
+                res[name]["peak_rss_kb"] = proc_status_kb(t.server.pids(), "VmHWM")
+                if not t.server.alive():
+                    res[name]["errors"].append(f"{name} died: {t.server.tail(5)}")
+        finally:
+            for t in targets.values():
+                t.server.stop()
+        self.results.setdefault("scenarios", {})[scn.key] = res
+
+    def tables(self) -> None:
+        st = self.settings
+        log("route tables (routemaster only): " + ", ".join(map(str, TABLE_SIZES)))
+        targets = {}
+        res = {}
+        try:
+            for i, n in enumerate(TABLE_SIZES):
+                d = self.workdir / f"table-{n}"
+                d.mkdir(exist_ok=True)
+                conf = d / "routes.yaml"
+                conf.write_text(gen_route_table(n, PORTS["backend"]))
+                t0 = time.monotonic()
+                try:
+                    t = start_routemaster(conf, PORTS["table_base"] + i, PORTS["table_admin_base"] + i,
+                                          f"routemaster-table-{n}", self.workdir)
+                except RuntimeError as e:
+                    msg = " ".join(str(e).split("\n")[1:3]).replace(str(conf), "routes.yaml")
+                    res[n] = {"yaml_bytes": conf.stat().st_size, "load_error": msg.strip(), "throughput": [], "errors": []}
+                    log(f"  {n} routes: routemaster-proxy did not start: {msg}")
+                    continue
+                t.start_s = time.monotonic() - t0
+                time.sleep(0.5)
+                t.idle_rss_kb = proc_status_kb(t.server.pids(), "VmRSS")
+                code, body = http_get(t.h1_port, TABLE_PATH, TABLE_HOST)
+                if code != 200 or body != b"ok":
+                    raise RuntimeError(f"table {n}: sanity GET answered {code} {body[:80]!r}")
+                targets[n] = t
+                res[n] = {"yaml_bytes": conf.stat().st_size, "ready_s": t.start_s, "rss_after_load_kb": t.idle_rss_kb,
+                          "throughput": [], "errors": []}
+                log(f"  {n} routes: ready in {t.start_s:.2f}s, RSS {t.idle_rss_kb / 1024:.1f} MiB")
+
+            def run(n: int, seconds: float) -> dict:
+                t = targets[n]
+                pids = t.server.pids()
+                ticks0 = proc_ticks(pids)
+                r = wrk(t.url(False, TABLE_PATH), 64, seconds, [f"Host: {TABLE_HOST}"])
+                cpu_s = (proc_ticks(pids) - ticks0) / CLK_TCK
+                r["cpu_us_per_req"] = cpu_s * 1e6 / r["good"] if r["good"] else None
+                return r
+
+            sizes = [n for n in TABLE_SIZES if n in targets]
+            for n in sizes:
+                run(n, st.warmup_s)
+            for rnd in range(st.rounds):
+                order = sizes[rnd % len(sizes):] + sizes[: rnd % len(sizes)]
+                for n in order:
+                    try:
+                        r = run(n, st.run_s)
+                        res[n]["throughput"].append(r)
+                        log(f"  round {rnd + 1} {n:6d} routes {r['rps']:10.0f} req/s  {fmt_num(r['cpu_us_per_req'], 1)} µs CPU/req"
+                            f"{'  non2xx=%d' % r['non2xx'] if r['non2xx'] else ''}")
+                    except Exception as e:  # noqa: BLE001
+                        res[n]["errors"].append(f"round {rnd + 1}: {e}")
+                        log(f"  round {rnd + 1} {n} routes: FAILED {e}")
+            for n, t in targets.items():
+                res[n]["peak_rss_kb"] = proc_status_kb(t.server.pids(), "VmHWM")
+        finally:
+            for t in targets.values():
+                t.server.stop()
+        self.results["tables"] = res
+
+    def idle(self) -> None:
+        st = self.settings
+        n = st.idle_conns
+        log(f"idle memory: {n} idle keep-alive connections per proxy")
+        res = {}
+        for name in ["routemaster", "nginx", "haproxy"]:
+            t = start_proxy(name, self.workdir, tag="-idle")
+            r: dict = {"idle_rss_kb": t.idle_rss_kb}
+            holder = None
+            try:
+                # Warm the upstream pool and the allocator, then take the baseline.
+                wrk(t.url(False), 64, 1)
+                time.sleep(1)
+                pids = t.server.pids()
+                r["before_kb"] = proc_status_kb(pids, "VmRSS")
+                holder = subprocess.Popen(
+                    ["taskset", "-c", LOADGEN_CPU, sys.executable, str(BENCH / "idle_conns.py"),
+                     "--port", str(t.h1_port), "-n", str(n), "--concurrency", "64"],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                ready = json.loads(holder.stdout.readline() or "{}")
+                t_ready = time.monotonic()
+                r["ready"] = ready
+                time.sleep(1)
+                r["with_conns_kb"] = proc_status_kb(pids, "VmRSS")
+                r["per_conn_bytes"] = (r["with_conns_kb"] - r["before_kb"]) * 1024 / max(1, ready.get("ok", 0))
+                time.sleep(max(0.0, st.idle_hold_s - (time.monotonic() - t_ready)))
+                r["held_s"] = time.monotonic() - t_ready
+                holder.stdin.write("\n")
+                holder.stdin.flush()
+                done = json.loads(holder.stdout.readline() or "{}")
+                r["done"] = done
+                holder.wait(30)
+                log(f"  {name:11s} idle RSS {t.idle_rss_kb / 1024:.1f} MiB; {ready.get('ok')} conns: "
+                    f"{r['before_kb'] / 1024:.1f} -> {r['with_conns_kb'] / 1024:.1f} MiB = {r['per_conn_bytes']:.0f} B/conn; "
+                    f"still open after {r['held_s']:.0f}s: {done.get('still_open')}")
+            except Exception as e:  # noqa: BLE001
+                r["error"] = str(e)
+                log(f"  {name}: FAILED {e}")
+            finally:
+                if holder and holder.poll() is None:
+                    holder.kill()
+                    holder.wait()
+                t.server.stop()
+            res[name] = r
+        self.results["idle"] = res

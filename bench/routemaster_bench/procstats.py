@@ -1,0 +1,63 @@
+"""CPU and memory accounting read from /proc: the process tree of a server, CPU ticks
+charged to processes, VmRSS/VmHWM sums, and how busy a CPU core was."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def process_tree(root: int) -> list[int]:
+    """The process and all its descendants (nginx: master + worker)."""
+    found = [root]
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    i = 0
+    while i < len(found):
+        found.extend(children.get(found[i], []))
+        i += 1
+    return found
+
+
+def proc_ticks(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        f = stat[stat.rindex(")") + 2 :].split()
+        total += int(f[11]) + int(f[12])  # utime + stime (fields 14, 15)
+    return total
+
+
+def proc_status_kb(pids: list[int], key: str) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith(key + ":"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total
+
+
+def cpu_busy_jiffies(cpu: str) -> tuple[int, int]:
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{cpu} "):
+            v = [int(x) for x in line.split()[1:]]
+            total = sum(v[:8])
+            idle = v[3] + v[4]
+            return total - idle, total
+    raise RuntimeError(f"cpu{cpu} not in /proc/stat")

@@ -1,0 +1,234 @@
+"""The --profile mode -> PROFILE.md: perf stat, strace -c and perf record of each proxy
+under 64 keep-alive connections, plus the request-path breakdown of routemaster's
+DWARF call graphs. perf.data and full reports go to bench/.profile/ (not committed)."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .layout import BENCH, LABEL, LOADGEN_CPU, PROXY_CPU
+from .loadgen import wrk
+from .servers import start_proxy
+
+if TYPE_CHECKING:
+    from .phases import Bench
+
+PROFILE_DIR = BENCH / ".profile"  # perf.data and full reports (not committed)
+
+
+def perf_report(data: Path, *args: str, limit: int = 0, user_only: bool = False) -> list[str]:
+    """Rows of `perf report --stdio` without headers or padding."""
+    argv = ["perf", "report", "-i", str(data), "--stdio", "-g", "none", "--percent-limit", "0.3", *args]
+    text = subprocess.run(argv, capture_output=True, text=True, timeout=600).stdout
+    rows = []
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        line = re.sub(r"\s+-\s+-\s*$", "", line).rstrip()
+        line = re.sub(r"\s{3,}", "  ", line)
+        if user_only and "[k]" in line:
+            continue
+        rows.append(line[:220])
+    return rows[:limit] if limit else rows
+
+
+# Request-path buckets for the routemaster call-graph profile: (label, frame predicate).
+# A sample counts in a bucket when any frame of its stack matches (inclusive time).
+BREAKDOWN = [
+    ("kernel: writev (TCP send + loopback delivery to the peer, inline)", lambda f: f == "do_writev"),
+    ("kernel: recvfrom", lambda f: f == "__sys_recvfrom"),
+    ("kernel: epoll_wait", lambda f: f == "__x64_sys_epoll_wait"),
+    ("kernel: waking the peer on CPU 0 (sock_def_readable → _raw_spin_unlock_irqrestore)",
+     lambda f: f == "sock_def_readable"),
+    ("user: Proxy::handle future (service_fn; incl. everything it calls)",
+     lambda f: f.startswith("routemaster_data_plane::server::serve::{{closure}}::{{closure}}::{{closure}}")),
+    ("user:   RouteTable::lookup", lambda f: f.startswith("routemaster_common::table::RouteTable<T>::lookup")),
+    ("user:   normalize_host + normalize_path",
+     lambda f: f.startswith(("routemaster_common::host::normalize_host", "routemaster_common::path::normalize_path"))),
+    ("user:   request_id (uuid v4)", lambda f: f.startswith("routemaster_data_plane::forwarding::request_id")),
+    ("user:   add_forwarded (x-forwarded-*)", lambda f: f.startswith("routemaster_data_plane::forwarding::add_forwarded")),
+    ("user:   strip_hop_by_hop (both directions)",
+     lambda f: f.startswith("routemaster_data_plane::forwarding::strip_hop_by_hop")),
+    ("user:   hyper_util legacy Client::send_request (pool checkout, dispatch, boxed future)",
+     lambda f: f.startswith("hyper_util::client::legacy::client::Client<C,B>::send_request")),
+    ("user: hyper_util pool (any caller)",
+     lambda f: f.startswith(("hyper_util::client::legacy::pool", "<hyper_util::client::legacy::pool"))),
+    ("user: hyper client dispatch channel (request → upstream conn task)",
+     lambda f: f.startswith(("hyper::client::dispatch", "<hyper::client::dispatch"))),
+    ("user: hyper h1 server parse (request head)",
+     lambda f: f.startswith("<hyper::proto::h1::role::Server as hyper::proto::h1::Http1Transaction>::parse")),
+    ("user: hyper h1 server encode (response head)",
+     lambda f: f.startswith("<hyper::proto::h1::role::Server as hyper::proto::h1::Http1Transaction>::encode")),
+    ("user: hyper h1 client parse (upstream response head)",
+     lambda f: f.startswith("<hyper::proto::h1::role::Client as hyper::proto::h1::Http1Transaction>::parse")),
+    ("user: hyper h1 client encode (upstream request head)",
+     lambda f: f.startswith("<hyper::proto::h1::role::Client as hyper::proto::h1::Http1Transaction>::encode")),
+    ("user: HeaderMap operations (any caller)", lambda f: f.startswith(("http::header::map", "<http::header::map"))),
+    ("user: tokio timers (header-read timeout per request, pool idle, deadlines)",
+     lambda f: f.startswith(("tokio::runtime::time", "<tokio::runtime::time", "tokio::time", "<tokio::time"))),
+    ("user: tokio I/O readiness (ScheduledIo)", lambda f: f.startswith(("tokio::runtime::io", "<tokio::runtime::io"))),
+    ("user: allocator (malloc/free/realloc)",
+     lambda f: f.startswith(("__rustc::__rdl_alloc", "__rustc::__rdl_dealloc", "__rustc::__rdl_realloc"))),
+    ("user: memcpy/memmove (self; mostly moving large futures/Parts)", None),
+]
+
+
+def perf_breakdown(data: Path, requests: int) -> list[str]:
+    """Inclusive time per request-path bucket from a call-graph perf.data."""
+    text = subprocess.run(["perf", "script", "-i", str(data), "-F", "ip,sym"], capture_output=True, text=True,
+                          timeout=900).stdout
+    samples: list[list[str]] = []
+    cur: list[str] = []
+    for line in text.splitlines():
+        if not line.strip():
+            if cur:
+                samples.append(cur)
+                cur = []
+            continue
+        parts = line.strip().split(" ", 1)
+        cur.append(parts[1] if len(parts) > 1 else "?")
+    if cur:
+        samples.append(cur)
+    if not samples or not requests:
+        return ["(no samples)"]
+    n = len(samples)
+    # Samples are taken at 1999 Hz of CPU time: µs of CPU per request for 1% of samples.
+    us_per_pct = n / 1999 * 1e6 / requests / 100
+    kernel = sum(1 for s in samples if any(f.startswith(("entry_SYSCALL", "asm_", "ret_from_fork")) for f in s)) / n * 100
+    rows = [f"{n:,} samples over {requests:,} requests: {n / 1999 * 1e6 / requests:.1f} µs CPU/request; "
+            f"kernel {kernel:.0f}% ({kernel * us_per_pct:.1f} µs), user {100 - kernel:.0f}% "
+            f"({(100 - kernel) * us_per_pct:.1f} µs)", "",
+            "| bucket (inclusive) | % of samples | µs/request |", "|---|--:|--:|"]
+    for label, pred in BREAKDOWN:
+        if pred is None:
+            hits = sum(1 for s in samples if s[0].startswith(("__memcpy", "__memmove")))
+        else:
+            hits = sum(1 for s in samples if any(pred(f) for f in s))
+        pct_ = hits / n * 100
+        rows.append(f"| {label} | {pct_:.1f}% | {pct_ * us_per_pct:.2f} |")
+    down = sum(1 for s in samples if any("hyper::proto::h1::dispatch::Server" in f for f in s)) / n * 100
+    up = sum(1 for s in samples if any("hyper::proto::h1::dispatch::Client" in f for f in s)
+             and not any("hyper::proto::h1::dispatch::Server" in f for f in s)) / n * 100
+    rows.append(f"| task: downstream connections (hyper h1 server dispatcher) | {down:.1f}% | {down * us_per_pct:.2f} |")
+    rows.append(f"| task: upstream connections (hyper h1 client dispatcher) | {up:.1f}% | {up * us_per_pct:.2f} |")
+    return rows
+
+
+def profile(b: Bench, seconds: int, command: str) -> str:
+    """perf stat, perf record and strace -c of each proxy under the 64-connection load."""
+    out = ["# Profile: proxies under 64 keep-alive connections", ""]
+    out.append(f"- Date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}; "
+               f"`nproc` {os.cpu_count()}, `uname -r` {os.uname().release}; same layout as bench.py "
+               f"(backend + wrk on CPU {LOADGEN_CPU}, proxy alone on CPU {PROXY_CPU}, one worker)")
+    out.append(f"- Command: `{command}`; perf data and full reports in bench/.profile/ (not committed)")
+    out.append("")
+    pdir = PROFILE_DIR
+    pdir.mkdir(exist_ok=True)
+    for name in ["routemaster", "nginx", "haproxy"]:
+        t = start_proxy(name, b.workdir, tag="-prof")
+        try:
+            wrk(t.url(False), 64, 2)  # warm-up
+            pids = t.server.pids()
+            out.append(f"## {LABEL[name]}")
+            out.append("")
+            # 1) perf stat over a fixed-length wrk run
+            stat_file = pdir / f"{name}.stat"
+            ps = subprocess.Popen(["perf", "stat", "-e", "task-clock,context-switches,cpu-migrations,page-faults",
+                                   "-p", ",".join(map(str, pids)), "-o", str(stat_file)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.2)
+            r = wrk(t.url(False), 64, seconds)
+            ps.send_signal(signal.SIGINT)
+            ps.wait(30)
+            out.append(f"### perf stat ({seconds} s, {r['requests']:,} requests, {r['rps']:,.0f} req/s)")
+            out.append("")
+            out.append("```")
+            stat_text = stat_file.read_text()
+            out += [line for line in stat_text.splitlines() if line.strip() and not line.startswith("#")]
+            cs = re.search(r"([\d,]+)\s+context-switches", stat_text)
+            if cs and r["requests"]:
+                out.append(f"=> context switches per request: {int(cs.group(1).replace(',', '')) / r['requests']:.3f}")
+            out.append("```")
+            out.append("")
+            # 2) strace -c -f over a fixed-length wrk run
+            sfile = pdir / f"{name}.strace"
+            sargv = ["strace", "-c", "-f", "-o", str(sfile)]
+            for pid in pids:
+                sargv += ["-p", str(pid)]
+            sp = subprocess.Popen(sargv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.5)
+            r = wrk(t.url(False), 64, 3)
+            sp.send_signal(signal.SIGINT)
+            sp.wait(30)
+            text = sfile.read_text()
+            out.append(f"### strace -c -f (3 s under strace, {r['requests']:,} requests — slowed by strace)")
+            out.append("")
+            out.append("| syscall | calls | per request | errors |")
+            out.append("|---|--:|--:|--:|")
+            total_calls = 0
+            for line in text.splitlines():
+                f = line.split()
+                if len(f) >= 5 and re.match(r"^[\d.]+$", f[0]) and f[-1] != "total":
+                    calls = int(f[3])
+                    errors = f[4] if len(f) == 6 else ""
+                    total_calls += calls
+                    if r["requests"]:
+                        out.append(f"| {f[-1]} | {calls:,} | {calls / r['requests']:.3f} | {errors} |")
+            if r["requests"]:
+                out.append(f"| **total** | {total_calls:,} | **{total_calls / r['requests']:.2f}** | |")
+            out.append("")
+            # 3) perf record: where the CPU time goes (call graphs for routemaster only;
+            #    Debian's nginx/haproxy binaries have no debug info).
+            data = PROFILE_DIR / f"{name}.perf.data"
+            data.unlink(missing_ok=True)
+            Path(f"{data}.old").unlink(missing_ok=True)
+            cg = ["-g", "--call-graph", "dwarf,16384"] if name == "routemaster" else []
+            pr = subprocess.Popen(["perf", "record", "-F", "1999", *cg, "-p", ",".join(map(str, pids)), "-o", str(data)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.3)
+            r = wrk(t.url(False), 64, seconds)
+            pr.send_signal(signal.SIGINT)
+            pr.wait(120)
+            reports = {
+                "self time by DSO": perf_report(data, "--no-children", "--sort", "dso"),
+                "self time by symbol, top 30 (kernel [k] and user [.])":
+                    perf_report(data, "--no-children", "--sort", "dso,symbol", limit=30),
+                "user-space self time by symbol, top 30 (% of all samples)":
+                    perf_report(data, "--no-children", "--sort", "dso,symbol", limit=30, user_only=True),
+            }
+            if name == "routemaster":
+                breakdown = perf_breakdown(data, r["requests"])
+                (PROFILE_DIR / "routemaster.breakdown.md").write_text("\n".join(breakdown) + "\n")
+                incl = perf_report(data, "--children", "--sort", "symbol", limit=400)
+                keep = [line for line in incl if re.search(r"routemaster_|hyper|http::|uuid|tracing|HeaderMap|"
+                                                           r"malloc|free|memmove|memcpy|sys_|do_syscall", line)
+                        and not re.search(r"\(inlined\)|poll_future|catch_unwind|do_call|with_mut|call_once|"
+                                          r"FnOnce|__rust_begin|tokio::runtime", line)]
+                reports["inclusive (self + callees) time, request-path functions ≥ 1%"] = keep[:45]
+            (PROFILE_DIR / f"{name}.report.txt").write_text(
+                "\n\n".join(f"## {k}\n" + "\n".join(v) for k, v in reports.items()) + "\n")
+            out.append(f"### perf record ({seconds} s at 1999 Hz, {r['requests']:,} requests, {r['rps']:,.0f} req/s)")
+            out.append("")
+            if name == "routemaster":
+                out.append("Request-path breakdown (from the DWARF call graphs; buckets overlap, a sample counts in "
+                           "every bucket that is on its stack):")
+                out.append("")
+                out += breakdown
+                out.append("")
+            for title, lines in reports.items():
+                out.append(f"{title}:")
+                out.append("")
+                out.append("```")
+                out += lines
+                out.append("```")
+                out.append("")
+        finally:
+            t.server.stop()
+    return "\n".join(out)
