@@ -181,24 +181,8 @@ impl TryFrom<v1::Route> for RouteSpec {
                 (Some(spec), None)
             }
             Some(Action::Redirect(rd)) => {
-                let port = rd
-                    .port
-                    .map(|p| {
-                        u16::try_from(p).map_err(|_| ConversionError::OutOfRange {
-                            field: "redirect.port",
-                            value: p,
-                        })
-                    })
-                    .transpose()?;
-                let code = rd
-                    .code
-                    .map(|c| {
-                        u16::try_from(c).map_err(|_| ConversionError::OutOfRange {
-                            field: "redirect.code",
-                            value: c,
-                        })
-                    })
-                    .transpose()?;
+                let port = narrow(rd.port, "redirect.port")?;
+                let code = narrow(rd.code, "redirect.code")?;
                 let spec = RedirectSpec {
                     prefix: rd.prefix,
                     path: rd.path,
@@ -223,6 +207,13 @@ impl TryFrom<v1::Route> for RouteSpec {
             redirect,
         })
     }
+}
+
+/// A protobuf `uint32` that the model holds as `u16`.
+fn narrow(value: Option<u32>, field: &'static str) -> Result<Option<u16>, ConversionError> {
+    value
+        .map(|v| u16::try_from(v).map_err(|_| ConversionError::OutOfRange { field, value: v }))
+        .transpose()
 }
 
 // ---- spec → proto ----
