@@ -6,7 +6,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::LoadBalancing;
+use crate::duration;
+use crate::model::{
+    Action, Config, HeaderValueMatch, LoadBalancing, PathMatch, RedirectPath, Route, Service,
+};
 
 /// A whole route file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -149,5 +152,132 @@ impl ConfigSpec {
         // Serialising plain structs of strings, numbers and lists into a String cannot
         // fail; fall back to an empty document rather than panic if it ever did.
         serde_saphyr::to_string(self).unwrap_or_default()
+    }
+}
+
+// ---- model → spec: the validated model written back in the file format (normalised:
+// defaults left out), for `get -o yaml`, the status API and etcd. ----
+
+impl From<&Service> for ServiceSpec {
+    fn from(s: &Service) -> Self {
+        ServiceSpec {
+            name: s.name.to_string(),
+            instances: s
+                .instances
+                .iter()
+                .map(|i| InstanceSpec {
+                    address: i.address.to_string(),
+                    weight: (i.weight != 1).then_some(i.weight),
+                })
+                .collect(),
+            load_balancing: (s.load_balancing != LoadBalancing::default())
+                .then_some(s.load_balancing),
+        }
+    }
+}
+
+impl From<&Route> for RouteSpec {
+    fn from(r: &Route) -> Self {
+        let path = match &r.path {
+            PathMatch::Prefix(p) if p.is_empty() => None,
+            PathMatch::Prefix(p) => Some(PathSpec {
+                prefix: Some(p.to_string()),
+                ..Default::default()
+            }),
+            PathMatch::Exact(p) => Some(PathSpec {
+                exact: Some(p.to_string()),
+                ..Default::default()
+            }),
+            PathMatch::Regex(p) => Some(PathSpec {
+                regex: Some(p.as_str().to_owned()),
+                ..Default::default()
+            }),
+        };
+        let (forward, redirect) = match &r.action {
+            Action::Forward(f) => {
+                let (service, backends) = if f.single_service {
+                    (Some(f.backends[0].service.to_string()), None)
+                } else {
+                    let list = f
+                        .backends
+                        .iter()
+                        .map(|b| BackendSpec {
+                            service: b.service.to_string(),
+                            weight: Some(b.weight),
+                        })
+                        .collect();
+                    (None, Some(list))
+                };
+                let fwd = ForwardSpec {
+                    service,
+                    backends,
+                    rewrite_prefix: f.rewrite_prefix.as_deref().map(str::to_owned),
+                    host_rewrite: f
+                        .host_rewrite
+                        .as_ref()
+                        .and_then(|h| h.to_str().ok())
+                        .map(str::to_owned),
+                    timeout: f.timeout.map(duration::format),
+                };
+                (Some(fwd), None)
+            }
+            Action::Redirect(rd) => {
+                let (path, prefix) = match &rd.path {
+                    Some(RedirectPath::Full(p)) => (Some(p.to_string()), None),
+                    Some(RedirectPath::Prefix(p)) => (None, Some(p.to_string())),
+                    None => (None, None),
+                };
+                let spec = RedirectSpec {
+                    prefix,
+                    path,
+                    scheme: rd.scheme.map(|s| s.as_str().to_owned()),
+                    host: rd.host.as_deref().map(str::to_owned),
+                    port: rd.port,
+                    code: Some(rd.code.get()),
+                };
+                (None, Some(spec))
+            }
+        };
+        RouteSpec {
+            id: r.id.to_string(),
+            hosts: (!r.hosts.is_empty()).then(|| r.hosts.iter().map(|h| h.to_string()).collect()),
+            path,
+            methods: (!r.methods.is_empty())
+                .then(|| r.methods.iter().map(|m| m.as_str().to_owned()).collect()),
+            headers: (!r.headers.is_empty()).then(|| {
+                r.headers
+                    .iter()
+                    .map(|h| {
+                        let mut spec = HeaderSpec {
+                            name: h.name.as_str().to_owned(),
+                            exact: None,
+                            regex: None,
+                            present: None,
+                        };
+                        match &h.value {
+                            HeaderValueMatch::Exact(v) => {
+                                spec.exact = Some(String::from_utf8_lossy(v).into_owned())
+                            }
+                            HeaderValueMatch::Regex(p) => spec.regex = Some(p.as_str().to_owned()),
+                            HeaderValueMatch::Present => spec.present = Some(true),
+                        }
+                        spec
+                    })
+                    .collect()
+            }),
+            priority: (r.priority != 0).then_some(r.priority),
+            group: (r.group.as_str() != "default").then(|| r.group.to_string()),
+            forward,
+            redirect,
+        }
+    }
+}
+
+impl From<&Config> for ConfigSpec {
+    fn from(c: &Config) -> Self {
+        ConfigSpec {
+            services: c.services.iter().map(ServiceSpec::from).collect(),
+            routes: c.routes.iter().map(RouteSpec::from).collect(),
+        }
     }
 }
