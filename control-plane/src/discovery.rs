@@ -15,6 +15,8 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::controller::Controller;
 use crate::nodes::{NodeRecord, Nodes, now_ms};
 
+const NODE_REPORT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[derive(Debug)]
 pub struct DiscoveryService {
     controller: Arc<Controller>,
@@ -94,7 +96,7 @@ impl Session {
         mut inbound: Streaming<v1::ProxyMessage>,
         tx: mpsc::Sender<Result<EncodedSnapshot, Status>>,
     ) {
-        self.nodes.report(&self.record, &mut self.lease).await;
+        self.report().await;
         let mut catalogs = self.controller.subscribe();
         catalogs.mark_changed();
         loop {
@@ -149,6 +151,18 @@ impl Session {
             }
             Some(Message::Hello(_)) | None => return,
         }
-        self.nodes.report(&self.record, &mut self.lease).await;
+        self.report().await;
+    }
+
+    /// Stores the node's status. Bounded: a slow etcd must not hold up this proxy's
+    /// snapshots (the next report retries; the lease outlives a few misses).
+    async fn report(&mut self) {
+        let report = self.nodes.report(&self.record, &mut self.lease);
+        if tokio::time::timeout(NODE_REPORT_TIMEOUT, report)
+            .await
+            .is_err()
+        {
+            tracing::debug!(node = %self.record.id, "node status report timed out");
+        }
     }
 }
