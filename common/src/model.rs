@@ -32,9 +32,6 @@ impl Config {
     pub fn routes(&self) -> &[Route] {
         &self.routes
     }
-    pub fn service(&self, name: &str) -> Option<&Service> {
-        self.services.iter().find(|s| s.name.as_str() == name)
-    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,10 +5,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use routemaster_data_plane::body::ProxyBody;
+use routemaster_data_plane::responses::{json, read_only, text};
 use routemaster_data_plane::server::Handler;
 use serde::Serialize;
 
@@ -48,40 +48,10 @@ pub struct FleetView {
     pub converged: usize,
 }
 
-fn respond(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<ProxyBody> {
-    let mut resp = Response::new(ProxyBody::full(Bytes::from(body)));
-    *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    resp
-}
-
-fn json(value: &impl Serialize) -> Response<ProxyBody> {
-    match serde_json::to_vec_pretty(value) {
-        Ok(mut body) => {
-            body.push(b'\n');
-            respond(StatusCode::OK, "application/json", body)
-        }
-        Err(_) => respond(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "text/plain",
-            b"serialisation failed\n".to_vec(),
-        ),
-    }
-}
-
-fn text(status: StatusCode, body: &str) -> Response<ProxyBody> {
-    respond(
-        status,
-        "text/plain; charset=utf-8",
-        body.as_bytes().to_vec(),
-    )
-}
-
 impl Handler for StatusApi {
     async fn handle(&self, req: Request<Incoming>, _client: SocketAddr) -> Response<ProxyBody> {
-        if req.method() != Method::GET && req.method() != Method::HEAD {
-            return text(StatusCode::METHOD_NOT_ALLOWED, "read-only: use GET\n");
+        if let Some(refused) = read_only(req.method()) {
+            return refused;
         }
         let catalog = self.controller.catalog();
         match req.uri().path() {

@@ -4,12 +4,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
-use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::Serialize;
 
 use crate::body::ProxyBody;
+use crate::responses::{json, read_only, text};
 use crate::server::Handler;
 use crate::state::ProxyState;
 use crate::stats::Stats;
@@ -47,31 +47,6 @@ pub struct StatsView {
     pub internal_errors: u64,
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
-    let mut resp = Response::new(ProxyBody::full(Bytes::from_static(body.as_bytes())));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    resp
-}
-
-fn json(value: &impl Serialize) -> Response<ProxyBody> {
-    match serde_json::to_vec_pretty(value) {
-        Ok(mut body) => {
-            body.push(b'\n');
-            let mut resp = Response::new(ProxyBody::full(Bytes::from(body)));
-            resp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            resp
-        }
-        Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "serialisation failed\n"),
-    }
-}
-
 impl Admin {
     pub fn config_view(&self) -> ConfigView {
         let snapshot = self.state.current_snapshot();
@@ -103,8 +78,8 @@ impl Admin {
 
 impl Handler for Admin {
     async fn handle(&self, req: Request<Incoming>, _client: SocketAddr) -> Response<ProxyBody> {
-        if req.method() != Method::GET && req.method() != Method::HEAD {
-            return text(StatusCode::METHOD_NOT_ALLOWED, "read-only: use GET\n");
+        if let Some(refused) = read_only(req.method()) {
+            return refused;
         }
         match req.uri().path() {
             "/healthz" => text(StatusCode::OK, "ok\n"),

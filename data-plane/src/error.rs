@@ -3,8 +3,7 @@
 
 use std::sync::atomic::Ordering;
 
-use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
+use http::{HeaderValue, Response, StatusCode};
 use routemaster_common::path::PathError;
 
 use crate::body::ProxyBody;
@@ -88,12 +87,6 @@ impl ProxyError {
             self,
             String::from_utf8_lossy(request_id.as_bytes())
         );
-        let mut resp = Response::new(ProxyBody::full(Bytes::from(body)));
-        *resp.status_mut() = status;
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        resp
+        crate::responses::text(status, body)
     }
 }

@@ -17,6 +17,7 @@ pub mod file_source;
 pub mod forwarding;
 pub mod lifecycle;
 pub mod proxy;
+pub mod responses;
 pub mod server;
 pub mod state;
 pub mod stats;
