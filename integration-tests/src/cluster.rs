@@ -75,16 +75,12 @@ impl Etcd {
     }
 
     async fn wait_ready(&self) {
-        let url = format!("{}/health", self.url());
-        let client = crate::client::HttpClient::new();
-        crate::eventually(Duration::from_secs(20), "etcd to become healthy", || {
-            let client = client.clone();
-            let url = url.clone();
-            async move {
-                let r = client.get(&url, &[]).await.ok()?;
-                (r.status.is_success() && r.body.contains("true")).then_some(())
-            }
-        })
+        crate::wait_http(
+            &format!("{}/health", self.url()),
+            "etcd to become healthy",
+            Duration::from_secs(20),
+            |r| r.status.is_success() && r.body.contains("true"),
+        )
         .await;
     }
 
@@ -140,16 +136,12 @@ impl ControlPlane {
             grpc: words[3].parse().unwrap(),
             http: words[5].parse().unwrap(),
         };
-        let client = crate::client::HttpClient::new();
-        let url = cp.http_url("/readyz");
-        crate::eventually(Duration::from_secs(20), "control plane ready", || {
-            let client = client.clone();
-            let url = url.clone();
-            async move {
-                let r = client.get(&url, &[]).await.ok()?;
-                r.status.is_success().then_some(())
-            }
-        })
+        crate::wait_http(
+            &cp.http_url("/readyz"),
+            "control plane ready",
+            Duration::from_secs(20),
+            |r| r.status.is_success(),
+        )
         .await;
         cp
     }

@@ -31,6 +31,21 @@ where
     }
 }
 
+/// Polls `GET url` until `accept` likes the reply, or panics after `timeout`.
+pub async fn wait_http(
+    url: &str,
+    what: &str,
+    timeout: Duration,
+    accept: impl Fn(&client::Reply) -> bool,
+) {
+    let http = client::HttpClient::new();
+    eventually(timeout, what, || async {
+        let reply = http.get(url, &[]).await.ok()?;
+        accept(&reply).then_some(())
+    })
+    .await;
+}
+
 /// Replaces `path` atomically (write a sibling, then rename over), as config
 /// management tools do.
 pub fn write_atomic(path: &Path, contents: &str) {

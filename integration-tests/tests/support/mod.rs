@@ -95,31 +95,14 @@ impl Running {
         .await;
     }
 
-    /// Makes sure the route-file watcher is live before a test edits the file: appends a
-    /// comment (a new, equivalent file) until `/config` shows a reload. Needed because
-    /// an edit made right after startup can be swallowed (see
-    /// `an_edit_right_after_startup_is_applied` in reload.rs). Returns the new version.
+    /// Makes a harmless edit (appends a comment) and waits until `/config` shows the
+    /// reload, so a test starts from a version bumped by the watcher. Returns it.
     pub async fn ensure_watching(&self) -> u64 {
         let base = self.version().await;
         let original = std::fs::read_to_string(&self.file).unwrap();
-        for attempt in 1..=5 {
-            write_atomic(
-                &self.file,
-                &format!("{original}# watcher check {attempt}\n"),
-            );
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
-            while tokio::time::Instant::now() < deadline {
-                let version = self.version().await;
-                if version > base {
-                    if attempt > 1 {
-                        println!("watcher missed {} edit(s) after startup", attempt - 1);
-                    }
-                    return version;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-        panic!("the proxy never reloaded {}", self.file.display());
+        write_atomic(&self.file, &format!("{original}# watcher check\n"));
+        self.wait_version_at_least(base + 1, Duration::from_secs(1))
+            .await
     }
 
     /// Waits (bounded) until `/config` reports `version` or later; returns it.
