@@ -38,12 +38,7 @@ pub async fn run(
     let controller = Controller::new(store.clone());
     let nodes = Arc::new(Nodes::new(store, options.node_ttl));
     let replica = grpc.local_addr()?.to_string();
-    let stopped = move || {
-        let mut rx = shutdown.clone();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
+    let stopped = || routemaster_data_plane::lifecycle::stopped(&shutdown);
 
     let watcher = tokio::spawn(Arc::clone(&controller).run_watch(stopped()));
     let status = tokio::spawn(serve(

@@ -76,13 +76,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         );
 
         let (stop_tx, stop_rx) = watch::channel(false);
-        let stop_watch = stop_rx.clone();
-        let stopped = move || {
-            let mut rx = stop_watch.clone();
-            async move {
-                let _ = rx.wait_for(|stop| *stop).await;
-            }
-        };
+        let stopped = || routemaster_data_plane::lifecycle::stopped(&stop_rx);
         let server_options = ServerOptions {
             header_read_timeout: args.header_read_timeout,
             drain_timeout: args.drain_timeout,

@@ -58,7 +58,7 @@ impl Workers {
             let state = Arc::clone(state);
             let upstream = upstream.clone();
             let server = server.clone();
-            let mut stop = stop.clone();
+            let stopped = crate::lifecycle::stopped(stop);
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -74,9 +74,6 @@ impl Workers {
                             }
                         };
                         let proxy = Arc::new(Proxy::new(state, &upstream));
-                        let stopped = async move {
-                            let _ = stop.wait_for(|s| *s).await;
-                        };
                         serve(listener, proxy, server, stopped).await;
                     });
                 })?;
