@@ -3,7 +3,7 @@
 //! This crate owns the route model and everything that can be decided without I/O:
 //! the file/wire format ([`spec`]), validation into types that cannot hold bad states
 //! ([`model`]), path and host normalisation ([`path`], [`host`]), the compiled route
-//! table and its matching rules ([`table`]), prefix rewrites and redirect targets
+//! table and its matching rules ([`table`], over any engine's [`headers`]), prefix rewrites and redirect targets
 //! ([`rewrite`]) and the load-balancing choices ([`balance`]).
 //!
 //! It deliberately depends on no runtime, transport or storage crate (no tokio, hyper,
@@ -11,6 +11,7 @@
 
 pub mod balance;
 pub mod duration;
+pub mod headers;
 pub mod host;
 pub mod model;
 pub mod name;

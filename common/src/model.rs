@@ -9,6 +9,7 @@ use http::{HeaderName, Method};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
 
+use crate::headers::{RequestHeaders, value_str};
 use crate::name::Name;
 
 /// A validated set of services and routes that refer to each other consistently.
@@ -128,7 +129,7 @@ impl Route {
     }
 
     /// Method and header conditions; the host and path are matched by the table.
-    pub fn matches_conditions(&self, method: &Method, headers: &http::HeaderMap) -> bool {
+    pub fn matches_conditions(&self, method: &Method, headers: &dyn RequestHeaders) -> bool {
         (self.methods.is_empty() || self.methods.contains(method))
             && self.headers.iter().all(|h| h.matches(headers))
     }
@@ -237,12 +238,13 @@ impl HeaderMatch {
         &self.value
     }
     /// True when any value of the header satisfies the condition.
-    pub fn matches(&self, headers: &http::HeaderMap) -> bool {
-        let mut values = headers.get_all(&self.name).iter();
+    pub fn matches(&self, headers: &dyn RequestHeaders) -> bool {
         match &self.value {
-            HeaderValueMatch::Present => values.next().is_some(),
-            HeaderValueMatch::Exact(want) => values.any(|v| v.as_bytes() == &**want),
-            HeaderValueMatch::Regex(p) => values.any(|v| v.to_str().is_ok_and(|s| p.is_match(s))),
+            HeaderValueMatch::Present => headers.any_value(&self.name, &mut |_| true),
+            HeaderValueMatch::Exact(want) => headers.any_value(&self.name, &mut |v| v == &**want),
+            HeaderValueMatch::Regex(p) => headers.any_value(&self.name, &mut |v| {
+                value_str(v).is_some_and(|s| p.is_match(s))
+            }),
         }
     }
 }

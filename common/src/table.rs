@@ -16,7 +16,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use http::{HeaderMap, Method};
+use http::Method;
+
+use crate::headers::RequestHeaders;
 
 use crate::model::{PathMatch, Route};
 use crate::snapshot::Snapshot;
@@ -25,12 +27,22 @@ type Map<V> = HashMap<Box<str>, V, foldhash::fast::RandomState>;
 
 /// The parts of a request that routing looks at. `host` and `path` must already be
 /// normalised ([`crate::host::normalize_host`], [`crate::path::normalize_path`]).
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct RequestHead<'a> {
     pub host: &'a str,
     pub path: &'a str,
     pub method: &'a Method,
-    pub headers: &'a HeaderMap,
+    pub headers: &'a dyn RequestHeaders,
+}
+
+impl std::fmt::Debug for RequestHead<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestHead")
+            .field("host", &self.host)
+            .field("path", &self.path)
+            .field("method", &self.method)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A route table over one snapshot, with a payload `T` per route (the proxy attaches

@@ -45,6 +45,14 @@ impl ProxyBody {
         ProxyBody::Full { data: None }
     }
 
+    /// The whole body when we made it ourselves (`None` for a streamed upstream body).
+    pub fn as_full(&self) -> Option<&[u8]> {
+        match self {
+            ProxyBody::Full { data } => Some(data.as_deref().unwrap_or_default()),
+            ProxyBody::Upstream { .. } => None,
+        }
+    }
+
     pub fn upstream(inner: Incoming, deadline: Option<Sleep>, guard: EndpointGuard) -> Self {
         ProxyBody::Upstream {
             inner,

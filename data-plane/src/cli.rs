@@ -65,6 +65,9 @@ pub struct Args {
     /// Time a client has to send its request headers.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
+    /// An HTTP/1.1 client connection idle between requests is closed after this long.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub keepalive_timeout: Duration,
     /// On SIGTERM, time allowed for in-flight requests to finish.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,

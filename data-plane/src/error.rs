@@ -3,10 +3,11 @@
 
 use std::sync::atomic::Ordering;
 
-use http::{HeaderValue, Response, StatusCode};
+use http::{Response, StatusCode};
 use routemaster_common::path::PathError;
 
-use crate::body::ProxyBody;
+use crate::body::{BoxError, ProxyBody};
+use crate::h1::request::Rejected;
 use crate::stats::Stats;
 
 /// Which side of the proxy a failure belongs to.
@@ -26,6 +27,10 @@ pub enum ProxyError {
     BadPath(#[from] PathError),
     #[error("request has no host")]
     MissingHost,
+    #[error("{0}")]
+    Rejected(#[from] crate::h1::request::Rejected),
+    #[error("malformed chunked request body")]
+    MalformedBody,
     #[error("no route matched")]
     NoRoute,
     #[error("no configuration loaded yet")]
@@ -33,9 +38,11 @@ pub enum ProxyError {
     #[error("service {0:?} has no instances")]
     NoInstances(Box<str>),
     #[error("upstream connect failed")]
-    UpstreamConnect(#[source] hyper_util::client::legacy::Error),
+    UpstreamConnect(#[source] BoxError),
     #[error("upstream connection failed")]
-    UpstreamReset(#[source] hyper_util::client::legacy::Error),
+    UpstreamReset(#[source] BoxError),
+    #[error("upstream sent a malformed response")]
+    UpstreamProtocol(&'static str),
     #[error("upstream timed out")]
     UpstreamTimeout,
     #[error("internal error: {0}")]
@@ -45,11 +52,14 @@ pub enum ProxyError {
 impl ProxyError {
     pub fn side(&self) -> Side {
         match self {
-            ProxyError::BadPath(_) | ProxyError::MissingHost | ProxyError::NoRoute => {
-                Side::Downstream
-            }
+            ProxyError::BadPath(_)
+            | ProxyError::MissingHost
+            | ProxyError::Rejected(_)
+            | ProxyError::MalformedBody
+            | ProxyError::NoRoute => Side::Downstream,
             ProxyError::UpstreamConnect(_)
             | ProxyError::UpstreamReset(_)
+            | ProxyError::UpstreamProtocol(_)
             | ProxyError::UpstreamTimeout => Side::Upstream,
             ProxyError::NotReady | ProxyError::NoInstances(_) | ProxyError::Internal(_) => {
                 Side::Internal
@@ -59,12 +69,17 @@ impl ProxyError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::BadPath(_) | ProxyError::MissingHost => StatusCode::BAD_REQUEST,
+            ProxyError::BadPath(_) | ProxyError::MissingHost | ProxyError::MalformedBody => {
+                StatusCode::BAD_REQUEST
+            }
+            ProxyError::Rejected(Rejected::TooLarge) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::Rejected(Rejected::Malformed(_)) => StatusCode::BAD_REQUEST,
+            ProxyError::Rejected(Rejected::UnsupportedCoding) => StatusCode::NOT_IMPLEMENTED,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::NotReady | ProxyError::NoInstances(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::UpstreamConnect(_) | ProxyError::UpstreamReset(_) => {
-                StatusCode::BAD_GATEWAY
-            }
+            ProxyError::UpstreamConnect(_)
+            | ProxyError::UpstreamReset(_)
+            | ProxyError::UpstreamProtocol(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -72,7 +87,7 @@ impl ProxyError {
 
     /// The response the client gets: status, and a one-line body naming the reason and
     /// the request id. Counted by side.
-    pub fn into_response(self, request_id: &HeaderValue, stats: &Stats) -> Response<ProxyBody> {
+    pub fn into_response(self, request_id: &[u8], stats: &Stats) -> Response<ProxyBody> {
         let counter = match self.side() {
             Side::Downstream => &stats.downstream_errors,
             Side::Upstream => &stats.upstream_errors,
@@ -85,7 +100,7 @@ impl ProxyError {
             status.as_u16(),
             status.canonical_reason().unwrap_or(""),
             self,
-            String::from_utf8_lossy(request_id.as_bytes())
+            String::from_utf8_lossy(request_id)
         );
         crate::responses::text(status, body)
     }

@@ -79,6 +79,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         let stopped = || routemaster_data_plane::lifecycle::stopped(&stop_rx);
         let server_options = ServerOptions {
             header_read_timeout: args.header_read_timeout,
+            keepalive_timeout: args.keepalive_timeout,
             drain_timeout: args.drain_timeout,
             ..ServerOptions::default()
         };

@@ -33,6 +33,8 @@ pub struct ServerOptions {
     pub max_header_bytes: usize,
     /// A client must send its whole header block within this time.
     pub header_read_timeout: Duration,
+    /// An HTTP/1.1 connection idle between requests is closed after this long.
+    pub keepalive_timeout: Duration,
     /// On shutdown, in-flight requests get this long to finish.
     pub drain_timeout: Duration,
 }
@@ -42,6 +44,7 @@ impl Default for ServerOptions {
         Self {
             max_header_bytes: 64 * 1024,
             header_read_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(30),
         }
     }

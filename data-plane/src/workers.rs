@@ -1,6 +1,7 @@
 //! Proxy workers, nginx-style: each worker is a thread running its own current-thread
 //! tokio runtime, accepting on its own `SO_REUSEPORT` listener (the kernel spreads new
-//! connections across them) and owning its own upstream connection pool. Nothing on the
+//! connections across them) and owning its own HTTP engine ([`crate::h1`]) with its
+//! upstream connection pool and buffer free list. Nothing on the
 //! request path is shared between workers except the route table (arc-swap) and relaxed
 //! counters, so there is no cross-thread wake-up, work stealing or pool lock per request.
 
@@ -12,8 +13,9 @@ use std::thread::JoinHandle;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::watch;
 
-use crate::proxy::{Proxy, UpstreamOptions};
-use crate::server::{ServerOptions, serve};
+use crate::h1::{self, Engine};
+use crate::proxy::UpstreamOptions;
+use crate::server::ServerOptions;
 use crate::state::ProxyState;
 
 /// Binds `n` listening sockets on `addr` with `SO_REUSEPORT`. With port 0 the first
@@ -73,8 +75,8 @@ impl Workers {
                                 return;
                             }
                         };
-                        let proxy = Arc::new(Proxy::new(state, &upstream));
-                        serve(listener, proxy, server, stopped).await;
+                        let engine = Arc::new(Engine::new(state, &upstream, server));
+                        h1::serve(listener, engine, stopped).await;
                     });
                 })?;
             threads.push(thread);

@@ -1,0 +1,444 @@
+//! One client connection on the HTTP/1.1 engine: the keep-alive loop, reading heads
+//! under the header-read and keep-alive timeouts, and per request the exchange with the
+//! upstream (phase 6) with its retry rule and its one place where a failure becomes a
+//! response ([`Conn::forward`]).
+//!
+//! Buffers are borrowed from the worker's free list while a request is in progress and
+//! returned as soon as the connection goes idle, so an idle keep-alive connection holds
+//! no buffer at all.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
+
+use super::Engine;
+use super::buffers;
+use super::chunked::Chunked;
+use super::head::{Framing, RequestId};
+use super::io::{lingering_close, write_all_2};
+use super::relay::{self, Failure};
+use super::request::{self, Next, Rejected, Request};
+use super::response::{ClientSide, write_own};
+use crate::compile::EndpointGuard;
+use crate::error::ProxyError;
+use crate::stats::InFlight;
+
+/// The HTTP/2 connection preface; a connection starting with it is handed to hyper.
+pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+pub(super) struct Conn {
+    engine: Arc<Engine>,
+    stream: TcpStream,
+    client: SocketAddr,
+    /// Bytes read from the client not yet consumed; no capacity while idle.
+    inbuf: Vec<u8>,
+    first: bool,
+}
+
+/// Why reading the next request stopped without one.
+enum Stop {
+    /// Clean end: the client closed, idled out, or we are draining.
+    Close,
+    /// The head did not arrive in time.
+    Timeout { partial: bool },
+    Rejected(Rejected),
+    /// The connection speaks HTTP/2 (prior knowledge).
+    H2,
+}
+
+/// How far an exchange got, for deciding what a failure means.
+#[derive(Debug, Default)]
+struct Progress {
+    /// The response head went to the client: a failure now can only close.
+    response_started: bool,
+    /// The whole request body was taken from the client.
+    request_done: bool,
+    /// Bytes at the start of `inbuf` that belong to this request and are still there.
+    undrained: usize,
+}
+
+impl Conn {
+    pub(super) fn new(engine: Arc<Engine>, stream: TcpStream, client: SocketAddr) -> Self {
+        Self {
+            engine,
+            stream,
+            client,
+            inbuf: Vec::new(),
+            first: true,
+        }
+    }
+
+    /// Serves requests until the connection ends.
+    pub(super) async fn run(mut self) {
+        // One timer for the connection's life: resetting it to a later deadline is a
+        // lock-free update in tokio, so the idle wait costs no timer-wheel work.
+        let timer = tokio::time::sleep(self.engine.options.header_read_timeout);
+        tokio::pin!(timer);
+        loop {
+            let req = match self.read_request(timer.as_mut()).await {
+                Ok(req) => req,
+                Err(Stop::Close) => break,
+                Err(Stop::Timeout { partial }) => {
+                    if partial {
+                        let _ = self
+                            .stream
+                            .write_all(b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                            .await;
+                    }
+                    break;
+                }
+                Err(Stop::Rejected(r)) => {
+                    self.reject(r).await;
+                    break;
+                }
+                Err(Stop::H2) => {
+                    let Conn {
+                        engine,
+                        stream,
+                        client,
+                        inbuf,
+                        ..
+                    } = self;
+                    super::h2::serve(&engine, stream, inbuf, client).await;
+                    return;
+                }
+            };
+            self.first = false;
+            if !self.handle(req).await {
+                break;
+            }
+            if self.inbuf.is_empty() {
+                buffers::give(std::mem::take(&mut self.inbuf));
+            }
+        }
+        buffers::give(std::mem::take(&mut self.inbuf));
+    }
+
+    async fn read_request(&mut self, mut timer: Pin<&mut Sleep>) -> Result<Request, Stop> {
+        let options = &self.engine.options;
+        // The header-read deadline runs from accept for the first request, and from
+        // the first byte of a head that did not arrive whole for the others.
+        let mut armed = self.first;
+        let mut idle = !self.first && self.inbuf.is_empty();
+        loop {
+            if !self.inbuf.is_empty() {
+                if self.first && H2_PREFACE.starts_with(&self.inbuf[..self.inbuf.len().min(24)]) {
+                    if self.inbuf.len() >= H2_PREFACE.len() {
+                        return Err(Stop::H2);
+                    }
+                } else if let Some(req) = request::prepare(
+                    &self.inbuf,
+                    options.max_header_bytes,
+                    self.client,
+                    &self.engine.state,
+                )
+                .map_err(Stop::Rejected)?
+                {
+                    return Ok(req);
+                }
+                if !armed {
+                    timer
+                        .as_mut()
+                        .reset(Instant::now() + options.header_read_timeout);
+                    armed = true;
+                }
+            }
+            if idle {
+                // Between requests: no buffer, just readiness, the keep-alive timeout
+                // and the drain signal.
+                idle = false;
+                timer
+                    .as_mut()
+                    .reset(Instant::now() + options.keepalive_timeout);
+                let drain = self.engine.drain.notify.notified();
+                tokio::pin!(drain);
+                drain.as_mut().enable();
+                if self.engine.drain.is_draining() {
+                    return Err(Stop::Close);
+                }
+                tokio::select! {
+                    biased;
+                    ready = self.stream.readable() => ready.map_err(|_| Stop::Close)?,
+                    () = &mut timer => return Err(Stop::Close),
+                    () = drain => return Err(Stop::Close),
+                }
+            }
+            if self.inbuf.capacity() == 0 {
+                self.inbuf = buffers::take();
+            } else if self.inbuf.len() == self.inbuf.capacity() {
+                self.inbuf.reserve(self.inbuf.capacity());
+            }
+            let read = tokio::select! {
+                biased;
+                r = self.stream.read_buf(&mut self.inbuf) => r,
+                () = &mut timer, if armed => {
+                    return Err(Stop::Timeout { partial: !self.inbuf.is_empty() });
+                }
+            };
+            match read {
+                Ok(0) | Err(_) => return Err(Stop::Close),
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Phases 1–7 for one request. Returns whether the connection stays open.
+    async fn handle(&mut self, req: Request) -> bool {
+        let engine = Arc::clone(&self.engine);
+        let _in_flight = InFlight::start(&engine.state.stats);
+        let client = ClientSide {
+            http10: req.http10,
+            head_method: req.head_method,
+            keep_alive: req.keep_alive && !self.engine.drain.is_draining(),
+        };
+        let Request {
+            head_len,
+            body,
+            request_id,
+            next,
+            expect_continue,
+            ..
+        } = req;
+        match next {
+            Next::Respond(resp) => {
+                // A body we do not read would be taken for the next request: close.
+                let keep = client.keep_alive && matches!(body, Framing::Empty | Framing::Length(0));
+                let mut out = buffers::take_small();
+                write_own(&mut out, &resp, &request_id, ClientSide { keep_alive: keep, ..client });
+                let ok = self.stream.write_all(&out).await.is_ok();
+                buffers::give(out);
+                if keep && ok {
+                    self.inbuf.drain(..head_len);
+                    return true;
+                }
+                lingering_close(&mut self.stream).await;
+                false
+            }
+            Next::Forward {
+                head,
+                endpoint,
+                timeout,
+            } => {
+                let forward = Forward {
+                    head_len,
+                    body,
+                    expect_continue,
+                    upstream_head: head,
+                    timeout,
+                };
+                self.forward(forward, endpoint, client, &request_id).await
+            }
+        }
+    }
+
+    /// Phase 6–7 and the one place where an exchange failure becomes a response.
+    async fn forward(
+        &mut self,
+        fwd: Forward,
+        endpoint: EndpointGuard,
+        client: ClientSide,
+        request_id: &RequestId,
+    ) -> bool {
+        let mut progress = Progress::default();
+        let exchange = self.exchange(&fwd, endpoint.authority().as_str(), client, request_id, &mut progress);
+        let result = with_deadline(fwd.timeout, exchange).await;
+        drop(endpoint);
+        buffers::give(fwd.upstream_head);
+        let keep = match result {
+            Ok(keep) => keep && progress.request_done,
+            Err(Failure::Abort) => false,
+            Err(Failure::Respond(e) | Failure::Retryable(e)) if !progress.response_started => {
+                tracing::debug!(error = %e, side = ?e.side(), request_id = ?request_id, "request failed");
+                let keep = client.keep_alive && progress.request_done;
+                let resp = e.into_response(request_id.as_bytes(), &self.engine.state.stats);
+                let mut out = buffers::take_small();
+                write_own(&mut out, &resp, request_id, ClientSide { keep_alive: keep, ..client });
+                let ok = self.stream.write_all(&out).await.is_ok();
+                buffers::give(out);
+                if !keep && ok {
+                    lingering_close(&mut self.stream).await;
+                }
+                keep && ok
+            }
+            Err(_) => false,
+        };
+        if keep {
+            self.inbuf.drain(..progress.undrained);
+        }
+        keep
+    }
+
+    async fn exchange(
+        &mut self,
+        fwd: &Forward,
+        authority: &str,
+        client: ClientSide,
+        request_id: &RequestId,
+        progress: &mut Progress,
+    ) -> Result<bool, Failure> {
+        let pool = &self.engine.pool;
+        // What of the body is here already.
+        let avail = &self.inbuf[fwd.head_len..];
+        let (initial, body_done, chunked) = match fwd.body {
+            Framing::Empty | Framing::UntilClose => (0, true, None),
+            Framing::Length(n) => {
+                let k = usize::try_from(n).unwrap_or(usize::MAX).min(avail.len());
+                (k, k as u64 == n, None)
+            }
+            Framing::Chunked => {
+                let mut c = Chunked::new();
+                let p = c
+                    .scan(avail, |_| {})
+                    .map_err(|_| Failure::Respond(ProxyError::MalformedBody))?;
+                (p.consumed, p.done, Some(c))
+            }
+        };
+        let sent_len = fwd.head_len + initial;
+        let mut up = pool.checkout(authority).await.map_err(Failure::Respond)?;
+        if body_done {
+            progress.request_done = true;
+            progress.undrained = sent_len;
+            // Everything is in hand: an upstream that closed an idle connection under
+            // us gets the request again on a fresh one.
+            loop {
+                let body = &self.inbuf[fwd.head_len..sent_len];
+                let outcome = match write_all_2(&mut up.stream, &fwd.upstream_head, body).await {
+                    Ok(()) => {
+                        relay::response(
+                            &mut up.stream,
+                            &mut self.stream,
+                            client,
+                            request_id,
+                            self.engine.options.max_header_bytes,
+                            &mut progress.response_started,
+                        )
+                        .await
+                    }
+                    Err(e) => Err(Failure::Retryable(ProxyError::UpstreamReset(e.into()))),
+                };
+                match outcome {
+                    Err(Failure::Retryable(_)) if up.reused => {
+                        up.stream = pool.connect(authority).await.map_err(Failure::Respond)?;
+                        up.reused = false;
+                    }
+                    Ok(done) => {
+                        if done.upstream_reusable {
+                            pool.checkin(authority, up.stream);
+                        }
+                        return Ok(done.client_keep_alive);
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+
+        // The body is still coming: 100 Continue if asked, then stream it up while the
+        // response streams down (an upstream may answer before it has read it all).
+        if fwd.expect_continue {
+            self.stream
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+                .await
+                .map_err(|_| Failure::Abort)?;
+        }
+        write_all_2(&mut up.stream, &fwd.upstream_head, &self.inbuf[fwd.head_len..sent_len])
+            .await
+            .map_err(|e| Failure::Respond(ProxyError::UpstreamReset(e.into())))?;
+        self.inbuf.drain(..sent_len);
+        let left = match fwd.body {
+            Framing::Length(n) => relay::BodyLeft::Length(n - initial as u64),
+            _ => relay::BodyLeft::Chunked(chunked.unwrap_or_default()),
+        };
+        let max_head = self.engine.options.max_header_bytes;
+        let mut sent = false;
+        let done = {
+            let (mut client_read, mut client_write) = self.stream.split();
+            let (mut up_read, mut up_write) = up.stream.split();
+            let send = relay::request_body(&mut client_read, &mut up_write, &mut self.inbuf, left);
+            let recv = relay::response(
+                &mut up_read,
+                &mut client_write,
+                client,
+                request_id,
+                max_head,
+                &mut progress.response_started,
+            );
+            tokio::pin!(send, recv);
+            loop {
+                tokio::select! {
+                    biased;
+                    r = &mut recv => break r,
+                    s = &mut send, if !sent => match s {
+                        Ok(()) => sent = true,
+                        Err(_) => return Err(Failure::Abort),
+                    },
+                }
+            }
+        };
+        let done = done.map_err(|f| match f {
+            Failure::Retryable(e) => Failure::Respond(e),
+            other => other,
+        })?;
+        progress.request_done = sent;
+        if sent && done.upstream_reusable {
+            pool.checkin(authority, up.stream);
+        }
+        Ok(done.client_keep_alive && sent)
+    }
+
+    /// Answers a request we could not parse, then closes.
+    async fn reject(&mut self, r: Rejected) {
+        let e = ProxyError::Rejected(r);
+        let id = RequestId::from_client_or_new(None);
+        let resp = e.into_response(id.as_bytes(), &self.engine.state.stats);
+        let mut out = buffers::take_small();
+        let client = ClientSide {
+            http10: false,
+            head_method: false,
+            keep_alive: false,
+        };
+        write_own(&mut out, &resp, &id, client);
+        if self.stream.write_all(&out).await.is_ok() {
+            lingering_close(&mut self.stream).await;
+        }
+        buffers::give(out);
+    }
+}
+
+/// What the exchange needs from the parsed request.
+struct Forward {
+    head_len: usize,
+    body: Framing,
+    expect_continue: bool,
+    upstream_head: Vec<u8>,
+    timeout: Option<Duration>,
+}
+
+async fn with_deadline<T>(
+    timeout: Option<Duration>,
+    f: impl Future<Output = Result<T, Failure>>,
+) -> Result<T, Failure> {
+    match timeout {
+        Some(t) => tokio::time::timeout(t, f)
+            .await
+            .unwrap_or(Err(Failure::Respond(ProxyError::UpstreamTimeout))),
+        None => f.await,
+    }
+}
+
+/// Counts connections so a drain can wait for them.
+pub(super) struct Open(pub(super) Arc<Engine>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 && self.0.drain.is_draining() {
+            self.0.drain.all_closed.notify_one();
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! HTTP/2 with prior knowledge (h2c) on the same port: a connection that opens with the
+//! HTTP/2 preface is served by hyper's HTTP/2 server and the hyper-based request path
+//! in [`crate::proxy`], which shares the routing phases with the HTTP/1.1 engine.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::Engine;
+use super::io::Prefixed;
+use crate::server::Handler;
+
+pub(super) async fn serve(engine: &Arc<Engine>, stream: TcpStream, prefix: Vec<u8>, client: SocketAddr) {
+    let proxy = Arc::clone(&engine.h2_proxy);
+    let service = service_fn(move |req| {
+        let proxy = Arc::clone(&proxy);
+        async move { Ok::<_, Infallible>(proxy.handle(req, client).await) }
+    });
+    let conn = engine
+        .h2
+        .serve_connection(TokioIo::new(Prefixed::new(prefix, stream)), service);
+    tokio::pin!(conn);
+    let drain = engine.drain.notify.notified();
+    tokio::pin!(drain);
+    drain.as_mut().enable();
+    if engine.drain.is_draining() {
+        conn.as_mut().graceful_shutdown();
+    }
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, %client, "h2 connection ended with an error");
+            }
+            return;
+        }
+        () = drain => conn.as_mut().graceful_shutdown(),
+    }
+    let _ = conn.await;
+}

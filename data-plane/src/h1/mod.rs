@@ -1,0 +1,145 @@
+//! The HTTP/1.1 engine: Routemaster's own HTTP/1.1 server and upstream client, built
+//! for the proxy's one job. A request head is parsed in place (httparse), routed by the
+//! shared phases ([`crate::routing`]), rewritten straight into the upstream head, and
+//! sent on a pooled upstream connection; the response head is rewritten the same way
+//! and bodies are relayed in their own framing. No `HeaderMap`, no per-request task or
+//! channel, buffers from a worker-local free list, one `writev` per head.
+//!
+//! Code map: [`connection`] (keep-alive loop, exchange, failure → response),
+//! [`request`] / [`response`] (heads), [`head`] (field rules shared by both),
+//! [`chunked`] (strict chunked framing), [`relay`] (bodies), [`pool`] (upstream
+//! connections), [`h2`] (hands HTTP/2 prior-knowledge connections to hyper).
+//!
+//! Invariants: a message whose framing two parsers could read differently is refused
+//! (no smuggling through us); a reused upstream connection is retried only when the
+//! whole request is still in hand and no response byte arrived; an idle client
+//! connection holds no buffer.
+
+mod buffers;
+mod chunked;
+mod connection;
+mod h2;
+mod head;
+mod io;
+mod pool;
+mod relay;
+pub mod request;
+mod response;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+use crate::proxy::{Proxy, UpstreamOptions};
+use crate::server::ServerOptions;
+use crate::state::ProxyState;
+
+pub use pool::UpstreamPool;
+
+/// One worker's HTTP engine: the shared state plus everything per worker (upstream
+/// pool, drain signal, the HTTP/2 fallback).
+#[derive(Debug)]
+pub struct Engine {
+    state: Arc<ProxyState>,
+    pool: UpstreamPool,
+    options: ServerOptions,
+    h2: hyper::server::conn::http2::Builder<TokioExecutor>,
+    h2_proxy: Arc<Proxy>,
+    drain: Drain,
+    open: AtomicUsize,
+}
+
+#[derive(Debug, Default)]
+struct Drain {
+    flag: AtomicBool,
+    /// Wakes idle connections so they close.
+    notify: Notify,
+    /// Signalled when the last connection closes during a drain.
+    all_closed: Notify,
+}
+
+impl Drain {
+    fn is_draining(&self) -> bool {
+        self.flag.load(Ordering::Acquire)
+    }
+}
+
+impl Engine {
+    pub fn new(state: Arc<ProxyState>, upstream: &UpstreamOptions, options: ServerOptions) -> Self {
+        let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(options.max_header_bytes).unwrap_or(u32::MAX));
+        Self {
+            h2_proxy: Arc::new(Proxy::new(Arc::clone(&state), upstream)),
+            state,
+            pool: UpstreamPool::new(upstream.connect_timeout, upstream.idle_timeout),
+            options,
+            h2,
+            drain: Drain::default(),
+            open: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// Serves `listener` until `shutdown` resolves; then stops accepting, closes idle
+/// connections, lets in-flight requests finish (their responses say
+/// `connection: close`) and returns when all are closed or the drain timeout passes.
+pub async fn serve(listener: TcpListener, engine: Arc<Engine>, shutdown: impl Future<Output = ()>) {
+    let sweeper = {
+        let engine = Arc::clone(&engine);
+        tokio::spawn(async move {
+            let period = (engine.pool.idle_timeout() / 2).max(Duration::from_millis(100));
+            let mut tick = tokio::time::interval(period);
+            loop {
+                tick.tick().await;
+                engine.pool.sweep();
+            }
+        })
+    };
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, client) = match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        // Typically EMFILE: back off briefly instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                engine.open.fetch_add(1, Ordering::AcqRel);
+                let open = connection::Open(Arc::clone(&engine));
+                let conn = connection::Conn::new(Arc::clone(&engine), stream, client);
+                tokio::spawn(async move {
+                    conn.run().await;
+                    drop(open);
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    sweeper.abort();
+    let all_closed = engine.drain.all_closed.notified();
+    tokio::pin!(all_closed);
+    all_closed.as_mut().enable();
+    engine.drain.flag.store(true, Ordering::Release);
+    engine.drain.notify.notify_waiters();
+    if engine.open.load(Ordering::Acquire) == 0 {
+        return;
+    }
+    tokio::select! {
+        () = all_closed => tracing::debug!("all connections drained"),
+        () = tokio::time::sleep(engine.options.drain_timeout) => {
+            tracing::warn!(timeout = ?engine.options.drain_timeout, "drain timed out; closing remaining connections");
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! One worker's idle upstream connections, by endpoint. A connection is checked out for
+//! exactly one exchange and checked back in only when that exchange left it clean
+//! (response fully read, upstream keeps it alive). The lock is per worker, so it is
+//! never contended; most-recently-used first keeps the warm connections busy and lets
+//! the others age out.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::Mutex;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpStream;
+
+use crate::error::ProxyError;
+
+/// Idle connections kept per endpoint, per worker.
+const MAX_IDLE_PER_ENDPOINT: usize = 256;
+
+#[derive(Debug)]
+struct Idle {
+    stream: TcpStream,
+    since: Instant,
+}
+
+#[derive(Debug)]
+pub struct UpstreamPool {
+    idle: Mutex<HashMap<Box<str>, Vec<Idle>, foldhash::fast::RandomState>>,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+/// A connection for one exchange; `reused` ones may have been closed by the upstream
+/// in the meantime, so an exchange that fails on one before any response byte may be
+/// retried on a fresh connection.
+#[derive(Debug)]
+pub struct Checkout {
+    pub stream: TcpStream,
+    pub reused: bool,
+}
+
+impl UpstreamPool {
+    pub fn new(connect_timeout: Duration, idle_timeout: Duration) -> Self {
+        Self {
+            idle: Mutex::new(HashMap::default()),
+            connect_timeout,
+            idle_timeout,
+        }
+    }
+
+    /// An idle connection to `authority`, or a new one.
+    pub async fn checkout(&self, authority: &str) -> Result<Checkout, ProxyError> {
+        if let Some(stream) = self.take_idle(authority) {
+            return Ok(Checkout {
+                stream,
+                reused: true,
+            });
+        }
+        Ok(Checkout {
+            stream: self.connect(authority).await?,
+            reused: false,
+        })
+    }
+
+    pub async fn connect(&self, authority: &str) -> Result<TcpStream, ProxyError> {
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(authority))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))
+            .and_then(|r| r)
+            .map_err(|e| ProxyError::UpstreamConnect(e.into()))?;
+        // Requests and responses are written whole; Nagle would only add latency.
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    /// Returns a connection that finished an exchange cleanly.
+    pub fn checkin(&self, authority: &str, stream: TcpStream) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = Idle {
+            stream,
+            since: Instant::now(),
+        };
+        match idle.get_mut(authority) {
+            Some(list) => {
+                if list.len() >= MAX_IDLE_PER_ENDPOINT {
+                    list.remove(0);
+                }
+                list.push(entry);
+            }
+            None => {
+                idle.insert(authority.into(), vec![entry]);
+            }
+        }
+    }
+
+    fn take_idle(&self, authority: &str) -> Option<TcpStream> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let list = idle.get_mut(authority)?;
+        while let Some(c) = list.pop() {
+            if c.since.elapsed() < self.idle_timeout && still_open(&c.stream) {
+                return Some(c.stream);
+            }
+        }
+        None
+    }
+
+    /// Closes connections idle for longer than the idle timeout, and forgets
+    /// endpoints with none left. Run periodically by the worker.
+    pub fn sweep(&self) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.retain(|_, list| {
+            list.retain(|c| c.since.elapsed() < self.idle_timeout);
+            !list.is_empty()
+        });
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
+    }
+
+    pub fn idle_count(&self) -> usize {
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.values().map(Vec::len).sum()
+    }
+}
+
+/// An idle connection must have nothing to read: readable means the upstream closed it
+/// (or sent something unasked). The readiness check is free (no syscall); only when it
+/// says "readable" does a one-byte peek tell a stale flag from a real close.
+fn still_open(stream: &TcpStream) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    match stream.poll_read_ready(&mut cx) {
+        Poll::Pending => true,
+        Poll::Ready(Err(_)) => false,
+        Poll::Ready(Ok(())) => {
+            let mut byte = [0u8; 1];
+            matches!(stream.try_read(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    #[tokio::test]
+    async fn idle_connections_are_reused_and_closed_ones_skipped() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let pool = UpstreamPool::new(Duration::from_secs(1), Duration::from_secs(60));
+        let a = pool.checkout(&addr).await.unwrap();
+        assert!(!a.reused);
+        let (mut server_a, _) = listener.accept().await.unwrap();
+        pool.checkin(&addr, a.stream);
+        let b = pool.checkout(&addr).await.unwrap();
+        assert!(b.reused, "the idle connection is handed out again");
+        pool.checkin(&addr, b.stream);
+        // The upstream closes it while idle: the pool must not hand it out.
+        server_a.shutdown().await.unwrap();
+        drop(server_a);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            tokio::task::yield_now().await;
+            let mut idle = pool.idle.lock().unwrap();
+            let open = idle.get_mut(addr.as_str()).map(|l| still_open(&l[0].stream));
+            drop(idle);
+            if open == Some(false) || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let c = pool.checkout(&addr).await.unwrap();
+        assert!(!c.reused, "a connection closed by the upstream is not reused");
+        assert_eq!(pool.idle_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn expired_connections_are_swept() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let pool = UpstreamPool::new(Duration::from_secs(1), Duration::from_millis(1));
+        let a = pool.checkout(&addr).await.unwrap();
+        pool.checkin(&addr, a.stream);
+        assert_eq!(pool.idle_count(), 1);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        pool.sweep();
+        assert_eq!(pool.idle_count(), 0);
+    }
+}

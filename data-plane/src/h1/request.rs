@@ -1,0 +1,291 @@
+//! An HTTP/1.1 request head, start to decision, in one synchronous pass: parse it
+//! (httparse, headers borrowed from the read buffer), settle its body framing, route it
+//! with the shared phases ([`crate::routing::decide`]), and write the upstream request
+//! head (phase 5) straight into bytes — no `HeaderMap`, no per-header allocation.
+
+use std::mem::MaybeUninit;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::{Method, Response, header};
+use routemaster_common::headers::{RequestHeaders, value_str};
+
+use super::head::{
+    ConnectionOptions, Field, Framing, RequestId, classify, connection_options, content_length,
+    named_in, only_chunked, put_field, put_ip,
+};
+use crate::body::ProxyBody;
+use crate::compile::EndpointGuard;
+use crate::routing::{Decision, Inbound, decide};
+use crate::state::ProxyState;
+
+/// Most header fields a request may carry (431 beyond).
+pub const MAX_HEADERS: usize = 128;
+/// At most this many `Connection` / `Transfer-Encoding` lines are considered.
+const MAX_LIST_LINES: usize = 8;
+
+/// A request we cannot even route: the connection is answered and closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Rejected {
+    #[error("request header block too large")]
+    TooLarge,
+    #[error("malformed request: {0}")]
+    Malformed(&'static str),
+    #[error("unsupported transfer-encoding")]
+    UnsupportedCoding,
+}
+
+/// A parsed, routed request head.
+#[derive(Debug)]
+pub struct Request {
+    /// Bytes of the head in the read buffer; the body (if any) follows.
+    pub head_len: usize,
+    pub body: Framing,
+    /// The client wants the connection kept open after this exchange.
+    pub keep_alive: bool,
+    pub http10: bool,
+    pub head_method: bool,
+    /// The client waits for `100 Continue` before sending the body.
+    pub expect_continue: bool,
+    pub request_id: RequestId,
+    pub next: Next,
+}
+
+/// What happens next.
+#[derive(Debug)]
+pub enum Next {
+    Forward {
+        /// The upstream request head, complete with the final empty line.
+        head: Vec<u8>,
+        endpoint: EndpointGuard,
+        timeout: Option<Duration>,
+    },
+    /// We answer ourselves (redirect, or a routing error already counted).
+    Respond(Response<ProxyBody>),
+}
+
+/// The raw fields, as routing sees them.
+struct RawHeaders<'h, 'b>(&'h [httparse::Header<'b>]);
+
+impl RequestHeaders for RawHeaders<'_, '_> {
+    fn any_value(&self, name: &http::HeaderName, pred: &mut dyn FnMut(&[u8]) -> bool) -> bool {
+        self.0
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(name.as_str()))
+            .any(|h| pred(h.value))
+    }
+}
+
+/// Parses and routes the head at the start of `buf`. `Ok(None)`: not complete yet.
+pub fn prepare(
+    buf: &[u8],
+    max_head: usize,
+    client: SocketAddr,
+    state: &ProxyState,
+) -> Result<Option<Request>, Rejected> {
+    let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let head_len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
+        &mut req,
+        buf,
+        &mut storage,
+    ) {
+        Ok(httparse::Status::Complete(n)) if n > max_head => return Err(Rejected::TooLarge),
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() > max_head => return Err(Rejected::TooLarge),
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(Rejected::TooLarge),
+        Err(httparse::Error::Version) => return Err(Rejected::Malformed("HTTP version")),
+        Err(_) => return Err(Rejected::Malformed("request head")),
+    };
+    let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
+        return Err(Rejected::Malformed("request line"));
+    };
+    let headers: &[httparse::Header<'_>] = req.headers;
+    let http10 = version == 0;
+
+    // One pass over the fields: classify each, remember what framing and routing need.
+    let mut kinds = [Field::Other; MAX_HEADERS];
+    let mut host: Option<&[u8]> = None;
+    let mut connection: [&[u8]; MAX_LIST_LINES] = [&[]; MAX_LIST_LINES];
+    let mut n_connection = 0;
+    let mut coding: [&[u8]; MAX_LIST_LINES] = [&[]; MAX_LIST_LINES];
+    let mut n_coding = 0;
+    let mut has_length = false;
+    let mut expect_continue = false;
+    let mut client_id: Option<&[u8]> = None;
+    for (i, h) in headers.iter().enumerate() {
+        let kind = classify(h.name);
+        kinds[i] = kind;
+        match kind {
+            Field::Host if host.is_some() => return Err(Rejected::Malformed("more than one Host")),
+            Field::Host => host = Some(h.value),
+            Field::Connection => {
+                *connection
+                    .get_mut(n_connection)
+                    .ok_or(Rejected::Malformed("too many Connection fields"))? = h.value;
+                n_connection += 1;
+            }
+            Field::TransferEncoding => {
+                *coding
+                    .get_mut(n_coding)
+                    .ok_or(Rejected::Malformed("too many Transfer-Encoding fields"))? = h.value;
+                n_coding += 1;
+            }
+            Field::ContentLength => has_length = true,
+            Field::Expect => expect_continue |= h.value.eq_ignore_ascii_case(b"100-continue"),
+            Field::XRequestId if client_id.is_none() => client_id = Some(h.value),
+            _ => {}
+        }
+    }
+    let connection = &connection[..n_connection];
+    let coding = &coding[..n_coding];
+
+    // Body framing (RFC 9112 §6.3), strictly: anything two parsers could read two ways
+    // is refused rather than guessed at.
+    let body = if n_coding > 0 {
+        if http10 {
+            return Err(Rejected::Malformed("Transfer-Encoding in HTTP/1.0"));
+        }
+        if has_length {
+            return Err(Rejected::Malformed(
+                "both Content-Length and Transfer-Encoding",
+            ));
+        }
+        if !only_chunked(coding) {
+            return Err(Rejected::UnsupportedCoding);
+        }
+        Framing::Chunked
+    } else if has_length {
+        let values = headers
+            .iter()
+            .zip(&kinds)
+            .filter(|(_, k)| **k == Field::ContentLength)
+            .map(|(h, _)| h.value);
+        match content_length(values) {
+            Some(n) => Framing::Length(n),
+            None => return Err(Rejected::Malformed("Content-Length")),
+        }
+    } else {
+        Framing::Empty
+    };
+    let ConnectionOptions { close, keep_alive } = connection_options(connection);
+    let keep_alive = if http10 { keep_alive && !close } else { !close };
+
+    // The request target: origin-form, or absolute-form (whose authority wins over Host).
+    if !target.is_ascii() {
+        return Err(Rejected::Malformed("non-ASCII request target"));
+    }
+    let absolute;
+    let (authority, path, query, original_pq) = if is_absolute(target) {
+        absolute = http::Uri::try_from(target)
+            .map_err(|_| Rejected::Malformed("request target"))?;
+        let pq = absolute.path_and_query().map_or("/", |pq| pq.as_str());
+        (
+            absolute.authority().map(|a| a.as_str()),
+            absolute.path(),
+            absolute.query(),
+            pq,
+        )
+    } else {
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (target, None),
+        };
+        (host.and_then(value_str), path, query, target)
+    };
+    let method = Method::from_bytes(method.as_bytes()).map_err(|_| Rejected::Malformed("method"))?;
+    let request_id = RequestId::from_client_or_new(client_id);
+
+    let decided = decide(
+        state,
+        &Inbound {
+            authority,
+            path,
+            query,
+            method: &method,
+            headers: &RawHeaders(headers),
+        },
+    );
+    let next = match decided {
+        Err(e) => Next::Respond(e.into_response(request_id.as_bytes(), &state.stats)),
+        Ok(Decision::Redirect { status, location }) => {
+            let mut resp = Response::new(ProxyBody::empty());
+            *resp.status_mut() = status;
+            resp.headers_mut().insert(header::LOCATION, location);
+            Next::Respond(resp)
+        }
+        Ok(Decision::Forward(upstream)) => {
+            // `decide` refuses requests without an authority, so there is one here.
+            let original_host = authority.unwrap_or_default().as_bytes();
+            let pq = upstream.path_and_query.as_deref().unwrap_or(original_pq);
+            let mut out = Vec::with_capacity(head_len + 256);
+            out.extend_from_slice(method.as_str().as_bytes());
+            out.push(b' ');
+            out.extend_from_slice(pq.as_bytes());
+            out.extend_from_slice(b" HTTP/1.1\r\n");
+            let mut forwarded_for = false;
+            for (h, kind) in headers.iter().zip(&kinds) {
+                match kind {
+                    Field::Other if connection.is_empty() || !named_in(connection, h.name) => {
+                        put_field(&mut out, h.name.as_bytes(), h.value);
+                    }
+                    Field::XForwardedFor if !h.value.trim_ascii().is_empty() => {
+                        forwarded_for = true;
+                    }
+                    _ => {}
+                }
+            }
+            let upstream_host = upstream
+                .host_rewrite
+                .as_ref()
+                .map_or(original_host, |h| h.as_bytes());
+            put_field(&mut out, b"host", upstream_host);
+            // Several x-forwarded-for lines form one list (RFC 9110 §5.3): keep them all.
+            out.extend_from_slice(b"x-forwarded-for: ");
+            if forwarded_for {
+                for (h, kind) in headers.iter().zip(&kinds) {
+                    if *kind == Field::XForwardedFor && !h.value.trim_ascii().is_empty() {
+                        out.extend_from_slice(h.value.trim_ascii());
+                        out.extend_from_slice(b", ");
+                    }
+                }
+            }
+            put_ip(&mut out, client.ip());
+            out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
+            put_field(&mut out, b"x-forwarded-host", original_host);
+            put_field(&mut out, b"x-request-id", request_id.as_bytes());
+            match body {
+                Framing::Length(n) => {
+                    out.extend_from_slice(b"content-length: ");
+                    super::head::put_u64(&mut out, n);
+                    out.extend_from_slice(b"\r\n");
+                }
+                Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+                Framing::Empty | Framing::UntilClose => {}
+            }
+            out.extend_from_slice(b"\r\n");
+            Next::Forward {
+                head: out,
+                endpoint: upstream.endpoint,
+                timeout: upstream.timeout,
+            }
+        }
+    };
+    Ok(Some(Request {
+        head_len,
+        body,
+        keep_alive,
+        http10,
+        head_method: method == Method::HEAD,
+        expect_continue: expect_continue && !matches!(body, Framing::Empty | Framing::Length(0)),
+        request_id,
+        next,
+    }))
+}
+
+fn is_absolute(target: &str) -> bool {
+    let b = target.as_bytes();
+    b.len() > 7
+        && (b[..7].eq_ignore_ascii_case(b"http://") || b[..8.min(b.len())].eq_ignore_ascii_case(b"https://"))
+}

@@ -1,0 +1,331 @@
+//! Phase 7 for HTTP/1.1: the upstream response head, parsed and rewritten into the head
+//! the client gets (hop-by-hop fields out, our `x-request-id` in, framing re-stated for
+//! the client's HTTP version and keep-alive), and the responses we write ourselves.
+
+use std::mem::MaybeUninit;
+
+use http::Response;
+
+use super::head::{
+    Field, Framing, RequestId, classify, connection_options, content_length, ends_chunked,
+    named_in, put_field, put_u64,
+};
+use crate::body::ProxyBody;
+use crate::error::ProxyError;
+
+const MAX_HEADERS: usize = 128;
+const MAX_LIST_LINES: usize = 8;
+
+/// What the client asked for, as far as the response head is concerned.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientSide {
+    pub http10: bool,
+    pub head_method: bool,
+    /// We will keep the client connection open if the response allows it.
+    pub keep_alive: bool,
+}
+
+/// A final upstream response head, rewritten for the client.
+#[derive(Debug)]
+pub struct Head {
+    /// Bytes of the upstream head in the read buffer.
+    pub len: usize,
+    /// How the upstream frames the body.
+    pub body: Framing,
+    /// The client gets the chunked framing stripped (HTTP/1.0 client).
+    pub dechunk: bool,
+    /// The upstream connection can carry another request after this body.
+    pub upstream_reusable: bool,
+    /// The client connection can carry another request after this response.
+    pub client_keep_alive: bool,
+}
+
+#[derive(Debug)]
+pub enum Parsed {
+    Partial,
+    /// A 1xx interim response of this many bytes: skipped (we never ask for upgrades,
+    /// and `Expect` is answered by us).
+    Interim(usize),
+    Final(Head),
+}
+
+/// Parses the upstream head at the start of `buf` and, when it is final, writes the
+/// client's head into `out`.
+pub fn prepare(
+    buf: &[u8],
+    client: ClientSide,
+    request_id: &RequestId,
+    max_head: usize,
+    out: &mut Vec<u8>,
+) -> Result<Parsed, ProxyError> {
+    let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        buf,
+        &mut storage,
+    ) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() > max_head => {
+            return Err(ProxyError::UpstreamProtocol("response head too large"));
+        }
+        Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+        Err(_) => return Err(ProxyError::UpstreamProtocol("malformed response head")),
+    };
+    let (Some(version), Some(code)) = (resp.version, resp.code) else {
+        return Err(ProxyError::UpstreamProtocol("malformed status line"));
+    };
+    if code == 101 {
+        return Err(ProxyError::UpstreamProtocol("unrequested protocol switch"));
+    }
+    if (100..200).contains(&code) {
+        return Ok(Parsed::Interim(len));
+    }
+    let headers: &[httparse::Header<'_>] = resp.headers;
+
+    let mut kinds = [Field::Other; MAX_HEADERS];
+    let mut connection: [&[u8]; MAX_LIST_LINES] = [&[]; MAX_LIST_LINES];
+    let mut n_connection = 0;
+    let mut coding: [&[u8]; MAX_LIST_LINES] = [&[]; MAX_LIST_LINES];
+    let mut n_coding = 0;
+    let mut has_length = false;
+    for (i, h) in headers.iter().enumerate() {
+        let kind = classify(h.name);
+        kinds[i] = kind;
+        let slot = match kind {
+            Field::Connection => (&mut connection, &mut n_connection),
+            Field::TransferEncoding => (&mut coding, &mut n_coding),
+            Field::ContentLength => {
+                has_length = true;
+                continue;
+            }
+            _ => continue,
+        };
+        *slot
+            .0
+            .get_mut(*slot.1)
+            .ok_or(ProxyError::UpstreamProtocol("too many list fields"))? = h.value;
+        *slot.1 += 1;
+    }
+    let connection = &connection[..n_connection];
+    let coding = &coding[..n_coding];
+    let options = connection_options(connection);
+    let persistent = if version == 0 {
+        options.keep_alive && !options.close
+    } else {
+        !options.close
+    };
+
+    // RFC 9112 §6.3, in order.
+    let no_body = client.head_method || code == 204 || code == 304;
+    let length = || {
+        content_length(
+            headers
+                .iter()
+                .zip(&kinds)
+                .filter(|(_, k)| **k == Field::ContentLength)
+                .map(|(h, _)| h.value),
+        )
+    };
+    let body = if no_body {
+        Framing::Empty
+    } else if n_coding > 0 {
+        if !ends_chunked(coding) {
+            return Err(ProxyError::UpstreamProtocol("unsupported transfer-encoding"));
+        }
+        Framing::Chunked
+    } else if has_length {
+        Framing::Length(length().ok_or(ProxyError::UpstreamProtocol("bad Content-Length"))?)
+    } else {
+        Framing::UntilClose
+    };
+    // A response with both framings is suspicious: honour Transfer-Encoding, but do not
+    // trust this connection with another request.
+    let upstream_reusable =
+        persistent && body != Framing::UntilClose && !(n_coding > 0 && has_length);
+    let dechunk = body == Framing::Chunked && client.http10;
+    let client_keep_alive = client.keep_alive && body != Framing::UntilClose && !dechunk;
+
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    put_u64(out, u64::from(code));
+    out.push(b' ');
+    match resp.reason {
+        Some(r) if !r.is_empty() => out.extend_from_slice(r.as_bytes()),
+        _ => out.extend_from_slice(
+            http::StatusCode::from_u16(code)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("Unknown")
+                .as_bytes(),
+        ),
+    }
+    out.extend_from_slice(b"\r\n");
+    for (h, kind) in headers.iter().zip(&kinds) {
+        let keep = match kind {
+            Field::Other | Field::Host | Field::Expect => {
+                connection.is_empty() || !named_in(connection, h.name)
+            }
+            Field::XForwardedFor | Field::XForwardedProto | Field::XForwardedHost => true,
+            // A body-less response to HEAD (or a 304) states the length it would have had.
+            Field::ContentLength => no_body && code != 204,
+            _ => false,
+        };
+        if keep {
+            put_field(out, h.name.as_bytes(), h.value);
+        }
+    }
+    put_field(out, b"x-request-id", request_id.as_bytes());
+    match body {
+        Framing::Length(n) => {
+            out.extend_from_slice(b"content-length: ");
+            put_u64(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
+        Framing::Chunked if !dechunk => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        _ => {}
+    }
+    put_connection(out, client.http10, client_keep_alive);
+    out.extend_from_slice(b"\r\n");
+    Ok(Parsed::Final(Head {
+        len,
+        body,
+        dechunk,
+        upstream_reusable,
+        client_keep_alive,
+    }))
+}
+
+fn put_connection(out: &mut Vec<u8>, http10: bool, keep_alive: bool) {
+    match (http10, keep_alive) {
+        (_, false) => out.extend_from_slice(b"connection: close\r\n"),
+        (true, true) => out.extend_from_slice(b"connection: keep-alive\r\n"),
+        (false, true) => {}
+    }
+}
+
+/// Writes a response we made ourselves (errors, redirects), head and body, into `out`.
+pub fn write_own(
+    out: &mut Vec<u8>,
+    resp: &Response<ProxyBody>,
+    request_id: &RequestId,
+    client: ClientSide,
+) {
+    let body = resp.body().as_full().unwrap_or_default();
+    let status = resp.status();
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in resp.headers() {
+        put_field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    put_field(out, b"x-request-id", request_id.as_bytes());
+    out.extend_from_slice(b"content-length: ");
+    put_u64(out, body.len() as u64);
+    out.extend_from_slice(b"\r\n");
+    put_connection(out, client.http10, client.keep_alive);
+    out.extend_from_slice(b"\r\n");
+    if !client.head_method {
+        out.extend_from_slice(body);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(raw: &str, client: ClientSide) -> (Head, String) {
+        let id = RequestId::from_client_or_new(Some(b"rid"));
+        let mut out = Vec::new();
+        match prepare(raw.as_bytes(), client, &id, 65536, &mut out).unwrap() {
+            Parsed::Final(h) => (h, String::from_utf8(out).unwrap()),
+            other => panic!("{raw:?}: {other:?}"),
+        }
+    }
+
+    const KEEP11: ClientSide = ClientSide {
+        http10: false,
+        head_method: false,
+        keep_alive: true,
+    };
+
+    #[test]
+    fn framing_and_reuse_per_response() {
+        let head10 = ClientSide {
+            http10: true,
+            ..KEEP11
+        };
+        let head_req = ClientSide {
+            head_method: true,
+            ..KEEP11
+        };
+        // (upstream head, client, body, upstream reusable, client keep-alive, dechunk)
+        let cases = [
+            ("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", KEEP11, Framing::Length(5), true, true, false),
+            ("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n", KEEP11, Framing::Chunked, true, true, false),
+            ("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n", head10, Framing::Chunked, true, false, true),
+            ("HTTP/1.1 200 OK\r\n\r\n", KEEP11, Framing::UntilClose, false, false, false),
+            ("HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 1\r\n\r\n", KEEP11, Framing::Length(1), false, true, false),
+            ("HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\n", KEEP11, Framing::Length(1), false, true, false),
+            ("HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 1\r\n\r\n", KEEP11, Framing::Length(1), true, true, false),
+            ("HTTP/1.1 204 No Content\r\n\r\n", KEEP11, Framing::Empty, true, true, false),
+            ("HTTP/1.1 304 Not Modified\r\ncontent-length: 9\r\n\r\n", KEEP11, Framing::Empty, true, true, false),
+            ("HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n", head_req, Framing::Empty, true, true, false),
+            ("HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n", KEEP11, Framing::Chunked, false, true, false),
+        ];
+        for (raw, client, body, reusable, keep, dechunk) in cases {
+            let (h, _) = run(raw, client);
+            assert_eq!(h.body, body, "{raw:?}");
+            assert_eq!(h.upstream_reusable, reusable, "{raw:?} reusable");
+            assert_eq!(h.client_keep_alive, keep, "{raw:?} keep-alive");
+            assert_eq!(h.dechunk, dechunk, "{raw:?} dechunk");
+            assert_eq!(h.len, raw.len());
+        }
+    }
+
+    #[test]
+    fn client_head_is_rewritten() {
+        let (_, out) = run(
+            "HTTP/1.1 200 Fine\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\n\
+             Upgrade: h2c\r\nTrailer: x\r\nX-Request-Id: theirs\r\nX-App: yes\r\nContent-Length: 2\r\n\r\n",
+            KEEP11,
+        );
+        assert_eq!(
+            out,
+            "HTTP/1.1 200 Fine\r\nX-App: yes\r\nx-request-id: rid\r\ncontent-length: 2\r\n\r\n"
+        );
+        let (_, out) = run("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n", ClientSide { http10: true, ..KEEP11 });
+        assert!(out.contains("connection: keep-alive\r\n"), "{out}");
+        let (_, out) = run("HTTP/1.1 200 OK\r\n\r\n", KEEP11);
+        assert!(out.contains("connection: close\r\n"), "{out}");
+        let (_, out) = run("HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n", KEEP11);
+        assert!(out.contains("Content-Length: 9\r\n"), "{out}");
+    }
+
+    #[test]
+    fn bad_upstream_heads_are_errors() {
+        let id = RequestId::from_client_or_new(None);
+        for raw in [
+            "HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n",
+            "HTTP/1.1 101 Switching Protocols\r\n\r\n",
+            "HTTP/1.1 2000 OK\r\n\r\n",
+            "garbage\r\n\r\n",
+        ] {
+            let mut out = Vec::new();
+            assert!(prepare(raw.as_bytes(), KEEP11, &id, 65536, &mut out).is_err(), "{raw:?}");
+        }
+        let mut out = Vec::new();
+        assert!(matches!(
+            prepare(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200", KEEP11, &id, 65536, &mut out),
+            Ok(Parsed::Interim(25))
+        ));
+        assert!(matches!(
+            prepare(b"HTTP/1.1 200 OK\r\nx: y", KEEP11, &id, 65536, &mut out),
+            Ok(Parsed::Partial)
+        ));
+    }
+}

@@ -1,0 +1,136 @@
+//! Request phases 1–4, shared by both HTTP engines (the HTTP/1.1 engine in [`crate::h1`]
+//! and hyper's HTTP/2 in [`crate::proxy`]): normalise the host and path, look up the
+//! current table, answer redirects, and pick the upstream endpoint and the path it gets.
+//! Everything here is synchronous and engine-neutral; the engines only differ in how
+//! they read the request and write the upstream request.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use http::{HeaderValue, Method, StatusCode};
+use routemaster_common::headers::RequestHeaders;
+use routemaster_common::host::{authority_port, normalize_host};
+use routemaster_common::model::{Action, Scheme as RedirectScheme};
+use routemaster_common::path::normalize_path;
+use routemaster_common::rewrite::{RequestTarget, redirect_location, replace_prefix};
+use routemaster_common::table::RequestHead;
+
+use crate::compile::EndpointGuard;
+use crate::error::ProxyError;
+use crate::state::ProxyState;
+
+/// What routing looks at, as received.
+#[allow(missing_debug_implementations)] // `headers` is a trait object; nothing to show.
+pub struct Inbound<'a> {
+    /// The request's authority: the absolute-form URI's, else the `Host` header.
+    pub authority: Option<&'a str>,
+    /// The path as received (not normalised), without the query.
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub method: &'a Method,
+    pub headers: &'a dyn RequestHeaders,
+}
+
+/// What to do with a request.
+#[derive(Debug)]
+pub enum Decision {
+    /// Answer right here with a redirect.
+    Redirect {
+        status: StatusCode,
+        location: HeaderValue,
+    },
+    Forward(Upstream),
+}
+
+/// Where and how to forward a request.
+#[derive(Debug)]
+pub struct Upstream {
+    /// The chosen endpoint, holding its in-flight slot.
+    pub endpoint: EndpointGuard,
+    /// The upstream path and query; `None` means "exactly as the client sent them".
+    pub path_and_query: Option<String>,
+    /// Replaces the client's `Host` when set.
+    pub host_rewrite: Option<HeaderValue>,
+    /// Bounds the whole exchange, from sending the request to the response's last byte.
+    pub timeout: Option<Duration>,
+}
+
+/// Phases 1–4 for one request against the table current right now.
+pub fn decide(state: &ProxyState, req: &Inbound<'_>) -> Result<Decision, ProxyError> {
+    // 1. Downstream: what is being asked for, normalised.
+    let authority = req.authority.ok_or(ProxyError::MissingHost)?;
+    let host = normalize_host(authority);
+    let path = normalize_path(req.path)?;
+
+    // 2. Route. The table stays loaded only for this function: the decision owns
+    // everything the rest of the request needs.
+    let compiled = state.load().ok_or(ProxyError::NotReady)?;
+    let matched = compiled
+        .table
+        .lookup(&RequestHead {
+            host: &host,
+            path: &path,
+            method: req.method,
+            headers: req.headers,
+        })
+        .ok_or(ProxyError::NoRoute)?;
+    let replaceable = matched.route.path().replaceable_len();
+
+    // 3. Action.
+    let (forward, target) = match (matched.route.action(), matched.payload) {
+        (Action::Forward(f), Some(target)) => (f, target),
+        (Action::Redirect(rule), _) => {
+            let location = redirect_location(
+                rule,
+                &RequestTarget {
+                    scheme: RedirectScheme::Http,
+                    host: &host,
+                    port: authority_port(authority),
+                    path: &path,
+                    query: req.query,
+                },
+                replaceable.unwrap_or(path.len()),
+            );
+            let location = HeaderValue::try_from(location)
+                .map_err(|_| ProxyError::Internal("redirect target is not a header value"))?;
+            let status = StatusCode::from_u16(rule.code().get())
+                .map_err(|_| ProxyError::Internal("bad redirect code"))?;
+            return Ok(Decision::Redirect { status, location });
+        }
+        (Action::Forward(_), None) => {
+            return Err(ProxyError::Internal("forward route without upstream"));
+        }
+    };
+
+    // 4. Upstream selection.
+    let cluster = target
+        .pick_cluster()
+        .ok_or(ProxyError::Internal("route without backends"))?;
+    let endpoint = cluster
+        .pick()
+        .ok_or_else(|| ProxyError::NoInstances(cluster.name().into()))?;
+
+    let path_and_query = match (forward.rewrite_prefix(), replaceable, path) {
+        (Some(replacement), Some(len), path) => Some(with_query(
+            replace_prefix(&path, len, replacement),
+            req.query,
+        )),
+        (_, _, Cow::Borrowed(_)) => None,
+        (_, _, Cow::Owned(normalised)) => Some(with_query(normalised, req.query)),
+    };
+    Ok(Decision::Forward(Upstream {
+        endpoint,
+        path_and_query,
+        host_rewrite: forward.host_rewrite().cloned(),
+        timeout: forward.timeout(),
+    }))
+}
+
+fn with_query(mut path: String, query: Option<&str>) -> String {
+    if let Some(q) = query {
+        path.reserve(1 + q.len());
+        path.push('?');
+        path.push_str(q);
+    }
+    path
+}
