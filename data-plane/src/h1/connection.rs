@@ -7,7 +7,6 @@
 //! returned as soon as the connection goes idle, so an idle keep-alive connection holds
 //! no buffer at all.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -106,12 +105,16 @@ impl Conn {
                         inbuf,
                         ..
                     } = self;
-                    super::h2::serve(&engine, stream, inbuf, client).await;
+                    // Boxed: hyper's connection state would otherwise enlarge every
+                    // HTTP/1.1 connection's future too.
+                    Box::pin(super::h2::serve(&engine, stream, inbuf, client)).await;
                     return;
                 }
             };
             self.first = false;
-            if !self.handle(req).await {
+            // Boxed so that an idle connection carries only the small reading state;
+            // the request's larger state exists while the request does.
+            if !Box::pin(self.handle(req)).await {
                 break;
             }
             if self.inbuf.is_empty() {
@@ -248,7 +251,12 @@ impl Conn {
     ) -> bool {
         let mut progress = Progress::default();
         let exchange = self.exchange(&fwd, endpoint.authority().as_str(), client, request_id, &mut progress);
-        let result = with_deadline(fwd.timeout, exchange).await;
+        let result = match fwd.timeout {
+            Some(t) => tokio::time::timeout(t, exchange)
+                .await
+                .unwrap_or(Err(Failure::Respond(ProxyError::UpstreamTimeout))),
+            None => exchange.await,
+        };
         drop(endpoint);
         buffers::give(fwd.upstream_head);
         let keep = match result {
@@ -420,18 +428,6 @@ struct Forward {
     timeout: Option<Duration>,
 }
 
-async fn with_deadline<T>(
-    timeout: Option<Duration>,
-    f: impl Future<Output = Result<T, Failure>>,
-) -> Result<T, Failure> {
-    match timeout {
-        Some(t) => tokio::time::timeout(t, f)
-            .await
-            .unwrap_or(Err(Failure::Respond(ProxyError::UpstreamTimeout))),
-        None => f.await,
-    }
-}
-
 /// Counts connections so a drain can wait for them.
 pub(super) struct Open(pub(super) Arc<Engine>);
 
@@ -440,5 +436,25 @@ impl Drop for Open {
         if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 && self.0.drain.is_draining() {
             self.0.drain.all_closed.notify_one();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every open client connection is one of these futures, busy or idle: the
+    /// idle-memory goal (≤ 4 KB per idle keep-alive connection, with the socket and the
+    /// task) depends on it staying small. The per-request state is boxed separately.
+    #[tokio::test]
+    async fn an_idle_connection_is_a_small_future() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let state = Arc::new(crate::state::ProxyState::new());
+        let engine = Arc::new(Engine::new(state, &Default::default(), Default::default()));
+        let conn = Conn::new(engine, stream, "127.0.0.1:1".parse().unwrap());
+        let run = conn.run();
+        let size = std::mem::size_of_val(&run);
+        assert!(size <= 2048, "connection future is {size} bytes");
     }
 }

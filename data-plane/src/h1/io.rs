@@ -40,7 +40,9 @@ pub async fn lingering_close(stream: &mut TcpStream) {
     if stream.shutdown().await.is_err() {
         return;
     }
-    let mut scratch = [0u8; 4096];
+    // On the heap: this future is part of every connection's state machine, and an
+    // array here would make each idle connection carry it.
+    let mut scratch = vec![0u8; 4096];
     let mut discarded = 0;
     let _ = tokio::time::timeout(LINGER, async {
         while discarded < MAX_DISCARD {
