@@ -114,7 +114,10 @@ impl Chunked {
                 State::Trailer => {
                     let Some(line) = line(buf, pos)? else { break };
                     let content = &buf[pos..line.start + line.len];
-                    if !content.iter().all(|&b| b == b'\t' || b >= b' ' && b != 0x7f) {
+                    if !content
+                        .iter()
+                        .all(|&b| b == b'\t' || b >= b' ' && b != 0x7f)
+                    {
                         return Err(ChunkedError);
                     }
                     self.trailer_bytes += line.next - pos;
@@ -175,7 +178,12 @@ fn chunk_size(line: &[u8]) -> Result<u64, ChunkedError> {
     }
     let rest = &line[digits..];
     let ext = rest.trim_ascii_start();
-    if !rest.is_empty() && (ext.first() != Some(&b';') || !ext.iter().all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))) {
+    if !rest.is_empty()
+        && (ext.first() != Some(&b';')
+            || !ext
+                .iter()
+                .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b)))
+    {
         return Err(ChunkedError);
     }
     Ok(size)
@@ -210,7 +218,11 @@ mod tests {
         let cases: &[(&[u8], &[u8], usize)] = &[
             (b"0\r\n\r\n", b"", 5),
             (b"5\r\nhello\r\n0\r\n\r\n", b"hello", 15),
-            (b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n", b"hello world", 26),
+            (
+                b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+                b"hello world",
+                26,
+            ),
             (b"A;name=val\r\n0123456789\r\n0\r\n\r\n", b"0123456789", 29),
             (b"3 ;x\r\nabc\r\n0\r\nExpires: never\r\n\r\n", b"abc", 32),
             // bytes after the end belong to the next message and are not consumed
@@ -229,20 +241,24 @@ mod tests {
     #[test]
     fn ambiguous_or_malformed_framing_is_refused() {
         let cases: &[&[u8]] = &[
-            b"5\nhello\r\n0\r\n\r\n",          // bare LF after size
-            b"5\r\nhelloX\r\n0\r\n\r\n",       // data longer than declared
-            b"5\r\nhello\n0\r\n\r\n",          // bare LF after data
-            b"x\r\n\r\n",                      // not hex
-            b"\r\n",                           // no size
-            b"-1\r\n",                         // sign
-            b"5 5\r\nhello\r\n",               // junk after size
-            b"11111111111111111\r\n",          // 17 digits
-            b"1;a\x01b\r\nx\r\n0\r\n\r\n",     // control char in extension
-            b"0\r\nX-T: a\rb\r\n\r\n",         // bare CR in a trailer
+            b"5\nhello\r\n0\r\n\r\n",      // bare LF after size
+            b"5\r\nhelloX\r\n0\r\n\r\n",   // data longer than declared
+            b"5\r\nhello\n0\r\n\r\n",      // bare LF after data
+            b"x\r\n\r\n",                  // not hex
+            b"\r\n",                       // no size
+            b"-1\r\n",                     // sign
+            b"5 5\r\nhello\r\n",           // junk after size
+            b"11111111111111111\r\n",      // 17 digits
+            b"1;a\x01b\r\nx\r\n0\r\n\r\n", // control char in extension
+            b"0\r\nX-T: a\rb\r\n\r\n",     // bare CR in a trailer
         ];
         for input in cases {
             for step in [1, 1000] {
-                assert_eq!(run(input, step).err(), Some(ChunkedError), "{input:?} step {step}");
+                assert_eq!(
+                    run(input, step).err(),
+                    Some(ChunkedError),
+                    "{input:?} step {step}"
+                );
             }
         }
         let long = [b"1;".as_slice(), &[b'a'; MAX_LINE], b"\r\n"].concat();
@@ -251,7 +267,12 @@ mod tests {
 
     #[test]
     fn incomplete_bodies_are_not_done() {
-        for input in [&b"5\r\nhel"[..], b"5\r\nhello\r\n", b"0\r\n", b"0\r\nX: y\r\n"] {
+        for input in [
+            &b"5\r\nhel"[..],
+            b"5\r\nhello\r\n",
+            b"0\r\n",
+            b"0\r\nX: y\r\n",
+        ] {
             let (_, _, done) = run(input, 1).unwrap();
             assert!(!done, "{input:?}");
         }

@@ -46,7 +46,9 @@ enum Stop {
     /// Clean end: the client closed, idled out, or we are draining.
     Close,
     /// The head did not arrive in time.
-    Timeout { partial: bool },
+    Timeout {
+        partial: bool,
+    },
     Rejected(Rejected),
     /// The connection speaks HTTP/2 (prior knowledge).
     H2,
@@ -214,7 +216,15 @@ impl Conn {
                 // A body we do not read would be taken for the next request: close.
                 let keep = client.keep_alive && matches!(body, Framing::Empty | Framing::Length(0));
                 let mut out = buffers::take_small();
-                write_own(&mut out, &resp, &request_id, ClientSide { keep_alive: keep, ..client });
+                write_own(
+                    &mut out,
+                    &resp,
+                    &request_id,
+                    ClientSide {
+                        keep_alive: keep,
+                        ..client
+                    },
+                );
                 let ok = self.stream.write_all(&out).await.is_ok();
                 buffers::give(out);
                 if keep && ok {
@@ -250,7 +260,13 @@ impl Conn {
         request_id: &RequestId,
     ) -> bool {
         let mut progress = Progress::default();
-        let exchange = self.exchange(&fwd, endpoint.authority().as_str(), client, request_id, &mut progress);
+        let exchange = self.exchange(
+            &fwd,
+            endpoint.authority().as_str(),
+            client,
+            request_id,
+            &mut progress,
+        );
         let result = match fwd.timeout {
             Some(t) => tokio::time::timeout(t, exchange)
                 .await
@@ -267,7 +283,15 @@ impl Conn {
                 let keep = client.keep_alive && progress.request_done;
                 let resp = e.into_response(request_id.as_bytes(), &self.engine.state.stats);
                 let mut out = buffers::take_small();
-                write_own(&mut out, &resp, request_id, ClientSide { keep_alive: keep, ..client });
+                write_own(
+                    &mut out,
+                    &resp,
+                    request_id,
+                    ClientSide {
+                        keep_alive: keep,
+                        ..client
+                    },
+                );
                 let ok = self.stream.write_all(&out).await.is_ok();
                 buffers::give(out);
                 if !keep && ok {
@@ -355,9 +379,13 @@ impl Conn {
                 .await
                 .map_err(|_| Failure::Abort)?;
         }
-        write_all_2(&mut up.stream, &fwd.upstream_head, &self.inbuf[fwd.head_len..sent_len])
-            .await
-            .map_err(|e| Failure::Respond(ProxyError::UpstreamReset(e.into())))?;
+        write_all_2(
+            &mut up.stream,
+            &fwd.upstream_head,
+            &self.inbuf[fwd.head_len..sent_len],
+        )
+        .await
+        .map_err(|e| Failure::Respond(ProxyError::UpstreamReset(e.into())))?;
         self.inbuf.drain(..sent_len);
         let left = match fwd.body {
             Framing::Length(n) => relay::BodyLeft::Length(n - initial as u64),
@@ -449,7 +477,9 @@ mod tests {
     #[tokio::test]
     async fn an_idle_connection_is_a_small_future() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let stream = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
         let state = Arc::new(crate::state::ProxyState::new());
         let engine = Arc::new(Engine::new(state, &Default::default(), Default::default()));
         let conn = Conn::new(engine, stream, "127.0.0.1:1".parse().unwrap());

@@ -14,7 +14,12 @@ use super::Engine;
 use super::io::Prefixed;
 use crate::server::Handler;
 
-pub(super) async fn serve(engine: &Arc<Engine>, stream: TcpStream, prefix: Vec<u8>, client: SocketAddr) {
+pub(super) async fn serve(
+    engine: &Arc<Engine>,
+    stream: TcpStream,
+    prefix: Vec<u8>,
+    client: SocketAddr,
+) {
     let proxy = Arc::clone(&engine.h2_proxy);
     let service = service_fn(move |req| {
         let proxy = Arc::clone(&proxy);

@@ -285,9 +285,20 @@ mod tests {
             put_u64(&mut out, n);
             assert_eq!(out, n.to_string().as_bytes());
         }
-        assert_eq!(RequestId::from_client_or_new(Some(b"abc-1")).as_bytes(), b"abc-1");
+        assert_eq!(
+            RequestId::from_client_or_new(Some(b"abc-1")).as_bytes(),
+            b"abc-1"
+        );
         assert_eq!(RequestId::from_client_or_new(None).as_bytes().len(), 36);
-        assert_eq!(RequestId::from_client_or_new(Some(&[b'a'; 129])).as_bytes().len(), 36);
-        assert_eq!(RequestId::from_client_or_new(Some(b"a b")).as_bytes().len(), 36);
+        assert_eq!(
+            RequestId::from_client_or_new(Some(&[b'a'; 129]))
+                .as_bytes()
+                .len(),
+            36
+        );
+        assert_eq!(
+            RequestId::from_client_or_new(Some(b"a b")).as_bytes().len(),
+            36
+        );
     }
 }

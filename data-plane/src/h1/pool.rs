@@ -163,16 +163,20 @@ mod tests {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             tokio::task::yield_now().await;
-            let mut idle = pool.idle.lock().unwrap();
-            let open = idle.get_mut(addr.as_str()).map(|l| still_open(&l[0].stream));
-            drop(idle);
+            let open = {
+                let idle = pool.idle.lock().unwrap();
+                idle.get(addr.as_str()).map(|l| still_open(&l[0].stream))
+            };
             if open == Some(false) || Instant::now() > deadline {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let c = pool.checkout(&addr).await.unwrap();
-        assert!(!c.reused, "a connection closed by the upstream is not reused");
+        assert!(
+            !c.reused,
+            "a connection closed by the upstream is not reused"
+        );
         assert_eq!(pool.idle_count(), 0);
     }
 

@@ -56,7 +56,10 @@ where
 {
     let mut buf = buffers::take();
     let mut out = buffers::take_small();
-    let result = relay_response(up, client, side, request_id, max_head, started, &mut buf, &mut out).await;
+    let result = relay_response(
+        up, client, side, request_id, max_head, started, &mut buf, &mut out,
+    )
+    .await;
     buffers::give(buf);
     buffers::give(out);
     result
@@ -84,19 +87,25 @@ where
         }
         let n = match up.read_buf(buf).await {
             Ok(n) => n,
-            Err(e) if !received => return Err(Failure::Retryable(ProxyError::UpstreamReset(e.into()))),
+            Err(e) if !received => {
+                return Err(Failure::Retryable(ProxyError::UpstreamReset(e.into())));
+            }
             Err(e) => return Err(Failure::Respond(ProxyError::UpstreamReset(e.into()))),
         };
         if n == 0 {
             return Err(if received {
                 Failure::Respond(ProxyError::UpstreamProtocol("response head cut short"))
             } else {
-                Failure::Retryable(ProxyError::UpstreamReset("closed without responding".into()))
+                Failure::Retryable(ProxyError::UpstreamReset(
+                    "closed without responding".into(),
+                ))
             });
         }
         received = true;
         loop {
-            match response::prepare(buf, side, request_id, max_head, out).map_err(Failure::Respond)? {
+            match response::prepare(buf, side, request_id, max_head, out)
+                .map_err(Failure::Respond)?
+            {
                 Parsed::Partial => break,
                 Parsed::Interim(len) => {
                     buf.drain(..len);
@@ -154,14 +163,21 @@ where
 }
 
 /// Copies exactly `left` more bytes from `from` to `to` through `buf`.
-async fn copy_exact<R, W>(from: &mut R, to: &mut W, buf: &mut Vec<u8>, mut left: u64) -> Result<(), Failure>
+async fn copy_exact<R, W>(
+    from: &mut R,
+    to: &mut W,
+    buf: &mut Vec<u8>,
+    mut left: u64,
+) -> Result<(), Failure>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     while left > 0 {
         buf.clear();
-        let want = usize::try_from(left).unwrap_or(usize::MAX).min(buf.capacity());
+        let want = usize::try_from(left)
+            .unwrap_or(usize::MAX)
+            .min(buf.capacity());
         let n = (&mut *from)
             .take(want as u64)
             .read_buf(buf)
@@ -204,7 +220,9 @@ where
                 to.write_all(&buf[r]).await.map_err(|_| Failure::Abort)?;
             }
         } else if p.consumed > 0 {
-            to.write_all(&buf[..p.consumed]).await.map_err(|_| Failure::Abort)?;
+            to.write_all(&buf[..p.consumed])
+                .await
+                .map_err(|_| Failure::Abort)?;
         }
         buf.drain(..p.consumed);
         if p.done {
@@ -237,7 +255,9 @@ where
         BodyLeft::Length(mut left) => loop {
             let k = usize::try_from(left).unwrap_or(usize::MAX).min(inbuf.len());
             if k > 0 {
-                up.write_all(&inbuf[..k]).await.map_err(|_| Failure::Abort)?;
+                up.write_all(&inbuf[..k])
+                    .await
+                    .map_err(|_| Failure::Abort)?;
                 inbuf.drain(..k);
                 left -= k as u64;
             }
@@ -256,7 +276,9 @@ where
         BodyLeft::Chunked(mut state) => loop {
             let p = state.scan(inbuf, |_| {}).map_err(|_| Failure::Abort)?;
             if p.consumed > 0 {
-                up.write_all(&inbuf[..p.consumed]).await.map_err(|_| Failure::Abort)?;
+                up.write_all(&inbuf[..p.consumed])
+                    .await
+                    .map_err(|_| Failure::Abort)?;
                 inbuf.drain(..p.consumed);
             }
             if p.done {

@@ -61,7 +61,7 @@ pub enum Next {
         timeout: Option<Duration>,
     },
     /// We answer ourselves (redirect, or a routing error already counted).
-    Respond(Response<ProxyBody>),
+    Respond(Box<Response<ProxyBody>>),
 }
 
 /// The raw fields, as routing sees them.
@@ -178,8 +178,8 @@ pub fn prepare(
     }
     let absolute;
     let (authority, path, query, original_pq) = if is_absolute(target) {
-        absolute = http::Uri::try_from(target)
-            .map_err(|_| Rejected::Malformed("request target"))?;
+        absolute =
+            http::Uri::try_from(target).map_err(|_| Rejected::Malformed("request target"))?;
         let pq = absolute.path_and_query().map_or("/", |pq| pq.as_str());
         (
             absolute.authority().map(|a| a.as_str()),
@@ -194,7 +194,8 @@ pub fn prepare(
         };
         (host.and_then(value_str), path, query, target)
     };
-    let method = Method::from_bytes(method.as_bytes()).map_err(|_| Rejected::Malformed("method"))?;
+    let method =
+        Method::from_bytes(method.as_bytes()).map_err(|_| Rejected::Malformed("method"))?;
     let request_id = RequestId::from_client_or_new(client_id);
 
     let decided = decide(
@@ -208,12 +209,14 @@ pub fn prepare(
         },
     );
     let next = match decided {
-        Err(e) => Next::Respond(e.into_response(request_id.as_bytes(), &state.stats)),
+        Err(e) => Next::Respond(Box::new(
+            e.into_response(request_id.as_bytes(), &state.stats),
+        )),
         Ok(Decision::Redirect { status, location }) => {
             let mut resp = Response::new(ProxyBody::empty());
             *resp.status_mut() = status;
             resp.headers_mut().insert(header::LOCATION, location);
-            Next::Respond(resp)
+            Next::Respond(Box::new(resp))
         }
         Ok(Decision::Forward(upstream)) => {
             // `decide` refuses requests without an authority, so there is one here.
@@ -287,5 +290,6 @@ pub fn prepare(
 fn is_absolute(target: &str) -> bool {
     let b = target.as_bytes();
     b.len() > 7
-        && (b[..7].eq_ignore_ascii_case(b"http://") || b[..8.min(b.len())].eq_ignore_ascii_case(b"https://"))
+        && (b[..7].eq_ignore_ascii_case(b"http://")
+            || b[..8.min(b.len())].eq_ignore_ascii_case(b"https://"))
 }

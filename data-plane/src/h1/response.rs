@@ -131,7 +131,9 @@ pub fn prepare(
         Framing::Empty
     } else if n_coding > 0 {
         if !ends_chunked(coding) {
-            return Err(ProxyError::UpstreamProtocol("unsupported transfer-encoding"));
+            return Err(ProxyError::UpstreamProtocol(
+                "unsupported transfer-encoding",
+            ));
         }
         Framing::Chunked
     } else if has_length {
@@ -264,17 +266,94 @@ mod tests {
         };
         // (upstream head, client, body, upstream reusable, client keep-alive, dechunk)
         let cases = [
-            ("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", KEEP11, Framing::Length(5), true, true, false),
-            ("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n", KEEP11, Framing::Chunked, true, true, false),
-            ("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n", head10, Framing::Chunked, true, false, true),
-            ("HTTP/1.1 200 OK\r\n\r\n", KEEP11, Framing::UntilClose, false, false, false),
-            ("HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 1\r\n\r\n", KEEP11, Framing::Length(1), false, true, false),
-            ("HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\n", KEEP11, Framing::Length(1), false, true, false),
-            ("HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 1\r\n\r\n", KEEP11, Framing::Length(1), true, true, false),
-            ("HTTP/1.1 204 No Content\r\n\r\n", KEEP11, Framing::Empty, true, true, false),
-            ("HTTP/1.1 304 Not Modified\r\ncontent-length: 9\r\n\r\n", KEEP11, Framing::Empty, true, true, false),
-            ("HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n", head_req, Framing::Empty, true, true, false),
-            ("HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n", KEEP11, Framing::Chunked, false, true, false),
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n",
+                KEEP11,
+                Framing::Length(5),
+                true,
+                true,
+                false,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+                KEEP11,
+                Framing::Chunked,
+                true,
+                true,
+                false,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+                head10,
+                Framing::Chunked,
+                true,
+                false,
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\n\r\n",
+                KEEP11,
+                Framing::UntilClose,
+                false,
+                false,
+                false,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 1\r\n\r\n",
+                KEEP11,
+                Framing::Length(1),
+                false,
+                true,
+                false,
+            ),
+            (
+                "HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\n",
+                KEEP11,
+                Framing::Length(1),
+                false,
+                true,
+                false,
+            ),
+            (
+                "HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 1\r\n\r\n",
+                KEEP11,
+                Framing::Length(1),
+                true,
+                true,
+                false,
+            ),
+            (
+                "HTTP/1.1 204 No Content\r\n\r\n",
+                KEEP11,
+                Framing::Empty,
+                true,
+                true,
+                false,
+            ),
+            (
+                "HTTP/1.1 304 Not Modified\r\ncontent-length: 9\r\n\r\n",
+                KEEP11,
+                Framing::Empty,
+                true,
+                true,
+                false,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n",
+                head_req,
+                Framing::Empty,
+                true,
+                true,
+                false,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n",
+                KEEP11,
+                Framing::Chunked,
+                false,
+                true,
+                false,
+            ),
         ];
         for (raw, client, body, reusable, keep, dechunk) in cases {
             let (h, _) = run(raw, client);
@@ -297,11 +376,20 @@ mod tests {
             out,
             "HTTP/1.1 200 Fine\r\nX-App: yes\r\nx-request-id: rid\r\ncontent-length: 2\r\n\r\n"
         );
-        let (_, out) = run("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n", ClientSide { http10: true, ..KEEP11 });
+        let (_, out) = run(
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n",
+            ClientSide {
+                http10: true,
+                ..KEEP11
+            },
+        );
         assert!(out.contains("connection: keep-alive\r\n"), "{out}");
         let (_, out) = run("HTTP/1.1 200 OK\r\n\r\n", KEEP11);
         assert!(out.contains("connection: close\r\n"), "{out}");
-        let (_, out) = run("HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n", KEEP11);
+        let (_, out) = run(
+            "HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
+            KEEP11,
+        );
         assert!(out.contains("Content-Length: 9\r\n"), "{out}");
     }
 
@@ -316,11 +404,20 @@ mod tests {
             "garbage\r\n\r\n",
         ] {
             let mut out = Vec::new();
-            assert!(prepare(raw.as_bytes(), KEEP11, &id, 65536, &mut out).is_err(), "{raw:?}");
+            assert!(
+                prepare(raw.as_bytes(), KEEP11, &id, 65536, &mut out).is_err(),
+                "{raw:?}"
+            );
         }
         let mut out = Vec::new();
         assert!(matches!(
-            prepare(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200", KEEP11, &id, 65536, &mut out),
+            prepare(
+                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200",
+                KEEP11,
+                &id,
+                65536,
+                &mut out
+            ),
             Ok(Parsed::Interim(25))
         ));
         assert!(matches!(
