@@ -3,6 +3,8 @@
 //! connection never failing a request), pipelining and the keep-alive timeout. The
 //! upstream here is scripted byte by byte so each case is exactly what it says.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 use std::net::SocketAddr;
