@@ -42,41 +42,29 @@ def perf_report(data: Path, *args: str, limit: int = 0, user_only: bool = False)
 # Request-path buckets for the routemaster call-graph profile: (label, frame predicate).
 # A sample counts in a bucket when any frame of its stack matches (inclusive time).
 BREAKDOWN = [
-    ("kernel: writev (TCP send + loopback delivery to the peer, inline)", lambda f: f == "do_writev"),
+    ("kernel: writev/sendto (TCP send + loopback delivery to the peer, inline)",
+     lambda f: f in ("do_writev", "__sys_sendto")),
     ("kernel: recvfrom", lambda f: f == "__sys_recvfrom"),
     ("kernel: epoll_wait", lambda f: f == "__x64_sys_epoll_wait"),
     ("kernel: waking the peer on CPU 0 (sock_def_readable → _raw_spin_unlock_irqrestore)",
      lambda f: f == "sock_def_readable"),
-    ("user: Proxy::handle future (service_fn; incl. everything it calls)",
-     lambda f: f.startswith("routemaster_data_plane::server::serve::{{closure}}::{{closure}}::{{closure}}")),
-    ("user:   RouteTable::lookup", lambda f: f.startswith("routemaster_common::table::RouteTable<T>::lookup")),
-    ("user:   normalize_host + normalize_path",
-     lambda f: f.startswith(("routemaster_common::host::normalize_host", "routemaster_common::path::normalize_path"))),
-    ("user:   request_id (uuid v4)", lambda f: f.startswith("routemaster_data_plane::forwarding::request_id")),
-    ("user:   add_forwarded (x-forwarded-*)", lambda f: f.startswith("routemaster_data_plane::forwarding::add_forwarded")),
-    ("user:   strip_hop_by_hop (both directions)",
-     lambda f: f.startswith("routemaster_data_plane::forwarding::strip_hop_by_hop")),
-    ("user:   hyper_util legacy Client::send_request (pool checkout, dispatch, boxed future)",
-     lambda f: f.startswith("hyper_util::client::legacy::client::Client<C,B>::send_request")),
-    ("user: hyper_util pool (any caller)",
-     lambda f: f.startswith(("hyper_util::client::legacy::pool", "<hyper_util::client::legacy::pool"))),
-    ("user: hyper client dispatch channel (request → upstream conn task)",
-     lambda f: f.startswith(("hyper::client::dispatch", "<hyper::client::dispatch"))),
-    ("user: hyper h1 server parse (request head)",
-     lambda f: f.startswith("<hyper::proto::h1::role::Server as hyper::proto::h1::Http1Transaction>::parse")),
-    ("user: hyper h1 server encode (response head)",
-     lambda f: f.startswith("<hyper::proto::h1::role::Server as hyper::proto::h1::Http1Transaction>::encode")),
-    ("user: hyper h1 client parse (upstream response head)",
-     lambda f: f.startswith("<hyper::proto::h1::role::Client as hyper::proto::h1::Http1Transaction>::parse")),
-    ("user: hyper h1 client encode (upstream request head)",
-     lambda f: f.startswith("<hyper::proto::h1::role::Client as hyper::proto::h1::Http1Transaction>::encode")),
-    ("user: HeaderMap operations (any caller)", lambda f: f.startswith(("http::header::map", "<http::header::map"))),
-    ("user: tokio timers (header-read timeout per request, pool idle, deadlines)",
+    ("user: h1 request head (parse, framing, route, upstream head)",
+     lambda f: f.startswith("routemaster_data_plane::h1::request::prepare")),
+    ("user:   routing::decide (normalise, RouteTable::lookup, pick)",
+     lambda f: f.startswith("routemaster_data_plane::routing::decide")),
+    ("user:   httparse (request and response heads)", lambda f: f.startswith("httparse::")),
+    ("user:   request id (uuid v4 when the client sent none)",
+     lambda f: f.startswith("routemaster_data_plane::h1::head::RequestId")),
+    ("user: h1 response head (parse, rewrite for the client)",
+     lambda f: f.startswith("routemaster_data_plane::h1::response::prepare")),
+    ("user: h1 upstream pool (checkout/checkin)",
+     lambda f: f.startswith("routemaster_data_plane::h1::pool::")),
+    ("user: tokio timers (keep-alive/header-read timer, route deadlines)",
      lambda f: f.startswith(("tokio::runtime::time", "<tokio::runtime::time", "tokio::time", "<tokio::time"))),
     ("user: tokio I/O readiness (ScheduledIo)", lambda f: f.startswith(("tokio::runtime::io", "<tokio::runtime::io"))),
     ("user: allocator (malloc/free/realloc)",
      lambda f: f.startswith(("__rustc::__rdl_alloc", "__rustc::__rdl_dealloc", "__rustc::__rdl_realloc"))),
-    ("user: memcpy/memmove (self; mostly moving large futures/Parts)", None),
+    ("user: memcpy/memmove (self)", None),
 ]
 
 
@@ -113,11 +101,9 @@ def perf_breakdown(data: Path, requests: int) -> list[str]:
             hits = sum(1 for s in samples if any(pred(f) for f in s))
         pct_ = hits / n * 100
         rows.append(f"| {label} | {pct_:.1f}% | {pct_ * us_per_pct:.2f} |")
-    down = sum(1 for s in samples if any("hyper::proto::h1::dispatch::Server" in f for f in s)) / n * 100
-    up = sum(1 for s in samples if any("hyper::proto::h1::dispatch::Client" in f for f in s)
-             and not any("hyper::proto::h1::dispatch::Server" in f for f in s)) / n * 100
-    rows.append(f"| task: downstream connections (hyper h1 server dispatcher) | {down:.1f}% | {down * us_per_pct:.2f} |")
-    rows.append(f"| task: upstream connections (hyper h1 client dispatcher) | {up:.1f}% | {up * us_per_pct:.2f} |")
+    conn = sum(1 for s in samples if any("h1::connection::Conn::run" in f for f in s)) / n * 100
+    rows.append(f"| task: client connections (h1::connection::Conn::run, incl. their syscalls) | {conn:.1f}% | "
+                f"{conn * us_per_pct:.2f} |")
     return rows
 
 

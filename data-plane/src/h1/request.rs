@@ -222,7 +222,7 @@ pub fn prepare(
             // `decide` refuses requests without an authority, so there is one here.
             let original_host = authority.unwrap_or_default().as_bytes();
             let pq = upstream.path_and_query.as_deref().unwrap_or(original_pq);
-            let mut out = Vec::with_capacity(head_len + 256);
+            let mut out = super::buffers::take_small();
             out.extend_from_slice(method.as_str().as_bytes());
             out.push(b' ');
             out.extend_from_slice(pq.as_bytes());
