@@ -156,23 +156,20 @@ impl Conn {
                 }
             }
             if idle {
-                // Between requests: no buffer, just readiness, the keep-alive timeout
-                // and the drain signal.
+                // Between requests: no buffer, just readiness and the keep-alive
+                // timeout. A drain does not wait for idle connections: they are dropped
+                // with the worker's runtime once the busy ones are done.
                 idle = false;
-                timer
-                    .as_mut()
-                    .reset(Instant::now() + options.keepalive_timeout);
-                let drain = self.engine.drain.notify.notified();
-                tokio::pin!(drain);
-                drain.as_mut().enable();
                 if self.engine.drain.is_draining() {
                     return Err(Stop::Close);
                 }
+                timer
+                    .as_mut()
+                    .reset(Instant::now() + options.keepalive_timeout);
                 tokio::select! {
                     biased;
                     ready = self.stream.readable() => ready.map_err(|_| Stop::Close)?,
                     () = &mut timer => return Err(Stop::Close),
-                    () = drain => return Err(Stop::Close),
                 }
             }
             if self.inbuf.capacity() == 0 {
@@ -197,6 +194,7 @@ impl Conn {
     /// Phases 1–7 for one request. Returns whether the connection stays open.
     async fn handle(&mut self, req: Request) -> bool {
         let engine = Arc::clone(&self.engine);
+        let _busy = Busy::enter(&engine);
         let _in_flight = InFlight::start(&engine.state.stats);
         let client = ClientSide {
             http10: req.http10,
@@ -209,6 +207,7 @@ impl Conn {
             request_id,
             next,
             expect_continue,
+            idempotent,
             ..
         } = req;
         match next {
@@ -243,6 +242,7 @@ impl Conn {
                     head_len,
                     body,
                     expect_continue,
+                    idempotent,
                     upstream_head: head,
                     timeout,
                 };
@@ -338,21 +338,24 @@ impl Conn {
             progress.request_done = true;
             progress.undrained = sent_len;
             // Everything is in hand: an upstream that closed an idle connection under
-            // us gets the request again on a fresh one.
+            // us gets the request again on a fresh one — if it could not have been
+            // received (the write failed), or if receiving it twice is harmless.
             loop {
                 let body = &self.inbuf[fwd.head_len..sent_len];
                 let outcome = match write_all_2(&mut up.stream, &fwd.upstream_head, body).await {
-                    Ok(()) => {
-                        relay::response(
-                            &mut up.stream,
-                            &mut self.stream,
-                            client,
-                            request_id,
-                            self.engine.options.max_header_bytes,
-                            &mut progress.response_started,
-                        )
-                        .await
-                    }
+                    Ok(()) => relay::response(
+                        &mut up.stream,
+                        &mut self.stream,
+                        client,
+                        request_id,
+                        self.engine.options.max_header_bytes,
+                        &mut progress.response_started,
+                    )
+                    .await
+                    .map_err(|f| match f {
+                        Failure::Retryable(e) if !fwd.idempotent => Failure::Respond(e),
+                        other => other,
+                    }),
                     Err(e) => Err(Failure::Retryable(ProxyError::UpstreamReset(e.into()))),
                 };
                 match outcome {
@@ -452,17 +455,26 @@ struct Forward {
     head_len: usize,
     body: Framing,
     expect_continue: bool,
+    idempotent: bool,
     upstream_head: Vec<u8>,
     timeout: Option<Duration>,
 }
 
-/// Counts connections so a drain can wait for them.
-pub(super) struct Open(pub(super) Arc<Engine>);
+/// Counts a request (or an HTTP/2 connection) in progress, so a drain can wait for
+/// exactly those.
+pub(super) struct Busy<'e>(&'e Engine);
 
-impl Drop for Open {
+impl<'e> Busy<'e> {
+    pub(super) fn enter(engine: &'e Engine) -> Self {
+        engine.busy.fetch_add(1, Ordering::AcqRel);
+        Self(engine)
+    }
+}
+
+impl Drop for Busy<'_> {
     fn drop(&mut self) {
-        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 && self.0.drain.is_draining() {
-            self.0.drain.all_closed.notify_one();
+        if self.0.busy.fetch_sub(1, Ordering::AcqRel) == 1 && self.0.drain.is_draining() {
+            self.0.drain.all_done.notify_one();
         }
     }
 }

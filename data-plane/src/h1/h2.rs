@@ -11,6 +11,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::Engine;
+use super::connection::Busy;
 use super::io::Prefixed;
 use crate::server::Handler;
 
@@ -20,6 +21,7 @@ pub(super) async fn serve(
     prefix: Vec<u8>,
     client: SocketAddr,
 ) {
+    let _busy = Busy::enter(engine);
     let proxy = Arc::clone(&engine.h2_proxy);
     let service = service_fn(move |req| {
         let proxy = Arc::clone(&proxy);

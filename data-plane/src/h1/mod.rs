@@ -51,16 +51,17 @@ pub struct Engine {
     h2: hyper::server::conn::http2::Builder<TokioExecutor>,
     h2_proxy: Arc<Proxy>,
     drain: Drain,
-    open: AtomicUsize,
+    /// Requests (and HTTP/2 connections) in progress on this worker.
+    busy: AtomicUsize,
 }
 
 #[derive(Debug, Default)]
 struct Drain {
     flag: AtomicBool,
-    /// Wakes idle connections so they close.
+    /// Tells HTTP/2 connections to shut down gracefully.
     notify: Notify,
-    /// Signalled when the last connection closes during a drain.
-    all_closed: Notify,
+    /// Signalled when the last busy request ends during a drain.
+    all_done: Notify,
 }
 
 impl Drain {
@@ -81,14 +82,15 @@ impl Engine {
             options,
             h2,
             drain: Drain::default(),
-            open: AtomicUsize::new(0),
+            busy: AtomicUsize::new(0),
         }
     }
 }
 
-/// Serves `listener` until `shutdown` resolves; then stops accepting, closes idle
-/// connections, lets in-flight requests finish (their responses say
-/// `connection: close`) and returns when all are closed or the drain timeout passes.
+/// Serves `listener` until `shutdown` resolves; then stops accepting, lets in-flight
+/// requests finish (their responses say `connection: close`) and returns when none is
+/// left or the drain timeout passes. Idle connections are not waited for: the worker's
+/// runtime drops (closes) them when this returns.
 pub async fn serve(listener: TcpListener, engine: Arc<Engine>, shutdown: impl Future<Output = ()>) {
     let sweeper = {
         let engine = Arc::clone(&engine);
@@ -115,29 +117,24 @@ pub async fn serve(listener: TcpListener, engine: Arc<Engine>, shutdown: impl Fu
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                engine.open.fetch_add(1, Ordering::AcqRel);
-                let open = connection::Open(Arc::clone(&engine));
                 let conn = connection::Conn::new(Arc::clone(&engine), stream, client);
-                tokio::spawn(async move {
-                    conn.run().await;
-                    drop(open);
-                });
+                tokio::spawn(conn.run());
             }
             () = &mut shutdown => break,
         }
     }
     drop(listener);
     sweeper.abort();
-    let all_closed = engine.drain.all_closed.notified();
-    tokio::pin!(all_closed);
-    all_closed.as_mut().enable();
+    let all_done = engine.drain.all_done.notified();
+    tokio::pin!(all_done);
+    all_done.as_mut().enable();
     engine.drain.flag.store(true, Ordering::Release);
     engine.drain.notify.notify_waiters();
-    if engine.open.load(Ordering::Acquire) == 0 {
+    if engine.busy.load(Ordering::Acquire) == 0 {
         return;
     }
     tokio::select! {
-        () = all_closed => tracing::debug!("all connections drained"),
+        () = all_done => tracing::debug!("in-flight requests drained"),
         () = tokio::time::sleep(engine.options.drain_timeout) => {
             tracing::warn!(timeout = ?engine.options.drain_timeout, "drain timed out; closing remaining connections");
         }

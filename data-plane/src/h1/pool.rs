@@ -7,8 +7,9 @@
 use std::collections::HashMap;
 use std::io;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::net::TcpStream;
 
@@ -20,7 +21,9 @@ const MAX_IDLE_PER_ENDPOINT: usize = 256;
 #[derive(Debug)]
 struct Idle {
     stream: TcpStream,
-    since: Instant,
+    /// The sweep epoch it was checked in at: ages are counted in sweeps, not read from
+    /// the clock on every checkout and checkin.
+    since: u64,
 }
 
 #[derive(Debug)]
@@ -28,6 +31,10 @@ pub struct UpstreamPool {
     idle: Mutex<HashMap<Box<str>, Vec<Idle>, foldhash::fast::RandomState>>,
     connect_timeout: Duration,
     idle_timeout: Duration,
+    /// Advanced by [`UpstreamPool::sweep`], which runs every half idle timeout: a
+    /// connection two epochs old has been idle for at least half and at most the whole
+    /// idle timeout.
+    epoch: AtomicU64,
 }
 
 /// A connection for one exchange; `reused` ones may have been closed by the upstream
@@ -45,6 +52,7 @@ impl UpstreamPool {
             idle: Mutex::new(HashMap::default()),
             connect_timeout,
             idle_timeout,
+            epoch: AtomicU64::new(0),
         }
     }
 
@@ -78,7 +86,7 @@ impl UpstreamPool {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let entry = Idle {
             stream,
-            since: Instant::now(),
+            since: self.epoch.load(Ordering::Relaxed),
         };
         match idle.get_mut(authority) {
             Some(list) => {
@@ -96,20 +104,22 @@ impl UpstreamPool {
     fn take_idle(&self, authority: &str) -> Option<TcpStream> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let list = idle.get_mut(authority)?;
+        let epoch = self.epoch.load(Ordering::Relaxed);
         while let Some(c) = list.pop() {
-            if c.since.elapsed() < self.idle_timeout && still_open(&c.stream) {
+            if epoch - c.since < 2 && still_open(&c.stream) {
                 return Some(c.stream);
             }
         }
         None
     }
 
-    /// Closes connections idle for longer than the idle timeout, and forgets
-    /// endpoints with none left. Run periodically by the worker.
+    /// Starts a new epoch, closes connections idle for two epochs, and forgets
+    /// endpoints with none left. The worker runs it every half idle timeout.
     pub fn sweep(&self) {
+        let epoch = self.epoch.fetch_add(1, Ordering::Relaxed) + 1;
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         idle.retain(|_, list| {
-            list.retain(|c| c.since.elapsed() < self.idle_timeout);
+            list.retain(|c| epoch - c.since < 2);
             !list.is_empty()
         });
     }
@@ -160,14 +170,14 @@ mod tests {
         // The upstream closes it while idle: the pool must not hand it out.
         server_a.shutdown().await.unwrap();
         drop(server_a);
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
         loop {
             tokio::task::yield_now().await;
             let open = {
                 let idle = pool.idle.lock().unwrap();
                 idle.get(addr.as_str()).map(|l| still_open(&l[0].stream))
             };
-            if open == Some(false) || Instant::now() > deadline {
+            if open == Some(false) || std::time::Instant::now() > deadline {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -181,15 +191,20 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn expired_connections_are_swept() {
+    async fn connections_expire_after_two_sweeps() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        let pool = UpstreamPool::new(Duration::from_secs(1), Duration::from_millis(1));
+        let pool = UpstreamPool::new(Duration::from_secs(1), Duration::from_secs(60));
         let a = pool.checkout(&addr).await.unwrap();
         pool.checkin(&addr, a.stream);
-        assert_eq!(pool.idle_count(), 1);
-        tokio::time::sleep(Duration::from_millis(5)).await;
         pool.sweep();
-        assert_eq!(pool.idle_count(), 0);
+        assert_eq!(pool.idle_count(), 1, "one sweep: idle for less than half the timeout");
+        let b = pool.checkout(&addr).await.unwrap();
+        assert!(b.reused);
+        pool.checkin(&addr, b.stream);
+        pool.sweep();
+        pool.sweep();
+        assert_eq!(pool.idle_count(), 0, "two sweeps: expired and closed");
+        assert!(!pool.checkout(&addr).await.unwrap().reused);
     }
 }

@@ -45,6 +45,9 @@ pub struct Request {
     pub keep_alive: bool,
     pub http10: bool,
     pub head_method: bool,
+    /// Safe to send twice (RFC 9110 §9.2.2): decides whether an unanswered request on a
+    /// stale pooled connection may be retried after it was written.
+    pub idempotent: bool,
     /// The client waits for `100 Continue` before sending the body.
     pub expect_continue: bool,
     pub request_id: RequestId,
@@ -281,6 +284,7 @@ pub fn prepare(
         keep_alive,
         http10,
         head_method: method == Method::HEAD,
+        idempotent: method.is_idempotent(),
         expect_continue: expect_continue && !matches!(body, Framing::Empty | Framing::Length(0)),
         request_id,
         next,
