@@ -202,9 +202,22 @@ pub fn put_u64(out: &mut Vec<u8>, mut n: u64) {
 
 /// Appends the textual IP address.
 pub fn put_ip(out: &mut Vec<u8>, ip: IpAddr) {
-    use std::io::Write;
-    // Writing to a Vec cannot fail.
-    let _ = write!(out, "{ip}");
+    match ip {
+        // The common case, without the formatting machinery (it shows in profiles).
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                put_u64(out, u64::from(octet));
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::io::Write;
+            // Writing to a Vec cannot fail.
+            let _ = write!(out, "{v6}");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -276,6 +289,15 @@ mod tests {
         assert!(o.close && o.keep_alive);
         assert!(named_in(&[b"keep-alive, X-Secret"], "x-secret"));
         assert!(!named_in(&[b"keep-alive, X-Secret"], "x-secre"));
+    }
+
+    #[test]
+    fn ip_addresses() {
+        for ip in ["127.0.0.1", "10.200.3.0", "255.255.255.255", "::1", "2001:db8::7"] {
+            let mut out = Vec::new();
+            put_ip(&mut out, ip.parse().unwrap());
+            assert_eq!(out, ip.as_bytes());
+        }
     }
 
     #[test]
