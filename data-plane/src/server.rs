@@ -14,7 +14,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::body::ProxyBody;
 
@@ -50,6 +50,23 @@ impl Default for ServerOptions {
     }
 }
 
+/// The next connection, with Nagle off (we write whole heads). Accept errors (typically
+/// EMFILE) are logged and retried after a short pause instead of spinning.
+pub async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, client)) => {
+                let _ = stream.set_nodelay(true);
+                return (stream, client);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 /// Serves `listener` until `shutdown` resolves, then stops accepting and waits (up to
 /// the drain timeout) for open connections to finish their requests.
 pub async fn serve<H: Handler>(
@@ -74,17 +91,7 @@ pub async fn serve<H: Handler>(
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, client) = match accepted {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        // Typically EMFILE: back off briefly instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
+            (stream, client) = accept(&listener) => {
                 let handler = Arc::clone(&handler);
                 let service = service_fn(move |req| {
                     let handler = Arc::clone(&handler);

@@ -293,7 +293,13 @@ mod tests {
 
     #[test]
     fn ip_addresses() {
-        for ip in ["127.0.0.1", "10.200.3.0", "255.255.255.255", "::1", "2001:db8::7"] {
+        for ip in [
+            "127.0.0.1",
+            "10.200.3.0",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::7",
+        ] {
             let mut out = Vec::new();
             put_ip(&mut out, ip.parse().unwrap());
             assert_eq!(out, ip.as_bytes());

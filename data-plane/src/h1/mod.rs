@@ -36,7 +36,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 use crate::proxy::{Proxy, UpstreamOptions};
-use crate::server::ServerOptions;
+use crate::server::{ServerOptions, accept};
 use crate::state::ProxyState;
 
 pub use pool::UpstreamPool;
@@ -106,17 +106,7 @@ pub async fn serve(listener: TcpListener, engine: Arc<Engine>, shutdown: impl Fu
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, client) = match accepted {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        // Typically EMFILE: back off briefly instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
+            (stream, client) = accept(&listener) => {
                 let conn = connection::Conn::new(Arc::clone(&engine), stream, client);
                 tokio::spawn(conn.run());
             }

@@ -198,7 +198,11 @@ mod tests {
         let a = pool.checkout(&addr).await.unwrap();
         pool.checkin(&addr, a.stream);
         pool.sweep();
-        assert_eq!(pool.idle_count(), 1, "one sweep: idle for less than half the timeout");
+        assert_eq!(
+            pool.idle_count(),
+            1,
+            "one sweep: idle for less than half the timeout"
+        );
         let b = pool.checkout(&addr).await.unwrap();
         assert!(b.reused);
         pool.checkin(&addr, b.stream);

@@ -262,16 +262,9 @@ where
                 left -= k as u64;
             }
             if left == 0 {
-                up.flush().await.map_err(|_| Failure::Abort)?;
-                return Ok(());
+                return up.flush().await.map_err(|_| Failure::Abort);
             }
-            if inbuf.len() == inbuf.capacity() {
-                inbuf.reserve(16 * 1024);
-            }
-            match client.read_buf(inbuf).await {
-                Ok(0) | Err(_) => return Err(Failure::Abort),
-                Ok(_) => {}
-            }
+            read_more(client, inbuf).await?;
         },
         BodyLeft::Chunked(mut state) => loop {
             let p = state.scan(inbuf, |_| {}).map_err(|_| Failure::Abort)?;
@@ -282,16 +275,23 @@ where
                 inbuf.drain(..p.consumed);
             }
             if p.done {
-                up.flush().await.map_err(|_| Failure::Abort)?;
-                return Ok(());
+                return up.flush().await.map_err(|_| Failure::Abort);
             }
-            if inbuf.len() == inbuf.capacity() {
-                inbuf.reserve(16 * 1024);
-            }
-            match client.read_buf(inbuf).await {
-                Ok(0) | Err(_) => return Err(Failure::Abort),
-                Ok(_) => {}
-            }
+            read_more(client, inbuf).await?;
         },
+    }
+}
+
+/// Appends the client's next bytes to `inbuf`; the client closing mid-body aborts.
+async fn read_more<R: AsyncRead + Unpin>(
+    client: &mut R,
+    inbuf: &mut Vec<u8>,
+) -> Result<(), Failure> {
+    if inbuf.len() == inbuf.capacity() {
+        inbuf.reserve(16 * 1024);
+    }
+    match client.read_buf(inbuf).await {
+        Ok(0) | Err(_) => Err(Failure::Abort),
+        Ok(_) => Ok(()),
     }
 }
