@@ -91,6 +91,7 @@ async fn serve_scripted(mut stream: TcpStream) {
             "/chunked" => b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nx-trailer: t\r\n\r\n",
             "/until-close" => b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nall of this until close",
             "/head" => b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\n",
+            "/early" => b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 4\r\n\r\nbig!",
             "/interim" => b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfinal",
             _ => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
         };
@@ -99,6 +100,12 @@ async fn serve_scripted(mut stream: TcpStream) {
         }
         match path.as_str() {
             "/until-close" => return,
+            // Answered without reading the body; drain it like a polite server would.
+            "/early" => {
+                let mut sink = [0u8; 4096];
+                while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+                return;
+            }
             "/close-after" => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 return;
@@ -289,6 +296,35 @@ async fn every_upstream_framing_is_relayed() {
         "{raw}"
     );
     assert!(responses.next().is_none(), "{raw}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_early_answer_to_an_upload_reaches_the_client_and_closes_the_connection() {
+    let up = Scripted::start().await;
+    let p = start("early", &routes(up.addr), &[]).await;
+    let mut s = TcpStream::connect(p.proxy.addr).await.unwrap();
+    // 1 MiB announced, 1 KiB sent: the upstream answers 413 before reading any of it.
+    s.write_all(
+        b"POST /early HTTP/1.1\r\nHost: www.example.com\r\nContent-Length: 1048576\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    s.write_all(&[b'x'; 1024]).await.unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(5), read_reply(&mut s))
+        .await
+        .expect("no answer while the upload was still incomplete")
+        .unwrap();
+    assert_eq!(reply.status, 413);
+    assert_eq!(reply.body, "big!");
+    assert_eq!(
+        reply.header("connection"),
+        Some("close"),
+        "{:?}",
+        reply.headers
+    );
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the connection was left open");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -177,7 +177,11 @@ fn chunk_size(line: &[u8]) -> Result<u64, ChunkedError> {
             .ok_or(ChunkedError)?;
     }
     let rest = &line[digits..];
-    let ext = rest.trim_ascii_start();
+    // Only SP and HTAB may precede the `;` (not CR or FF, as `trim_ascii_start` allows).
+    let ext = &rest[rest
+        .iter()
+        .take_while(|&&b| b == b' ' || b == b'\t')
+        .count()..];
     if !rest.is_empty()
         && (ext.first() != Some(&b';')
             || !ext

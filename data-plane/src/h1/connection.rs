@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -87,11 +87,14 @@ impl Conn {
                 Ok(req) => req,
                 Err(Stop::Close) => break,
                 Err(Stop::Timeout { partial }) => {
-                    if partial {
-                        let _ = self
+                    if partial
+                        && self
                             .stream
                             .write_all(b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                            .await;
+                            .await
+                            .is_ok()
+                    {
+                        lingering_close(&mut self.stream).await;
                     }
                     break;
                 }
@@ -132,6 +135,9 @@ impl Conn {
         // the first byte of a head that did not arrive whole for the others.
         let mut armed = self.first;
         let mut idle = !self.first && self.inbuf.is_empty();
+        // Whether the read below is bounded by the timer: always, except right after
+        // a complete request, when the keep-alive wait sets it.
+        let mut bounded = armed;
         loop {
             if !self.inbuf.is_empty() {
                 if self.first && H2_PREFACE.starts_with(&self.inbuf[..self.inbuf.len().min(24)]) {
@@ -153,6 +159,7 @@ impl Conn {
                         .as_mut()
                         .reset(Instant::now() + options.header_read_timeout);
                     armed = true;
+                    bounded = true;
                 }
             }
             if idle {
@@ -171,6 +178,9 @@ impl Conn {
                     ready = self.stream.readable() => ready.map_err(|_| Stop::Close)?,
                     () = &mut timer => return Err(Stop::Close),
                 }
+                // Readiness can be stale (the last read filled the buffer exactly):
+                // the keep-alive deadline keeps bounding the read that follows.
+                bounded = true;
             }
             if self.inbuf.capacity() == 0 {
                 self.inbuf = buffers::take();
@@ -180,7 +190,7 @@ impl Conn {
             let read = tokio::select! {
                 biased;
                 r = self.stream.read_buf(&mut self.inbuf) => r,
-                () = &mut timer, if armed => {
+                () = &mut timer, if bounded => {
                     return Err(Stop::Timeout { partial: !self.inbuf.is_empty() });
                 }
             };
@@ -276,7 +286,14 @@ impl Conn {
         drop(endpoint);
         buffers::give(fwd.upstream_head);
         let keep = match result {
-            Ok(keep) => keep && progress.request_done,
+            Ok(keep) if progress.request_done => keep,
+            Ok(_) => {
+                // The upstream answered before the body was all in: the client may
+                // still be sending, and closing on unread input would reset the
+                // connection under the response it has not read yet.
+                lingering_close(&mut self.stream).await;
+                false
+            }
             Err(Failure::Abort) => false,
             Err(Failure::Respond(e) | Failure::Retryable(e)) if !progress.response_started => {
                 tracing::debug!(error = %e, side = ?e.side(), request_id = ?request_id, "request failed");
@@ -333,10 +350,14 @@ impl Conn {
             }
         };
         let sent_len = fwd.head_len + initial;
-        let mut up = pool.checkout(authority).await.map_err(Failure::Respond)?;
         if body_done {
+            // Set before anything can fail: a 502 for an unreachable upstream need not
+            // cost the client its connection.
             progress.request_done = true;
             progress.undrained = sent_len;
+        }
+        let mut up = pool.checkout(authority).await.map_err(Failure::Respond)?;
+        if body_done {
             // Everything is in hand: an upstream that closed an idle connection under
             // us gets the request again on a fresh one — if it could not have been
             // received (the write failed), or if receiving it twice is harmless.
@@ -350,6 +371,7 @@ impl Conn {
                         request_id,
                         self.engine.options.max_header_bytes,
                         &mut progress.response_started,
+                        None,
                     )
                     .await
                     .map_err(|f| match f {
@@ -395,7 +417,10 @@ impl Conn {
             _ => relay::BodyLeft::Chunked(chunked.unwrap_or_default()),
         };
         let max_head = self.engine.options.max_header_bytes;
-        let mut sent = false;
+        // Read by the response side: until the body is all sent, the client is told
+        // the connection will close (an early answer means we stop reading it).
+        let sent = AtomicBool::new(false);
+        let mut send_failed = false;
         let done = {
             let (mut client_read, mut client_write) = self.stream.split();
             let (mut up_read, mut up_write) = up.stream.split();
@@ -407,19 +432,25 @@ impl Conn {
                 request_id,
                 max_head,
                 &mut progress.response_started,
+                Some(&sent),
             );
             tokio::pin!(send, recv);
             loop {
+                let pending = !sent.load(Ordering::Relaxed) && !send_failed;
                 tokio::select! {
                     biased;
                     r = &mut recv => break r,
-                    s = &mut send, if !sent => match s {
-                        Ok(()) => sent = true,
-                        Err(_) => return Err(Failure::Abort),
+                    s = &mut send, if pending => match s {
+                        Ok(()) => sent.store(true, Ordering::Relaxed),
+                        // The upstream stopped reading: its answer (or its failure,
+                        // a 502) still comes through `recv`.
+                        Err(relay::SendError::Upstream) => send_failed = true,
+                        Err(relay::SendError::Client) => return Err(Failure::Abort),
                     },
                 }
             }
         };
+        let sent = sent.into_inner();
         let done = done.map_err(|f| match f {
             Failure::Retryable(e) => Failure::Respond(e),
             other => other,

@@ -3,6 +3,7 @@
 //! still arriving from the client. Bodies are copied buffer by buffer, never collected.
 
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -33,6 +34,15 @@ pub struct Done {
     pub client_keep_alive: bool,
 }
 
+/// Which side failed while a request body was being sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendError {
+    /// The client went away or sent a malformed body: nothing more can be done.
+    Client,
+    /// The upstream stopped taking the body; its response may still come.
+    Upstream,
+}
+
 /// What remains of a request body after what was already sent.
 #[derive(Debug)]
 pub enum BodyLeft {
@@ -41,7 +51,9 @@ pub enum BodyLeft {
 }
 
 /// Reads the upstream response and relays it to the client. `started` turns true
-/// just before the first byte goes to the client.
+/// just before the first byte goes to the client. `body_sent`, for a request body
+/// still streaming up, tells whether it is complete; while it is not, the client is
+/// told the connection closes after this response.
 pub async fn response<R, W>(
     up: &mut R,
     client: &mut W,
@@ -49,6 +61,7 @@ pub async fn response<R, W>(
     request_id: &RequestId,
     max_head: usize,
     started: &mut bool,
+    body_sent: Option<&AtomicBool>,
 ) -> Result<Done, Failure>
 where
     R: AsyncRead + Unpin,
@@ -57,7 +70,7 @@ where
     let mut buf = buffers::take();
     let mut out = buffers::take_small();
     let result = relay_response(
-        up, client, side, request_id, max_head, started, &mut buf, &mut out,
+        up, client, side, request_id, max_head, started, body_sent, &mut buf, &mut out,
     )
     .await;
     buffers::give(buf);
@@ -73,6 +86,7 @@ async fn relay_response<R, W>(
     request_id: &RequestId,
     max_head: usize,
     started: &mut bool,
+    body_sent: Option<&AtomicBool>,
     buf: &mut Vec<u8>,
     out: &mut Vec<u8>,
 ) -> Result<Done, Failure>
@@ -102,6 +116,10 @@ where
             });
         }
         received = true;
+        let side = ClientSide {
+            keep_alive: side.keep_alive && body_sent.is_none_or(|s| s.load(Ordering::Relaxed)),
+            ..side
+        };
         loop {
             match response::prepare(buf, side, request_id, max_head, out)
                 .map_err(Failure::Respond)?
@@ -246,7 +264,7 @@ pub async fn request_body<R, W>(
     up: &mut W,
     inbuf: &mut Vec<u8>,
     left: BodyLeft,
-) -> Result<(), Failure>
+) -> Result<(), SendError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -257,25 +275,25 @@ where
             if k > 0 {
                 up.write_all(&inbuf[..k])
                     .await
-                    .map_err(|_| Failure::Abort)?;
+                    .map_err(|_| SendError::Upstream)?;
                 inbuf.drain(..k);
                 left -= k as u64;
             }
             if left == 0 {
-                return up.flush().await.map_err(|_| Failure::Abort);
+                return up.flush().await.map_err(|_| SendError::Upstream);
             }
             read_more(client, inbuf).await?;
         },
         BodyLeft::Chunked(mut state) => loop {
-            let p = state.scan(inbuf, |_| {}).map_err(|_| Failure::Abort)?;
+            let p = state.scan(inbuf, |_| {}).map_err(|_| SendError::Upstream)?;
             if p.consumed > 0 {
                 up.write_all(&inbuf[..p.consumed])
                     .await
-                    .map_err(|_| Failure::Abort)?;
+                    .map_err(|_| SendError::Upstream)?;
                 inbuf.drain(..p.consumed);
             }
             if p.done {
-                return up.flush().await.map_err(|_| Failure::Abort);
+                return up.flush().await.map_err(|_| SendError::Upstream);
             }
             read_more(client, inbuf).await?;
         },
@@ -286,12 +304,12 @@ where
 async fn read_more<R: AsyncRead + Unpin>(
     client: &mut R,
     inbuf: &mut Vec<u8>,
-) -> Result<(), Failure> {
+) -> Result<(), SendError> {
     if inbuf.len() == inbuf.capacity() {
         inbuf.reserve(16 * 1024);
     }
     match client.read_buf(inbuf).await {
-        Ok(0) | Err(_) => Err(Failure::Abort),
+        Ok(0) | Err(_) => Err(SendError::Client),
         Ok(_) => Ok(()),
     }
 }

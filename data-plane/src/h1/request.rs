@@ -285,7 +285,10 @@ pub fn prepare(
         http10,
         head_method: method == Method::HEAD,
         idempotent: method.is_idempotent(),
-        expect_continue: expect_continue && !matches!(body, Framing::Empty | Framing::Length(0)),
+        // RFC 9110 §10.1.1: an HTTP/1.0 client's Expect is ignored (it gets no 1xx).
+        expect_continue: expect_continue
+            && !http10
+            && !matches!(body, Framing::Empty | Framing::Length(0)),
         request_id,
         next,
     }))

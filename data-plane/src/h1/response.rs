@@ -7,8 +7,8 @@ use std::mem::MaybeUninit;
 use http::Response;
 
 use super::head::{
-    Field, Framing, RequestId, classify, connection_options, content_length, ends_chunked,
-    named_in, put_field, put_u64,
+    Field, Framing, RequestId, classify, connection_options, content_length, named_in,
+    only_chunked, put_field, put_u64,
 };
 use crate::body::ProxyBody;
 use crate::error::ProxyError;
@@ -75,6 +75,9 @@ pub fn prepare(
     let (Some(version), Some(code)) = (resp.version, resp.code) else {
         return Err(ProxyError::UpstreamProtocol("malformed status line"));
     };
+    if code < 100 {
+        return Err(ProxyError::UpstreamProtocol("bad status code"));
+    }
     if code == 101 {
         return Err(ProxyError::UpstreamProtocol("unrequested protocol switch"));
     }
@@ -130,7 +133,9 @@ pub fn prepare(
     let body = if no_body {
         Framing::Empty
     } else if n_coding > 0 {
-        if !ends_chunked(coding) {
+        // Another coding under `chunked` would reach the client undeclared once we
+        // re-state the framing: refuse rather than corrupt the body.
+        if !only_chunked(coding) {
             return Err(ProxyError::UpstreamProtocol(
                 "unsupported transfer-encoding",
             ));
@@ -169,8 +174,6 @@ pub fn prepare(
                 connection.is_empty() || !named_in(connection, h.name)
             }
             Field::XForwardedFor | Field::XForwardedProto | Field::XForwardedHost => true,
-            // A body-less response to HEAD (or a 304) states the length it would have had.
-            Field::ContentLength => no_body && code != 204,
             _ => false,
         };
         if keep {
@@ -178,6 +181,14 @@ pub fn prepare(
         }
     }
     put_field(out, b"x-request-id", request_id.as_bytes());
+    // A body-less response to HEAD (or a 304) states the length it would have had:
+    // passed on, once and checked.
+    if body == Framing::Empty && has_length && code != 204 {
+        let n = length().ok_or(ProxyError::UpstreamProtocol("bad Content-Length"))?;
+        out.extend_from_slice(b"content-length: ");
+        put_u64(out, n);
+        out.extend_from_slice(b"\r\n");
+    }
     match body {
         Framing::Length(n) => {
             out.extend_from_slice(b"content-length: ");
@@ -390,7 +401,7 @@ mod tests {
             "HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
             KEEP11,
         );
-        assert!(out.contains("Content-Length: 9\r\n"), "{out}");
+        assert!(out.contains("content-length: 9\r\n"), "{out}");
     }
 
     #[test]
@@ -399,6 +410,9 @@ mod tests {
         for raw in [
             "HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
             "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n",
+            "HTTP/1.1 042 Odd\r\ncontent-length: 0\r\n\r\n",
+            "HTTP/1.1 304 Not Modified\r\ncontent-length: 5\r\ncontent-length: 7\r\n\r\n",
             "HTTP/1.1 101 Switching Protocols\r\n\r\n",
             "HTTP/1.1 2000 OK\r\n\r\n",
             "garbage\r\n\r\n",
