@@ -2,11 +2,13 @@
 //!
 //! A snapshot (from a route file or the control plane) goes through one
 //! [`state::ProxyState::apply`], which compiles it ([`compile`]) into a route table with
-//! upstream clusters attached and swaps it in with arc-swap. Each request is then handled
-//! by the phases in [`proxy`]; failures are [`error::ProxyError`]s mapped to a status in
-//! one place. [`server`] owns listeners, connection limits and graceful drain, [`admin`]
-//! the admin endpoints, [`file_source`] loading and watching the route file, and
-//! [`control_plane`] the discovery stream to the control plane (connected mode).
+//! upstream clusters attached and swaps it in with arc-swap. Each request is then routed
+//! by the shared phases in [`routing`] and carried by the HTTP/1.1 engine in [`h1`] (or,
+//! for h2c, by hyper and [`proxy`]); failures are [`error::ProxyError`]s mapped to a
+//! status in one place. [`workers`] runs one engine per thread, [`server`] serves the
+//! admin API, [`admin`] the admin endpoints, [`file_source`] loading and watching the
+//! route file, and [`control_plane`] the discovery stream to the control plane
+//! (connected mode).
 
 pub mod admin;
 pub mod body;
