@@ -59,8 +59,10 @@ BREAKDOWN = [
      lambda f: f.startswith("routemaster_data_plane::h1::response::prepare")),
     ("user: h1 upstream pool (checkout/checkin)",
      lambda f: f.startswith("routemaster_data_plane::h1::pool::")),
+    # Not `time::Driver::park_internal`: the I/O driver's epoll_wait runs inside it.
     ("user: tokio timers (keep-alive/header-read timer, route deadlines)",
-     lambda f: f.startswith(("tokio::runtime::time", "<tokio::runtime::time", "tokio::time", "<tokio::time"))),
+     lambda f: f.startswith(("tokio::time", "<tokio::time", "tokio::runtime::time::entry",
+                             "<tokio::runtime::time::entry", "tokio::runtime::time::wheel"))),
     ("user: tokio I/O readiness (ScheduledIo)", lambda f: f.startswith(("tokio::runtime::io", "<tokio::runtime::io"))),
     ("user: allocator (malloc/free/realloc)",
      lambda f: f.startswith(("__rustc::__rdl_alloc", "__rustc::__rdl_dealloc", "__rustc::__rdl_realloc"))),
