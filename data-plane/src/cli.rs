@@ -68,6 +68,10 @@ pub struct Args {
     /// An HTTP/1.1 client connection idle between requests is closed after this long.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub keepalive_timeout: Duration,
+    /// A request in progress fails when one read or write (upstream response, request
+    /// or response body, writing to the client) makes no progress for this long.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub io_timeout: Duration,
     /// On SIGTERM, time allowed for in-flight requests to finish.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,

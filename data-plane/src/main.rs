@@ -80,6 +80,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         let server_options = ServerOptions {
             header_read_timeout: args.header_read_timeout,
             keepalive_timeout: args.keepalive_timeout,
+            io_timeout: args.io_timeout,
             drain_timeout: args.drain_timeout,
             ..ServerOptions::default()
         };

@@ -35,6 +35,9 @@ pub struct ServerOptions {
     pub header_read_timeout: Duration,
     /// An HTTP/1.1 connection idle between requests is closed after this long.
     pub keepalive_timeout: Duration,
+    /// Longest wait for progress on one read or write of a request in progress
+    /// (upstream response, bodies, writes to a client that does not read).
+    pub io_timeout: Duration,
     /// On shutdown, in-flight requests get this long to finish.
     pub drain_timeout: Duration,
 }
@@ -45,6 +48,7 @@ impl Default for ServerOptions {
             max_header_bytes: 64 * 1024,
             header_read_timeout: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(60),
+            io_timeout: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(30),
         }
     }

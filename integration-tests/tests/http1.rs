@@ -95,6 +95,10 @@ async fn serve_scripted(mut stream: TcpStream) {
             "/interim" => b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfinal",
             _ => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
         };
+        if path == "/silent" {
+            // Takes the request and never answers (nor closes).
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
         if stream.write_all(reply).await.is_err() {
             return;
         }
@@ -325,6 +329,46 @@ async fn an_early_answer_to_an_upload_reaches_the_client_and_closes_the_connecti
     let mut rest = Vec::new();
     let closed = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
     assert!(closed.is_ok(), "the connection was left open");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_upstreams_and_clients_are_cut_off_by_the_io_timeout() {
+    let up = Scripted::start().await;
+    let p = start("io-timeout", &routes(up.addr), &["--io-timeout", "300ms"]).await;
+    // An upstream that takes the request and never answers: 504, not a hang.
+    let started = Instant::now();
+    let reply = p.get("/silent", &[HOST]).await;
+    let took = started.elapsed();
+    assert_eq!(reply.status, 504, "{}", reply.body);
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(5),
+        "after {took:?}"
+    );
+
+    // A client that stops sending its body halfway (to a backend that waits for all
+    // of it): the connection is closed.
+    let echo = EchoBackend::start("echo").await;
+    let p = start(
+        "io-timeout-body",
+        &routes(echo.addr),
+        &["--io-timeout", "300ms"],
+    )
+    .await;
+    let mut s = TcpStream::connect(p.proxy.addr).await.unwrap();
+    s.write_all(
+        b"POST /plain HTTP/1.1\r\nHost: www.example.com\r\nContent-Length: 100\r\n\r\nhalf",
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
+    let took = started.elapsed();
+    assert!(closed.is_ok(), "still open after {took:?}");
+    assert!(
+        took >= Duration::from_millis(250),
+        "closed after only {took:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,8 +21,8 @@ use super::Engine;
 use super::buffers;
 use super::chunked::Chunked;
 use super::head::{Framing, RequestId};
-use super::io::{lingering_close, write_all_2};
-use super::relay::{self, Failure};
+use super::io::{lingering_close, within, write_all_2};
+use super::relay::{self, Failure, ResponseCtx};
 use super::request::{self, Next, Rejected, Request};
 use super::response::{ClientSide, write_own};
 use crate::compile::EndpointGuard;
@@ -119,7 +119,7 @@ impl Conn {
             self.first = false;
             // Boxed so that an idle connection carries only the small reading state;
             // the request's larger state exists while the request does.
-            if !Box::pin(self.handle(req)).await {
+            if !Box::pin(self.handle(req, timer.as_mut())).await {
                 break;
             }
             if self.inbuf.is_empty() {
@@ -202,7 +202,7 @@ impl Conn {
     }
 
     /// Phases 1–7 for one request. Returns whether the connection stays open.
-    async fn handle(&mut self, req: Request) -> bool {
+    async fn handle(&mut self, req: Request, timer: Pin<&mut Sleep>) -> bool {
         let engine = Arc::clone(&self.engine);
         let _busy = Busy::enter(&engine);
         let _in_flight = InFlight::start(&engine.state.stats);
@@ -234,7 +234,9 @@ impl Conn {
                         ..client
                     },
                 );
-                let ok = self.stream.write_all(&out).await.is_ok();
+                let ok = within(self.engine.options.io_timeout, self.stream.write_all(&out))
+                    .await
+                    .is_ok();
                 buffers::give(out);
                 if keep && ok {
                     self.inbuf.drain(..head_len);
@@ -256,7 +258,8 @@ impl Conn {
                     upstream_head: head,
                     timeout,
                 };
-                self.forward(forward, endpoint, client, &request_id).await
+                self.forward(forward, endpoint, client, &request_id, timer)
+                    .await
             }
         }
     }
@@ -268,6 +271,7 @@ impl Conn {
         endpoint: EndpointGuard,
         client: ClientSide,
         request_id: &RequestId,
+        timer: Pin<&mut Sleep>,
     ) -> bool {
         let mut progress = Progress::default();
         let exchange = self.exchange(
@@ -276,6 +280,7 @@ impl Conn {
             client,
             request_id,
             &mut progress,
+            timer,
         );
         let result = match fwd.timeout {
             Some(t) => tokio::time::timeout(t, exchange)
@@ -309,7 +314,9 @@ impl Conn {
                         ..client
                     },
                 );
-                let ok = self.stream.write_all(&out).await.is_ok();
+                let ok = within(self.engine.options.io_timeout, self.stream.write_all(&out))
+                    .await
+                    .is_ok();
                 buffers::give(out);
                 if !keep && ok {
                     lingering_close(&mut self.stream).await;
@@ -331,8 +338,17 @@ impl Conn {
         client: ClientSide,
         request_id: &RequestId,
         progress: &mut Progress,
+        mut timer: Pin<&mut Sleep>,
     ) -> Result<bool, Failure> {
         let pool = &self.engine.pool;
+        let io_timeout = self.engine.options.io_timeout;
+        let ctx = ResponseCtx {
+            side: client,
+            request_id,
+            max_head: self.engine.options.max_header_bytes,
+            io_timeout,
+            body_sent: None,
+        };
         // What of the body is here already.
         let avail = &self.inbuf[fwd.head_len..];
         let (initial, body_done, chunked) = match fwd.body {
@@ -363,15 +379,17 @@ impl Conn {
             // received (the write failed), or if receiving it twice is harmless.
             loop {
                 let body = &self.inbuf[fwd.head_len..sent_len];
-                let outcome = match write_all_2(&mut up.stream, &fwd.upstream_head, body).await {
+                let write = write_all_2(&mut up.stream, &fwd.upstream_head, body);
+                let outcome = match within(io_timeout, write).await {
                     Ok(()) => relay::response(
                         &mut up.stream,
                         &mut self.stream,
-                        client,
-                        request_id,
-                        self.engine.options.max_header_bytes,
+                        ResponseCtx {
+                            body_sent: None,
+                            ..ctx
+                        },
                         &mut progress.response_started,
-                        None,
+                        Some(timer.as_mut()),
                     )
                     .await
                     .map_err(|f| match f {
@@ -399,15 +417,20 @@ impl Conn {
         // The body is still coming: 100 Continue if asked, then stream it up while the
         // response streams down (an upstream may answer before it has read it all).
         if fwd.expect_continue {
-            self.stream
-                .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
-                .await
-                .map_err(|_| Failure::Abort)?;
+            within(
+                io_timeout,
+                self.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n"),
+            )
+            .await
+            .map_err(|_| Failure::Abort)?;
         }
-        write_all_2(
-            &mut up.stream,
-            &fwd.upstream_head,
-            &self.inbuf[fwd.head_len..sent_len],
+        within(
+            io_timeout,
+            write_all_2(
+                &mut up.stream,
+                &fwd.upstream_head,
+                &self.inbuf[fwd.head_len..sent_len],
+            ),
         )
         .await
         .map_err(|e| Failure::Respond(ProxyError::UpstreamReset(e.into())))?;
@@ -416,7 +439,6 @@ impl Conn {
             Framing::Length(n) => relay::BodyLeft::Length(n - initial as u64),
             _ => relay::BodyLeft::Chunked(chunked.unwrap_or_default()),
         };
-        let max_head = self.engine.options.max_header_bytes;
         // Read by the response side: until the body is all sent, the client is told
         // the connection will close (an early answer means we stop reading it).
         let sent = AtomicBool::new(false);
@@ -424,15 +446,22 @@ impl Conn {
         let done = {
             let (mut client_read, mut client_write) = self.stream.split();
             let (mut up_read, mut up_write) = up.stream.split();
-            let send = relay::request_body(&mut client_read, &mut up_write, &mut self.inbuf, left);
+            let send = relay::request_body(
+                &mut client_read,
+                &mut up_write,
+                &mut self.inbuf,
+                left,
+                ctx.io_timeout,
+            );
             let recv = relay::response(
                 &mut up_read,
                 &mut client_write,
-                client,
-                request_id,
-                max_head,
+                ResponseCtx {
+                    body_sent: Some(&sent),
+                    ..ctx
+                },
                 &mut progress.response_started,
-                Some(&sent),
+                None,
             );
             tokio::pin!(send, recv);
             loop {
@@ -474,7 +503,8 @@ impl Conn {
             keep_alive: false,
         };
         write_own(&mut out, &resp, &id, client);
-        if self.stream.write_all(&out).await.is_ok() {
+        let written = within(self.engine.options.io_timeout, self.stream.write_all(&out)).await;
+        if written.is_ok() {
             lingering_close(&mut self.stream).await;
         }
         buffers::give(out);

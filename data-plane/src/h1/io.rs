@@ -2,6 +2,7 @@
 //! `writev`), the lingering close that lets an error response reach a client still
 //! sending, and the prefixed stream that hands already-read bytes to hyper (HTTP/2).
 
+use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -9,6 +10,15 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+
+/// One socket operation with a progress deadline: `TimedOut` if it has not completed
+/// within `limit`. The timer is only registered if the operation has to wait.
+pub async fn within<T>(limit: Duration, op: impl Future<Output = io::Result<T>>) -> io::Result<T> {
+    match tokio::time::timeout(limit, op).await {
+        Ok(result) => result,
+        Err(_) => Err(io::ErrorKind::TimedOut.into()),
+    }
+}
 
 /// Writes `a` then `b`, in one `writev` when the socket takes it all.
 pub async fn write_all_2<W: AsyncWrite + Unpin>(

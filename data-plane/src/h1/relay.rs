@@ -2,15 +2,19 @@
 //! [`super::response`], body relayed in its own framing) and a request body that is
 //! still arriving from the client. Bodies are copied buffer by buffer, never collected.
 
+use std::io;
 use std::ops::Range;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::{Instant, Sleep};
 
 use super::buffers;
 use super::chunked::Chunked;
 use super::head::{Framing, RequestId};
-use super::io::write_all_2;
+use super::io::{within, write_all_2};
 use super::response::{self, ClientSide, Parsed};
 use crate::error::ProxyError;
 
@@ -50,18 +54,29 @@ pub enum BodyLeft {
     Chunked(Chunked),
 }
 
+/// What relaying one response needs to know.
+#[derive(Debug, Clone, Copy)]
+pub struct ResponseCtx<'a> {
+    pub side: ClientSide,
+    pub request_id: &'a RequestId,
+    pub max_head: usize,
+    /// Longest wait for progress on any one read or write.
+    pub io_timeout: Duration,
+    /// For a request body still streaming up: whether it is complete. While it is not,
+    /// the client is told the connection closes after this response.
+    pub body_sent: Option<&'a AtomicBool>,
+}
+
 /// Reads the upstream response and relays it to the client. `started` turns true
-/// just before the first byte goes to the client. `body_sent`, for a request body
-/// still streaming up, tells whether it is complete; while it is not, the client is
-/// told the connection closes after this response.
+/// just before the first byte goes to the client. `head_timer`, the connection's own
+/// timer when it is free, bounds the wait for the response head without registering a
+/// new timer per request (pushing its deadline later is a lock-free update).
 pub async fn response<R, W>(
     up: &mut R,
     client: &mut W,
-    side: ClientSide,
-    request_id: &RequestId,
-    max_head: usize,
+    ctx: ResponseCtx<'_>,
     started: &mut bool,
-    body_sent: Option<&AtomicBool>,
+    head_timer: Option<Pin<&mut Sleep>>,
 ) -> Result<Done, Failure>
 where
     R: AsyncRead + Unpin,
@@ -69,24 +84,18 @@ where
 {
     let mut buf = buffers::take();
     let mut out = buffers::take_small();
-    let result = relay_response(
-        up, client, side, request_id, max_head, started, body_sent, &mut buf, &mut out,
-    )
-    .await;
+    let result = relay_response(up, client, ctx, started, head_timer, &mut buf, &mut out).await;
     buffers::give(buf);
     buffers::give(out);
     result
 }
 
-#[allow(clippy::too_many_arguments)] // the private body of `response`
 async fn relay_response<R, W>(
     up: &mut R,
     client: &mut W,
-    side: ClientSide,
-    request_id: &RequestId,
-    max_head: usize,
+    ctx: ResponseCtx<'_>,
     started: &mut bool,
-    body_sent: Option<&AtomicBool>,
+    mut head_timer: Option<Pin<&mut Sleep>>,
     buf: &mut Vec<u8>,
     out: &mut Vec<u8>,
 ) -> Result<Done, Failure>
@@ -94,13 +103,28 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let limit = ctx.io_timeout;
     let mut received = false;
     let head = 'head: loop {
         if buf.len() == buf.capacity() {
             buf.reserve(buf.capacity().max(4096));
         }
-        let n = match up.read_buf(buf).await {
+        let read = match head_timer.as_mut() {
+            Some(timer) => {
+                timer.as_mut().reset(Instant::now() + limit);
+                tokio::select! {
+                    biased;
+                    r = up.read_buf(buf) => r,
+                    () = timer.as_mut() => Err(io::ErrorKind::TimedOut.into()),
+                }
+            }
+            None => within(limit, up.read_buf(buf)).await,
+        };
+        let n = match read {
             Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                return Err(Failure::Respond(ProxyError::UpstreamTimeout));
+            }
             Err(e) if !received => {
                 return Err(Failure::Retryable(ProxyError::UpstreamReset(e.into())));
             }
@@ -117,11 +141,12 @@ where
         }
         received = true;
         let side = ClientSide {
-            keep_alive: side.keep_alive && body_sent.is_none_or(|s| s.load(Ordering::Relaxed)),
-            ..side
+            keep_alive: ctx.side.keep_alive
+                && ctx.body_sent.is_none_or(|s| s.load(Ordering::Relaxed)),
+            ..ctx.side
         };
         loop {
-            match response::prepare(buf, side, request_id, max_head, out)
+            match response::prepare(buf, side, ctx.request_id, ctx.max_head, out)
                 .map_err(Failure::Respond)?
             {
                 Parsed::Partial => break,
@@ -140,40 +165,40 @@ where
     let start = head.len;
     let avail = buf.len() - start;
     let mut upstream_reusable = head.upstream_reusable;
+    let abort = |_| Failure::Abort;
     match head.body {
         Framing::Empty => {
             upstream_reusable &= avail == 0;
-            client.write_all(out).await.map_err(|_| Failure::Abort)?;
+            within(limit, client.write_all(out)).await.map_err(abort)?;
         }
         Framing::Length(n) => {
             let first = usize::try_from(n).unwrap_or(usize::MAX).min(avail);
             upstream_reusable &= avail <= first;
-            write_all_2(client, out, &buf[start..start + first])
+            within(limit, write_all_2(client, out, &buf[start..start + first]))
                 .await
-                .map_err(|_| Failure::Abort)?;
-            copy_exact(up, client, buf, n - first as u64).await?;
+                .map_err(abort)?;
+            copy_exact(up, client, buf, n - first as u64, limit).await?;
         }
         Framing::Chunked => {
-            client.write_all(out).await.map_err(|_| Failure::Abort)?;
+            within(limit, client.write_all(out)).await.map_err(abort)?;
             buf.drain(..start);
-            let leftover = copy_chunked(up, client, buf, Chunked::new(), head.dechunk).await?;
+            let leftover = copy_chunked(up, client, buf, head.dechunk, limit).await?;
             upstream_reusable &= !leftover;
         }
         Framing::UntilClose => {
-            write_all_2(client, out, &buf[start..])
+            within(limit, write_all_2(client, out, &buf[start..]))
                 .await
-                .map_err(|_| Failure::Abort)?;
+                .map_err(abort)?;
             loop {
                 buf.clear();
-                match up.read_buf(buf).await {
-                    Ok(0) => break,
-                    Ok(_) => client.write_all(buf).await.map_err(|_| Failure::Abort)?,
-                    Err(_) => return Err(Failure::Abort),
+                match within(limit, up.read_buf(buf)).await.map_err(abort)? {
+                    0 => break,
+                    _ => within(limit, client.write_all(buf)).await.map_err(abort)?,
                 }
             }
         }
     }
-    client.flush().await.map_err(|_| Failure::Abort)?;
+    client.flush().await.map_err(abort)?;
     Ok(Done {
         upstream_reusable,
         client_keep_alive: head.client_keep_alive,
@@ -186,6 +211,7 @@ async fn copy_exact<R, W>(
     to: &mut W,
     buf: &mut Vec<u8>,
     mut left: u64,
+    limit: Duration,
 ) -> Result<(), Failure>
 where
     R: AsyncRead + Unpin,
@@ -196,15 +222,15 @@ where
         let want = usize::try_from(left)
             .unwrap_or(usize::MAX)
             .min(buf.capacity());
-        let n = (&mut *from)
-            .take(want as u64)
-            .read_buf(buf)
+        let n = within(limit, (&mut *from).take(want as u64).read_buf(buf))
             .await
             .map_err(|_| Failure::Abort)?;
         if n == 0 {
             return Err(Failure::Abort);
         }
-        to.write_all(buf).await.map_err(|_| Failure::Abort)?;
+        within(limit, to.write_all(buf))
+            .await
+            .map_err(|_| Failure::Abort)?;
         left -= n as u64;
     }
     Ok(())
@@ -216,13 +242,14 @@ async fn copy_chunked<R, W>(
     from: &mut R,
     to: &mut W,
     buf: &mut Vec<u8>,
-    mut state: Chunked,
     dechunk: bool,
+    limit: Duration,
 ) -> Result<bool, Failure>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let mut state = Chunked::new();
     let mut ranges: Vec<Range<usize>> = Vec::new();
     loop {
         ranges.clear();
@@ -235,10 +262,12 @@ where
             .map_err(|_| Failure::Abort)?;
         if dechunk {
             for r in ranges.drain(..) {
-                to.write_all(&buf[r]).await.map_err(|_| Failure::Abort)?;
+                within(limit, to.write_all(&buf[r]))
+                    .await
+                    .map_err(|_| Failure::Abort)?;
             }
         } else if p.consumed > 0 {
-            to.write_all(&buf[..p.consumed])
+            within(limit, to.write_all(&buf[..p.consumed]))
                 .await
                 .map_err(|_| Failure::Abort)?;
         }
@@ -249,7 +278,7 @@ where
         if buf.len() == buf.capacity() {
             buf.reserve(4096);
         }
-        match from.read_buf(buf).await {
+        match within(limit, from.read_buf(buf)).await {
             Ok(0) | Err(_) => return Err(Failure::Abort),
             Ok(_) => {}
         }
@@ -264,51 +293,55 @@ pub async fn request_body<R, W>(
     up: &mut W,
     inbuf: &mut Vec<u8>,
     left: BodyLeft,
+    limit: Duration,
 ) -> Result<(), SendError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let upstream = |_| SendError::Upstream;
     match left {
         BodyLeft::Length(mut left) => loop {
             let k = usize::try_from(left).unwrap_or(usize::MAX).min(inbuf.len());
             if k > 0 {
-                up.write_all(&inbuf[..k])
+                within(limit, up.write_all(&inbuf[..k]))
                     .await
-                    .map_err(|_| SendError::Upstream)?;
+                    .map_err(upstream)?;
                 inbuf.drain(..k);
                 left -= k as u64;
             }
             if left == 0 {
-                return up.flush().await.map_err(|_| SendError::Upstream);
+                return up.flush().await.map_err(upstream);
             }
-            read_more(client, inbuf).await?;
+            read_more(client, inbuf, limit).await?;
         },
         BodyLeft::Chunked(mut state) => loop {
-            let p = state.scan(inbuf, |_| {}).map_err(|_| SendError::Upstream)?;
+            let p = state.scan(inbuf, |_| {}).map_err(|_| SendError::Client)?;
             if p.consumed > 0 {
-                up.write_all(&inbuf[..p.consumed])
+                within(limit, up.write_all(&inbuf[..p.consumed]))
                     .await
-                    .map_err(|_| SendError::Upstream)?;
+                    .map_err(upstream)?;
                 inbuf.drain(..p.consumed);
             }
             if p.done {
-                return up.flush().await.map_err(|_| SendError::Upstream);
+                return up.flush().await.map_err(upstream);
             }
-            read_more(client, inbuf).await?;
+            read_more(client, inbuf, limit).await?;
         },
     }
 }
 
-/// Appends the client's next bytes to `inbuf`; the client closing mid-body aborts.
+/// Appends the client's next bytes to `inbuf`; the client closing or stalling
+/// mid-body aborts.
 async fn read_more<R: AsyncRead + Unpin>(
     client: &mut R,
     inbuf: &mut Vec<u8>,
+    limit: Duration,
 ) -> Result<(), SendError> {
     if inbuf.len() == inbuf.capacity() {
         inbuf.reserve(16 * 1024);
     }
-    match client.read_buf(inbuf).await {
+    match within(limit, client.read_buf(inbuf)).await {
         Ok(0) | Err(_) => Err(SendError::Client),
         Ok(_) => Ok(()),
     }
