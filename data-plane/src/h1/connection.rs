@@ -224,26 +224,15 @@ impl Conn {
             Next::Respond(resp) => {
                 // A body we do not read would be taken for the next request: close.
                 let keep = client.keep_alive && matches!(body, Framing::Empty | Framing::Length(0));
-                let mut out = buffers::take_small();
-                write_own(
-                    &mut out,
-                    &resp,
-                    &request_id,
-                    ClientSide {
-                        keep_alive: keep,
-                        ..client
-                    },
-                );
-                let ok = within(self.engine.options.io_timeout, self.stream.write_all(&out))
-                    .await
-                    .is_ok();
-                buffers::give(out);
-                if keep && ok {
+                let client = ClientSide {
+                    keep_alive: keep,
+                    ..client
+                };
+                let keep = self.answer(&resp, &request_id, client).await;
+                if keep {
                     self.inbuf.drain(..head_len);
-                    return true;
                 }
-                lingering_close(&mut self.stream).await;
-                false
+                keep
             }
             Next::Forward {
                 head,
@@ -302,26 +291,12 @@ impl Conn {
             Err(Failure::Abort) => false,
             Err(Failure::Respond(e) | Failure::Retryable(e)) if !progress.response_started => {
                 tracing::debug!(error = %e, side = ?e.side(), request_id = ?request_id, "request failed");
-                let keep = client.keep_alive && progress.request_done;
                 let resp = e.into_response(request_id.as_bytes(), &self.engine.state.stats);
-                let mut out = buffers::take_small();
-                write_own(
-                    &mut out,
-                    &resp,
-                    request_id,
-                    ClientSide {
-                        keep_alive: keep,
-                        ..client
-                    },
-                );
-                let ok = within(self.engine.options.io_timeout, self.stream.write_all(&out))
-                    .await
-                    .is_ok();
-                buffers::give(out);
-                if !keep && ok {
-                    lingering_close(&mut self.stream).await;
-                }
-                keep && ok
+                let client = ClientSide {
+                    keep_alive: client.keep_alive && progress.request_done,
+                    ..client
+                };
+                self.answer(&resp, request_id, client).await
             }
             Err(_) => false,
         };
@@ -496,18 +471,34 @@ impl Conn {
         let e = ProxyError::Rejected(r);
         let id = RequestId::from_client_or_new(None);
         let resp = e.into_response(id.as_bytes(), &self.engine.state.stats);
-        let mut out = buffers::take_small();
         let client = ClientSide {
             http10: false,
             head_method: false,
             keep_alive: false,
         };
-        write_own(&mut out, &resp, &id, client);
+        self.answer(&resp, &id, client).await;
+    }
+
+    /// Writes a response of our own. Unless the connection stays open, closes it
+    /// gently (the client may still be sending). Returns whether it stays open.
+    async fn answer(
+        &mut self,
+        resp: &http::Response<crate::body::ProxyBody>,
+        request_id: &RequestId,
+        client: ClientSide,
+    ) -> bool {
+        let mut out = buffers::take_small();
+        write_own(&mut out, resp, request_id, client);
         let written = within(self.engine.options.io_timeout, self.stream.write_all(&out)).await;
-        if written.is_ok() {
-            lingering_close(&mut self.stream).await;
-        }
         buffers::give(out);
+        match (written.is_ok(), client.keep_alive) {
+            (true, true) => true,
+            (true, false) => {
+                lingering_close(&mut self.stream).await;
+                false
+            }
+            (false, _) => false,
+        }
     }
 }
 
