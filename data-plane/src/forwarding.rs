@@ -10,82 +10,108 @@ pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-fo
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// RFC 9110 §7.6.1 connection-specific fields, plus the legacy ones still seen.
-const HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
+/// RFC 9110 §7.6.1 connection-specific fields, plus the legacy ones still seen: never
+/// forwarded, by either engine (names compare case-insensitively).
+pub fn is_hop_by_hop(name: &str) -> bool {
+    let is = |lower: &str| name.eq_ignore_ascii_case(lower);
+    match name.len() {
+        2 => is("te"),
+        7 => is("upgrade") || is("trailer"),
+        10 => is("connection") || is("keep-alive"),
+        16 => is("proxy-connection"),
+        17 => is("transfer-encoding"),
+        18 => is("proxy-authenticate"),
+        19 => is("proxy-authorization"),
+        _ => false,
+    }
+}
 
 /// Removes hop-by-hop headers and every header named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Fast path for the common case (no hop-by-hop header at all): one pass over the
-    // names, comparing standard names by value, instead of a hash probe per name.
-    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+    // names, no hash probe per name.
+    if !headers.keys().any(|name| is_hop_by_hop(name.as_str())) {
         return;
     }
+    // Collect first: the names borrow from the map we are about to change. Rare
+    // enough (only when a hop-by-hop header is present) to allocate.
+    let mut gone: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| is_hop_by_hop(name.as_str()))
+        .cloned()
+        .collect();
     if let Some(conn) = headers.get(&header::CONNECTION) {
-        // Collect first: the names borrow from the map we are about to change. Rare
-        // enough (only when a Connection header lists extra names) to allocate.
-        let named: Vec<HeaderName> = conn
-            .to_str()
-            .unwrap_or("")
-            .split(',')
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(&name);
-        }
+        gone.extend(
+            conn.to_str()
+                .unwrap_or("")
+                .split(',')
+                .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok()),
+        );
     }
-    for name in &HOP_BY_HOP {
-        if headers.contains_key(name) {
-            headers.remove(name);
-        }
+    for name in gone {
+        headers.remove(&name);
     }
 }
 
-/// The request id to use: the client's if it sent a sane one, else a new UUID v4.
-pub fn request_id(headers: &HeaderMap) -> HeaderValue {
-    if let Some(v) = headers.get(&X_REQUEST_ID) {
-        let b = v.as_bytes();
-        if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic()) {
-            return v.clone();
-        }
+/// A request id: the client's `x-request-id` when sane (≤ 128 visible ASCII bytes),
+/// else a new UUID v4. Stored inline so the request path does not allocate for it.
+#[derive(Clone)]
+pub struct RequestId {
+    buf: [u8; 128],
+    len: u8,
+}
+
+impl std::fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&String::from_utf8_lossy(self.as_bytes()))
     }
-    let mut buf = uuid::Uuid::encode_buffer();
-    let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
-    HeaderValue::from_str(id).unwrap_or(HeaderValue::from_static("invalid"))
+}
+
+impl RequestId {
+    pub fn from_client_or_new(client: Option<&[u8]>) -> Self {
+        let mut id = Self {
+            buf: [0; 128],
+            len: 0,
+        };
+        match client {
+            Some(v) if !v.is_empty() && v.len() <= 128 && v.iter().all(u8::is_ascii_graphic) => {
+                id.buf[..v.len()].copy_from_slice(v);
+                id.len = v.len() as u8;
+            }
+            _ => {
+                let mut enc = uuid::Uuid::encode_buffer();
+                let s = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut enc);
+                id.buf[..s.len()].copy_from_slice(s.as_bytes());
+                id.len = s.len() as u8;
+            }
+        }
+        id
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..usize::from(self.len)]
+    }
+}
+
+/// The request id to use for a hyper-served request, as a header value.
+pub fn request_id(headers: &HeaderMap) -> HeaderValue {
+    let id = RequestId::from_client_or_new(headers.get(&X_REQUEST_ID).map(HeaderValue::as_bytes));
+    HeaderValue::from_bytes(id.as_bytes()).unwrap_or(HeaderValue::from_static("invalid"))
 }
 
 /// Adds the `x-forwarded-*` headers for a request received over plain HTTP from
 /// `client` for `original_host`.
 pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, original_host: Option<&HeaderValue>) {
-    let mut ip_buf = [0u8; 48];
-    let ip = format_ip(client, &mut ip_buf);
     // Several `x-forwarded-for` lines form one list (RFC 9110 §5.3): keep them all.
-    let mut prev = headers
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .filter(|v| !v.is_empty())
-        .peekable();
-    let xff = if prev.peek().is_none() {
-        HeaderValue::from_str(ip).ok()
-    } else {
-        let mut v = Vec::with_capacity(64);
-        for line in prev {
-            v.extend_from_slice(line.as_bytes());
-            v.extend_from_slice(b", ");
+    let mut xff = Vec::with_capacity(64);
+    for line in headers.get_all(&X_FORWARDED_FOR) {
+        if !line.is_empty() {
+            xff.extend_from_slice(line.as_bytes());
+            xff.extend_from_slice(b", ");
         }
-        v.extend_from_slice(ip.as_bytes());
-        HeaderValue::from_bytes(&v).ok()
-    };
-    if let Some(xff) = xff {
+    }
+    put_ip(&mut xff, client);
+    if let Ok(xff) = HeaderValue::from_bytes(&xff) {
         headers.insert(X_FORWARDED_FOR.clone(), xff);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
@@ -99,13 +125,30 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, original_host: Opt
     }
 }
 
-fn format_ip(ip: IpAddr, buf: &mut [u8; 48]) -> &str {
-    use std::io::Write;
-    let mut cursor = std::io::Cursor::new(&mut buf[..]);
-    // An IP address is at most 45 bytes of text, so this write always fits.
-    let _ = write!(cursor, "{ip}");
-    let len = cursor.position() as usize;
-    std::str::from_utf8(&buf[..len]).unwrap_or("")
+/// Appends the textual IP address.
+pub fn put_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        // The common case, without the formatting machinery (it shows in profiles).
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                if octet >= 100 {
+                    out.push(b'0' + octet / 100);
+                }
+                if octet >= 10 {
+                    out.push(b'0' + octet / 10 % 10);
+                }
+                out.push(b'0' + octet % 10);
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::io::Write;
+            // Writing to a Vec cannot fail.
+            let _ = write!(out, "{v6}");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -164,6 +207,41 @@ mod tests {
     }
 
     #[test]
+    fn hop_by_hop_names() {
+        for name in [
+            "Connection",
+            "keep-alive",
+            "Proxy-Connection",
+            "proxy-authenticate",
+            "Proxy-Authorization",
+            "TE",
+            "Trailer",
+            "transfer-encoding",
+            "Upgrade",
+        ] {
+            assert!(is_hop_by_hop(name), "{name}");
+        }
+        for name in ["x-keep", "host", "tee", "content-length", "upgrades"] {
+            assert!(!is_hop_by_hop(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn ip_addresses() {
+        for ip in [
+            "127.0.0.1",
+            "10.200.3.0",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::7",
+        ] {
+            let mut out = Vec::new();
+            put_ip(&mut out, ip.parse().unwrap());
+            assert_eq!(out, ip.as_bytes());
+        }
+    }
+
+    #[test]
     fn request_ids_are_kept_or_generated() {
         assert_eq!(request_id(&map(&[("x-request-id", "abc-1")])), "abc-1");
         let fresh = request_id(&HeaderMap::new());
@@ -172,6 +250,16 @@ mod tests {
         // control characters or absurd lengths are replaced
         assert_eq!(
             request_id(&map(&[("x-request-id", &"a".repeat(300))])).len(),
+            36
+        );
+        assert_eq!(
+            RequestId::from_client_or_new(Some(&[b'a'; 129]))
+                .as_bytes()
+                .len(),
+            36
+        );
+        assert_eq!(
+            RequestId::from_client_or_new(Some(b"a b")).as_bytes().len(),
             36
         );
     }

@@ -3,7 +3,8 @@
 //! writers for the heads we emit. The same rules as [`crate::forwarding`] applies to
 //! hyper's `HeaderMap` (that module's tests and this one's check the same cases).
 
-use std::net::IpAddr;
+pub use crate::forwarding::RequestId;
+use crate::forwarding::is_hop_by_hop;
 
 /// How a message body is delimited (RFC 9112 §6.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,28 +36,50 @@ pub enum Field {
     Other,
 }
 
-/// Classifies a field name (case-insensitive), one length switch and at most a few
-/// comparisons.
+/// Classifies a field name (case-insensitive): one length switch and at most a few
+/// comparisons; the hop-by-hop set is [`crate::forwarding`]'s, shared with hyper's path.
 pub fn classify(name: &str) -> Field {
     let is = |lower: &str| name.eq_ignore_ascii_case(lower);
     match name.len() {
-        2 if is("te") => Field::HopByHop,
         4 if is("host") => Field::Host,
         6 if is("expect") => Field::Expect,
-        7 if is("upgrade") => Field::HopByHop,
-        7 if is("trailer") => Field::HopByHop,
         10 if is("connection") => Field::Connection,
-        10 if is("keep-alive") => Field::HopByHop,
         12 if is("x-request-id") => Field::XRequestId,
         14 if is("content-length") => Field::ContentLength,
         15 if is("x-forwarded-for") => Field::XForwardedFor,
         16 if is("x-forwarded-host") => Field::XForwardedHost,
-        16 if is("proxy-connection") => Field::HopByHop,
         17 if is("transfer-encoding") => Field::TransferEncoding,
         17 if is("x-forwarded-proto") => Field::XForwardedProto,
-        18 if is("proxy-authenticate") => Field::HopByHop,
-        19 if is("proxy-authorization") => Field::HopByHop,
+        _ if is_hop_by_hop(name) => Field::HopByHop,
         _ => Field::Other,
+    }
+}
+
+/// The lines of one list-valued field (`Connection`, `Transfer-Encoding`) in a head,
+/// kept without allocating; a head with more lines than this is refused.
+#[derive(Debug, Clone, Copy)]
+pub struct FieldLines<'b> {
+    lines: [&'b [u8]; 8],
+    len: usize,
+}
+
+impl<'b> FieldLines<'b> {
+    pub fn new() -> Self {
+        Self {
+            lines: [&[]; 8],
+            len: 0,
+        }
+    }
+
+    /// Adds a line; `Err` when there are already as many as we keep.
+    pub fn push(&mut self, value: &'b [u8]) -> Result<(), ()> {
+        *self.lines.get_mut(self.len).ok_or(())? = value;
+        self.len += 1;
+        Ok(())
+    }
+
+    pub fn as_slice(&self) -> &[&'b [u8]] {
+        &self.lines[..self.len]
     }
 }
 
@@ -128,46 +151,6 @@ pub fn only_chunked(values: &[&[u8]]) -> bool {
         && members.next().is_none()
 }
 
-/// A request id: the client's when sane (≤ 128 visible ASCII bytes), else a UUID v4.
-/// Stored inline so the request path does not allocate for it.
-#[derive(Clone)]
-pub struct RequestId {
-    buf: [u8; 128],
-    len: u8,
-}
-
-impl std::fmt::Debug for RequestId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&String::from_utf8_lossy(self.as_bytes()))
-    }
-}
-
-impl RequestId {
-    pub fn from_client_or_new(client: Option<&[u8]>) -> Self {
-        let mut id = Self {
-            buf: [0; 128],
-            len: 0,
-        };
-        match client {
-            Some(v) if !v.is_empty() && v.len() <= 128 && v.iter().all(u8::is_ascii_graphic) => {
-                id.buf[..v.len()].copy_from_slice(v);
-                id.len = v.len() as u8;
-            }
-            _ => {
-                let mut enc = uuid::Uuid::encode_buffer();
-                let s = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut enc);
-                id.buf[..s.len()].copy_from_slice(s.as_bytes());
-                id.len = s.len() as u8;
-            }
-        }
-        id
-    }
-
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.buf[..usize::from(self.len)]
-    }
-}
-
 /// Appends `name: value\r\n`.
 pub fn put_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
@@ -189,26 +172,6 @@ pub fn put_u64(out: &mut Vec<u8>, mut n: u64) {
         }
     }
     out.extend_from_slice(&digits[i..]);
-}
-
-/// Appends the textual IP address.
-pub fn put_ip(out: &mut Vec<u8>, ip: IpAddr) {
-    match ip {
-        // The common case, without the formatting machinery (it shows in profiles).
-        IpAddr::V4(v4) => {
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b'.');
-                }
-                put_u64(out, u64::from(octet));
-            }
-        }
-        IpAddr::V6(v6) => {
-            use std::io::Write;
-            // Writing to a Vec cannot fail.
-            let _ = write!(out, "{v6}");
-        }
-    }
 }
 
 #[cfg(test)]
@@ -281,41 +244,11 @@ mod tests {
     }
 
     #[test]
-    fn ip_addresses() {
-        for ip in [
-            "127.0.0.1",
-            "10.200.3.0",
-            "255.255.255.255",
-            "::1",
-            "2001:db8::7",
-        ] {
-            let mut out = Vec::new();
-            put_ip(&mut out, ip.parse().unwrap());
-            assert_eq!(out, ip.as_bytes());
-        }
-    }
-
-    #[test]
-    fn numbers_and_ids() {
+    fn decimal_numbers() {
         for n in [0, 7, 10, 4096, u64::MAX] {
             let mut out = Vec::new();
             put_u64(&mut out, n);
             assert_eq!(out, n.to_string().as_bytes());
         }
-        assert_eq!(
-            RequestId::from_client_or_new(Some(b"abc-1")).as_bytes(),
-            b"abc-1"
-        );
-        assert_eq!(RequestId::from_client_or_new(None).as_bytes().len(), 36);
-        assert_eq!(
-            RequestId::from_client_or_new(Some(&[b'a'; 129]))
-                .as_bytes()
-                .len(),
-            36
-        );
-        assert_eq!(
-            RequestId::from_client_or_new(Some(b"a b")).as_bytes().len(),
-            36
-        );
     }
 }

@@ -11,18 +11,17 @@ use http::{Method, Response, header};
 use routemaster_common::headers::{RequestHeaders, value_str};
 
 use super::head::{
-    ConnectionOptions, Field, Framing, RequestId, classify, connection_options, content_length,
-    named_in, only_chunked, put_field, put_ip,
+    ConnectionOptions, Field, FieldLines, Framing, RequestId, classify, connection_options,
+    content_length, named_in, only_chunked, put_field,
 };
 use crate::body::ProxyBody;
 use crate::compile::EndpointGuard;
+use crate::forwarding::put_ip;
 use crate::routing::{Decision, Inbound, decide};
 use crate::state::ProxyState;
 
 /// Most header fields a request may carry (431 beyond).
 pub const MAX_HEADERS: usize = 128;
-/// At most this many `Connection` / `Transfer-Encoding` lines are considered.
-const MAX_LIST_LINES: usize = 8;
 
 /// A request we cannot even route: the connection is answered and closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -110,10 +109,8 @@ pub fn prepare(
     // One pass over the fields: classify each, remember what framing and routing need.
     let mut kinds = [Field::Other; MAX_HEADERS];
     let mut host: Option<&[u8]> = None;
-    let mut connection: [&[u8]; MAX_LIST_LINES] = [&[]; MAX_LIST_LINES];
-    let mut n_connection = 0;
-    let mut coding: [&[u8]; MAX_LIST_LINES] = [&[]; MAX_LIST_LINES];
-    let mut n_coding = 0;
+    let mut connection = FieldLines::new();
+    let mut coding = FieldLines::new();
     let mut has_length = false;
     let mut expect_continue = false;
     let mut client_id: Option<&[u8]> = None;
@@ -123,30 +120,24 @@ pub fn prepare(
         match kind {
             Field::Host if host.is_some() => return Err(Rejected::Malformed("more than one Host")),
             Field::Host => host = Some(h.value),
-            Field::Connection => {
-                *connection
-                    .get_mut(n_connection)
-                    .ok_or(Rejected::Malformed("too many Connection fields"))? = h.value;
-                n_connection += 1;
-            }
-            Field::TransferEncoding => {
-                *coding
-                    .get_mut(n_coding)
-                    .ok_or(Rejected::Malformed("too many Transfer-Encoding fields"))? = h.value;
-                n_coding += 1;
-            }
+            Field::Connection => connection
+                .push(h.value)
+                .map_err(|()| Rejected::Malformed("too many Connection fields"))?,
+            Field::TransferEncoding => coding
+                .push(h.value)
+                .map_err(|()| Rejected::Malformed("too many Transfer-Encoding fields"))?,
             Field::ContentLength => has_length = true,
             Field::Expect => expect_continue |= h.value.eq_ignore_ascii_case(b"100-continue"),
             Field::XRequestId if client_id.is_none() => client_id = Some(h.value),
             _ => {}
         }
     }
-    let connection = &connection[..n_connection];
-    let coding = &coding[..n_coding];
+    let connection = connection.as_slice();
+    let coding = coding.as_slice();
 
     // Body framing (RFC 9112 §6.3), strictly: anything two parsers could read two ways
     // is refused rather than guessed at.
-    let body = if n_coding > 0 {
+    let body = if !coding.is_empty() {
         if http10 {
             return Err(Rejected::Malformed("Transfer-Encoding in HTTP/1.0"));
         }

@@ -7,14 +7,13 @@ use std::mem::MaybeUninit;
 use http::Response;
 
 use super::head::{
-    Field, Framing, RequestId, classify, connection_options, content_length, named_in,
+    Field, FieldLines, Framing, RequestId, classify, connection_options, content_length, named_in,
     only_chunked, put_field, put_u64,
 };
 use crate::body::ProxyBody;
 use crate::error::ProxyError;
 
 const MAX_HEADERS: usize = 128;
-const MAX_LIST_LINES: usize = 8;
 
 /// What the client asked for, as far as the response head is concerned.
 #[derive(Debug, Clone, Copy)]
@@ -87,31 +86,27 @@ pub fn prepare(
     let headers: &[httparse::Header<'_>] = resp.headers;
 
     let mut kinds = [Field::Other; MAX_HEADERS];
-    let mut connection: [&[u8]; MAX_LIST_LINES] = [&[]; MAX_LIST_LINES];
-    let mut n_connection = 0;
-    let mut coding: [&[u8]; MAX_LIST_LINES] = [&[]; MAX_LIST_LINES];
-    let mut n_coding = 0;
+    let mut connection = FieldLines::new();
+    let mut coding = FieldLines::new();
     let mut has_length = false;
     for (i, h) in headers.iter().enumerate() {
         let kind = classify(h.name);
         kinds[i] = kind;
-        let slot = match kind {
-            Field::Connection => (&mut connection, &mut n_connection),
-            Field::TransferEncoding => (&mut coding, &mut n_coding),
+        let lines = match kind {
+            Field::Connection => &mut connection,
+            Field::TransferEncoding => &mut coding,
             Field::ContentLength => {
                 has_length = true;
                 continue;
             }
             _ => continue,
         };
-        *slot
-            .0
-            .get_mut(*slot.1)
-            .ok_or(ProxyError::UpstreamProtocol("too many list fields"))? = h.value;
-        *slot.1 += 1;
+        lines
+            .push(h.value)
+            .map_err(|()| ProxyError::UpstreamProtocol("too many list fields"))?;
     }
-    let connection = &connection[..n_connection];
-    let coding = &coding[..n_coding];
+    let connection = connection.as_slice();
+    let coding = coding.as_slice();
     let options = connection_options(connection);
     let persistent = if version == 0 {
         options.keep_alive && !options.close
@@ -132,7 +127,7 @@ pub fn prepare(
     };
     let body = if no_body {
         Framing::Empty
-    } else if n_coding > 0 {
+    } else if !coding.is_empty() {
         // Another coding under `chunked` would reach the client undeclared once we
         // re-state the framing: refuse rather than corrupt the body.
         if !only_chunked(coding) {
@@ -149,7 +144,7 @@ pub fn prepare(
     // A response with both framings is suspicious: honour Transfer-Encoding, but do not
     // trust this connection with another request.
     let upstream_reusable =
-        persistent && body != Framing::UntilClose && !(n_coding > 0 && has_length);
+        persistent && body != Framing::UntilClose && (coding.is_empty() || !has_length);
     let dechunk = body == Framing::Chunked && client.http10;
     let client_keep_alive = client.keep_alive && body != Framing::UntilClose && !dechunk;
 
