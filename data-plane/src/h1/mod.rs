@@ -39,7 +39,7 @@ use crate::proxy::{Proxy, UpstreamOptions};
 use crate::server::{ServerOptions, accept};
 use crate::state::ProxyState;
 
-pub use pool::UpstreamPool;
+use pool::UpstreamPool;
 
 /// One worker's HTTP engine: the shared state plus everything per worker (upstream
 /// pool, drain signal, the HTTP/2 fallback).
