@@ -4,6 +4,7 @@
 use std::sync::atomic::Ordering;
 
 use http::{Response, StatusCode};
+use routemaster_common::host::AuthorityError;
 use routemaster_common::path::PathError;
 
 use crate::body::{BoxError, ProxyBody};
@@ -27,6 +28,10 @@ pub enum ProxyError {
     BadPath(#[from] PathError),
     #[error("request has no host")]
     MissingHost,
+    #[error("bad host: {0}")]
+    BadHost(#[from] AuthorityError),
+    #[error("method not allowed: Routemaster does not tunnel CONNECT")]
+    MethodNotAllowed,
     #[error("{0}")]
     Rejected(#[from] crate::h1::request::Rejected),
     #[error("malformed chunked request body")]
@@ -54,6 +59,8 @@ impl ProxyError {
         match self {
             ProxyError::BadPath(_)
             | ProxyError::MissingHost
+            | ProxyError::BadHost(_)
+            | ProxyError::MethodNotAllowed
             | ProxyError::Rejected(_)
             | ProxyError::MalformedBody
             | ProxyError::NoRoute => Side::Downstream,
@@ -69,9 +76,11 @@ impl ProxyError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::BadPath(_) | ProxyError::MissingHost | ProxyError::MalformedBody => {
-                StatusCode::BAD_REQUEST
-            }
+            ProxyError::BadPath(_)
+            | ProxyError::MissingHost
+            | ProxyError::BadHost(_)
+            | ProxyError::MalformedBody => StatusCode::BAD_REQUEST,
+            ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::Rejected(Rejected::TooLarge) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::Rejected(Rejected::Malformed(_)) => StatusCode::BAD_REQUEST,
             ProxyError::Rejected(Rejected::UnsupportedCoding) => StatusCode::NOT_IMPLEMENTED,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use http::{HeaderValue, Method, StatusCode};
 use routemaster_common::headers::RequestHeaders;
-use routemaster_common::host::{authority_port, normalize_host};
+use routemaster_common::host::{authority_port, check_authority, normalize_host};
 use routemaster_common::model::{Action, Scheme as RedirectScheme};
 use routemaster_common::path::normalize_path;
 use routemaster_common::rewrite::{RequestTarget, redirect_location, replace_prefix};
@@ -57,8 +57,13 @@ pub struct Upstream {
 
 /// Phases 1–4 for one request against the table current right now.
 pub fn decide(state: &ProxyState, req: &Inbound<'_>) -> Result<Decision, ProxyError> {
-    // 1. Downstream: what is being asked for, normalised.
+    // 1. Downstream: what is being asked for, checked and normalised. Whatever two
+    // parsers could read differently is refused, so what we route on is what goes up.
+    if *req.method == Method::CONNECT {
+        return Err(ProxyError::MethodNotAllowed);
+    }
     let authority = req.authority.ok_or(ProxyError::MissingHost)?;
+    check_authority(authority)?;
     let host = normalize_host(authority);
     let path = normalize_path(req.path)?;
 

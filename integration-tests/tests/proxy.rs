@@ -374,6 +374,11 @@ async fn errors_have_their_status_and_a_body_naming_reason_and_request_id() {
         (
             Send::Raw("GET /app/x HTTP/1.1\r\n\r\n"),
             400,
+            "missing Host",
+        ),
+        (
+            Send::Raw("GET /app/x HTTP/1.0\r\n\r\n"),
+            400,
             "request has no host",
         ),
     ];

@@ -2,8 +2,15 @@
 //! finds where a chunked body ends and which bytes are payload, so the engine can pass
 //! the framing through untouched (the common case) or strip it (for HTTP/1.0 clients).
 //! Anything a lenient parser and a strict one could read differently — bare LF, bytes
-//! after the chunk data, control characters in extensions or trailers, oversized lines
-//! — is an error, which closes the connection: no request smuggling through us.
+//! after the chunk data, control characters in extensions, a trailer line that is not a
+//! well-formed field line, oversized lines — is an error, which closes the connection:
+//! no request smuggling through us.
+//!
+//! Trailer fields are checked and then dropped, in both directions (RFC 9112 §7.1.2
+//! allows it): a backend that merges trailers into the head, or reads one line too far,
+//! never sees a field we did not route on. [`Progress::forward`] is the prefix of the
+//! consumed bytes to pass through; when trailers were dropped, [`Progress::end`] is the
+//! empty line that closes the body in their place.
 
 use std::ops::Range;
 
@@ -36,14 +43,46 @@ pub struct Chunked {
     trailer_bytes: usize,
 }
 
+/// The empty line that ends a chunked body whose trailer section was dropped.
+const END: &[u8] = b"\r\n";
+
 /// How far one [`Chunked::scan`] got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {
     /// Bytes of the input that were complete framing or payload. The rest (a partial
     /// line) must be kept and offered again with more bytes behind it.
     pub consumed: usize,
+    /// How many of the consumed bytes are passed through: all of them, except trailer
+    /// lines (and the empty line after them, which [`Progress::end`] stands for).
+    pub forward: usize,
     /// The body's last byte (the empty line after the trailers) was consumed.
     pub done: bool,
+}
+
+impl Progress {
+    /// What to send after `forward` bytes: the final empty line when the body ended in
+    /// this scan and trailer lines were dropped from it, otherwise nothing.
+    pub fn end(&self) -> &'static [u8] {
+        if self.done && self.forward < self.consumed {
+            END
+        } else {
+            b""
+        }
+    }
+
+    /// Rewrites the scanned bytes, which start at `buf[at]`, into what is passed on:
+    /// dropped trailer lines are cut out (and the closing empty line put in their
+    /// place). Returns how many bytes from `at` are to be sent now; every consumed byte
+    /// has been either kept in them or removed.
+    pub fn compact(&self, buf: &mut Vec<u8>, at: usize) -> usize {
+        if self.forward < self.consumed {
+            let end = self.end();
+            buf.splice(at + self.forward..at + self.consumed, end.iter().copied());
+            self.forward + end.len()
+        } else {
+            self.consumed
+        }
+    }
 }
 
 impl Default for Chunked {
@@ -73,6 +112,8 @@ impl Chunked {
         mut payload: impl FnMut(Range<usize>),
     ) -> Result<Progress, ChunkedError> {
         let mut pos = 0;
+        // Where the trailer section (never passed through) started in this scan.
+        let mut trailers_from = None;
         loop {
             match self.state {
                 State::Size => {
@@ -114,11 +155,12 @@ impl Chunked {
                 State::Trailer => {
                     let Some(line) = line(buf, pos)? else { break };
                     let content = &buf[pos..line.start + line.len];
-                    if !content
-                        .iter()
-                        .all(|&b| b == b'\t' || b >= b' ' && b != 0x7f)
-                    {
+                    if !content.is_empty() && !is_field_line(content) {
                         return Err(ChunkedError);
+                    }
+                    if self.trailer_bytes > 0 || !content.is_empty() {
+                        // Trailers present: this line (and the final one) is dropped.
+                        trailers_from.get_or_insert(pos);
                     }
                     self.trailer_bytes += line.next - pos;
                     if self.trailer_bytes > MAX_TRAILERS {
@@ -134,6 +176,7 @@ impl Chunked {
         }
         Ok(Progress {
             consumed: pos,
+            forward: trailers_from.unwrap_or(pos),
             done: self.state == State::Done,
         })
     }
@@ -160,6 +203,24 @@ fn line(buf: &[u8], pos: usize) -> Result<Option<Line>, ChunkedError> {
         None if rest.len() > MAX_LINE => Err(ChunkedError),
         None => Ok(None),
     }
+}
+
+/// A trailer line must be a field line (RFC 9112 §5, RFC 9110 §5.5): a token, a colon
+/// right after it, then visible bytes, spaces and tabs. This refuses a request line
+/// smuggled in as a "trailer", obs-fold (a line starting with whitespace) and
+/// whitespace before the colon.
+fn is_field_line(line: &[u8]) -> bool {
+    let name = line.iter().take_while(|&&b| is_tchar(b)).count();
+    name > 0
+        && line.get(name) == Some(&b':')
+        && line[name + 1..]
+            .iter()
+            .all(|&b| b == b'\t' || b == b' ' || (b'!'..=b'~').contains(&b) || b >= 0x80)
+}
+
+/// `tchar` (RFC 9110 §5.6.2).
+pub fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// `1*HEXDIG [ BWS ";" chunk-ext ]`, the extension being visible ASCII, space or tab.
@@ -198,22 +259,80 @@ mod tests {
     use super::*;
 
     /// Feeds `input` in pieces of `step` bytes, as a socket would, keeping unconsumed
-    /// bytes. Returns (payload, bytes consumed in total) or the error.
-    fn run(input: &[u8], step: usize) -> Result<(Vec<u8>, usize, bool), ChunkedError> {
+    /// bytes. Returns (payload, bytes consumed in total, done, bytes passed through).
+    fn relay(input: &[u8], step: usize) -> Result<(Vec<u8>, usize, bool, Vec<u8>), ChunkedError> {
         let mut c = Chunked::new();
         let mut pending: Vec<u8> = Vec::new();
         let mut payload = Vec::new();
+        let mut passed = Vec::new();
         let mut total = 0;
         for piece in input.chunks(step.max(1)) {
             pending.extend_from_slice(piece);
             let p = c.scan(&pending, |r| payload.extend_from_slice(&pending[r]))?;
             total += p.consumed;
-            pending.drain(..p.consumed);
+            let n = p.compact(&mut pending, 0);
+            passed.extend_from_slice(&pending[..n]);
+            pending.drain(..n);
             if p.done {
                 break;
             }
         }
-        Ok((payload, total, c.is_done()))
+        Ok((payload, total, c.is_done(), passed))
+    }
+
+    fn run(input: &[u8], step: usize) -> Result<(Vec<u8>, usize, bool), ChunkedError> {
+        relay(input, step).map(|(payload, total, done, _)| (payload, total, done))
+    }
+
+    #[test]
+    fn trailers_are_checked_then_dropped() {
+        // (input, what is passed through)
+        let cases: &[(&[u8], &[u8])] = &[
+            (b"0\r\n\r\n", b"0\r\n\r\n"),
+            (b"5\r\nhello\r\n0\r\n\r\n", b"5\r\nhello\r\n0\r\n\r\n"),
+            (
+                b"5\r\nhello\r\n0\r\nX: y\r\n\r\n",
+                b"5\r\nhello\r\n0\r\n\r\n",
+            ),
+            (
+                b"1\r\na\r\n0\r\nExpires: never\r\nX-Sum:abc \t\r\n\r\n",
+                b"1\r\na\r\n0\r\n\r\n",
+            ),
+        ];
+        for (input, want) in cases {
+            for step in [1, 2, 3, 5, 1000] {
+                let got = relay(input, step).unwrap_or_else(|e| panic!("{input:?}/{step}: {e}"));
+                assert_eq!(got.3, *want, "{input:?} step {step}");
+                assert_eq!(got.1, input.len(), "{input:?} step {step}");
+                assert!(got.2, "{input:?} step {step}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_trailer_that_is_not_a_field_line_is_refused() {
+        let cases: &[&[u8]] = &[
+            // a request smuggled in as a trailer
+            b"5\r\nhello\r\n0\r\nX: y\r\nGET /admin/secret HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"0\r\nGET /admin HTTP/1.1\r\n\r\n",
+            b"0\r\nX: a\r\n b\r\n\r\n", // obs-fold
+            b"0\r\n\tb\r\n\r\n",        // starts with whitespace
+            b"0\r\nX-T : a\r\n\r\n",    // whitespace before the colon
+            b"0\r\n: a\r\n\r\n",        // no name
+            b"0\r\nX-T\r\n\r\n",        // no colon
+            b"0\r\nX\x00: a\r\n\r\n",   // NUL in the name
+            b"0\r\nX: a\x00\r\n\r\n",   // NUL in the value
+            b"0\r\nX(y): a\r\n\r\n",    // not a token
+        ];
+        for input in cases {
+            for step in [1, 1000] {
+                assert_eq!(
+                    relay(input, step).err(),
+                    Some(ChunkedError),
+                    "{input:?} step {step}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -337,7 +337,7 @@ impl Conn {
                 let p = c
                     .scan(avail, |_| {})
                     .map_err(|_| Failure::Respond(ProxyError::MalformedBody))?;
-                (p.consumed, p.done, Some(c))
+                (p.compact(&mut self.inbuf, fwd.head_len), p.done, Some(c))
             }
         };
         let sent_len = fwd.head_len + initial;

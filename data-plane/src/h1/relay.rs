@@ -266,12 +266,16 @@ where
                     .await
                     .map_err(|_| Failure::Abort)?;
             }
-        } else if p.consumed > 0 {
-            within(limit, to.write_all(&buf[..p.consumed]))
-                .await
-                .map_err(|_| Failure::Abort)?;
+            buf.drain(..p.consumed);
+        } else {
+            let n = p.compact(buf, 0);
+            if n > 0 {
+                within(limit, to.write_all(&buf[..n]))
+                    .await
+                    .map_err(|_| Failure::Abort)?;
+            }
+            buf.drain(..n);
         }
-        buf.drain(..p.consumed);
         if p.done {
             return Ok(!buf.is_empty());
         }
@@ -317,11 +321,12 @@ where
         },
         BodyLeft::Chunked(mut state) => loop {
             let p = state.scan(inbuf, |_| {}).map_err(|_| SendError::Client)?;
-            if p.consumed > 0 {
-                within(limit, up.write_all(&inbuf[..p.consumed]))
+            let n = p.compact(inbuf, 0);
+            if n > 0 {
+                within(limit, up.write_all(&inbuf[..n]))
                     .await
                     .map_err(upstream)?;
-                inbuf.drain(..p.consumed);
+                inbuf.drain(..n);
             }
             if p.done {
                 return up.flush().await.map_err(upstream);

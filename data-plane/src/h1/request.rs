@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use http::{Method, Response, header};
 use routemaster_common::headers::{RequestHeaders, value_str};
+use routemaster_common::host::check_authority;
 
 use super::head::{
     ConnectionOptions, Field, FieldLines, Framing, RequestId, classify, connection_options,
@@ -129,6 +130,11 @@ pub fn prepare(
             Field::ContentLength => has_length = true,
             Field::Expect => expect_continue |= h.value.eq_ignore_ascii_case(b"100-continue"),
             Field::XRequestId if client_id.is_none() => client_id = Some(h.value),
+            Field::Confusable => {
+                return Err(Rejected::Malformed(
+                    "'_' in the name of a framing or routing field",
+                ));
+            }
             _ => {}
         }
     }
@@ -166,9 +172,26 @@ pub fn prepare(
     let ConnectionOptions { close, keep_alive } = connection_options(connection);
     let keep_alive = if http10 { keep_alive && !close } else { !close };
 
+    // Host (RFC 9112 §3.2): required in HTTP/1.1, and a valid `uri-host [":" port]`
+    // even when an absolute-form target's authority is the one routed on.
+    match host {
+        None if !http10 => return Err(Rejected::Malformed("missing Host")),
+        Some(h) if value_str(h).is_none_or(|h| check_authority(h).is_err()) => {
+            return Err(Rejected::Malformed("invalid Host"));
+        }
+        _ => {}
+    }
     // The request target: origin-form, or absolute-form (whose authority wins over Host).
     if !target.is_ascii() {
         return Err(Rejected::Malformed("non-ASCII request target"));
+    }
+    if target.contains('#') {
+        return Err(Rejected::Malformed("fragment in request target"));
+    }
+    if method == "CONNECT" && !is_authority_form(target) {
+        return Err(Rejected::Malformed(
+            "CONNECT without an authority-form target",
+        ));
     }
     let absolute;
     let (authority, path, query, original_pq) = if is_absolute(target) {
@@ -283,6 +306,11 @@ pub fn prepare(
         request_id,
         next,
     }))
+}
+
+/// `host:port`, as CONNECT takes (RFC 9112 §3.2.3).
+fn is_authority_form(target: &str) -> bool {
+    !target.starts_with('/') && !is_absolute(target) && check_authority(target).is_ok()
 }
 
 fn is_absolute(target: &str) -> bool {

@@ -165,7 +165,7 @@ pub fn prepare(
     out.extend_from_slice(b"\r\n");
     for (h, kind) in headers.iter().zip(&kinds) {
         let keep = match kind {
-            Field::Other | Field::Host | Field::Expect => {
+            Field::Other | Field::Confusable | Field::Host | Field::Expect => {
                 connection.is_empty() || !named_in(connection, h.name)
             }
             Field::XForwardedFor | Field::XForwardedProto | Field::XForwardedHost => true,
