@@ -45,6 +45,9 @@ pub struct StatsView {
     pub downstream_errors: u64,
     pub upstream_errors: u64,
     pub internal_errors: u64,
+    pub open_connections: usize,
+    /// Client connections turned away by `--max-connections`.
+    pub refused_connections: u64,
 }
 
 impl Admin {
@@ -72,6 +75,8 @@ impl Admin {
             downstream_errors: Stats::get(&s.downstream_errors),
             upstream_errors: Stats::get(&s.upstream_errors),
             internal_errors: Stats::get(&s.internal_errors),
+            open_connections: self.state.connections.open(),
+            refused_connections: self.state.connections.refused(),
         }
     }
 }
@@ -84,6 +89,9 @@ impl Handler for Admin {
         match req.uri().path() {
             "/healthz" => text(StatusCode::OK, "ok\n"),
             "/readyz" => match self.state.load() {
+                _ if self.state.is_draining() => {
+                    text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+                }
                 Some(_) => text(StatusCode::OK, "ready\n"),
                 None => text(StatusCode::SERVICE_UNAVAILABLE, "no configuration loaded\n"),
             },

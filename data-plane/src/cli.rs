@@ -75,6 +75,15 @@ pub struct Args {
     /// On SIGTERM, time allowed for in-flight requests to finish.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    /// On SIGTERM, how long to keep serving with /readyz failing (and responses saying
+    /// `connection: close`) before the listener closes, so a load balancer's health
+    /// check takes the proxy out first. Set it above the LB's check interval × fall.
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = parse_duration)]
+    pub drain_delay: Duration,
+    /// Most client connections open at once (all workers); beyond it a new connection
+    /// gets a 503 and is closed. Default: half the open-file limit, less 32.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: Option<u64>,
     /// How often the route file is checked for changes.
     #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = parse_duration)]
     pub watch_interval: Duration,

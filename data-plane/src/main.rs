@@ -9,7 +9,9 @@ use anyhow::Context;
 use clap::Parser;
 use routemaster_data_plane::admin::Admin;
 use routemaster_data_plane::proxy::UpstreamOptions;
-use routemaster_data_plane::server::{ServerOptions, serve};
+use routemaster_data_plane::server::{
+    ServerOptions, default_max_connections, raise_file_limit, serve,
+};
 use routemaster_data_plane::state::ProxyState;
 use routemaster_data_plane::workers::{self, Workers};
 use routemaster_data_plane::{control_plane, file_source};
@@ -43,6 +45,14 @@ fn run(args: Args) -> anyhow::Result<()> {
         Some(n) => n,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
+    if let Err(e) = raise_file_limit() {
+        tracing::warn!(error = %e, "cannot raise the open-file limit");
+    }
+    let max_connections = args
+        .max_connections
+        .map_or_else(default_max_connections, |n| {
+            usize::try_from(n).unwrap_or(usize::MAX)
+        });
     let (listeners, listen_addr) = workers::bind(args.listen, workers)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     // The main runtime only runs the admin API, the snapshot source and signal handling;
@@ -52,7 +62,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         .build()
         .context("cannot start the runtime")?;
     let workers = runtime.block_on(async move {
-        let state = Arc::new(ProxyState::new());
+        let state = Arc::new(ProxyState::with_max_connections(max_connections));
         let initial_hash = initial.as_ref().map_or(0, |l| l.hash);
         if let (Source::File(path), Some(loaded)) = (&source, initial) {
             let applied = state.apply(file_source::snapshot(path, 1, loaded.config));
@@ -122,6 +132,15 @@ fn run(args: Args) -> anyhow::Result<()> {
         routemaster_data_plane::lifecycle::shutdown_signal()
             .await
             .context("cannot install signal handlers")?;
+        state.start_draining();
+        if !args.drain_delay.is_zero() {
+            tracing::info!(delay = ?args.drain_delay, "shutting down: not ready, still serving");
+            // A second signal cuts the delay short.
+            tokio::select! {
+                () = tokio::time::sleep(args.drain_delay) => {}
+                _ = routemaster_data_plane::lifecycle::shutdown_signal() => {}
+            }
+        }
         tracing::info!("shutting down: draining in-flight requests");
         let _ = stop_tx.send(true);
         let _ = admin_server.await;

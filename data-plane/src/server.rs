@@ -6,7 +6,9 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -54,9 +56,85 @@ impl Default for ServerOptions {
     }
 }
 
-/// The next connection, with Nagle off (we write whole heads). Accept errors (typically
-/// EMFILE) are logged and retried after a short pause instead of spinning.
+/// Half the open-file limit (each proxied connection may hold an upstream one too),
+/// less a reserve for listeners, the control-plane stream and logs.
+pub fn default_max_connections() -> usize {
+    let files = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft);
+    usize::try_from(files.saturating_sub(64) / 2)
+        .unwrap_or(usize::MAX)
+        .max(1)
+}
+
+/// Raises the soft open-file limit to the hard one (as Go's runtime and nginx's
+/// `worker_rlimit_nofile` do): a proxy's connections are its files. Returns the limit.
+pub fn raise_file_limit() -> std::io::Result<u64> {
+    rlimit::increase_nofile_limit(u64::MAX)
+}
+
+/// Counts open client connections across workers against `--max-connections`.
+#[derive(Debug)]
+pub struct ConnectionLimit {
+    open: AtomicUsize,
+    max: usize,
+    refused: AtomicU64,
+}
+
+/// One open client connection's place under the limit, given back on drop.
+#[derive(Debug)]
+pub struct ConnectionSlot(Arc<ConnectionLimit>);
+
+impl ConnectionLimit {
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            open: AtomicUsize::new(0),
+            max,
+            refused: AtomicU64::new(0),
+        })
+    }
+
+    /// A slot for a new connection, or `None` when `max` are already open.
+    pub fn try_acquire(self: &Arc<Self>) -> Option<ConnectionSlot> {
+        let admitted = self
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .is_ok();
+        if admitted {
+            Some(ConnectionSlot(Arc::clone(self)))
+        } else {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Turns away a connection over the limit: one non-blocking write of a 503 and close.
+/// Nothing is awaited, so a flood of refused connections holds no file descriptors.
+pub fn refuse_overloaded(stream: TcpStream) {
+    const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: 45\r\nconnection: close\r\n\r\n503 Service Unavailable: too many connections\n";
+    let _ = stream.try_write(BUSY);
+}
+
+/// The next connection, with Nagle off (we write whole heads). Accept errors (EMFILE
+/// when out of file descriptors, ENOBUFS…) back off, from 5 ms doubling to 1 s, instead
+/// of spinning, and are logged at most once per [`ACCEPT_LOG_INTERVAL`] with a count.
 pub async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+    let mut pause = Duration::from_millis(5);
     loop {
         match listener.accept().await {
             Ok((stream, client)) => {
@@ -64,11 +142,32 @@ pub async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
                 return (stream, client);
             }
             Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                log_accept_error(&e);
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
             }
         }
     }
+}
+
+pub const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// One log line per interval for accept errors, process-wide (every worker's listener
+/// fails at once when the process is out of descriptors): the last log time and how
+/// many errors it did not show.
+fn log_accept_error(e: &std::io::Error) {
+    static LAST: LazyLock<Mutex<(Option<Instant>, u64)>> = LazyLock::new(|| Mutex::new((None, 0)));
+    let Ok(mut last) = LAST.lock() else { return };
+    let now = Instant::now();
+    if last
+        .0
+        .is_some_and(|t| now.duration_since(t) < ACCEPT_LOG_INTERVAL)
+    {
+        last.1 += 1;
+        return;
+    }
+    tracing::warn!(error = %e, suppressed = last.1, "accept failed; backing off (logged once per 10s)");
+    *last = (Some(now), 0);
 }
 
 /// Serves `listener` until `shutdown` resolves, then stops accepting and waits (up to

@@ -1,15 +1,18 @@
 //! The proxy's one mutable thing: the currently applied [`Compiled`] snapshot, behind
-//! arc-swap. [`ProxyState::apply`] is the only way to change it, for file and
+//! arc-swap; beside it, process-wide counters, the client-connection limit and the
+//! draining flag (set on SIGTERM: readiness fails, responses say `connection: close`). [`ProxyState::apply`] is the only way to change it, for file and
 //! control-plane sources alike. Requests `load()` the table once and keep that `Arc` for
 //! their whole life, so a swap never affects a request already routed.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwapOption;
 use routemaster_common::snapshot::Snapshot;
 
 use crate::compile::{Compiled, compile};
+use crate::server::ConnectionLimit;
 use crate::stats::Stats;
 
 #[derive(Debug)]
@@ -18,6 +21,9 @@ pub struct ProxyState {
     applied_at: std::sync::Mutex<Option<SystemTime>>,
     pub stats: Stats,
     pub started: Instant,
+    /// Open client connections across workers, against `--max-connections`.
+    pub connections: Arc<ConnectionLimit>,
+    draining: AtomicBool,
 }
 
 /// What an apply did, for logs.
@@ -37,12 +43,28 @@ impl Default for ProxyState {
 
 impl ProxyState {
     pub fn new() -> Self {
+        Self::with_max_connections(usize::MAX)
+    }
+
+    pub fn with_max_connections(max: usize) -> Self {
         Self {
             current: ArcSwapOption::empty(),
             applied_at: std::sync::Mutex::new(None),
             stats: Stats::default(),
             started: Instant::now(),
+            connections: ConnectionLimit::new(max),
+            draining: AtomicBool::new(false),
         }
+    }
+
+    /// The process is going away: readiness fails from now on and responses ask
+    /// clients to reconnect (elsewhere, through the load balancer).
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
     }
 
     /// Compiles `snapshot` and makes it the table new requests see.

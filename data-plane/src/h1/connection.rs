@@ -27,6 +27,7 @@ use super::request::{self, Next, Rejected, Request};
 use super::response::{ClientSide, write_own};
 use crate::compile::EndpointGuard;
 use crate::error::ProxyError;
+use crate::server::ConnectionSlot;
 use crate::stats::InFlight;
 
 /// The HTTP/2 connection preface; a connection starting with it is handed to hyper.
@@ -39,6 +40,8 @@ pub(super) struct Conn {
     /// Bytes read from the client not yet consumed; no capacity while idle.
     inbuf: Vec<u8>,
     first: bool,
+    /// This connection's place under `--max-connections`, held until it closes.
+    _slot: ConnectionSlot,
 }
 
 /// Why reading the next request stopped without one.
@@ -66,13 +69,19 @@ struct Progress {
 }
 
 impl Conn {
-    pub(super) fn new(engine: Arc<Engine>, stream: TcpStream, client: SocketAddr) -> Self {
+    pub(super) fn new(
+        engine: Arc<Engine>,
+        stream: TcpStream,
+        client: SocketAddr,
+        slot: ConnectionSlot,
+    ) -> Self {
         Self {
             engine,
             stream,
             client,
             inbuf: Vec::new(),
             first: true,
+            _slot: slot,
         }
     }
 
@@ -108,6 +117,7 @@ impl Conn {
                         stream,
                         client,
                         inbuf,
+                        _slot,
                         ..
                     } = self;
                     // Boxed: hyper's connection state would otherwise enlarge every
@@ -209,7 +219,9 @@ impl Conn {
         let client = ClientSide {
             http10: req.http10,
             head_method: req.head_method,
-            keep_alive: req.keep_alive && !self.engine.drain.is_draining(),
+            keep_alive: req.keep_alive
+                && !self.engine.drain.is_draining()
+                && !self.engine.state.is_draining(),
         };
         let Request {
             head_len,
@@ -545,8 +557,9 @@ mod tests {
             .await
             .unwrap();
         let state = Arc::new(crate::state::ProxyState::new());
+        let slot = state.connections.try_acquire().unwrap();
         let engine = Arc::new(Engine::new(state, &Default::default(), Default::default()));
-        let conn = Conn::new(engine, stream, "127.0.0.1:1".parse().unwrap());
+        let conn = Conn::new(engine, stream, "127.0.0.1:1".parse().unwrap(), slot);
         let run = conn.run();
         let size = std::mem::size_of_val(&run);
         assert!(size <= 2048, "connection future is {size} bytes");

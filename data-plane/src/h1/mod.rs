@@ -36,7 +36,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
 use crate::proxy::{Proxy, UpstreamOptions};
-use crate::server::{ServerOptions, accept};
+use crate::server::{ServerOptions, accept, refuse_overloaded};
 use crate::state::ProxyState;
 
 use pool::UpstreamPool;
@@ -107,8 +107,13 @@ pub async fn serve(listener: TcpListener, engine: Arc<Engine>, shutdown: impl Fu
     loop {
         tokio::select! {
             (stream, client) = accept(&listener) => {
-                let conn = connection::Conn::new(Arc::clone(&engine), stream, client);
-                tokio::spawn(conn.run());
+                match engine.state.connections.try_acquire() {
+                    Some(slot) => {
+                        let conn = connection::Conn::new(Arc::clone(&engine), stream, client, slot);
+                        tokio::spawn(conn.run());
+                    }
+                    None => refuse_overloaded(stream),
+                }
             }
             () = &mut shutdown => break,
         }

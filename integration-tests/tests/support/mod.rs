@@ -225,8 +225,14 @@ pub async fn start_capturing(
     cmd.arg("--config")
         .arg(config)
         .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-        .args(extra)
-        .stdout(Stdio::piped())
+        .args(extra);
+    spawn_capturing(cmd).await
+}
+
+/// Spawns a proxy command (which may wrap the binary, e.g. in `sh -c 'ulimit …; exec'`)
+/// with stderr captured; its first stdout line gives the addresses.
+pub async fn spawn_capturing(mut cmd: Command) -> anyhow::Result<(ProxyProcess, Stderr)> {
+    cmd.stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     let mut child = cmd.spawn()?;
