@@ -22,6 +22,8 @@ mod h2;
 mod head;
 mod io;
 mod pool;
+#[cfg(test)]
+mod properties;
 mod relay;
 pub mod request;
 mod response;
