@@ -26,6 +26,7 @@ use tokio::time::Instant;
 use crate::body::ProxyBody;
 use crate::error::ProxyError;
 use crate::forwarding::{X_REQUEST_ID, add_forwarded, request_id, strip_hop_by_hop};
+use crate::h1::request::Rejected;
 use crate::routing::{Decision, Inbound, decide};
 use crate::server::Handler;
 use crate::state::ProxyState;
@@ -78,6 +79,14 @@ impl Proxy {
     ) -> Result<Response<ProxyBody>, ProxyError> {
         // 1–4. Normalise, route, act, select (shared with the HTTP/1.1 engine).
         let (mut parts, body) = req.into_parts();
+        // RFC 9113 §8.3.1: a Host naming another entity than :authority is malformed.
+        if let (Some(a), Some(h)) = (parts.uri.authority(), parts.headers.get(header::HOST))
+            && !h.as_bytes().eq_ignore_ascii_case(a.as_str().as_bytes())
+        {
+            return Err(ProxyError::Rejected(Rejected::Malformed(
+                "host differs from :authority",
+            )));
+        }
         let authority = parts.uri.authority().map(|a| a.as_str()).or_else(|| {
             parts
                 .headers

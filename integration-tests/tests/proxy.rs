@@ -503,6 +503,44 @@ async fn h2c_prior_knowledge_is_proxied_as_http1_with_host_from_authority() {
     assert_eq!(seen_one(&echo, "x-request-id").as_deref(), Some(id));
 }
 
+/// The host and path rules are the routing phase's, so HTTP/2 gets them too; and a
+/// `host` field naming another entity than `:authority` is malformed (RFC 9113 §8.3.1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_requests_get_the_same_host_and_path_checks() {
+    let app = EchoBackend::start("app").await;
+    let yaml = format!(
+        "services:\n{}routes:\n  - {{ id: app, forward: {{ service: app }} }}\n",
+        svc("app", &[app.addr])
+    );
+    let p = start("h2c-checks", &yaml, &[]).await;
+    let h2 = HttpClient::h2c();
+    let authority = p.proxy.addr.to_string();
+    // (path, extra headers, status, reason in the body)
+    let cases: &[(&str, &[(&str, &str)], u16, &str)] = &[
+        ("/ok", &[], 200, ""),
+        (
+            "/ok",
+            &[("host", "evil.example")],
+            400,
+            "host differs from :authority",
+        ),
+        ("/ok", &[("host", authority.as_str())], 200, ""),
+        ("/a/%00b", &[], 400, "NUL"),
+        ("/a/..%2Fadmin", &[], 400, "escape or segment"),
+        ("/public/..;/admin", &[], 400, "escape or segment"),
+    ];
+    for (path, headers, status, reason) in cases {
+        let reply = h2.get(&p.proxy.url(path), headers).await.unwrap();
+        assert_eq!(reply.status, *status, "{path} {headers:?}: {}", reply.body);
+        assert!(reply.body.contains(reason), "{path}: {}", reply.body);
+    }
+    assert_eq!(
+        app.hits(),
+        2,
+        "only the two good requests reached the backend"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_blocks_over_64_kib_get_431() {
     let (lms, p) = courses_proxy("431", &[]).await;
