@@ -1794,6 +1794,12 @@ fn cases() -> Vec<Case> {
             Nothing,
         ),
         row(
+            "path: overlong UTF-8, three bytes %e0%80%ae",
+            get("/public/%e0%80%ae%e0%80%ae/admin", ""),
+            serves(&[400]),
+            Nothing,
+        ),
+        row(
             "path: raw backslash",
             get("/public/..\\admin", ""),
             serves(&[400]),
@@ -1876,6 +1882,12 @@ fn cases() -> Vec<Case> {
         row(
             "Host: port 99999",
             "GET /public/x HTTP/1.1\r\nHost: www.example.com:99999\r\n\r\n",
+            closes(&[400]),
+            Nothing,
+        ),
+        row(
+            "Host: empty port",
+            "GET /public/x HTTP/1.1\r\nHost: www.example.com:\r\n\r\n",
             closes(&[400]),
             Nothing,
         ),
