@@ -6,7 +6,9 @@
 pub mod backend;
 pub mod client;
 pub mod cluster;
+pub mod etcd_cluster;
 pub mod fleet;
+pub mod haproxy;
 pub mod process;
 
 use std::path::Path;
