@@ -36,6 +36,8 @@ pub enum ProxyError {
     Rejected(#[from] crate::h1::request::Rejected),
     #[error("malformed chunked request body")]
     MalformedBody,
+    #[error("the client stopped sending the request body")]
+    ClientTimeout,
     #[error("no route matched")]
     NoRoute,
     #[error("no configuration loaded yet")]
@@ -63,6 +65,7 @@ impl ProxyError {
             | ProxyError::MethodNotAllowed
             | ProxyError::Rejected(_)
             | ProxyError::MalformedBody
+            | ProxyError::ClientTimeout
             | ProxyError::NoRoute => Side::Downstream,
             ProxyError::UpstreamConnect(_)
             | ProxyError::UpstreamReset(_)
@@ -81,6 +84,7 @@ impl ProxyError {
             | ProxyError::BadHost(_)
             | ProxyError::MalformedBody => StatusCode::BAD_REQUEST,
             ProxyError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::Rejected(Rejected::TooLarge) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::Rejected(Rejected::Malformed(_)) => StatusCode::BAD_REQUEST,
             ProxyError::Rejected(Rejected::UnsupportedCoding) => StatusCode::NOT_IMPLEMENTED,

@@ -369,6 +369,25 @@ async fn stalled_upstreams_and_clients_are_cut_off_by_the_io_timeout() {
         took >= Duration::from_millis(250),
         "closed after only {took:?}"
     );
+    // ... with a 408 that blames the client, counted as a downstream error.
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(rest.starts_with("HTTP/1.1 408 "), "{rest}");
+    let stats = p.admin("/stats").await.json();
+    assert_eq!(stats["upstream_errors"], 0, "{stats}");
+
+    // A slow but steady upload that takes longer than the I/O timeout in all is not
+    // timed out: the upstream owes no answer before it has the whole body.
+    let mut s = TcpStream::connect(p.proxy.addr).await.unwrap();
+    s.write_all(b"POST /plain HTTP/1.1\r\nHost: www.example.com\r\nContent-Length: 6\r\n\r\n")
+        .await
+        .unwrap();
+    for byte in b"steady" {
+        tokio::time::sleep(Duration::from_millis(150)).await; // pacing, not synchronisation
+        s.write_all(&[*byte]).await.unwrap();
+    }
+    let reply = read_reply(&mut s).await.unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(reply.body.contains("\"body_len\":6"), "{}", reply.body);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

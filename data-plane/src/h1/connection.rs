@@ -335,6 +335,7 @@ impl Conn {
             max_head: self.engine.options.max_header_bytes,
             io_timeout,
             body_sent: None,
+            body_streaming: None,
         };
         // What of the body is here already.
         let avail = &self.inbuf[fwd.head_len..];
@@ -373,6 +374,7 @@ impl Conn {
                         &mut self.stream,
                         ResponseCtx {
                             body_sent: None,
+                            body_streaming: None,
                             ..ctx
                         },
                         &mut progress.response_started,
@@ -429,6 +431,7 @@ impl Conn {
         // Read by the response side: until the body is all sent, the client is told
         // the connection will close (an early answer means we stop reading it).
         let sent = AtomicBool::new(false);
+        let streaming = AtomicBool::new(true);
         let mut send_failed = false;
         let done = {
             let (mut client_read, mut client_write) = self.stream.split();
@@ -445,6 +448,7 @@ impl Conn {
                 &mut client_write,
                 ResponseCtx {
                     body_sent: Some(&sent),
+                    body_streaming: Some(&streaming),
                     ..ctx
                 },
                 &mut progress.response_started,
@@ -453,16 +457,27 @@ impl Conn {
             tokio::pin!(send, recv);
             loop {
                 let pending = !sent.load(Ordering::Relaxed) && !send_failed;
+                // The body side first: when a stalled client and the upstream's wait
+                // for it time out together, the client is the one to blame (408).
                 tokio::select! {
                     biased;
-                    r = &mut recv => break r,
                     s = &mut send, if pending => match s {
-                        Ok(()) => sent.store(true, Ordering::Relaxed),
+                        Ok(()) => {
+                            sent.store(true, Ordering::Relaxed);
+                            streaming.store(false, Ordering::Relaxed);
+                        }
                         // The upstream stopped reading: its answer (or its failure,
                         // a 502) still comes through `recv`.
-                        Err(relay::SendError::Upstream) => send_failed = true,
+                        Err(relay::SendError::Upstream) => {
+                            send_failed = true;
+                            streaming.store(false, Ordering::Relaxed);
+                        }
+                        Err(relay::SendError::ClientTimeout) => {
+                            return Err(Failure::Respond(ProxyError::ClientTimeout));
+                        }
                         Err(relay::SendError::Client) => return Err(Failure::Abort),
                     },
+                    r = &mut recv => break r,
                 }
             }
         };

@@ -33,8 +33,9 @@ pub enum Field {
     XForwardedHost,
     /// Connection-specific (RFC 9110 §7.6.1) or legacy hop-by-hop: never forwarded.
     HopByHop,
-    /// A framing or routing field's name with `_` for `-` (`Transfer_Encoding`): CGI-style
-    /// servers map both to the same variable, so a request carrying one is refused.
+    /// A framing field's name with `_` for `-` (`Transfer_Encoding`, `Content_Length`):
+    /// CGI-style servers map both to the same variable, so a request carrying one is
+    /// refused.
     Confusable,
     Other,
 }
@@ -54,21 +55,19 @@ pub fn classify(name: &str) -> Field {
         17 if is("transfer-encoding") => Field::TransferEncoding,
         17 if is("x-forwarded-proto") => Field::XForwardedProto,
         _ if is_hop_by_hop(name) => Field::HopByHop,
-        4 | 10 | 14 | 17 if name.contains('_') && is_confusable(name) => Field::Confusable,
+        14 | 17 if name.contains('_') && is_confusable(name) => Field::Confusable,
         _ => Field::Other,
     }
 }
 
 fn is_confusable(name: &str) -> bool {
-    ["host", "connection", "content-length", "transfer-encoding"]
-        .iter()
-        .any(|field| {
-            field.len() == name.len()
-                && field
-                    .bytes()
-                    .zip(name.bytes())
-                    .all(|(f, n)| f == n.to_ascii_lowercase() || (f == b'-' && n == b'_'))
-        })
+    ["content-length", "transfer-encoding"].iter().any(|field| {
+        field.len() == name.len()
+            && field
+                .bytes()
+                .zip(name.bytes())
+                .all(|(f, n)| f == n.to_ascii_lowercase() || (f == b'-' && n == b'_'))
+    })
 }
 
 /// The lines of one list-valued field (`Connection`, `Transfer-Encoding`) in a head,

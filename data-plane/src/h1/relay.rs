@@ -43,6 +43,8 @@ pub struct Done {
 pub enum SendError {
     /// The client went away or sent a malformed body: nothing more can be done.
     Client,
+    /// The client stopped sending the body for the I/O timeout.
+    ClientTimeout,
     /// The upstream stopped taking the body; its response may still come.
     Upstream,
 }
@@ -65,6 +67,10 @@ pub struct ResponseCtx<'a> {
     /// For a request body still streaming up: whether it is complete. While it is not,
     /// the client is told the connection closes after this response.
     pub body_sent: Option<&'a AtomicBool>,
+    /// For a request body still streaming up: true while the body side is still at work.
+    /// The upstream owes no answer before it has the body, so while this holds the wait
+    /// for the response head is not timed out (the body side has its own timeouts).
+    pub body_streaming: Option<&'a AtomicBool>,
 }
 
 /// Reads the upstream response and relays it to the client. `started` turns true
@@ -123,6 +129,12 @@ where
         let n = match read {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                if ctx
+                    .body_streaming
+                    .is_some_and(|s| s.load(Ordering::Relaxed))
+                {
+                    continue;
+                }
                 return Err(Failure::Respond(ProxyError::UpstreamTimeout));
             }
             Err(e) if !received => {
@@ -347,6 +359,7 @@ async fn read_more<R: AsyncRead + Unpin>(
         inbuf.reserve(16 * 1024);
     }
     match within(limit, client.read_buf(inbuf)).await {
+        Err(e) if e.kind() == io::ErrorKind::TimedOut => Err(SendError::ClientTimeout),
         Ok(0) | Err(_) => Err(SendError::Client),
         Ok(_) => Ok(()),
     }

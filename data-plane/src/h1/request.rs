@@ -131,9 +131,7 @@ pub fn prepare(
             Field::Expect => expect_continue |= h.value.eq_ignore_ascii_case(b"100-continue"),
             Field::XRequestId if client_id.is_none() => client_id = Some(h.value),
             Field::Confusable => {
-                return Err(Rejected::Malformed(
-                    "'_' in the name of a framing or routing field",
-                ));
+                return Err(Rejected::Malformed("'_' in the name of a framing field"));
             }
             _ => {}
         }
