@@ -515,8 +515,9 @@ async fn h2c_requests_get_the_same_host_and_path_checks() {
     let p = start("h2c-checks", &yaml, &[]).await;
     let h2 = HttpClient::h2c();
     let authority = p.proxy.addr.to_string();
+    type Headers<'a> = &'a [(&'a str, &'a str)];
     // (path, extra headers, status, reason in the body)
-    let cases: &[(&str, &[(&str, &str)], u16, &str)] = &[
+    let cases: &[(&str, Headers<'_>, u16, &str)] = &[
         ("/ok", &[], 200, ""),
         (
             "/ok",
