@@ -5,6 +5,8 @@
 need_pkg() {
   local cmd=$1 pkg=$2
   command -v "$cmd" >/dev/null 2>&1 && return 0
+  # Daemons such as haproxy live in /usr/sbin, which a non-root PATH may lack.
+  [ -x "/usr/sbin/$cmd" ] && return 0
   echo "installing $pkg (for $cmd)…" >&2
   local sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"

@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 need_pkg protoc protobuf-compiler
 need_pkg etcd etcd-server
-[ -x /usr/sbin/haproxy ] || need_pkg haproxy haproxy
+need_pkg haproxy haproxy
 export SOAK_SECONDS="${SOAK_SECONDS:-600}"
 echo "soak: ${SOAK_SECONDS}s" >&2
 cargo build --workspace --bins

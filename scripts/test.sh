@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Runs every test: unit, table-driven routing, and multi-process integration tests.
 # Installs what a fresh Debian machine with Rust lacks (protoc; etcd for the
-# control-plane tests).
+# control-plane tests; HAProxy as the load balancer in the fault test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 need_pkg protoc protobuf-compiler
 need_pkg etcd etcd-server
+need_pkg haproxy haproxy
 # Integration tests start the real binaries from target/debug.
 cargo build --workspace --bins
 cargo test --workspace "$@"

@@ -11,6 +11,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use etcd_client::{
@@ -71,9 +74,15 @@ pub enum Change {
     Meta,
 }
 
+/// One etcd client per endpoint, not one balanced over all of them: tonic's balancer
+/// keeps picking an endpoint whose connection is refused, so with one member of three
+/// dead about half the requests failed. Requests go to the endpoint that last answered
+/// and move on to the next when that one is unreachable.
 #[derive(Clone)]
 pub struct Store {
-    client: Client,
+    clients: Arc<[Client]>,
+    /// Index into `clients` of the endpoint to try first.
+    preferred: Arc<AtomicUsize>,
     prefix: String,
 }
 
@@ -102,11 +111,47 @@ impl Store {
             .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3))
             .with_keep_alive_while_idle(true)
             .with_require_leader(true);
-        let client = Client::connect(endpoints, Some(options)).await?;
+        let mut clients = Vec::with_capacity(endpoints.len());
+        for endpoint in endpoints {
+            clients.push(Client::connect([endpoint], Some(options.clone())).await?);
+        }
+        if clients.is_empty() {
+            return Err(StoreError::Rejected("no etcd endpoints given".into()));
+        }
         Ok(Self {
-            client,
+            clients: clients.into(),
+            preferred: Arc::new(AtomicUsize::new(0)),
             prefix: prefix.trim_end_matches('/').to_owned(),
         })
+    }
+
+    /// Runs `op` on the preferred endpoint's client, then on each other one in turn
+    /// while the answer is "unreachable" (connection refused, no leader, timeout). Safe
+    /// for every request we make: reads and lease calls are idempotent, and the write
+    /// transaction is fenced (a retry of one that had landed fails the fence and the
+    /// caller re-reads).
+    async fn call<T, F, Fut>(&self, mut op: F) -> Result<T, StoreError>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let n = self.clients.len();
+        let first = self.preferred.load(Ordering::Relaxed) % n;
+        let mut last = None;
+        for i in 0..n {
+            let at = (first + i) % n;
+            match op(self.clients[at].clone()).await.map_err(StoreError::from) {
+                Ok(v) => {
+                    if i > 0 {
+                        self.preferred.store(at, Ordering::Relaxed);
+                    }
+                    return Ok(v);
+                }
+                Err(e @ StoreError::Unavailable(_)) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| StoreError::Rejected("no etcd endpoints".into())))
     }
 
     fn config_prefix(&self) -> String {
@@ -145,9 +190,12 @@ impl Store {
 
     /// Reads the whole configuration at one revision.
     pub async fn load(&self) -> Result<Stored, StoreError> {
-        let mut client = self.client.clone();
-        let resp = client
-            .get(self.config_prefix(), Some(GetOptions::new().with_prefix()))
+        let prefix = self.config_prefix();
+        let resp = self
+            .call(|mut c| {
+                let prefix = prefix.clone();
+                async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
+            })
             .await?;
         let mut stored = Stored {
             revision: resp.header().map_or(0, |h| h.revision()),
@@ -191,8 +239,12 @@ impl Store {
         let txn = Txn::new()
             .when([Compare::mod_revision(meta, CompareOp::Equal, meta_revision)])
             .and_then(ops);
-        let mut client = self.client.clone();
-        let resp = client.txn(txn).await?;
+        let resp = self
+            .call(|mut c| {
+                let txn = txn.clone();
+                async move { c.txn(txn).await }
+            })
+            .await?;
         Ok(resp
             .succeeded()
             .then(|| resp.header().map_or(0, |h| h.revision())))
@@ -200,17 +252,22 @@ impl Store {
 
     /// Watches configuration keys from `revision` (inclusive).
     pub async fn watch(&self, revision: i64) -> Result<WatchStream, StoreError> {
-        let mut client = self.client.clone();
-        Ok(client
-            .watch(
-                self.config_prefix(),
-                Some(
-                    WatchOptions::new()
-                        .with_prefix()
-                        .with_start_revision(revision),
-                ),
-            )
-            .await?)
+        let prefix = self.config_prefix();
+        self.call(|mut c| {
+            let prefix = prefix.clone();
+            async move {
+                c.watch(
+                    prefix,
+                    Some(
+                        WatchOptions::new()
+                            .with_prefix()
+                            .with_start_revision(revision),
+                    ),
+                )
+                .await
+            }
+        })
+        .await
     }
 
     /// Decodes one watch event. Returns the change and its revision.
@@ -235,50 +292,58 @@ impl Store {
     // ---- node status ----
 
     pub async fn grant_lease(&self, ttl: Duration) -> Result<i64, StoreError> {
-        let mut client = self.client.clone();
         let ttl = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
-        Ok(client.lease_grant(ttl, None).await?.id())
+        let lease = self
+            .call(|mut c| async move { c.lease_grant(ttl, None).await })
+            .await?;
+        Ok(lease.id())
     }
 
     /// One keep-alive round trip (opening the keep-alive stream performs it, and fails
     /// if the lease has expired).
     pub async fn keep_alive(&self, lease: i64) -> Result<(), StoreError> {
-        let mut client = self.client.clone();
-        client.lease_keep_alive(lease).await?;
+        self.call(|mut c| async move { c.lease_keep_alive(lease).await })
+            .await?;
         Ok(())
     }
 
     pub async fn revoke(&self, lease: i64) -> Result<(), StoreError> {
-        let mut client = self.client.clone();
-        client.lease_revoke(lease).await?;
+        self.call(|mut c| async move { c.lease_revoke(lease).await })
+            .await?;
         Ok(())
     }
 
     pub async fn put_node(&self, id: &str, json: String, lease: i64) -> Result<(), StoreError> {
-        let mut client = self.client.clone();
-        client
-            .put(
-                self.node_key(id),
-                json,
-                Some(PutOptions::new().with_lease(lease)),
-            )
-            .await?;
+        let key = self.node_key(id);
+        self.call(|mut c| {
+            let (key, json) = (key.clone(), json.clone());
+            async move {
+                c.put(key, json, Some(PutOptions::new().with_lease(lease)))
+                    .await
+            }
+        })
+        .await?;
         Ok(())
     }
 
     pub async fn delete_node(&self, id: &str) -> Result<(), StoreError> {
-        let mut client = self.client.clone();
-        client
-            .delete(self.node_key(id), None::<DeleteOptions>)
-            .await?;
+        let key = self.node_key(id);
+        self.call(|mut c| {
+            let key = key.clone();
+            async move { c.delete(key, None::<DeleteOptions>).await }
+        })
+        .await?;
         Ok(())
     }
 
     /// Raw JSON values of every node status in etcd.
     pub async fn list_nodes(&self) -> Result<Vec<Vec<u8>>, StoreError> {
-        let mut client = self.client.clone();
-        let resp = client
-            .get(self.nodes_prefix(), Some(GetOptions::new().with_prefix()))
+        let prefix = self.nodes_prefix();
+        let resp = self
+            .call(|mut c| {
+                let prefix = prefix.clone();
+                async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
+            })
             .await?;
         Ok(resp.kvs().iter().map(|kv| kv.value().to_vec()).collect())
     }

@@ -10,9 +10,8 @@
 //! - c. the etcd leader killed during a stream of writes and kept down for a while after
 //!   the election, then restarted: acknowledged versions only grow, every write the CLI
 //!   acknowledged is present afterwards (on both replicas), a refused write says etcd is
-//!   unreachable in one line, and every proxy converges on the last version. Writes
-//!   refused after the election are counted and printed, not asserted: that is a known
-//!   control-plane defect, reproduced by the ignored `a_dead_etcd_follower_refuses_no_write`;
+//!   unreachable in one line, writes are refused only during the election, and every
+//!   proxy converges on the last version;
 //! - d. the whole etcd cluster stopped and restarted: traffic keeps flowing, writes are
 //!   refused clearly meanwhile and accepted again after;
 //! - e. a rolling restart of both proxies (SIGTERM, drain, exit 0, start again in the
@@ -602,9 +601,8 @@ async fn leader_kill_during_writes(sys: &mut System) -> LeaderKill {
         writes.len()
     );
 
-    // Acknowledged versions only grow; refused writes say why, in one line. (Refusals
-    // after the election are a known control-plane defect, counted here and asserted by
-    // `a_dead_etcd_follower_refuses_no_write`.)
+    // Acknowledged versions only grow; refused writes say why, in one line, and only
+    // happen during the election (asserted below).
     let mut report = LeaderKill::default();
     let mut last = 0;
     for (k, w) in &writes {
@@ -669,6 +667,11 @@ async fn leader_kill_during_writes(sys: &mut System) -> LeaderKill {
         }
     }
     let refused = writes.len() - report.acked;
+    assert_eq!(
+        report.refused_after_election + report.refused_after_restart,
+        0,
+        "writes were refused outside the election"
+    );
     eprintln!(
         "   {} acknowledged, all present (fleet on version {v}); {refused} refused ({} during the election, {} after it with m{leader} still down, {} after m{leader} was back; {landed_unacked} landed anyway)",
         report.acked,
@@ -1033,12 +1036,11 @@ async fn soak() {
 }
 
 /// With one etcd member down and a healthy quorum (leader alive), etcd accepts every
-/// write, so the control plane must too. It does not today: the etcd client balances
-/// requests over all configured endpoints (tonic's `balance_list`) and keeps sending some
-/// to the dead member, so about half of all writes are refused with "etcd is unreachable"
-/// for as long as that member is down.
+/// write, so the control plane must too. (It did not while the etcd client balanced
+/// requests over all endpoints with tonic's `balance_list`, which kept sending some to
+/// the dead member: about half of all writes were refused. The store now keeps one
+/// client per endpoint and moves on from an unreachable one.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "control-plane defect: writes are refused while one etcd member is down (quorum intact)"]
 async fn a_dead_etcd_follower_refuses_no_write() {
     let mut sys = System::start("follower-down").await;
     let leader = sys.etcd.wait_leader(Duration::from_secs(10)).await;
