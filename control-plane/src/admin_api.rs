@@ -125,4 +125,23 @@ impl v1::admin_server::Admin for AdminService {
             nodes: nodes.into_iter().map(v1::NodeStatus::from).collect(),
         }))
     }
+
+    async fn delete_node(
+        &self,
+        request: Request<v1::DeleteNodeRequest>,
+    ) -> Result<Response<v1::DeleteNodeResponse>, Status> {
+        let id = request.into_inner().id;
+        if id.is_empty() {
+            return Err(Status::invalid_argument("node id must not be empty"));
+        }
+        let existed = self
+            .nodes
+            .forget(&id)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        if !existed {
+            return Err(Status::not_found(format!("node {id:?} not found")));
+        }
+        Ok(Response::new(v1::DeleteNodeResponse { existed }))
+    }
 }

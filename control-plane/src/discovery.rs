@@ -1,8 +1,8 @@
 //! `Discovery.Stream`: one bidirectional stream per proxy. The proxy says Hello (node
 //! id, group, labels, the version it has); we send its group's snapshot whenever the
 //! published version differs from what it last got; it answers Ack/Nack and sends
-//! health reports, which become node status. A NACKed version is not resent: the next
-//! version is.
+//! health reports, which become node status, and says Goodbye when it drains. A NACKed
+//! version is not resent: the next version is.
 
 use std::sync::Arc;
 
@@ -68,13 +68,15 @@ impl shared::discovery_server::Discovery for DiscoveryService {
                 labels: hello.labels.into_iter().collect(),
                 applied_version: hello.version,
                 last_seen: now_ms(),
+                connected_since: now_ms(),
+                binary_version: hello.binary_version,
                 control_plane: self.replica.clone(),
                 ..NodeRecord::default()
             },
             // A proxy without a table (version 0) needs the current one even if it is
             // version 0 (an empty store): otherwise it would never become ready.
             last_sent: (hello.version > 0).then_some(hello.version),
-            lease: None,
+            left: false,
         };
         tracing::info!(node = %hello.node_id, group = %session.record.group, version = hello.version, "proxy connected");
         tokio::spawn(session.run(inbound, tx));
@@ -87,7 +89,8 @@ struct Session {
     nodes: Arc<Nodes>,
     record: NodeRecord,
     last_sent: Option<u64>,
-    lease: Option<i64>,
+    /// The node said goodbye: its record is gone and must not be written again.
+    left: bool,
 }
 
 impl Session {
@@ -116,7 +119,12 @@ impl Session {
                 }
                 message = inbound.message() => {
                     match message {
-                        Ok(Some(m)) => self.on_message(m).await,
+                        Ok(Some(m)) => {
+                            self.on_message(m).await;
+                            if self.left {
+                                break;
+                            }
+                        }
                         Ok(None) => break,
                         Err(status) => {
                             tracing::debug!(node = %self.record.id, %status, "stream error");
@@ -126,8 +134,13 @@ impl Session {
                 }
             }
         }
-        tracing::info!(node = %self.record.id, "proxy disconnected");
-        self.nodes.remove(&self.record.id, self.lease).await;
+        if self.left {
+            tracing::info!(node = %self.record.id, "proxy left");
+        } else {
+            // No goodbye: killed, stopped or cut off. Its record ages into `lost`.
+            tracing::info!(node = %self.record.id, "proxy disconnected");
+            self.nodes.disconnected(&self.record.id);
+        }
     }
 
     async fn on_message(&mut self, message: v1::ProxyMessage) {
@@ -149,6 +162,15 @@ impl Session {
                 record.requests_total = h.requests_total;
                 record.errors_total = h.downstream_errors + h.upstream_errors + h.internal_errors;
             }
+            Some(Message::Goodbye(bye)) => {
+                tracing::info!(node = %record.id, reason = %bye.reason, "proxy says goodbye");
+                self.left = true;
+                let forget = self.nodes.forget(&record.id);
+                if let Err(e) = tokio::time::timeout(NODE_REPORT_TIMEOUT, forget).await {
+                    tracing::debug!(error = %e, node = %record.id, "goodbye not recorded");
+                }
+                return;
+            }
             Some(Message::Hello(_)) | None => return,
         }
         self.report().await;
@@ -157,7 +179,7 @@ impl Session {
     /// Stores the node's status. Bounded: a slow etcd must not hold up this proxy's
     /// snapshots (the next report retries; the lease outlives a few misses).
     async fn report(&mut self) {
-        let report = self.nodes.report(&self.record, &mut self.lease);
+        let report = self.nodes.report(&self.record);
         if tokio::time::timeout(NODE_REPORT_TIMEOUT, report)
             .await
             .is_err()

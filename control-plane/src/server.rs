@@ -23,8 +23,10 @@ use crate::store::Store;
 pub struct ControlPlaneOptions {
     pub etcd: Vec<String>,
     pub prefix: String,
-    /// How long a silent node stays listed (about three proxy health intervals).
+    /// A node silent for this long is `lost` (about three proxy health intervals).
     pub node_ttl: Duration,
+    /// A lost node stays listed this long after it was last seen.
+    pub node_retention: Duration,
 }
 
 /// Runs until `shutdown` flips to true.
@@ -36,7 +38,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let store = Store::connect(&options.etcd, &options.prefix).await?;
     let controller = Controller::new(store.clone());
-    let nodes = Arc::new(Nodes::new(store, options.node_ttl));
+    let nodes = Arc::new(Nodes::new(store, options.node_ttl, options.node_retention));
     let replica = grpc.local_addr()?.to_string();
     let stopped = || routemaster_data_plane::lifecycle::stopped(&shutdown);
 

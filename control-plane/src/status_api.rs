@@ -1,5 +1,6 @@
 //! The read-only HTTP/JSON status API for dashboards:
-//! `/healthz`, `/readyz`, `/v1/status`, `/v1/nodes`, `/v1/routes`, `/v1/services`.
+//! `/healthz`, `/readyz`, `/v1/status`, `/v1/nodes`, `/v1/nodes/{id}`, `/v1/routes`,
+//! `/v1/services`.
 //! Routes and services use the route file's field names.
 
 use std::net::SocketAddr;
@@ -13,7 +14,7 @@ use routemaster_data_plane::server::Handler;
 use serde::Serialize;
 
 use crate::controller::Controller;
-use crate::nodes::Nodes;
+use crate::nodes::{Convergence, NodeView, Nodes, NodesView, convergence};
 
 #[derive(Debug)]
 pub struct StatusApi {
@@ -33,19 +34,14 @@ pub struct StatusView {
     pub routes: usize,
     pub services: usize,
     pub etcd: EtcdView,
-    pub nodes: FleetView,
+    /// `total` counts lost nodes (they are still owed the configuration) and not those
+    /// that left; `converged` the connected ones serving the current version.
+    pub nodes: Convergence,
 }
 
 #[derive(Debug, Serialize)]
 pub struct EtcdView {
     pub connected: bool,
-}
-
-#[derive(Debug, Serialize)]
-pub struct FleetView {
-    pub total: usize,
-    /// Live nodes whose applied version is the current one.
-    pub converged: usize,
 }
 
 impl Handler for StatusApi {
@@ -63,10 +59,6 @@ impl Handler for StatusApi {
             ),
             "/v1/status" => {
                 let nodes = self.nodes.list().await;
-                let converged = nodes
-                    .iter()
-                    .filter(|n| n.healthy && n.applied_version == catalog.version)
-                    .count();
                 json(&StatusView {
                     version: catalog.version,
                     routes: catalog.route_count(),
@@ -74,18 +66,22 @@ impl Handler for StatusApi {
                     etcd: EtcdView {
                         connected: self.controller.etcd_connected(),
                     },
-                    nodes: FleetView {
-                        total: nodes.len(),
-                        converged,
-                    },
+                    nodes: convergence(&nodes, catalog.version),
                 })
             }
-            "/v1/nodes" => json(&self.nodes.list().await),
+            "/v1/nodes" => json(&NodesView::new(&self.nodes.list().await, catalog.version)),
+            path if path.starts_with("/v1/nodes/") => {
+                let id = &path["/v1/nodes/".len()..];
+                match self.nodes.get(id).await {
+                    Some(node) => json(&NodeView::new(&node, catalog.version)),
+                    None => text(StatusCode::NOT_FOUND, format!("node {id:?} not found\n")),
+                }
+            }
             "/v1/routes" => json(&catalog.spec().routes),
             "/v1/services" => json(&catalog.spec().services),
             _ => text(
                 StatusCode::NOT_FOUND,
-                "not found; try /v1/status, /v1/nodes, /v1/routes, /v1/services\n",
+                "not found; try /v1/status, /v1/nodes, /v1/nodes/{id}, /v1/routes, /v1/services\n",
             ),
         }
     }

@@ -4,7 +4,7 @@
 //! - `{prefix}/config/routes/{id}`     — JSON of the route, same fields as the route file
 //! - `{prefix}/config/meta`            — written by every change, so its `mod_revision` is the
 //!   revision of the last write (deletes included) and doubles as the write fence
-//! - `{prefix}/nodes/{node-id}`        — JSON node status, attached to a per-node lease
+//! - `{prefix}/nodes/{node-id}`        — JSON node status (no lease; see `nodes`)
 //!
 //! Snapshot version = the largest `mod_revision` under `{prefix}/config/`, which every
 //! replica computes identically from the same etcd.
@@ -291,49 +291,28 @@ impl Store {
 
     // ---- node status ----
 
-    pub async fn grant_lease(&self, ttl: Duration) -> Result<i64, StoreError> {
-        let ttl = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
-        let lease = self
-            .call(|mut c| async move { c.lease_grant(ttl, None).await })
-            .await?;
-        Ok(lease.id())
-    }
-
-    /// One keep-alive round trip (opening the keep-alive stream performs it, and fails
-    /// if the lease has expired).
-    pub async fn keep_alive(&self, lease: i64) -> Result<(), StoreError> {
-        self.call(|mut c| async move { c.lease_keep_alive(lease).await })
-            .await?;
-        Ok(())
-    }
-
-    pub async fn revoke(&self, lease: i64) -> Result<(), StoreError> {
-        self.call(|mut c| async move { c.lease_revoke(lease).await })
-            .await?;
-        Ok(())
-    }
-
-    pub async fn put_node(&self, id: &str, json: String, lease: i64) -> Result<(), StoreError> {
+    /// Stores a node's status (no lease: a node's liveness is judged from its
+    /// `last_seen`, so an etcd outage cannot expire it).
+    pub async fn put_node(&self, id: &str, json: String) -> Result<(), StoreError> {
         let key = self.node_key(id);
         self.call(|mut c| {
             let (key, json) = (key.clone(), json.clone());
-            async move {
-                c.put(key, json, Some(PutOptions::new().with_lease(lease)))
-                    .await
-            }
+            async move { c.put(key, json, None::<PutOptions>).await }
         })
         .await?;
         Ok(())
     }
 
-    pub async fn delete_node(&self, id: &str) -> Result<(), StoreError> {
+    /// Deletes a node's status; whether there was one.
+    pub async fn delete_node(&self, id: &str) -> Result<bool, StoreError> {
         let key = self.node_key(id);
-        self.call(|mut c| {
-            let key = key.clone();
-            async move { c.delete(key, None::<DeleteOptions>).await }
-        })
-        .await?;
-        Ok(())
+        let resp = self
+            .call(|mut c| {
+                let key = key.clone();
+                async move { c.delete(key, None::<DeleteOptions>).await }
+            })
+            .await?;
+        Ok(resp.deleted() > 0)
     }
 
     /// Raw JSON values of every node status in etcd.

@@ -275,6 +275,7 @@ async fn session(
             group: config.group.clone(),
             labels: config.labels.clone(),
             version: applied_version(state).unwrap_or(0),
+            binary_version: env!("CARGO_PKG_VERSION").to_owned(),
         });
         tx.try_send(v1::ProxyMessage {
             message: Some(hello),

@@ -39,12 +39,14 @@ async fn apply_reaches_every_proxy_and_delete_removes_the_route() {
     .await;
     assert_eq!(status["routes"], 1);
     assert_eq!(status["etcd"]["connected"], true);
-    let nodes = fleet
+    let listing = fleet
         .client
         .get(&fleet.control[0].http_url("/v1/nodes"), &[])
         .await
         .unwrap()
         .json();
+    assert_eq!(listing["version"], status["version"]);
+    let nodes = &listing["nodes"];
     let ids: Vec<&str> = nodes
         .as_array()
         .unwrap()
@@ -54,6 +56,27 @@ async fn apply_reaches_every_proxy_and_delete_removes_the_route() {
     assert_eq!(ids, vec!["p1", "p2"]);
     assert_eq!(nodes[0]["applied_version"], status["version"]);
     assert_eq!(nodes[0]["labels"]["zone"], "test");
+    assert_eq!(nodes[0]["state"], "connected");
+    assert_eq!(nodes[0]["binary_version"], env!("CARGO_PKG_VERSION"));
+    for field in ["last_seen", "connected_since"] {
+        let t = nodes[0][field].as_str().unwrap_or_default();
+        assert!(
+            t.ends_with('Z') && t.contains('T'),
+            "{field} is not RFC 3339: {t:?}"
+        );
+    }
+    let one = fleet
+        .client
+        .get(&fleet.control[0].http_url("/v1/nodes/p2"), &[])
+        .await
+        .unwrap();
+    assert_eq!(one.json()["id"], "p2");
+    let missing = fleet
+        .client
+        .get(&fleet.control[0].http_url("/v1/nodes/nope"), &[])
+        .await
+        .unwrap();
+    assert_eq!(missing.status, 404);
 
     let (code, out, err) = cli(&fleet.cp_url(), &["delete", "route", "courses"]).await;
     assert_eq!(code, 0, "{out}{err}");

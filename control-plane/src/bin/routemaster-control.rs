@@ -29,9 +29,14 @@ struct Args {
     /// etcd key prefix.
     #[arg(long, default_value = "/routemaster")]
     prefix: String,
-    /// How long a node stays listed without reporting (about 3 proxy health intervals).
+    /// A node that has not reported for this long is shown as `lost` (about 3 proxy
+    /// health intervals).
     #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_duration)]
     node_ttl: Duration,
+    /// How long a lost node stays listed (and counts against convergence) before it is
+    /// forgotten; `routemaster delete node ID` forgets it at once.
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    node_retention: Duration,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -77,6 +82,7 @@ async fn main_async(args: Args) -> anyhow::Result<()> {
             etcd: args.etcd,
             prefix: args.prefix,
             node_ttl: args.node_ttl,
+            node_retention: args.node_retention,
         },
         grpc,
         http,

@@ -13,7 +13,8 @@ use tonic::transport::{Channel, Endpoint};
 use super::args::{Cli, Command, DeleteCommand, Format, GetCommand};
 use super::diff::{self, DiffError};
 use super::error::CliError;
-use super::output::{self, NodeView, NodesDoc, RoutesDoc, ServicesDoc};
+use super::output::{self, NodesDoc, RoutesDoc, ServicesDoc};
+use crate::nodes::Node;
 
 /// Largest admin message accepted either way.
 const MAX_MESSAGE: usize = 256 * 1024 * 1024;
@@ -226,10 +227,8 @@ async fn get(url: &str, what: &GetCommand, out: &mut dyn Write) -> Result<Outcom
             match output {
                 Format::Table => output::nodes_table(&nodes, status.version, now_ms(), width),
                 Format::Json | Format::Yaml => {
-                    let doc = NodesDoc {
-                        nodes: nodes.iter().map(NodeView::from).collect(),
-                    };
-                    document(&doc, *output)?
+                    let nodes: Vec<Node> = nodes.iter().map(Node::from).collect();
+                    document(&NodesDoc::new(&nodes, status.version), *output)?
                 }
             }
         }

@@ -43,15 +43,9 @@ pub struct ServicesDoc<'a> {
     pub services: &'a [ServiceSpec],
 }
 
-/// `get nodes -o yaml|json`.
-#[derive(Debug, Serialize)]
-pub struct NodesDoc {
-    pub nodes: Vec<NodeView>,
-}
-
-/// Nodes in JSON/YAML use the status API's shape (`GET /v1/nodes`), so dashboards and
-/// scripts see one format.
-pub use crate::nodes::NodeRecord as NodeView;
+/// Nodes in JSON/YAML (`get nodes -o yaml|json`) use the status API's envelope and shape
+/// (`GET /v1/nodes`), so dashboards and scripts see one format.
+pub use crate::nodes::NodesView as NodesDoc;
 
 // ---- tables ----
 

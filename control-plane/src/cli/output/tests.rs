@@ -250,18 +250,18 @@ proxy-2   default   9         NACK        3s ago      -
 fn node_json_matches_the_status_api() {
     let mut n = node("p1", 7, true, None);
     n.labels.insert("zone".into(), "a".into());
-    let doc = NodesDoc {
-        nodes: vec![NodeView::from(&n)],
-    };
+    let doc = NodesDoc::new(&[crate::nodes::Node::from(&n)], 7);
     let json: serde_json::Value = serde_json::from_str(&to_json(&doc).unwrap()).unwrap();
+    assert_eq!(json["version"], 7);
     let first = &json["nodes"][0];
     assert_eq!(first["id"], "p1");
     assert_eq!(first["group"], "default");
     assert_eq!(first["labels"]["zone"], "a");
     assert_eq!(first["applied_version"], 7);
     assert_eq!(first["last_nack"], serde_json::Value::Null);
-    assert_eq!(first["last_seen"], 1_000_000);
+    assert_eq!(first["last_seen"], "1970-01-01T00:16:40.000Z");
     assert_eq!(first["healthy"], true);
+    assert_eq!(first["state"], "connected");
 }
 
 #[test]
