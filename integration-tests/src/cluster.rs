@@ -119,15 +119,21 @@ impl ControlPlane {
     }
 
     pub async fn start_on(etcd_url: &str, prefix: &str, grpc: &str, http: &str) -> Self {
+        Self::start_with(etcd_url, prefix, grpc, http, &["--node-ttl", "6s"]).await
+    }
+
+    /// Like [`ControlPlane::start_on`], with extra flags (`--node-ttl`, …).
+    pub async fn start_with(
+        etcd_url: &str,
+        prefix: &str,
+        grpc: &str,
+        http: &str,
+        extra: &[&str],
+    ) -> Self {
         let mut cmd = Command::new(binary("routemaster-control"));
-        cmd.args(["--etcd", etcd_url, "--prefix", prefix]).args([
-            "--grpc-listen",
-            grpc,
-            "--http-listen",
-            http,
-            "--node-ttl",
-            "6s",
-        ]);
+        cmd.args(["--etcd", etcd_url, "--prefix", prefix])
+            .args(["--grpc-listen", grpc, "--http-listen", http])
+            .args(extra);
         let (child, line) = spawn_reporting(cmd).await;
         // "routemaster-control listening on ADDR http ADDR"
         let words: Vec<&str> = line.split_whitespace().collect();
