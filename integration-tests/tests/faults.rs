@@ -1105,15 +1105,7 @@ async fn a_dead_etcd_follower_refuses_no_write() {
     let leader = sys.etcd.wait_leader(Duration::from_secs(10)).await;
     let follower = (leader + 1) % sys.etcd.size();
     sys.etcd.kill(follower).await;
-    let mut refused = Vec::new();
-    for k in 0..40 {
-        let w = sys
-            .apply(0, &other_route(&format!("f-{k}"), &format!("/f/{k}")))
-            .await;
-        if w.acked().is_none() {
-            refused.push(format!("f-{k}: exit {} {}", w.code, w.stderr.trim()));
-        }
-    }
+    let refused = refused_writes(&sys, 0..40).await;
     assert!(
         refused.is_empty(),
         "{} of 40 writes refused with etcd follower m{follower} down and leader m{leader} up:\n{}",
@@ -1123,7 +1115,19 @@ async fn a_dead_etcd_follower_refuses_no_write() {
     // Nor once the member is back.
     sys.etcd.restart(follower);
     sys.etcd.wait_healthy(Duration::from_secs(30)).await;
-    for k in 40..60 {
+    let refused = refused_writes(&sys, 40..60).await;
+    assert!(
+        refused.is_empty(),
+        "{} of 20 writes refused after etcd member m{follower} was healthy again:\n{}",
+        refused.len(),
+        refused.join("\n")
+    );
+}
+
+/// Applies one route per `k` in `ks`; the refused ones, described.
+async fn refused_writes(sys: &System, ks: std::ops::Range<usize>) -> Vec<String> {
+    let mut refused = Vec::new();
+    for k in ks {
         let w = sys
             .apply(0, &other_route(&format!("f-{k}"), &format!("/f/{k}")))
             .await;
@@ -1131,10 +1135,5 @@ async fn a_dead_etcd_follower_refuses_no_write() {
             refused.push(format!("f-{k}: exit {} {}", w.code, w.stderr.trim()));
         }
     }
-    assert!(
-        refused.is_empty(),
-        "{} of 20 writes refused after etcd member m{follower} was healthy again:\n{}",
-        refused.len(),
-        refused.join("\n")
-    );
+    refused
 }
