@@ -1,17 +1,25 @@
 //! The admin listener: liveness, readiness and what is loaded. Read-only.
+//!
+//! Readiness: `/readyz` is 200 whenever a table is served and the proxy is not
+//! draining, whatever the control plane's state. A proxy that lost its control plane
+//! keeps serving its last good table, so it stays in the load balancer: pulling
+//! every proxy when the control plane restarts would turn a control-plane blip into an
+//! outage. It is 503 only before the first table and once draining (SIGTERM).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::UNIX_EPOCH;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
+use routemaster_common::snapshot::Source;
+use routemaster_common::spec::ConfigSpec;
 use serde::Serialize;
 
 use crate::body::ProxyBody;
 use crate::responses::{json, read_only, text};
 use crate::server::Handler;
-use crate::state::ProxyState;
+use crate::state::{Connection, ProxyState, SourceKind};
 use crate::stats::Stats;
 
 #[derive(Debug)]
@@ -25,15 +33,36 @@ impl Admin {
     }
 }
 
-/// `GET /config`.
+/// `GET /config` (and `GET /config?full=1`, with `config`).
 #[derive(Debug, Serialize)]
 pub struct ConfigView {
     pub version: Option<u64>,
+    /// `KIND:WHERE`: `file:PATH`, `control-plane:URL` or `last-known-good:PATH`.
     pub source: Option<String>,
+    /// Where the serving table came from: `control-plane`, `file` or `last-known-good`.
+    pub source_kind: Option<SourceKind>,
     pub routes: usize,
     pub services: usize,
     /// Seconds since the Unix epoch.
     pub applied_at: Option<u64>,
+    /// Connected mode only (`null` with a route file).
+    pub control_plane: Option<ControlPlaneView>,
+    /// The whole serving configuration in the route file's field names (`?full=1`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config: Option<ConfigSpec>,
+}
+
+/// `/config`'s `control_plane`.
+#[derive(Debug, Serialize)]
+pub struct ControlPlaneView {
+    /// `connected`, `connecting` or `disconnected`.
+    pub state: Connection,
+    /// The control plane in use: connected to, being tried, or last tried.
+    pub url: Option<String>,
+    /// When the last snapshot arrived from a control plane (RFC 3339, UTC).
+    pub last_snapshot_at: Option<String>,
+    /// Why the last session ended or the last attempt failed.
+    pub last_error: Option<String>,
 }
 
 /// `GET /stats`.
@@ -51,18 +80,38 @@ pub struct StatsView {
 }
 
 impl Admin {
-    pub fn config_view(&self) -> ConfigView {
-        let snapshot = self.state.current_snapshot();
+    /// `full`: include the whole configuration (`?full=1`).
+    pub fn config_view(&self, full: bool) -> ConfigView {
+        let (snapshot, meta) = self.state.current_with_meta();
+        let source = snapshot.as_ref().map(|s| {
+            let place = match s.source() {
+                Source::File(p) | Source::ControlPlane(p) => p.as_str(),
+            };
+            let kind = meta.kind.map_or("unknown", SourceKind::as_str);
+            format!("{kind}:{place}")
+        });
         ConfigView {
             version: snapshot.as_ref().map(|s| s.version()),
-            source: snapshot.as_ref().map(|s| s.source().to_string()),
+            source,
+            source_kind: meta.kind,
             routes: snapshot.as_ref().map_or(0, |s| s.config().routes().len()),
             services: snapshot.as_ref().map_or(0, |s| s.config().services().len()),
-            applied_at: self
-                .state
-                .applied_at()
+            applied_at: meta
+                .at
                 .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
                 .map(|d| d.as_secs()),
+            control_plane: self.state.control_plane().map(|c| ControlPlaneView {
+                state: c.state,
+                url: c.url,
+                last_snapshot_at: c.last_snapshot_at.map(rfc3339),
+                last_error: c.last_error,
+            }),
+            // Everything in the model is routing data today. Secrets (TLS keys, upstream
+            // credentials) must never be dumped here: when the model gains any, redact
+            // them in this view (Envoy's config_dump shows them as `[redacted]`).
+            config: full
+                .then(|| snapshot.as_ref().map(|s| ConfigSpec::from(s.config())))
+                .flatten(),
         }
     }
 
@@ -95,12 +144,141 @@ impl Handler for Admin {
                 Some(_) => text(StatusCode::OK, "ready\n"),
                 None => text(StatusCode::SERVICE_UNAVAILABLE, "no configuration loaded\n"),
             },
-            "/config" => json(&self.config_view()),
+            "/config" => json(&self.config_view(wants_full(req.uri().query()))),
             "/stats" => json(&self.stats_view()),
             _ => text(
                 StatusCode::NOT_FOUND,
                 "not found; try /healthz, /readyz, /config, /stats\n",
             ),
         }
+    }
+}
+
+/// `?full=1` (or `full=true`, or a bare `full`) among the query parameters.
+fn wants_full(query: Option<&str>) -> bool {
+    query
+        .unwrap_or_default()
+        .split('&')
+        .any(|param| matches!(param, "full" | "full=1" | "full=true"))
+}
+
+/// RFC 3339 in UTC with milliseconds (`2026-11-30T22:01:39.718Z`), the control plane's
+/// format. Times before 1970 (a broken clock) read as the epoch.
+pub fn rfc3339(t: SystemTime) -> String {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (year, month, day) = civil_from_days(secs / 86_400);
+    let of_day = secs % 86_400;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        of_day / 3600,
+        of_day % 3600 / 60,
+        of_day % 60,
+        since.subsec_millis()
+    )
+}
+
+/// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar
+/// (Howard Hinnant's `civil_from_days`, for non-negative day counts).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z % 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use routemaster_common::Config;
+    use routemaster_common::snapshot::Snapshot;
+
+    use super::*;
+
+    #[test]
+    fn rfc3339_times() {
+        let cases = [
+            (0, "1970-01-01T00:00:00.000Z"),
+            (1_796_076_099_718, "2026-11-30T22:01:39.718Z"),
+            (951_782_400_000, "2000-02-29T00:00:00.000Z"),
+            (951_868_799_999, "2000-02-29T23:59:59.999Z"),
+            (4_107_542_400_000, "2100-03-01T00:00:00.000Z"),
+            (1_709_164_800_001, "2024-02-29T00:00:00.001Z"),
+            (1_735_689_599_000, "2024-12-31T23:59:59.000Z"),
+        ];
+        for (ms, want) in cases {
+            let t = UNIX_EPOCH + Duration::from_millis(ms);
+            assert_eq!(rfc3339(t), want, "{ms}");
+        }
+        let before = UNIX_EPOCH - Duration::from_secs(1);
+        assert_eq!(rfc3339(before), "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn full_query_parameter() {
+        let cases = [
+            (None, false),
+            (Some(""), false),
+            (Some("full=1"), true),
+            (Some("full=true"), true),
+            (Some("full"), true),
+            (Some("x=2&full=1"), true),
+            (Some("full=0"), false),
+            (Some("fully=1"), false),
+        ];
+        for (query, want) in cases {
+            assert_eq!(wants_full(query), want, "{query:?}");
+        }
+    }
+
+    #[test]
+    fn config_view_says_where_the_table_came_from() {
+        let config = Config::try_from(
+            ConfigSpec::from_yaml(
+                "services: [{ name: a, instances: [{ address: 127.0.0.1:1 }] }]\n\
+                 routes: [{ id: r, forward: { service: a } }]\n",
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let state = Arc::new(ProxyState::new());
+        let admin = Admin::new(Arc::clone(&state));
+        let empty = admin.config_view(true);
+        assert_eq!(empty.version, None);
+        assert!(empty.config.is_none());
+        assert!(empty.control_plane.is_none());
+
+        let snapshot = |source| Arc::new(Snapshot::new(4, source, config.clone()));
+        state.apply_last_known_good(snapshot(Source::File("/s/lkg".into())));
+        state.update_control_plane(|c| c.state = Connection::Disconnected);
+        let view = admin.config_view(false);
+        assert_eq!(view.source.as_deref(), Some("last-known-good:/s/lkg"));
+        assert_eq!(view.source_kind, Some(SourceKind::LastKnownGood));
+        assert!(view.config.is_none());
+        let cp = view.control_plane.unwrap();
+        assert_eq!(cp.state, Connection::Disconnected);
+        assert_eq!(cp.last_snapshot_at, None);
+
+        state.apply(snapshot(Source::ControlPlane("http://cp:7000".into())));
+        let view = admin.config_view(true);
+        assert_eq!(view.source.as_deref(), Some("control-plane:http://cp:7000"));
+        assert_eq!(view.source_kind, Some(SourceKind::ControlPlane));
+        let full = view.config.unwrap();
+        assert_eq!(full, ConfigSpec::from(&config));
+        assert_eq!(full.routes[0].id, "r");
+        let json = serde_json::to_value(admin.config_view(true)).unwrap();
+        assert_eq!(json["source_kind"], "control-plane");
+        assert_eq!(json["control_plane"]["state"], "disconnected");
+        assert_eq!(json["config"]["services"][0]["name"], "a");
+        assert!(json["config"]["routes"][0]["forward"].is_object(), "{json}");
+        let json = serde_json::to_value(admin.config_view(false)).unwrap();
+        assert!(json.get("config").is_none(), "{json}");
     }
 }

@@ -53,6 +53,21 @@ pub struct Args {
         value_parser = parse_positive_duration
     )]
     pub health_interval: Duration,
+    /// Save every applied snapshot in DIR (atomically, with a checksum) and, at start,
+    /// serve the saved one if no control plane answers within --bootstrap-timeout.
+    /// One directory per proxy; created if missing.
+    #[arg(long, value_name = "DIR", conflicts_with = "config")]
+    pub state_dir: Option<PathBuf>,
+    /// With --state-dir: how long a starting proxy waits for a control plane's snapshot
+    /// before serving the saved one (counted from process start).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "5s",
+        conflicts_with = "config",
+        value_parser = parse_duration
+    )]
+    pub bootstrap_timeout: Duration,
     /// Address for proxied traffic.
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
@@ -119,6 +134,8 @@ impl Args {
             ControlPlaneConfig::new(self.control_plane.clone(), node_id, self.group.clone());
         config.labels = labels;
         config.health_interval = self.health_interval;
+        config.state_dir = self.state_dir.clone();
+        config.bootstrap_timeout = self.bootstrap_timeout;
         Ok(Source::ControlPlane(config))
     }
 }
@@ -234,6 +251,10 @@ mod tests {
             "tier=front",
             "--health-interval",
             "2s",
+            "--state-dir",
+            "/var/lib/routemaster",
+            "--bootstrap-timeout",
+            "1500ms",
         ]);
         assert_eq!(
             c.urls,
@@ -244,6 +265,11 @@ mod tests {
         assert_eq!(c.labels.len(), 2);
         assert_eq!(c.labels.get("zone").map(String::as_str), Some("eu-1"));
         assert_eq!(c.health_interval, Duration::from_secs(2));
+        assert_eq!(
+            c.state_dir.as_deref(),
+            Some(std::path::Path::new("/var/lib/routemaster"))
+        );
+        assert_eq!(c.bootstrap_timeout, Duration::from_millis(1500));
     }
 
     #[test]
@@ -252,6 +278,8 @@ mod tests {
         assert_eq!(c.group, "default");
         assert!(c.labels.is_empty());
         assert_eq!(c.health_interval, Duration::from_secs(5));
+        assert_eq!(c.state_dir, None);
+        assert_eq!(c.bootstrap_timeout, Duration::from_secs(5));
         assert_eq!(Some(c.node_id), hostname());
     }
 
@@ -274,6 +302,8 @@ mod tests {
             &["--group", "edge"],
             &["--label", "a=b"],
             &["--health-interval", "1s"],
+            &["--state-dir", "/tmp/s"],
+            &["--bootstrap-timeout", "1s"],
         ] {
             let mut args = vec!["--config", "r.yaml"];
             args.extend_from_slice(flags);

@@ -1,26 +1,35 @@
 //! Connected mode: the proxy's end of `routemaster.v1.Discovery/Stream`.
 //!
 //! This module owns the connection to the control plane: picking a replica, the
-//! Hello/Ack/Nack/HealthReport protocol, and reconnecting with backoff. It never owns the
-//! table: every snapshot that validates goes through [`ProxyState::apply`] like a route
-//! file does, and nothing here ever clears it, so a proxy keeps serving its last good
-//! table through invalid snapshots, control-plane restarts and network partitions.
+//! Hello/Ack/Nack/HealthReport/Goodbye protocol, and reconnecting with backoff. It never
+//! owns the table: every snapshot that validates goes through [`ProxyState::apply`] like
+//! a route file does, and nothing here ever clears it, so a proxy keeps serving its last
+//! good table through invalid snapshots, control-plane restarts and network partitions.
+//!
+//! With a state directory ([`ControlPlaneConfig::state_dir`]) every applied snapshot is
+//! also saved on disk ([`last_known_good`]); a proxy that starts while no control plane
+//! answers serves the saved one after [`ControlPlaneConfig::bootstrap_timeout`], and
+//! the control plane's first snapshot replaces it whatever its version.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
+use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use routemaster_proto::v1;
+use routemaster_common::Config;
+use routemaster_common::snapshot::{Snapshot, Source};
 use routemaster_proto::v1::discovery_client::DiscoveryClient;
 use routemaster_proto::v1::proxy_message::Message;
+use routemaster_proto::{ConversionError, v1};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
 
-use crate::state::ProxyState;
+use crate::state::{Connection, ProxyState, SourceKind};
 use crate::stats::Stats;
 
 /// TCP connect timeout per control-plane URL.
@@ -30,6 +39,14 @@ pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 /// First reconnect delay; doubles per failed attempt up to [`BACKOFF_MAX`].
 pub const BACKOFF_INITIAL: Duration = Duration::from_millis(100);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How long a starting proxy waits for a control plane's snapshot before serving its
+/// last-known-good one.
+pub const DEFAULT_BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(5);
+/// What the Goodbye says.
+pub const GOODBYE_REASON: &str = "shutting down";
+/// How long a draining proxy waits for the control plane to take its Goodbye (it ends
+/// the stream once the node is forgotten; that is bounded by 2 s on its side).
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Bounds the whole handshake (TCP, HTTP/2, opening the stream). The connect timeout
 /// only covers TCP; a peer that accepts but never speaks HTTP/2 would otherwise hold a
@@ -55,6 +72,11 @@ pub struct ControlPlaneConfig {
     pub labels: HashMap<String, String>,
     pub health_interval: Duration,
     pub connect_timeout: Duration,
+    /// Where applied snapshots are saved and read back at start (`--state-dir`).
+    pub state_dir: Option<PathBuf>,
+    /// With `state_dir`: how long to wait at start for a control plane's snapshot
+    /// before serving the saved one (`--bootstrap-timeout`), counted from process start.
+    pub bootstrap_timeout: Duration,
 }
 
 impl ControlPlaneConfig {
@@ -67,6 +89,8 @@ impl ControlPlaneConfig {
             labels: HashMap::new(),
             health_interval: DEFAULT_HEALTH_INTERVAL,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            state_dir: None,
+            bootstrap_timeout: DEFAULT_BOOTSTRAP_TIMEOUT,
         }
     }
 }
@@ -177,6 +201,8 @@ enum Disconnect {
     Stream(tonic::Status),
     #[error("the outbound stream is gone")]
     Outbound,
+    #[error("shutting down")]
+    Shutdown,
 }
 
 /// What a session got to before it ended, for the reconnect policy.
@@ -189,13 +215,27 @@ struct Progress {
 }
 
 /// Keeps this proxy connected to one of `config.urls` and applies the snapshots it is
-/// sent, until `shutdown` resolves.
+/// sent, until `shutdown` resolves; then says Goodbye on the open stream (if any), so
+/// the control plane forgets this node instead of waiting for it as `lost`. Pass the
+/// start of the drain as `shutdown`, not its end.
+///
+/// With [`ControlPlaneConfig::state_dir`], also saves every applied snapshot and serves
+/// the saved one if no snapshot arrived within the bootstrap timeout.
 pub async fn run(
     config: ControlPlaneConfig,
     state: Arc<ProxyState>,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
+    state.update_control_plane(|s| s.state = Connection::Connecting);
+    let _bootstrap = config.state_dir.clone().map(|dir| {
+        AbortOnDrop(tokio::spawn(bootstrap(
+            dir,
+            config.group.clone(),
+            config.bootstrap_timeout,
+            Arc::clone(&state),
+        )))
+    });
     if config.urls.is_empty() {
         tracing::error!("no control plane URL given; serving nothing until shutdown");
         shutdown.await;
@@ -210,11 +250,20 @@ pub async fn run(
             Some(url) => url.as_str(),
             None => return,
         };
+        state.update_control_plane(|s| {
+            s.state = Connection::Connecting;
+            s.url = Some(url.to_owned());
+        });
         let mut progress = Progress::default();
-        let end = tokio::select! {
-            end = session(&config, url, &state, &mut progress) => end,
-            () = &mut shutdown => return,
-        };
+        let end = session(&config, url, &state, &mut progress, shutdown.as_mut()).await;
+        state.update_control_plane(|s| {
+            s.state = Connection::Disconnected;
+            s.last_error = Some(end.to_string());
+        });
+        if matches!(end, Disconnect::Shutdown) {
+            // `shutdown` has resolved: it must not be polled again.
+            return;
+        }
         if progress.established {
             warned = false;
         }
@@ -248,12 +297,77 @@ pub async fn run(
     }
 }
 
+/// Aborts a background task when its owner goes away.
+#[derive(Debug)]
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Reads the saved snapshot at once (so a bad file is reported at start), then, if no
+/// control plane's snapshot was applied by `state.started + timeout`, serves it.
+async fn bootstrap(dir: PathBuf, group: String, timeout: Duration, state: Arc<ProxyState>) {
+    let deadline = tokio::time::Instant::from_std(state.started) + timeout;
+    let path = last_known_good::path(&dir);
+    let file = path.clone();
+    let Ok(loaded) =
+        tokio::task::spawn_blocking(move || last_known_good::load(&file, &group)).await
+    else {
+        return;
+    };
+    let saved = match loaded {
+        Ok(Some(saved)) => saved,
+        Ok(None) => {
+            tracing::info!(
+                path = %path.display(),
+                "no last-known-good snapshot yet; waiting for the control plane"
+            );
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(
+                error = %e,
+                "last-known-good snapshot ignored (it will not be served); waiting for the control plane"
+            );
+            return;
+        }
+    };
+    tokio::time::sleep_until(deadline).await;
+    if state.load().is_some() {
+        return;
+    }
+    let last_known_good::Saved {
+        snapshot,
+        control_plane,
+        saved_at,
+    } = saved;
+    let target = Arc::clone(&state);
+    let applied =
+        tokio::task::spawn_blocking(move || target.apply_last_known_good(Arc::new(snapshot))).await;
+    if let Ok(Some(applied)) = applied {
+        tracing::warn!(
+            version = applied.version,
+            routes = applied.routes,
+            services = applied.services,
+            saved_at = %saved_at,
+            saved_from = %control_plane,
+            path = %path.display(),
+            "no control plane answered within {timeout:?}: serving the last-known-good snapshot \
+             until one does"
+        );
+    }
+}
+
 /// One connection to one control plane, from connect to disconnect.
-async fn session(
+async fn session<S: Future<Output = ()>>(
     config: &ControlPlaneConfig,
     url: &str,
     state: &Arc<ProxyState>,
     progress: &mut Progress,
+    mut shutdown: Pin<&mut S>,
 ) -> Disconnect {
     let (tx, rx) = mpsc::channel::<v1::ProxyMessage>(OUTBOX);
     let open = async {
@@ -274,7 +388,7 @@ async fn session(
             node_id: config.node_id.clone(),
             group: config.group.clone(),
             labels: config.labels.clone(),
-            version: applied_version(state).unwrap_or(0),
+            version: control_plane_version(state).unwrap_or(0),
             binary_version: env!("CARGO_PKG_VERSION").to_owned(),
         });
         tx.try_send(v1::ProxyMessage {
@@ -289,12 +403,20 @@ async fn session(
             .map(tonic::Response::into_inner)
             .map_err(Disconnect::Open)
     };
-    let mut inbound = match tokio::time::timeout(OPEN_TIMEOUT, open).await {
+    let opened = tokio::select! {
+        opened = tokio::time::timeout(OPEN_TIMEOUT, open) => opened,
+        () = &mut shutdown => return Disconnect::Shutdown,
+    };
+    let mut inbound = match opened {
         Ok(Ok(inbound)) => inbound,
         Ok(Err(e)) => return e,
         Err(_) => return Disconnect::Timeout(OPEN_TIMEOUT),
     };
     progress.established = true;
+    state.update_control_plane(|s| {
+        s.state = Connection::Connected;
+        s.last_error = None;
+    });
     tracing::info!(
         control_plane = url,
         node_id = %config.node_id,
@@ -310,6 +432,7 @@ async fn session(
             received = inbound.message() => match received {
                 Ok(Some(snapshot)) => {
                     progress.received = true;
+                    state.update_control_plane(|s| s.last_snapshot_at = Some(SystemTime::now()));
                     if let Some(reply) = handle_snapshot(snapshot, config, url, state).await {
                         let reply = v1::ProxyMessage { message: Some(reply) };
                         if tx.send(reply).await.is_err() {
@@ -333,11 +456,46 @@ async fn session(
                     Err(TrySendError::Closed(_)) => return Disconnect::Outbound,
                 }
             }
+            () = &mut shutdown => {
+                say_goodbye(url, tx, inbound).await;
+                return Disconnect::Shutdown;
+            }
         }
     }
 }
 
-/// Applies one snapshot if it is new and valid; returns the Ack/Nack to send, if any.
+/// Sends Goodbye, ends our half of the stream and waits (bounded) for the control plane
+/// to end its half, which it does once it has forgotten this node: past that, the
+/// process can exit without the node ever showing as `lost`.
+async fn say_goodbye(
+    url: &str,
+    tx: mpsc::Sender<v1::ProxyMessage>,
+    mut inbound: tonic::Streaming<v1::Snapshot>,
+) {
+    let goodbye = v1::ProxyMessage {
+        message: Some(Message::Goodbye(v1::Goodbye {
+            reason: GOODBYE_REASON.to_owned(),
+        })),
+    };
+    let exchange = async move {
+        tx.send(goodbye).await.map_err(|_| "the stream is gone")?;
+        drop(tx);
+        // Snapshots still in flight are not applied: the proxy is leaving.
+        while let Ok(Some(_)) = inbound.message().await {}
+        Ok::<(), &str>(())
+    };
+    match tokio::time::timeout(GOODBYE_TIMEOUT, exchange).await {
+        Ok(Ok(())) => tracing::info!(control_plane = url, "said goodbye to the control plane"),
+        Ok(Err(e)) => tracing::warn!(control_plane = url, error = e, "goodbye not sent"),
+        Err(_) => tracing::warn!(
+            control_plane = url,
+            "the control plane did not close the stream within {GOODBYE_TIMEOUT:?} of the goodbye"
+        ),
+    }
+}
+
+/// Applies one snapshot if it is new and valid (and saves it, with a state directory);
+/// returns the Ack/Nack to send, if any.
 async fn handle_snapshot(
     snapshot: v1::Snapshot,
     config: &ControlPlaneConfig,
@@ -345,8 +503,10 @@ async fn handle_snapshot(
     state: &Arc<ProxyState>,
 ) -> Option<Message> {
     let version = snapshot.version;
-    // `None` (nothing applied yet) is older than every version, even 0.
-    match applied_version(state) {
+    // `None` (nothing from a control plane yet, or only the last-known-good table) is
+    // older than every version, even 0: the control plane always replaces what was read
+    // from disk, even if its versions went back (a restored or rebuilt etcd).
+    match control_plane_version(state) {
         Some(applied) if version < applied => {
             tracing::debug!(version, applied, "ignoring an older snapshot");
             return None;
@@ -365,17 +525,38 @@ async fn handle_snapshot(
         tracing::error!(version, %error, "snapshot rejected; keeping the last good table");
         return Some(Message::Nack(v1::Nack { version, error }));
     }
-    // Validation and compilation are CPU work proportional to the table; keep them off
-    // the runtime's worker threads.
+    // Validation, compilation and saving are work proportional to the table; keep them
+    // off the runtime's worker threads.
     let source = url.to_owned();
     let target = Arc::clone(state);
+    let state_dir = config.state_dir.clone();
+    let group = config.group.clone();
     let outcome = tokio::task::spawn_blocking(move || {
-        routemaster_proto::snapshot_from_proto(snapshot, &source)
-            .map(|snapshot| target.apply(Arc::new(snapshot)))
+        // `routemaster_proto::snapshot_from_proto`, keeping the spec to save: the file
+        // holds exactly what was received and validated.
+        let spec = routemaster_proto::config_spec(snapshot.services, snapshot.routes)?;
+        let keep = state_dir.as_ref().map(|_| spec.clone());
+        let validated = Config::try_from(spec)?;
+        let snapshot = Snapshot::new(version, Source::ControlPlane(source.clone()), validated);
+        let applied = target.apply(Arc::new(snapshot));
+        let saved = match (state_dir, keep) {
+            (Some(dir), Some(spec)) => Some(last_known_good::save(
+                &dir,
+                &last_known_good::Record {
+                    version,
+                    group,
+                    control_plane: source,
+                    saved_at: crate::admin::rfc3339(SystemTime::now()),
+                    config: spec,
+                },
+            )),
+            _ => None,
+        };
+        Ok::<_, ConversionError>((applied, saved))
     })
     .await;
     match outcome {
-        Ok(Ok(applied)) => {
+        Ok(Ok((applied, saved))) => {
             tracing::info!(
                 version = applied.version,
                 routes = applied.routes,
@@ -384,6 +565,15 @@ async fn handle_snapshot(
                 control_plane = url,
                 "snapshot applied"
             );
+            match saved {
+                Some(Ok(path)) => {
+                    tracing::debug!(version, path = %path.display(), "last-known-good snapshot saved");
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(version, error = %e, "cannot save the last-known-good snapshot");
+                }
+                None => {}
+            }
             Some(Message::Ack(v1::Ack { version }))
         }
         Ok(Err(e)) => {
@@ -396,6 +586,17 @@ async fn handle_snapshot(
             tracing::error!(version, %error, "snapshot not applied; keeping the last good table");
             Some(Message::Nack(v1::Nack { version, error }))
         }
+    }
+}
+
+/// The version of the table this proxy got from a control plane, if it serves one (a
+/// last-known-good table read from disk does not count: it is replaced unconditionally
+/// and not announced in Hello, so the control plane sends its own).
+fn control_plane_version(state: &ProxyState) -> Option<u64> {
+    let (snapshot, meta) = state.current_with_meta();
+    match meta.kind {
+        Some(SourceKind::LastKnownGood) => None,
+        _ => snapshot.map(|s| s.version()),
     }
 }
 
@@ -432,6 +633,493 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     parts.join(": ")
+}
+
+pub mod last_known_good {
+    //! The last-known-good snapshot on disk (`--state-dir`): one file,
+    //! `last-known-good.snapshot`, replaced atomically after every applied snapshot and
+    //! read back at start.
+    //!
+    //! Format: one ASCII header line, then the body.
+    //!
+    //! ```text
+    //! routemaster-last-known-good 1 len=BYTES crc32=HEX8\n
+    //! {"version":…,"group":…,"control_plane":…,"saved_at":…,"config":{services, routes}}
+    //! ```
+    //!
+    //! The body is JSON with the route file's field names (the spec the control plane
+    //! sent, as received), the representation etcd stores too, so an operator can read
+    //! it with `tail -n +2 | jq`. Reading it back goes through `Config::try_from`, the
+    //! validation every route file and every streamed snapshot goes through; the
+    //! declared length catches truncation and CRC-32 (IEEE, as in gzip and zip) any
+    //! corruption of the body: it detects every 1–2 bit error and every burst up to 32
+    //! bits, and anything else with probability 1 − 2⁻³². It is a check against torn
+    //! writes and bad disks, not against someone who can write the state directory (they
+    //! could write a valid file). std-only and a few lines: the proxy needs no hashing
+    //! crate for it.
+    //!
+    //! Writing: a temporary file in the same directory, fsync, rename over the old file,
+    //! fsync the directory. A crash at any point leaves the old file or the new one,
+    //! never a mix. One state directory per proxy.
+    //!
+    //! Nothing secret is in a snapshot today; when the model gains secrets (TLS keys,
+    //! upstream credentials), they must not be written here in the clear (and the file
+    //! would need mode 0600).
+
+    use std::io::Write;
+    use std::path::{Path, PathBuf};
+
+    use routemaster_common::Config;
+    use routemaster_common::snapshot::{Snapshot, Source};
+    use routemaster_common::spec::ConfigSpec;
+    use serde::{Deserialize, Serialize};
+
+    pub const FILE_NAME: &str = "last-known-good.snapshot";
+    const TMP_NAME: &str = "last-known-good.snapshot.tmp";
+    const MAGIC: &str = "routemaster-last-known-good";
+    const FORMAT: u32 = 1;
+    /// A header is ~70 bytes; anything without a newline this early is not ours.
+    const MAX_HEADER: usize = 256;
+
+    /// The file's place in `dir`.
+    pub fn path(dir: &Path) -> PathBuf {
+        dir.join(FILE_NAME)
+    }
+
+    /// What is saved: the snapshot as received, and where it came from.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Record {
+        pub version: u64,
+        pub group: String,
+        pub control_plane: String,
+        /// RFC 3339.
+        pub saved_at: String,
+        pub config: ConfigSpec,
+    }
+
+    /// A saved snapshot that passed every check, ready for `apply_last_known_good`.
+    #[derive(Debug)]
+    pub struct Saved {
+        /// Its source is the file (`Source::File(path)`).
+        pub snapshot: Snapshot,
+        pub control_plane: String,
+        pub saved_at: String,
+    }
+
+    /// Why a file on disk is not a usable snapshot.
+    #[derive(Debug, thiserror::Error)]
+    pub enum Corrupt {
+        #[error("the file is empty")]
+        Empty,
+        #[error("bad header (not a {MAGIC} file of format {FORMAT})")]
+        Header,
+        #[error("truncated: {actual} of {declared} bytes")]
+        Truncated { declared: usize, actual: usize },
+        #[error("{extra} bytes beyond the declared length")]
+        Trailing { extra: usize },
+        #[error("checksum mismatch: the header says {stored:08x}, the body is {computed:08x}")]
+        Checksum { stored: u32, computed: u32 },
+        #[error("unreadable body: {0}")]
+        Body(serde_json::Error),
+        #[error("saved for group {saved:?}, this proxy serves group {ours:?}")]
+        Group { saved: String, ours: String },
+        #[error("invalid configuration: {0}")]
+        Invalid(routemaster_common::ValidationErrors),
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    pub enum LoadError {
+        #[error("cannot read {path}: {error}")]
+        Read {
+            path: PathBuf,
+            error: std::io::Error,
+        },
+        #[error("{path}: {error}")]
+        Corrupt { path: PathBuf, error: Corrupt },
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    pub enum SaveError {
+        #[error("cannot encode the snapshot: {0}")]
+        Encode(serde_json::Error),
+        #[error("cannot write {path}: {error}")]
+        Write {
+            path: PathBuf,
+            error: std::io::Error,
+        },
+    }
+
+    /// The file's bytes for `record`.
+    pub fn encode(record: &Record) -> Result<Vec<u8>, serde_json::Error> {
+        let body = serde_json::to_vec(record)?;
+        let mut out = format!(
+            "{MAGIC} {FORMAT} len={} crc32={:08x}\n",
+            body.len(),
+            crc32(&body)
+        )
+        .into_bytes();
+        out.extend_from_slice(&body);
+        Ok(out)
+    }
+
+    /// Checks and parses a file's bytes (not the configuration's validity: [`load`]).
+    pub fn decode(bytes: &[u8]) -> Result<Record, Corrupt> {
+        if bytes.is_empty() {
+            return Err(Corrupt::Empty);
+        }
+        let newline = bytes
+            .iter()
+            .take(MAX_HEADER)
+            .position(|&b| b == b'\n')
+            .ok_or(Corrupt::Header)?;
+        let (header, rest) = bytes.split_at(newline);
+        let body = rest.get(1..).unwrap_or_default();
+        let header = std::str::from_utf8(header).map_err(|_| Corrupt::Header)?;
+        let (declared, stored) = parse_header(header).ok_or(Corrupt::Header)?;
+        match body.len() {
+            actual if actual < declared => {
+                return Err(Corrupt::Truncated { declared, actual });
+            }
+            actual if actual > declared => {
+                return Err(Corrupt::Trailing {
+                    extra: actual - declared,
+                });
+            }
+            _ => {}
+        }
+        let computed = crc32(body);
+        if computed != stored {
+            return Err(Corrupt::Checksum { stored, computed });
+        }
+        serde_json::from_slice(body).map_err(Corrupt::Body)
+    }
+
+    /// `MAGIC FORMAT len=N crc32=HEX8` → (N, checksum).
+    fn parse_header(header: &str) -> Option<(usize, u32)> {
+        let mut words = header.split(' ');
+        if words.next()? != MAGIC || words.next()? != FORMAT.to_string() {
+            return None;
+        }
+        let len = words.next()?.strip_prefix("len=")?;
+        let crc = words.next()?.strip_prefix("crc32=")?;
+        if words.next().is_some()
+            || crc.len() != 8
+            || !len.bytes().all(|b| b.is_ascii_digit())
+            || !crc.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return None;
+        }
+        Some((len.parse().ok()?, u32::from_str_radix(crc, 16).ok()?))
+    }
+
+    /// Reads, checks and validates the file at `path` for a proxy of `group`.
+    /// `Ok(None)`: there is none (nothing saved yet).
+    pub fn load(path: &Path, group: &str) -> Result<Option<Saved>, LoadError> {
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => {
+                return Err(LoadError::Read {
+                    path: path.to_owned(),
+                    error,
+                });
+            }
+        };
+        let corrupt = |error| LoadError::Corrupt {
+            path: path.to_owned(),
+            error,
+        };
+        let record = decode(&bytes).map_err(corrupt)?;
+        if record.group != group {
+            return Err(corrupt(Corrupt::Group {
+                saved: record.group,
+                ours: group.to_owned(),
+            }));
+        }
+        let config = Config::try_from(record.config).map_err(|e| corrupt(Corrupt::Invalid(e)))?;
+        Ok(Some(Saved {
+            snapshot: Snapshot::new(
+                record.version,
+                Source::File(path.display().to_string()),
+                config,
+            ),
+            control_plane: record.control_plane,
+            saved_at: record.saved_at,
+        }))
+    }
+
+    /// Replaces the file in `dir` with `record`, atomically and durably; returns its
+    /// path.
+    pub fn save(dir: &Path, record: &Record) -> Result<PathBuf, SaveError> {
+        let bytes = encode(record).map_err(SaveError::Encode)?;
+        let path = path(dir);
+        let tmp = dir.join(TMP_NAME);
+        let write = |at: &Path, error| SaveError::Write {
+            path: at.to_owned(),
+            error,
+        };
+        let mut file = std::fs::File::create(&tmp).map_err(|e| write(&tmp, e))?;
+        file.write_all(&bytes).map_err(|e| write(&tmp, e))?;
+        file.sync_all().map_err(|e| write(&tmp, e))?;
+        drop(file);
+        std::fs::rename(&tmp, &path).map_err(|e| write(&path, e))?;
+        // The rename itself is only durable once the directory is.
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| write(dir, e))?;
+        Ok(path)
+    }
+
+    const CRC_TABLE: [u32; 256] = {
+        let mut table = [0u32; 256];
+        let mut i = 0;
+        while i < 256 {
+            let mut c = i as u32;
+            let mut k = 0;
+            while k < 8 {
+                c = if c & 1 == 1 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+                k += 1;
+            }
+            table[i] = c;
+            i += 1;
+        }
+        table
+    };
+
+    /// CRC-32/ISO-HDLC (the zlib/gzip/PNG one).
+    pub fn crc32(bytes: &[u8]) -> u32 {
+        !bytes.iter().fold(!0u32, |c, &b| {
+            CRC_TABLE[usize::from((c as u8) ^ b)] ^ (c >> 8)
+        })
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn record() -> Record {
+            Record {
+                version: 42,
+                group: "edge".into(),
+                control_plane: "http://cp:7000".into(),
+                saved_at: "2026-11-30T22:01:39.718Z".into(),
+                config: ConfigSpec::from_yaml(
+                    "services: [{ name: lms, instances: [{ address: 127.0.0.1:9 }] }]\n\
+                     routes: [{ id: home, group: edge, forward: { service: lms } }]\n",
+                )
+                .unwrap(),
+            }
+        }
+
+        #[test]
+        fn crc32_check_value() {
+            assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+            assert_eq!(crc32(b""), 0);
+        }
+
+        #[test]
+        fn encode_decode_round_trip() {
+            let bytes = encode(&record()).unwrap();
+            let text = String::from_utf8(bytes.clone()).unwrap();
+            assert!(
+                text.starts_with("routemaster-last-known-good 1 len="),
+                "{text}"
+            );
+            assert_eq!(decode(&bytes).unwrap(), record());
+        }
+
+        /// Every damaged file is refused, each for its own reason.
+        #[test]
+        fn damaged_files_are_refused() {
+            let good = encode(&record()).unwrap();
+            let body_at = good.iter().position(|&b| b == b'\n').unwrap() + 1;
+            let flip = |at: usize| {
+                let mut b = good.clone();
+                b[at] ^= 0x01;
+                b
+            };
+            let with_header = |header: &str| {
+                let mut b = header.as_bytes().to_vec();
+                b.extend_from_slice(&good[body_at..]);
+                b
+            };
+            let body = &good[body_at..];
+            let len = body.len();
+            let crc = crc32(body);
+            type Check = fn(&Corrupt) -> bool;
+            let cases: Vec<(&str, Vec<u8>, Check)> = vec![
+                ("empty", vec![], |e| matches!(e, Corrupt::Empty)),
+                ("flipped byte in the body", flip(body_at + 10), |e| {
+                    matches!(e, Corrupt::Checksum { .. })
+                }),
+                ("flipped last byte", flip(good.len() - 1), |e| {
+                    matches!(e, Corrupt::Checksum { .. })
+                }),
+                ("flipped byte in the magic", flip(0), |e| {
+                    matches!(e, Corrupt::Header)
+                }),
+                ("truncated body", good[..good.len() - 7].to_vec(), |e| {
+                    matches!(e, Corrupt::Truncated { .. })
+                }),
+                ("truncated header", good[..20].to_vec(), |e| {
+                    matches!(e, Corrupt::Header)
+                }),
+                ("header only", good[..body_at].to_vec(), |e| {
+                    matches!(e, Corrupt::Truncated { actual: 0, .. })
+                }),
+                (
+                    "trailing garbage",
+                    [good.clone(), b"xx".to_vec()].concat(),
+                    |e| matches!(e, Corrupt::Trailing { extra: 2 }),
+                ),
+                (
+                    "wrong checksum",
+                    with_header(&format!(
+                        "routemaster-last-known-good 1 len={len} crc32={:08x}\n",
+                        crc ^ 1
+                    )),
+                    |e| matches!(e, Corrupt::Checksum { .. }),
+                ),
+                (
+                    "other format version",
+                    with_header(&format!(
+                        "routemaster-last-known-good 2 len={len} crc32={crc:08x}\n"
+                    )),
+                    |e| matches!(e, Corrupt::Header),
+                ),
+                (
+                    "no checksum",
+                    with_header(&format!("routemaster-last-known-good 1 len={len}\n")),
+                    |e| matches!(e, Corrupt::Header),
+                ),
+                (
+                    "signed length",
+                    with_header(&format!(
+                        "routemaster-last-known-good 1 len=+{len} crc32={crc:08x}\n"
+                    )),
+                    |e| matches!(e, Corrupt::Header),
+                ),
+                (
+                    "checksum right, body not JSON",
+                    {
+                        let body = b"not json";
+                        let mut b = format!(
+                            "routemaster-last-known-good 1 len={} crc32={:08x}\n",
+                            body.len(),
+                            crc32(body)
+                        )
+                        .into_bytes();
+                        b.extend_from_slice(body);
+                        b
+                    },
+                    |e| matches!(e, Corrupt::Body(_)),
+                ),
+                ("no newline at all", vec![b'a'; 1000], |e| {
+                    matches!(e, Corrupt::Header)
+                }),
+                ("binary garbage", vec![0xff; 64], |e| {
+                    matches!(e, Corrupt::Header)
+                }),
+            ];
+            for (name, bytes, check) in cases {
+                match decode(&bytes) {
+                    Ok(_) => panic!("{name}: accepted"),
+                    Err(e) => assert!(check(&e), "{name}: wrong reason: {e}"),
+                }
+            }
+        }
+
+        #[test]
+        fn save_then_load() {
+            let dir = std::env::temp_dir().join(format!("rm-lkg-save-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let written = save(&dir, &record()).unwrap();
+            assert_eq!(written, path(&dir));
+            // Saving again replaces the file and leaves no temporary behind.
+            let mut newer = record();
+            newer.version = 43;
+            save(&dir, &newer).unwrap();
+            let names: Vec<_> = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            assert_eq!(names, [FILE_NAME]);
+            let saved = load(&written, "edge").unwrap().unwrap();
+            assert_eq!(saved.snapshot.version(), 43);
+            assert_eq!(saved.control_plane, "http://cp:7000");
+            assert_eq!(
+                saved.snapshot.source(),
+                &Source::File(written.display().to_string())
+            );
+            assert_eq!(saved.snapshot.config().routes().len(), 1);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+
+        /// What `load` refuses on top of [`decode`]: nothing there is not an error, an
+        /// unreadable, damaged, foreign or invalid file is.
+        #[test]
+        fn load_outcomes() {
+            let dir = std::env::temp_dir().join(format!("rm-lkg-load-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let good = encode(&record()).unwrap();
+            let mut invalid = record();
+            invalid.config.routes[0].forward.as_mut().unwrap().service = Some("nope".into());
+            let invalid = encode(&invalid).unwrap();
+            let mut flipped = good.clone();
+            let last = flipped.len() - 3;
+            flipped[last] ^= 0x20;
+            enum Want {
+                Loaded,
+                Nothing,
+                Error(&'static str),
+            }
+            let cases: Vec<(&str, Option<Vec<u8>>, &str, Want)> = vec![
+                ("good", Some(good.clone()), "edge", Want::Loaded),
+                ("missing", None, "edge", Want::Nothing),
+                ("empty", Some(vec![]), "edge", Want::Error("empty")),
+                ("flipped", Some(flipped), "edge", Want::Error("checksum")),
+                (
+                    "truncated",
+                    Some(good[..good.len() / 2].to_vec()),
+                    "edge",
+                    Want::Error("truncated"),
+                ),
+                (
+                    "other group",
+                    Some(good.clone()),
+                    "default",
+                    Want::Error("group"),
+                ),
+                ("invalid", Some(invalid), "edge", Want::Error("nope")),
+            ];
+            for (name, contents, group, want) in cases {
+                let file = dir.join(name);
+                if let Some(bytes) = &contents {
+                    std::fs::write(&file, bytes).unwrap();
+                }
+                match (load(&file, group), want) {
+                    (Ok(Some(s)), Want::Loaded) => assert_eq!(s.snapshot.version(), 42),
+                    (Ok(None), Want::Nothing) => {}
+                    (Err(e), Want::Error(text)) => {
+                        let e = e.to_string();
+                        assert!(e.contains(text) && e.contains(name), "{name}: {e}");
+                    }
+                    (other, _) => panic!("{name}: {:?}", other.map(|s| s.is_some())),
+                }
+            }
+            // A directory where the file should be: unreadable.
+            let err = load(&dir, "edge").unwrap_err();
+            assert!(matches!(err, LoadError::Read { .. }), "{err}");
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
 }
 
 #[cfg(test)]

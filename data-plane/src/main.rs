@@ -40,6 +40,16 @@ fn run(args: Args) -> anyhow::Result<()> {
         Source::File(path) => Some(file_source::load(path)?),
         Source::ControlPlane(_) => None,
     };
+    // A state directory that cannot even be created is a configuration error: say so now
+    // rather than discover it at the first snapshot.
+    if let Source::ControlPlane(control_plane::ControlPlaneConfig {
+        state_dir: Some(dir),
+        ..
+    }) = &source
+    {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("--state-dir {}: cannot create it", dir.display()))?;
+    }
     let workers = match args.workers {
         Some(0) => anyhow::bail!("--workers must be at least 1"),
         Some(n) => n,
@@ -87,6 +97,10 @@ fn run(args: Args) -> anyhow::Result<()> {
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let stopped = || routemaster_data_plane::lifecycle::stopped(&stop_rx);
+        // The drain starts (SIGTERM) before the listeners stop (after --drain-delay): the
+        // control-plane client says Goodbye at the start, so the control plane forgets
+        // this node while it is still serving, never sees it `lost`.
+        let (drain_tx, drain_rx) = watch::channel(false);
         let server_options = ServerOptions {
             header_read_timeout: args.header_read_timeout,
             keepalive_timeout: args.keepalive_timeout,
@@ -123,9 +137,15 @@ fn run(args: Args) -> anyhow::Result<()> {
                     control_planes = %config.urls.join(","),
                     node_id = %config.node_id,
                     group = %config.group,
+                    state_dir = ?config.state_dir,
+                    bootstrap_timeout = ?config.state_dir.as_ref().map(|_| config.bootstrap_timeout),
                     "connected mode: waiting for the first snapshot"
                 );
-                tokio::spawn(control_plane::run(config, Arc::clone(&state), stopped()))
+                tokio::spawn(control_plane::run(
+                    config,
+                    Arc::clone(&state),
+                    routemaster_data_plane::lifecycle::stopped(&drain_rx),
+                ))
             }
         };
 
@@ -133,6 +153,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             .await
             .context("cannot install signal handlers")?;
         state.start_draining();
+        let _ = drain_tx.send(true);
         if !args.drain_delay.is_zero() {
             tracing::info!(delay = ?args.drain_delay, "shutting down: not ready, still serving");
             // A second signal cuts the delay short.

@@ -1,7 +1,8 @@
 //! The discovery client against an in-process `Discovery` stub: snapshots are applied,
 //! Acked and Nacked as the protocol says, an invalid snapshot never replaces the last
-//! good table, and the client reconnects (rotating past a dead URL) and stops on
-//! shutdown. The real control plane is tested elsewhere.
+//! good table, and the client reconnects (rotating past a dead URL), says Goodbye and
+//! stops on shutdown, reports its connection state, and saves and serves the
+//! last-known-good snapshot. The real control plane is tested elsewhere.
 
 // Test helpers panic on purpose: a failed expectation is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -10,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use routemaster_common::snapshot::Source;
-use routemaster_data_plane::control_plane::{self, ControlPlaneConfig};
-use routemaster_data_plane::state::ProxyState;
+use routemaster_data_plane::control_plane::{self, ControlPlaneConfig, last_known_good};
+use routemaster_data_plane::state::{Connection, ProxyState, SourceKind};
 use routemaster_proto::v1;
 use routemaster_proto::v1::discovery_server::{Discovery, DiscoveryServer};
 use routemaster_proto::v1::proxy_message::Message;
@@ -261,7 +262,8 @@ async fn applies_acks_nacks_keeps_the_last_good_table_and_reconnects() {
     );
     assert_eq!(applied(&state), Some(7));
 
-    // Shutdown is prompt even with the stream open.
+    // Shutdown with the stream open: Goodbye, then a bounded wait for the control plane
+    // to end the stream (this stub never does), then run() returns.
     shutdown.send(()).unwrap();
     timeout(WAIT, client)
         .await
@@ -318,4 +320,314 @@ async fn shutdown_is_prompt_while_no_control_plane_is_reachable() {
         .expect("control_plane::run did not stop on shutdown")
         .unwrap();
     assert!(state.load().is_none());
+}
+
+/// Polls `check` every 10 ms until it holds or `within` passes; returns whether it held.
+async fn holds_within(within: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn connection(state: &ProxyState) -> Option<Connection> {
+    state.control_plane().map(|c| c.state)
+}
+
+struct StateDir(std::path::PathBuf);
+
+impl StateDir {
+    fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "routemaster-discovery-{tag}-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    fn file(&self) -> std::path::PathBuf {
+        last_known_good::path(&self.0)
+    }
+
+    fn saved_version(&self) -> Option<u64> {
+        last_known_good::load(&self.file(), "edge")
+            .unwrap()
+            .map(|s| s.snapshot.version())
+    }
+}
+
+impl Drop for StateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn with_state_dir(url: String, dir: &StateDir, bootstrap: Duration) -> ControlPlaneConfig {
+    let mut config = ControlPlaneConfig::new(vec![url], "node-lkg", "edge");
+    config.state_dir = Some(dir.0.clone());
+    config.bootstrap_timeout = bootstrap;
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn says_goodbye_at_shutdown_and_reports_its_connection() {
+    let (url, mut sessions, stop_stub) = start_stub().await;
+    let state = Arc::new(ProxyState::new());
+    let config = ControlPlaneConfig::new(vec![url.clone()], "node-4", "edge");
+    let (shutdown, shutdown_rx) = oneshot::channel::<()>();
+    let client = tokio::spawn(control_plane::run(config, Arc::clone(&state), async {
+        let _ = shutdown_rx.await;
+    }));
+    let mut session = next_session(&mut sessions).await;
+    assert!(matches!(session.next().await, Message::Hello(_)));
+    assert!(
+        holds_within(WAIT, || connection(&state) == Some(Connection::Connected)).await,
+        "{:?}",
+        state.control_plane()
+    );
+    let status = state.control_plane().unwrap();
+    assert_eq!(status.url.as_deref(), Some(url.as_str()));
+    assert_eq!(status.last_snapshot_at, None);
+
+    session.send(valid(5)).await;
+    assert_eq!(
+        session.next_reply().await,
+        Message::Ack(v1::Ack { version: 5 })
+    );
+    assert!(state.control_plane().unwrap().last_snapshot_at.is_some());
+
+    // Shutdown: Goodbye is the next thing on the stream, then the proxy's half ends.
+    shutdown.send(()).unwrap();
+    assert_eq!(
+        session.next_reply().await,
+        Message::Goodbye(v1::Goodbye {
+            reason: "shutting down".into()
+        })
+    );
+    assert!(
+        timeout(WAIT, session.from_proxy.recv())
+            .await
+            .unwrap()
+            .is_none(),
+        "the proxy's stream must end after Goodbye"
+    );
+    // The control plane ends its half once it has taken the Goodbye; the client waits
+    // for that (bounded), then stops.
+    drop(session.snapshots);
+    timeout(WAIT, client)
+        .await
+        .expect("control_plane::run did not stop after the goodbye")
+        .unwrap();
+    assert_eq!(connection(&state), Some(Connection::Disconnected));
+    assert_eq!(applied(&state), Some(5), "the table outlives the stream");
+    let _ = stop_stub.send(());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_state_follows_an_outage() {
+    let (url, mut sessions, stop_stub) = start_stub().await;
+    let state = Arc::new(ProxyState::new());
+    let config = ControlPlaneConfig::new(vec![url], "node-5", "edge");
+    let (shutdown, shutdown_rx) = oneshot::channel::<()>();
+    let client = tokio::spawn(control_plane::run(config, Arc::clone(&state), async {
+        let _ = shutdown_rx.await;
+    }));
+    let mut session = next_session(&mut sessions).await;
+    assert!(matches!(session.next().await, Message::Hello(_)));
+    session.send(valid(5)).await;
+    assert!(matches!(session.next_reply().await, Message::Ack(_)));
+    assert_eq!(connection(&state), Some(Connection::Connected));
+
+    // The stub stops: the state leaves `connected` (retrying), the table stays.
+    let _ = stop_stub.send(());
+    drop(session);
+    assert!(
+        holds_within(WAIT, || connection(&state) != Some(Connection::Connected)).await,
+        "{:?}",
+        state.control_plane()
+    );
+    let status = state.control_plane().unwrap();
+    assert!(status.last_error.is_some(), "{status:?}");
+    assert!(status.last_snapshot_at.is_some());
+    assert_eq!(applied(&state), Some(5));
+    shutdown.send(()).unwrap();
+    timeout(WAIT, client).await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saves_applied_snapshots_serves_them_when_alone_and_yields_to_the_control_plane() {
+    let dir = StateDir::new("serve");
+    let (url, mut sessions, stop_stub) = start_stub().await;
+
+    // First life: every applied snapshot is saved; a rejected one is not.
+    let state = Arc::new(ProxyState::new());
+    let (shutdown, shutdown_rx) = oneshot::channel::<()>();
+    let client = tokio::spawn(control_plane::run(
+        with_state_dir(url.clone(), &dir, Duration::from_secs(5)),
+        Arc::clone(&state),
+        async {
+            let _ = shutdown_rx.await;
+        },
+    ));
+    let mut session = next_session(&mut sessions).await;
+    assert!(matches!(session.next().await, Message::Hello(_)));
+    session.send(valid(5)).await;
+    assert!(matches!(session.next_reply().await, Message::Ack(_)));
+    assert_eq!(dir.saved_version(), Some(5));
+    session.send(invalid(6)).await;
+    assert!(matches!(session.next_reply().await, Message::Nack(_)));
+    assert_eq!(dir.saved_version(), Some(5));
+    shutdown.send(()).unwrap();
+    drop(session);
+    timeout(WAIT, client).await.unwrap().unwrap();
+    let _ = stop_stub.send(());
+
+    // Second life, no control plane: after the bootstrap timeout the saved table serves.
+    let (url, mut sessions, stop_stub) = start_stub().await;
+    let state = Arc::new(ProxyState::new());
+    let (shutdown, shutdown_rx) = oneshot::channel::<()>();
+    let bootstrap = Duration::from_millis(300);
+    let client = tokio::spawn(control_plane::run(
+        with_state_dir(url, &dir, bootstrap),
+        Arc::clone(&state),
+        async {
+            let _ = shutdown_rx.await;
+        },
+    ));
+    // The stub accepts the stream but sends nothing: that is not an answer.
+    let mut session = next_session(&mut sessions).await;
+    match session.next().await {
+        // Nothing served yet, and a saved table is never announced.
+        Message::Hello(h) => assert_eq!(h.version, 0),
+        other => panic!("expected Hello first, got {other:?}"),
+    }
+    assert!(
+        holds_within(WAIT, || state.load().is_some()).await,
+        "the saved snapshot was not served"
+    );
+    assert!(
+        state.started.elapsed() >= bootstrap,
+        "served before the bootstrap timeout"
+    );
+    assert_eq!(applied(&state), Some(5));
+    assert_eq!(state.source_kind(), Some(SourceKind::LastKnownGood));
+    assert_eq!(
+        state.current_snapshot().unwrap().source(),
+        &Source::File(dir.file().display().to_string())
+    );
+
+    // The control plane answers, with a lower version (a rebuilt etcd): it wins anyway.
+    session.send(valid(3)).await;
+    assert_eq!(
+        session.next_reply().await,
+        Message::Ack(v1::Ack { version: 3 })
+    );
+    assert_eq!(applied(&state), Some(3));
+    assert_eq!(state.source_kind(), Some(SourceKind::ControlPlane));
+    assert_eq!(dir.saved_version(), Some(3));
+    shutdown.send(()).unwrap();
+    drop(session);
+    timeout(WAIT, client).await.unwrap().unwrap();
+    let _ = stop_stub.send(());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_control_plane_snapshot_before_the_bootstrap_timeout_wins() {
+    let dir = StateDir::new("race");
+    let mut saved = valid(9);
+    saved.routes.clear();
+    last_known_good::save(
+        &dir.0,
+        &last_known_good::Record {
+            version: 9,
+            group: "edge".into(),
+            control_plane: "http://old".into(),
+            saved_at: "2026-01-01T00:00:00.000Z".into(),
+            config: routemaster_proto::config_spec(saved.services, saved.routes).unwrap(),
+        },
+    )
+    .unwrap();
+    let (url, mut sessions, stop_stub) = start_stub().await;
+    let state = Arc::new(ProxyState::new());
+    let (shutdown, shutdown_rx) = oneshot::channel::<()>();
+    let bootstrap = Duration::from_millis(300);
+    let client = tokio::spawn(control_plane::run(
+        with_state_dir(url, &dir, bootstrap),
+        Arc::clone(&state),
+        async {
+            let _ = shutdown_rx.await;
+        },
+    ));
+    let mut session = next_session(&mut sessions).await;
+    assert!(matches!(session.next().await, Message::Hello(_)));
+    session.send(valid(4)).await;
+    assert!(matches!(session.next_reply().await, Message::Ack(_)));
+    // Past the bootstrap timeout (with a margin), the control plane's table still serves.
+    let until = bootstrap.saturating_sub(state.started.elapsed()) + Duration::from_millis(500);
+    assert!(
+        !holds_within(until, || state.source_kind()
+            != Some(SourceKind::ControlPlane))
+        .await,
+        "the saved snapshot replaced the control plane's"
+    );
+    assert_eq!(applied(&state), Some(4));
+    shutdown.send(()).unwrap();
+    drop(session);
+    timeout(WAIT, client).await.unwrap().unwrap();
+    let _ = stop_stub.send(());
+}
+
+#[tokio::test]
+async fn damaged_saved_snapshots_are_never_served() {
+    let good = {
+        let s = valid(5);
+        last_known_good::encode(&last_known_good::Record {
+            version: 5,
+            group: "edge".into(),
+            control_plane: "http://old".into(),
+            saved_at: "2026-01-01T00:00:00.000Z".into(),
+            config: routemaster_proto::config_spec(s.services, s.routes).unwrap(),
+        })
+        .unwrap()
+    };
+    let mut flipped = good.clone();
+    let middle = flipped.len() - 20;
+    flipped[middle] ^= 0x04;
+    let cases: [(&str, Vec<u8>); 4] = [
+        ("flipped", flipped),
+        ("truncated", good[..good.len() - 1].to_vec()),
+        ("empty", Vec::new()),
+        ("garbage", b"{\"routes\": []}".to_vec()),
+    ];
+    let bootstrap = Duration::from_millis(100);
+    for (name, bytes) in cases {
+        let dir = StateDir::new(name);
+        std::fs::write(dir.file(), &bytes).unwrap();
+        let state = Arc::new(ProxyState::new());
+        let (shutdown, shutdown_rx) = oneshot::channel::<()>();
+        let client = tokio::spawn(control_plane::run(
+            with_state_dir(dead_url().await, &dir, bootstrap),
+            Arc::clone(&state),
+            async {
+                let _ = shutdown_rx.await;
+            },
+        ));
+        assert!(
+            !holds_within(bootstrap + Duration::from_millis(400), || state
+                .load()
+                .is_some())
+            .await,
+            "{name}: a damaged snapshot was served"
+        );
+        shutdown.send(()).unwrap();
+        timeout(WAIT, client).await.unwrap().unwrap();
+    }
 }
