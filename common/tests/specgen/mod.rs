@@ -1,0 +1,342 @@
+//! Generated valid route files for the round-trip property tests, shared by
+//! `common/tests/roundtrip.rs` (driven by proptest), the control plane's in-process round
+//! trip and the real-etcd one in `integration-tests` (both include this file with
+//! `#[path]`, so there is one generator).
+//!
+//! [`config`] turns a seed into a valid [`ConfigSpec`] that uses every field of the
+//! format, each optional field present or absent, written in canonical spelling (the form
+//! the control plane stores), including strings YAML must quote. The round trip's
+//! expectation is then exact: what comes back equals `config(seed).with_defaults()`.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use routemaster_common::duration;
+use routemaster_common::model::LoadBalancing;
+use routemaster_common::spec::{
+    BackendSpec, ConfigSpec, ForwardSpec, HeaderSpec, InstanceSpec, PathSpec, RedirectSpec,
+    RouteSpec, ServiceSpec,
+};
+
+/// splitmix64: small, seedable, good enough to pick shapes.
+#[derive(Debug, Clone)]
+pub struct Gen(u64);
+
+impl Gen {
+    pub fn new(seed: u64) -> Self {
+        Gen(seed)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// 0..n
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    /// lo..=hi
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.below(hi - lo + 1)
+    }
+
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+
+    pub fn pick<T: Clone>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len() as u64) as usize].clone()
+    }
+
+    fn maybe<T>(&mut self, percent: u64, f: impl FnOnce(&mut Self) -> T) -> Option<T> {
+        self.chance(percent).then(|| f(self))
+    }
+
+    /// `[a-z0-9-]`, starting with a letter; `suffix` keeps names unique.
+    fn name(&mut self, suffix: usize) -> String {
+        const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789-";
+        let len = self.range(1, 12) as usize;
+        let mut s = String::new();
+        s.push(char::from(b'a' + self.below(26) as u8));
+        for _ in 1..len {
+            s.push(char::from(self.pick(CHARS)));
+        }
+        let s = format!("{s}{suffix}");
+        s[s.len().saturating_sub(63)..].to_owned()
+    }
+
+    fn segment(&mut self) -> String {
+        const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789-_~";
+        let len = self.range(1, 8) as usize;
+        (0..len).map(|_| char::from(self.pick(CHARS))).collect()
+    }
+
+    /// A normalised absolute path: `/` or `/a/b` (no trailing slash, no dot segments).
+    fn path(&mut self) -> String {
+        let n = self.below(4);
+        if n == 0 {
+            return "/".into();
+        }
+        (0..n).map(|_| format!("/{}", self.segment())).collect()
+    }
+
+    fn host(&mut self, i: usize) -> String {
+        let labels = self.range(1, 3);
+        let mut parts: Vec<String> = (0..labels).map(|_| self.label()).collect();
+        parts.push(format!("h{i}"));
+        parts.push(self.pick(&["com", "org", "internal", "test"]).to_owned());
+        parts.join(".")
+    }
+
+    fn label(&mut self) -> String {
+        const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+        let len = self.range(1, 10) as usize;
+        (0..len).map(|_| char::from(self.pick(CHARS))).collect()
+    }
+
+    /// Strings that YAML must quote or could misread, and plain ones.
+    fn text(&mut self) -> String {
+        let tricky = [
+            "yes",
+            "no",
+            "null",
+            "~",
+            "true",
+            "123",
+            "1.5",
+            "0x1F",
+            "a: b",
+            "#hash",
+            "-dash",
+            "'single'",
+            "\"double\"",
+            "x y",
+            "",
+            " lead",
+            "trail ",
+            "back\\slash",
+            "tab\tin",
+            "ünïcödé",
+            "@at",
+            "*star",
+            "&amp",
+            "!bang",
+            "%pct",
+            "{b}",
+            "[s]",
+            "a,b",
+        ];
+        if self.chance(50) {
+            self.pick(&tricky).to_owned()
+        } else {
+            self.label()
+        }
+    }
+}
+
+const REGEXES: &[&str] = &[
+    "/c/[0-9]+",
+    "^/api/v[12]/.*$",
+    ".*",
+    "/(a|b)/x",
+    "/files/[^/]+\\.txt",
+];
+const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
+
+/// A valid route file from `seed`.
+pub fn config(seed: u64) -> ConfigSpec {
+    let mut g = Gen::new(seed);
+    let services: Vec<ServiceSpec> = (0..g.range(1, 4) as usize)
+        .map(|i| service(&mut g, i))
+        .collect();
+    let names: Vec<String> = services.iter().map(|s| s.name.clone()).collect();
+    let routes = (0..g.range(0, 5) as usize)
+        .map(|i| route(&mut g, i, &names))
+        .collect();
+    ConfigSpec { services, routes }
+}
+
+fn service(g: &mut Gen, i: usize) -> ServiceSpec {
+    let n = g.below(4) as usize;
+    let mut instances: Vec<InstanceSpec> = (0..n)
+        .map(|j| {
+            let port = g.range(1, 65535);
+            let address = match g.below(3) {
+                0 => format!("10.{i}.{j}.{}:{port}", g.below(256)),
+                1 => format!("{}:{port}", g.host(j)),
+                _ => format!("[fd00::{i}:{j}]:{port}"),
+            };
+            InstanceSpec {
+                address,
+                weight: g.maybe(50, |g| g.pick(&[0, 1, 2, 7, 100, 10_000])),
+            }
+        })
+        .collect();
+    if !instances.is_empty() && instances.iter().all(|i| i.weight == Some(0)) {
+        instances[0].weight = Some(3);
+    }
+    ServiceSpec {
+        name: g.name(i),
+        instances,
+        load_balancing: g.maybe(60, |g| {
+            g.pick(&[
+                LoadBalancing::RoundRobin,
+                LoadBalancing::LeastRequest,
+                LoadBalancing::Random,
+            ])
+        }),
+    }
+}
+
+fn route(g: &mut Gen, i: usize, services: &[String]) -> RouteSpec {
+    let path = g.maybe(80, |g| match g.below(3) {
+        0 => PathSpec {
+            prefix: Some(g.path()),
+            ..PathSpec::default()
+        },
+        1 => PathSpec {
+            exact: Some(g.path()),
+            ..PathSpec::default()
+        },
+        _ => PathSpec {
+            regex: Some(g.pick(REGEXES).to_owned()),
+            ..PathSpec::default()
+        },
+    });
+    let regex_path = path.as_ref().is_some_and(|p| p.regex.is_some());
+    let hosts = g.maybe(50, |g| {
+        (0..g.range(1, 3) as usize)
+            .map(|j| {
+                let h = g.host(j);
+                if g.chance(30) { format!("*.{h}") } else { h }
+            })
+            .collect()
+    });
+    let methods = g.maybe(40, |g| {
+        let mut m: Vec<String> = METHODS
+            .iter()
+            .filter(|_| g.chance(40))
+            .map(|m| (*m).to_owned())
+            .collect();
+        if m.is_empty() {
+            m.push("GET".into());
+        }
+        m
+    });
+    let headers = g.maybe(40, |g| {
+        (0..g.range(1, 3) as usize)
+            .map(|j| {
+                let name = format!("x-{}-{j}", g.label());
+                match g.below(3) {
+                    0 => HeaderSpec {
+                        name,
+                        exact: Some(g.text()),
+                        regex: None,
+                        present: None,
+                    },
+                    1 => HeaderSpec {
+                        name,
+                        exact: None,
+                        regex: Some(g.pick(&["^beta$", "a+", "v[0-9]"]).to_owned()),
+                        present: None,
+                    },
+                    _ => HeaderSpec {
+                        name,
+                        exact: None,
+                        regex: None,
+                        present: Some(true),
+                    },
+                }
+            })
+            .collect()
+    });
+    let (forward, redirect) = if g.chance(70) {
+        (Some(forward(g, services, regex_path)), None)
+    } else {
+        (None, Some(redirect(g, regex_path)))
+    };
+    RouteSpec {
+        id: g.name(i),
+        hosts,
+        path,
+        methods,
+        headers,
+        priority: g.maybe(40, |g| g.pick(&[0, 1, -1, 100, -5000, i32::MAX, i32::MIN])),
+        group: g.maybe(30, |g| {
+            if g.chance(30) {
+                "default".to_owned()
+            } else {
+                g.name(0)
+            }
+        }),
+        forward,
+        redirect,
+    }
+}
+
+fn forward(g: &mut Gen, services: &[String], regex_path: bool) -> ForwardSpec {
+    let (service, backends) = if g.chance(50) {
+        (Some(g.pick(services)), None)
+    } else {
+        let mut list: Vec<BackendSpec> = (0..g.range(1, 3))
+            .map(|_| BackendSpec {
+                service: g.pick(services),
+                weight: g.maybe(70, |g| g.pick(&[0, 1, 10, 90, 10_000])),
+            })
+            .collect();
+        if list.iter().all(|b| b.weight == Some(0)) {
+            list[0].weight = None;
+        }
+        (None, Some(list))
+    };
+    ForwardSpec {
+        service,
+        backends,
+        rewrite_prefix: if regex_path {
+            None
+        } else {
+            g.maybe(30, |g| g.path())
+        },
+        host_rewrite: g.maybe(30, |g| {
+            let h = g.host(0);
+            if g.chance(50) {
+                format!("{h}:{}", g.range(1, 65535))
+            } else {
+                h
+            }
+        }),
+        timeout: g.maybe(40, |g| {
+            duration::format(Duration::from_millis(g.pick(&[
+                1, 250, 1_000, 1_500, 30_000, 90_000, 120_000, 3_600_000, 86_400_000,
+            ])))
+        }),
+    }
+}
+
+fn redirect(g: &mut Gen, regex_path: bool) -> RedirectSpec {
+    let (path, prefix) = match g.below(3) {
+        0 => (Some(g.path()), None),
+        1 if !regex_path => (None, Some(g.path())),
+        _ => (None, None),
+    };
+    RedirectSpec {
+        prefix,
+        path,
+        scheme: g.maybe(40, |g| g.pick(&["http", "https"]).to_owned()),
+        host: g.maybe(40, |g| g.host(0)),
+        port: g.maybe(30, |g| g.range(1, 65535) as u16),
+        code: g.maybe(60, |g| g.pick(&[301, 302, 303, 307, 308])),
+    }
+}
+
+/// The same configuration with its objects in name/id order (what `get` lists).
+pub fn sorted(mut spec: ConfigSpec) -> ConfigSpec {
+    spec.services.sort_by(|a, b| a.name.cmp(&b.name));
+    spec.routes.sort_by(|a, b| a.id.cmp(&b.id));
+    spec
+}
