@@ -22,6 +22,16 @@ pub struct Fleet {
 
 /// Starts a connected proxy: `routemaster-proxy --control-plane URLS --node-id ID --group G`.
 pub async fn start_proxy(control_urls: &str, node: &str, group: &str) -> ProxyProcess {
+    start_proxy_with(control_urls, node, group, &[]).await
+}
+
+/// [`start_proxy`] with extra flags (`--state-dir`, `--drain-delay`, …).
+pub async fn start_proxy_with(
+    control_urls: &str,
+    node: &str,
+    group: &str,
+    extra: &[&str],
+) -> ProxyProcess {
     let mut cmd = Command::new(binary("routemaster-proxy"));
     cmd.args([
         "--control-plane",
@@ -33,7 +43,8 @@ pub async fn start_proxy(control_urls: &str, node: &str, group: &str) -> ProxyPr
     ])
     .args(["--label", "zone=test"])
     .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-    .args(["--health-interval", "1s"]);
+    .args(["--health-interval", "1s"])
+    .args(extra);
     ProxyProcess::spawn(cmd).await.unwrap()
 }
 
