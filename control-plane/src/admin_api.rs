@@ -1,13 +1,18 @@
 //! The gRPC admin service the CLI talks to. Writes go through
-//! [`Controller::dispatch`]; reads are answered from the published catalog, so they keep
-//! working while etcd is away.
+//! [`Controller::dispatch`] and answer once this replica's catalog has them; reads are
+//! answered from the published catalog after it has caught up with etcd
+//! ([`Controller::catch_up`]): a read on any replica sees every write acknowledged before
+//! it began. While etcd is away reads still answer, from the last snapshot, and say so
+//! (`stale_reason`).
 
 use std::sync::Arc;
 
 use routemaster_proto::v1;
 use tonic::{Request, Response, Status};
 
-use crate::controller::{ChangeKind, Command, Controller, DispatchError, Kind, ObjectChange};
+use crate::controller::{
+    CATCH_UP, ChangeKind, Command, Controller, DispatchError, Kind, ObjectChange,
+};
 use crate::nodes::Nodes;
 
 #[derive(Debug)]
@@ -97,6 +102,7 @@ impl v1::admin_server::Admin for AdminService {
         &self,
         _request: Request<v1::ListRequest>,
     ) -> Result<Response<v1::ListResponse>, Status> {
+        let freshness = self.controller.catch_up(CATCH_UP).await;
         let catalog = self.controller.catalog();
         let Some(config) = catalog.config.as_ref() else {
             return Err(Status::unavailable(
@@ -108,6 +114,7 @@ impl v1::admin_server::Admin for AdminService {
             version: catalog.version,
             services: parts.services,
             routes: parts.routes,
+            stale_reason: freshness.reason(),
         }))
     }
 
@@ -115,6 +122,7 @@ impl v1::admin_server::Admin for AdminService {
         &self,
         _request: Request<v1::StatusRequest>,
     ) -> Result<Response<v1::StatusResponse>, Status> {
+        let freshness = self.controller.catch_up(CATCH_UP).await;
         let catalog = self.controller.catalog();
         let nodes = self.nodes.list().await;
         Ok(Response::new(v1::StatusResponse {
@@ -123,6 +131,7 @@ impl v1::admin_server::Admin for AdminService {
             services: catalog.service_count() as u32,
             etcd_connected: self.controller.etcd_connected(),
             nodes: nodes.into_iter().map(v1::NodeStatus::from).collect(),
+            stale_reason: freshness.reason(),
         }))
     }
 

@@ -105,11 +105,14 @@ impl Catalog {
             .clone()
     }
 
+    /// The configuration as route-file objects with their defaults written out (what
+    /// `/v1/routes`, `/v1/services` and `routemaster get -o yaml` show).
     pub fn spec(&self) -> ConfigSpec {
         self.config
             .as_ref()
             .map(ConfigSpec::from)
             .unwrap_or_default()
+            .with_defaults()
     }
 
     pub fn route_count(&self) -> usize {

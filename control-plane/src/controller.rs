@@ -13,9 +13,10 @@ use std::time::Duration;
 use routemaster_common::spec::{ConfigSpec, RouteSpec, ServiceSpec};
 use routemaster_common::{Config, ValidationErrors};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::catalog::Catalog;
-use crate::store::{Change, Store, StoreError, Stored};
+use crate::store::{Change, Store, StoreError, Stored, encode};
 
 /// A write, as the admin API receives it.
 #[derive(Debug, Clone)]
@@ -61,27 +62,70 @@ pub struct Outcome {
 pub enum DispatchError {
     #[error("{0}")]
     Invalid(ValidationErrors),
-    #[error("service {service:?} is used by route {route:?}; delete or change the route first")]
-    InUse { service: String, route: String },
+    #[error(
+        "service {service:?} is used by {}; delete or change {} first",
+        routes_named(.routes),
+        if .routes.len() == 1 { "it" } else { "them" }
+    )]
+    InUse {
+        service: String,
+        /// Every route that uses it, by id.
+        routes: Vec<String>,
+    },
     #[error("{kind} {name:?} not found")]
     NotFound { kind: &'static str, name: String },
-    #[error("the batch names {kind} {name:?} twice")]
+    #[error("{kind} {name:?} is declared twice in one apply")]
     Duplicate { kind: &'static str, name: String },
     #[error("etcd is unreachable; writes are refused until it is back (reads still work)")]
     Unavailable(#[source] StoreError),
-    #[error("{0}; split the batch or raise the etcd limit")]
+    #[error(
+        "{0}; apply fewer objects at a time, or raise etcd's --max-txn-ops / --max-request-bytes"
+    )]
     TooLarge(String),
     #[error("too many concurrent writes; try again")]
     Contended,
+}
+
+/// `route "a"` / `routes "a", "b"`.
+fn routes_named(ids: &[String]) -> String {
+    let quoted: Vec<String> = ids.iter().map(|id| format!("{id:?}")).collect();
+    match quoted.len() {
+        1 => format!("route {}", quoted[0]),
+        _ => format!("routes {}", quoted.join(", ")),
+    }
 }
 
 impl From<StoreError> for DispatchError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Rejected(reason) => {
-                DispatchError::TooLarge(format!("etcd refused the batch: {reason}"))
+                DispatchError::TooLarge(format!("etcd refused the write: {reason}"))
             }
             other => DispatchError::Unavailable(other),
+        }
+    }
+}
+
+/// How long a read waits for this replica to catch up with etcd, and a write for its own
+/// revision to reach this replica's catalog, before answering anyway.
+pub const CATCH_UP: Duration = Duration::from_secs(5);
+
+const ETCD_AWAY: &str = "etcd is unreachable; this is the control plane's last known configuration";
+
+/// Whether an answer includes every write etcd had acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Freshness {
+    Current,
+    /// It may not; why.
+    Stale(String),
+}
+
+impl Freshness {
+    /// The `stale_reason` of the admin API (empty when current).
+    pub fn reason(&self) -> String {
+        match self {
+            Freshness::Current => String::new(),
+            Freshness::Stale(why) => why.clone(),
         }
     }
 }
@@ -118,6 +162,51 @@ impl Controller {
         self.catalog.subscribe()
     }
 
+    /// Waits until the published catalog is loaded at `version` or later; false if
+    /// `deadline` came first.
+    pub async fn wait_for_version(&self, version: u64, deadline: Instant) -> bool {
+        let mut rx = self.catalog.subscribe();
+        let reached = |c: &Arc<Catalog>| c.is_loaded() && c.version >= version;
+        matches!(
+            tokio::time::timeout_at(deadline, rx.wait_for(reached)).await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// The read barrier: waits (at most `within`) until this replica's catalog has every
+    /// configuration write etcd had acknowledged when the call began, whichever replica
+    /// made it. etcd's configuration version is one linearizable read of the meta key
+    /// (see [`Store::config_version`]); the catalog's version is the last configuration
+    /// write it has folded in, so `catalog ≥ etcd's` means nothing acknowledged is missing.
+    ///
+    /// Reads never fail for want of etcd: when it cannot be asked, or the watch does not
+    /// catch up in time, the answer is [`Freshness::Stale`] and the caller serves its last
+    /// snapshot, saying so.
+    pub async fn catch_up(&self, within: Duration) -> Freshness {
+        let start = Instant::now();
+        // While etcd is known to be away, ask it only briefly: reads stay fast.
+        let ask_for = if self.etcd_connected() {
+            within
+        } else {
+            within.min(Duration::from_secs(1))
+        };
+        let target =
+            match tokio::time::timeout_at(start + ask_for, self.store.config_version()).await {
+                Ok(Ok(v)) => v.max(0) as u64,
+                Ok(Err(_)) | Err(_) => return Freshness::Stale(ETCD_AWAY.into()),
+            };
+        if self.wait_for_version(target, start + within).await {
+            Freshness::Current
+        } else if !self.etcd_connected() {
+            Freshness::Stale(ETCD_AWAY.into())
+        } else {
+            Freshness::Stale(format!(
+                "this replica is still catching up with etcd (at version {}, etcd at {target})",
+                self.catalog().version
+            ))
+        }
+    }
+
     pub fn etcd_connected(&self) -> bool {
         self.etcd_connected.load(Ordering::Relaxed)
     }
@@ -148,25 +237,33 @@ impl Controller {
             let plan = plan(&self.store, &stored, &command)?;
             let dry_run = matches!(command, Command::Apply { dry_run: true, .. });
             let nothing_to_do = plan.puts.is_empty() && plan.deletes.is_empty();
-            if dry_run || nothing_to_do {
-                return Ok(Outcome {
-                    changes: plan.changes,
-                    version: stored.version.max(0) as u64,
-                });
-            }
-            match self
-                .store
-                .commit(stored.meta_revision, plan.puts, plan.deletes)
-                .await?
-            {
-                Some(revision) => {
-                    return Ok(Outcome {
-                        changes: plan.changes,
-                        version: revision.max(0) as u64,
-                    });
+            let version = if dry_run || nothing_to_do {
+                stored.version.max(0) as u64
+            } else {
+                match self
+                    .store
+                    .commit(stored.meta_revision, plan.puts, plan.deletes)
+                    .await?
+                {
+                    Some(revision) => revision.max(0) as u64,
+                    None => continue,
                 }
-                None => continue,
+            };
+            // Answer once this replica's catalog has the write, so the caller's next read
+            // (here, or anywhere: see `catch_up`) sees it.
+            if !self
+                .wait_for_version(version, Instant::now() + CATCH_UP)
+                .await
+            {
+                tracing::warn!(
+                    version,
+                    "write committed, but the catalog has not caught up within {CATCH_UP:?}"
+                );
             }
+            return Ok(Outcome {
+                changes: plan.changes,
+                version,
+            });
         }
         Err(DispatchError::Contended)
     }
@@ -388,15 +485,20 @@ fn plan(store: &Store, stored: &Stored, command: &Command) -> Result<Plan, Dispa
                     name: name.clone(),
                 });
             }
-            if let Some(route) = routes.values().find(|r| {
-                r.forward.as_ref().is_some_and(|f| {
-                    f.service.as_deref() == Some(name.as_str())
-                        || f.backends.iter().flatten().any(|b| &b.service == name)
+            let users: Vec<String> = routes
+                .values()
+                .filter(|r| {
+                    r.forward.as_ref().is_some_and(|f| {
+                        f.service.as_deref() == Some(name.as_str())
+                            || f.backends.iter().flatten().any(|b| &b.service == name)
+                    })
                 })
-            }) {
+                .map(|r| r.id.clone())
+                .collect();
+            if !users.is_empty() {
                 return Err(DispatchError::InUse {
                     service: name.clone(),
-                    route: route.id.clone(),
+                    routes: users,
                 });
             }
             plan.deletes.push(store.service_key(name));
@@ -459,9 +561,4 @@ fn record(
         name: name.to_owned(),
         change,
     });
-}
-
-fn encode<T: serde::Serialize>(value: &T) -> String {
-    // Plain structs of strings and numbers always serialise.
-    serde_json::to_string(value).unwrap_or_default()
 }

@@ -220,6 +220,22 @@ impl Store {
         Ok(stored)
     }
 
+    /// The configuration version etcd is at now: the `mod_revision` of the meta key, which
+    /// every configuration write rewrites (0 before the first write). One key, one
+    /// linearizable read, so a replica can tell whether its catalog has every write etcd
+    /// has acknowledged — node records, which bump etcd's revision but not the
+    /// configuration, do not count.
+    pub async fn config_version(&self) -> Result<i64, StoreError> {
+        let meta = self.meta_key();
+        let resp = self
+            .call(|mut c| {
+                let meta = meta.clone();
+                async move { c.get(meta, Some(GetOptions::new().with_keys_only())).await }
+            })
+            .await?;
+        Ok(resp.kvs().first().map_or(0, |kv| kv.mod_revision()))
+    }
+
     /// Writes `puts` and `deletes` in one transaction, fenced on the meta key: it lands
     /// only if no other write happened since `meta_revision` was read. `Ok(None)` means
     /// someone else wrote first (re-read and retry).
@@ -328,7 +344,15 @@ impl Store {
     }
 }
 
-fn decode<T: serde::de::DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, StoreError> {
+/// How an object is stored: its normalised spec as JSON, with the route file's field
+/// names.
+pub fn encode<T: serde::Serialize>(value: &T) -> String {
+    // Plain structs of strings and numbers always serialise.
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+/// Reads back what [`encode`] stored under `key`.
+pub fn decode<T: serde::de::DeserializeOwned>(key: &str, value: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(value).map_err(|e| StoreError::Corrupt {
         key: key.to_owned(),
         reason: e.to_string(),

@@ -77,28 +77,47 @@ use routemaster_common::spec::{
     BackendSpec, ConfigSpec, ForwardSpec, HeaderSpec, InstanceSpec, PathSpec, RedirectSpec,
     RouteSpec, ServiceSpec,
 };
-use routemaster_common::{Config, Route, Service, ValidationErrors};
+use routemaster_common::{Config, ObjectRef, Route, Service, ValidationErrors};
 
-/// A message that does not describe a valid object.
+/// A message that does not describe a valid object. Every message the other side could
+/// have built from a valid route file converts; anything else (a oneof left unset where
+/// the file format needs a choice, an enum value this version does not know, a number out
+/// of range) is refused with the object and field, never read as some default.
 #[derive(Debug, thiserror::Error)]
 pub enum ConversionError {
     #[error("{0}")]
     Invalid(#[from] ValidationErrors),
-    #[error("{field}: {value} is out of range")]
-    OutOfRange { field: &'static str, value: u32 },
+    #[error("{object}: {field}: {reason}")]
+    Field {
+        object: ObjectRef,
+        field: &'static str,
+        reason: String,
+    },
 }
 
-// ---- proto → spec (total: every message has a spec reading) ----
+// ---- proto → spec (every message a valid file could produce; the rest refused) ----
 
-impl From<v1::Service> for ServiceSpec {
-    fn from(s: v1::Service) -> Self {
+impl TryFrom<v1::Service> for ServiceSpec {
+    type Error = ConversionError;
+
+    fn try_from(s: v1::Service) -> Result<Self, Self::Error> {
         let load_balancing = match v1::LoadBalancing::try_from(s.load_balancing) {
+            Ok(v1::LoadBalancing::Unspecified) => None,
+            Ok(v1::LoadBalancing::RoundRobin) => Some(LoadBalancing::RoundRobin),
             Ok(v1::LoadBalancing::LeastRequest) => Some(LoadBalancing::LeastRequest),
             Ok(v1::LoadBalancing::Random) => Some(LoadBalancing::Random),
-            Ok(v1::LoadBalancing::RoundRobin) => Some(LoadBalancing::RoundRobin),
-            _ => None,
+            Err(_) => {
+                return Err(ConversionError::Field {
+                    object: ObjectRef::Service(s.name),
+                    field: "load_balancing",
+                    reason: format!(
+                        "unknown value {} (expected round_robin, least_request or random)",
+                        s.load_balancing
+                    ),
+                });
+            }
         };
-        ServiceSpec {
+        Ok(ServiceSpec {
             name: s.name,
             instances: s
                 .instances
@@ -109,7 +128,7 @@ impl From<v1::Service> for ServiceSpec {
                 })
                 .collect(),
             load_balancing,
-        }
+        })
     }
 }
 
@@ -120,20 +139,38 @@ impl TryFrom<v1::Route> for RouteSpec {
         use v1::header_match::Value;
         use v1::path_match::Kind;
         use v1::route::Action;
-        let path = r.path.and_then(|p| p.kind).map(|k| match k {
-            Kind::Prefix(p) => PathSpec {
-                prefix: Some(p),
-                ..Default::default()
-            },
-            Kind::Exact(p) => PathSpec {
-                exact: Some(p),
-                ..Default::default()
-            },
-            Kind::Regex(p) => PathSpec {
-                regex: Some(p),
-                ..Default::default()
-            },
-        });
+        let field_error = |field: &'static str, reason: String| ConversionError::Field {
+            object: ObjectRef::Route(r.id.clone()),
+            field,
+            reason,
+        };
+        // A path message with no kind has no file spelling (`path: {}` is an error
+        // there); reading it as "any path" would widen the route.
+        let path = match r.path {
+            None => None,
+            Some(v1::PathMatch { kind: None }) => {
+                return Err(field_error(
+                    "path",
+                    "is set but empty; set exactly one of prefix, exact or regex".into(),
+                ));
+            }
+            Some(v1::PathMatch { kind: Some(k) }) => Some(match k {
+                Kind::Prefix(p) => PathSpec {
+                    prefix: Some(p),
+                    ..Default::default()
+                },
+                Kind::Exact(p) => PathSpec {
+                    exact: Some(p),
+                    ..Default::default()
+                },
+                Kind::Regex(p) => PathSpec {
+                    regex: Some(p),
+                    ..Default::default()
+                },
+            }),
+        };
+        // Unset oneofs below become specs with no choice made, which validation refuses
+        // with the route file's own message ("set exactly one of …").
         let headers = r
             .headers
             .into_iter()
@@ -181,6 +218,14 @@ impl TryFrom<v1::Route> for RouteSpec {
                 (Some(spec), None)
             }
             Some(Action::Redirect(rd)) => {
+                let narrow = |value: Option<u32>, field: &'static str| {
+                    value
+                        .map(|v| {
+                            u16::try_from(v)
+                                .map_err(|_| field_error(field, format!("{v} is out of range")))
+                        })
+                        .transpose()
+                };
                 let port = narrow(rd.port, "redirect.port")?;
                 let code = narrow(rd.code, "redirect.code")?;
                 let spec = RedirectSpec {
@@ -209,107 +254,116 @@ impl TryFrom<v1::Route> for RouteSpec {
     }
 }
 
-/// A protobuf `uint32` that the model holds as `u16`.
-fn narrow(value: Option<u32>, field: &'static str) -> Result<Option<u16>, ConversionError> {
-    value
-        .map(|v| u16::try_from(v).map_err(|_| ConversionError::OutOfRange { field, value: v }))
-        .transpose()
-}
+// ---- spec → proto: only a valid spec converts ----
+//
+// A spec can say things a message cannot (both `forward` and `redirect`, a path with
+// both `prefix` and `exact`): a conversion would have to drop one side. So a spec is
+// validated first, exactly like a route file, and converted through the model.
 
-// ---- spec → proto ----
-
-impl From<&ServiceSpec> for v1::Service {
-    fn from(s: &ServiceSpec) -> Self {
-        let lb = match s.load_balancing {
-            None => v1::LoadBalancing::Unspecified,
-            Some(LoadBalancing::RoundRobin) => v1::LoadBalancing::RoundRobin,
-            Some(LoadBalancing::LeastRequest) => v1::LoadBalancing::LeastRequest,
-            Some(LoadBalancing::Random) => v1::LoadBalancing::Random,
-        };
-        v1::Service {
-            name: s.name.clone(),
-            instances: s
-                .instances
-                .iter()
-                .map(|i| v1::Instance {
-                    address: i.address.clone(),
-                    weight: i.weight,
-                })
-                .collect(),
-            load_balancing: lb as i32,
-        }
+impl TryFrom<&ServiceSpec> for v1::Service {
+    type Error = ValidationErrors;
+    fn try_from(s: &ServiceSpec) -> Result<Self, Self::Error> {
+        Ok(v1::Service::from(&Service::try_from(s.clone())?))
     }
 }
 
-impl From<&RouteSpec> for v1::Route {
-    fn from(r: &RouteSpec) -> Self {
-        use v1::header_match::Value;
-        use v1::path_match::Kind;
-        let path = r.path.as_ref().and_then(|p| {
-            let kind = match (&p.prefix, &p.exact, &p.regex) {
-                (Some(x), _, _) => Kind::Prefix(x.clone()),
-                (_, Some(x), _) => Kind::Exact(x.clone()),
-                (_, _, Some(x)) => Kind::Regex(x.clone()),
-                _ => return None,
-            };
-            Some(v1::PathMatch { kind: Some(kind) })
-        });
-        let headers = r
-            .headers
+impl TryFrom<&RouteSpec> for v1::Route {
+    type Error = ValidationErrors;
+    fn try_from(r: &RouteSpec) -> Result<Self, Self::Error> {
+        Ok(v1::Route::from(&Route::try_from(r.clone())?))
+    }
+}
+
+/// A normalised spec (from the model) as a message. The model allows one choice per
+/// oneof, so nothing is dropped here.
+fn service_message(s: &ServiceSpec) -> v1::Service {
+    let lb = match s.load_balancing {
+        None => v1::LoadBalancing::Unspecified,
+        Some(LoadBalancing::RoundRobin) => v1::LoadBalancing::RoundRobin,
+        Some(LoadBalancing::LeastRequest) => v1::LoadBalancing::LeastRequest,
+        Some(LoadBalancing::Random) => v1::LoadBalancing::Random,
+    };
+    v1::Service {
+        name: s.name.clone(),
+        instances: s
+            .instances
             .iter()
-            .flatten()
-            .map(|h| v1::HeaderMatch {
-                name: h.name.clone(),
-                value: match (&h.exact, &h.regex, h.present) {
-                    (Some(v), _, _) => Some(Value::Exact(v.clone())),
-                    (_, Some(v), _) => Some(Value::Regex(v.clone())),
-                    (_, _, Some(p)) => Some(Value::Present(p)),
-                    _ => None,
-                },
+            .map(|i| v1::Instance {
+                address: i.address.clone(),
+                weight: i.weight,
             })
-            .collect();
-        let action = match (&r.forward, &r.redirect) {
-            (Some(f), _) => {
-                let target = match (&f.service, &f.backends) {
-                    (Some(s), _) => Some(v1::forward::Target::Service(s.clone())),
-                    (_, Some(list)) => Some(v1::forward::Target::Backends(v1::BackendList {
-                        backends: list
-                            .iter()
-                            .map(|b| v1::Backend {
-                                service: b.service.clone(),
-                                weight: b.weight,
-                            })
-                            .collect(),
-                    })),
-                    _ => None,
-                };
-                Some(v1::route::Action::Forward(v1::Forward {
-                    target,
-                    rewrite_prefix: f.rewrite_prefix.clone(),
-                    host_rewrite: f.host_rewrite.clone(),
-                    timeout: f.timeout.clone(),
-                }))
-            }
-            (None, Some(rd)) => Some(v1::route::Action::Redirect(v1::Redirect {
-                prefix: rd.prefix.clone(),
-                path: rd.path.clone(),
-                scheme: rd.scheme.clone(),
-                host: rd.host.clone(),
-                port: rd.port.map(u32::from),
-                code: rd.code.map(u32::from),
-            })),
-            (None, None) => None,
+            .collect(),
+        load_balancing: lb as i32,
+    }
+}
+
+fn route_message(r: &RouteSpec) -> v1::Route {
+    use v1::header_match::Value;
+    use v1::path_match::Kind;
+    let path = r.path.as_ref().and_then(|p| {
+        let kind = match (&p.prefix, &p.exact, &p.regex) {
+            (Some(x), _, _) => Kind::Prefix(x.clone()),
+            (_, Some(x), _) => Kind::Exact(x.clone()),
+            (_, _, Some(x)) => Kind::Regex(x.clone()),
+            _ => return None,
         };
-        v1::Route {
-            id: r.id.clone(),
-            hosts: r.hosts.clone().unwrap_or_default(),
-            path,
-            methods: r.methods.clone().unwrap_or_default(),
-            headers,
-            priority: r.priority,
-            group: r.group.clone(),
-            action,
+        Some(v1::PathMatch { kind: Some(kind) })
+    });
+    let headers = r
+        .headers
+        .iter()
+        .flatten()
+        .map(|h| v1::HeaderMatch {
+            name: h.name.clone(),
+            value: match (&h.exact, &h.regex, h.present) {
+                (Some(v), _, _) => Some(Value::Exact(v.clone())),
+                (_, Some(v), _) => Some(Value::Regex(v.clone())),
+                (_, _, Some(p)) => Some(Value::Present(p)),
+                _ => None,
+            },
+        })
+        .collect();
+    let action = match (&r.forward, &r.redirect) {
+        (Some(f), _) => {
+            let target = match (&f.service, &f.backends) {
+                (Some(s), _) => Some(v1::forward::Target::Service(s.clone())),
+                (_, Some(list)) => Some(v1::forward::Target::Backends(v1::BackendList {
+                    backends: list
+                        .iter()
+                        .map(|b| v1::Backend {
+                            service: b.service.clone(),
+                            weight: b.weight,
+                        })
+                        .collect(),
+                })),
+                _ => None,
+            };
+            Some(v1::route::Action::Forward(v1::Forward {
+                target,
+                rewrite_prefix: f.rewrite_prefix.clone(),
+                host_rewrite: f.host_rewrite.clone(),
+                timeout: f.timeout.clone(),
+            }))
         }
+        (None, Some(rd)) => Some(v1::route::Action::Redirect(v1::Redirect {
+            prefix: rd.prefix.clone(),
+            path: rd.path.clone(),
+            scheme: rd.scheme.clone(),
+            host: rd.host.clone(),
+            port: rd.port.map(u32::from),
+            code: rd.code.map(u32::from),
+        })),
+        (None, None) => None,
+    };
+    v1::Route {
+        id: r.id.clone(),
+        hosts: r.hosts.clone().unwrap_or_default(),
+        path,
+        methods: r.methods.clone().unwrap_or_default(),
+        headers,
+        priority: r.priority,
+        group: r.group.clone(),
+        action,
     }
 }
 
@@ -318,7 +372,7 @@ impl From<&RouteSpec> for v1::Route {
 impl TryFrom<v1::Service> for Service {
     type Error = ConversionError;
     fn try_from(s: v1::Service) -> Result<Self, Self::Error> {
-        Ok(Service::try_from(ServiceSpec::from(s))?)
+        Ok(Service::try_from(ServiceSpec::try_from(s)?)?)
     }
 }
 
@@ -331,13 +385,13 @@ impl TryFrom<v1::Route> for Route {
 
 impl From<&Service> for v1::Service {
     fn from(s: &Service) -> Self {
-        v1::Service::from(&ServiceSpec::from(s))
+        service_message(&ServiceSpec::from(s))
     }
 }
 
 impl From<&Route> for v1::Route {
     fn from(r: &Route) -> Self {
-        v1::Route::from(&RouteSpec::from(r))
+        route_message(&RouteSpec::from(r))
     }
 }
 
@@ -347,7 +401,10 @@ pub fn config_spec(
     routes: Vec<v1::Route>,
 ) -> Result<ConfigSpec, ConversionError> {
     Ok(ConfigSpec {
-        services: services.into_iter().map(ServiceSpec::from).collect(),
+        services: services
+            .into_iter()
+            .map(ServiceSpec::try_from)
+            .collect::<Result<_, _>>()?,
         routes: routes
             .into_iter()
             .map(RouteSpec::try_from)
@@ -439,6 +496,142 @@ routes:
         let mut wire = Vec::new();
         encoded.encode(&mut wire).unwrap();
         assert_eq!(v1::Snapshot::decode(&wire[..]).unwrap(), snapshot);
+    }
+
+    fn forward_to(service: &str) -> Option<v1::route::Action> {
+        Some(v1::route::Action::Forward(v1::Forward {
+            target: Some(v1::forward::Target::Service(service.into())),
+            ..Default::default()
+        }))
+    }
+
+    #[test]
+    fn messages_no_valid_file_could_produce_are_refused() {
+        let route = |f: &dyn Fn(&mut v1::Route)| {
+            let mut r = v1::Route {
+                id: "r".into(),
+                action: forward_to("s"),
+                ..Default::default()
+            };
+            f(&mut r);
+            r
+        };
+        let cases: Vec<(&str, v1::Route, &str)> = vec![
+            (
+                "path set without a kind",
+                route(&|r| r.path = Some(v1::PathMatch { kind: None })),
+                r#"route "r": path: is set but empty"#,
+            ),
+            (
+                "no action",
+                route(&|r| r.action = None),
+                r#"route "r": forward: missing"#,
+            ),
+            (
+                "forward without a target",
+                route(&|r| r.action = Some(v1::route::Action::Forward(v1::Forward::default()))),
+                r#"route "r": forward: set exactly one of service or backends"#,
+            ),
+            (
+                "empty backend list",
+                route(&|r| {
+                    r.action = Some(v1::route::Action::Forward(v1::Forward {
+                        target: Some(v1::forward::Target::Backends(v1::BackendList::default())),
+                        ..Default::default()
+                    }))
+                }),
+                r#"route "r": forward.backends: is empty"#,
+            ),
+            (
+                "header without a value",
+                route(&|r| {
+                    r.headers = vec![v1::HeaderMatch {
+                        name: "x".into(),
+                        value: None,
+                    }]
+                }),
+                r#"route "r": headers[0]: set exactly one of exact, regex or present: true"#,
+            ),
+            (
+                "present: false",
+                route(&|r| {
+                    r.headers = vec![v1::HeaderMatch {
+                        name: "x".into(),
+                        value: Some(v1::header_match::Value::Present(false)),
+                    }]
+                }),
+                r#"route "r": headers[0].present: must be true"#,
+            ),
+            (
+                "redirect port out of range",
+                route(&|r| {
+                    r.action = Some(v1::route::Action::Redirect(v1::Redirect {
+                        port: Some(70_000),
+                        ..Default::default()
+                    }))
+                }),
+                r#"route "r": redirect.port: 70000 is out of range"#,
+            ),
+            (
+                "empty group",
+                route(&|r| r.group = Some(String::new())),
+                r#"route "r": group: "" must not be empty"#,
+            ),
+        ];
+        for (name, message, want) in cases {
+            let err = Route::try_from(message).unwrap_err().to_string();
+            assert!(err.contains(want), "{name}: {err}");
+        }
+        let service = v1::Service {
+            name: "s".into(),
+            load_balancing: 42,
+            ..Default::default()
+        };
+        let err = Service::try_from(service.clone()).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            r#"service "s": load_balancing: unknown value 42 (expected round_robin, least_request or random)"#
+        );
+        // The whole request is refused, not the one object dropped.
+        assert!(config_spec(vec![service], vec![]).is_err());
+    }
+
+    #[test]
+    fn only_valid_specs_become_messages() {
+        let both = RouteSpec {
+            id: "both".into(),
+            hosts: None,
+            path: Some(PathSpec {
+                prefix: Some("/a".into()),
+                exact: Some("/a".into()),
+                regex: None,
+            }),
+            methods: None,
+            headers: None,
+            priority: None,
+            group: None,
+            forward: Some(ForwardSpec {
+                service: Some("s".into()),
+                ..Default::default()
+            }),
+            redirect: Some(RedirectSpec {
+                path: Some("/b".into()),
+                ..Default::default()
+            }),
+        };
+        let err = v1::Route::try_from(&both).unwrap_err().to_string();
+        assert!(
+            err.contains(r#"route "both": path: set exactly one"#)
+                && err.contains(r#"route "both": forward: set both forward and redirect"#),
+            "{err}"
+        );
+        let ok = RouteSpec {
+            path: None,
+            redirect: None,
+            ..both
+        };
+        let message = v1::Route::try_from(&ok).unwrap();
+        assert_eq!(RouteSpec::try_from(message).unwrap(), ok);
     }
 
     #[test]

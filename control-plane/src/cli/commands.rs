@@ -157,9 +157,23 @@ async fn apply(
 ) -> Result<Outcome, CliError> {
     // Parse before connecting: a typo in the file should not need a control plane.
     let spec = read_spec(file)?;
+    let invalid = |errors| CliError::InvalidFile {
+        path: file.display().to_string(),
+        errors,
+    };
     let req = v1::ApplyRequest {
-        services: spec.services.iter().map(v1::Service::from).collect(),
-        routes: spec.routes.iter().map(v1::Route::from).collect(),
+        services: spec
+            .services
+            .iter()
+            .map(v1::Service::try_from)
+            .collect::<Result<_, _>>()
+            .map_err(invalid)?,
+        routes: spec
+            .routes
+            .iter()
+            .map(v1::Route::try_from)
+            .collect::<Result<_, _>>()
+            .map_err(invalid)?,
         dry_run,
     };
     let resp = connect(url).await?.apply(req).await?;
@@ -206,11 +220,11 @@ async fn get(url: &str, what: &GetCommand, out: &mut dyn Write) -> Result<Outcom
             render_routes(&[route], *output, width, true)?
         }
         GetCommand::Services { output } => {
-            let services = listed_services(admin.list().await?);
+            let services = listed_services(admin.list().await?)?;
             render_services(&services, *output, width, false)?
         }
         GetCommand::Service { name, output } => {
-            let services = listed_services(admin.list().await?);
+            let services = listed_services(admin.list().await?)?;
             let service = services
                 .into_iter()
                 .find(|s| s.name == *name)
@@ -246,10 +260,14 @@ fn listed_routes(list: v1::ListResponse) -> Result<Vec<RouteSpec>, CliError> {
     Ok(routes)
 }
 
-fn listed_services(list: v1::ListResponse) -> Vec<ServiceSpec> {
-    let mut services = diff::normalise_services(list.services);
+fn listed_services(list: v1::ListResponse) -> Result<Vec<ServiceSpec>, CliError> {
+    let mut services = diff::normalise_services(list.services).map_err(|e| {
+        CliError::Other(format!(
+            "the control plane listed an unreadable service: {e}"
+        ))
+    })?;
     services.sort_by(|a, b| a.name.cmp(&b.name));
-    services
+    Ok(services)
 }
 
 /// `single`: one object by name, printed bare rather than as a route file document.

@@ -98,11 +98,14 @@ pub enum DiffError {
 /// A server object as shown by `get` and compared by `diff`: its normalised spec when it
 /// validates, else its spec as sent (so an object the server should never have accepted
 /// is still visible rather than hidden).
-pub fn normalise_service(s: v1::Service) -> (ServiceSpec, Option<Service>) {
-    match Service::try_from(s.clone()) {
+pub fn normalise_service(
+    s: v1::Service,
+) -> Result<(ServiceSpec, Option<Service>), ConversionError> {
+    let spec = ServiceSpec::try_from(s)?;
+    Ok(match Service::try_from(spec.clone()) {
         Ok(model) => (ServiceSpec::from(&model), Some(model)),
-        Err(_) => (ServiceSpec::from(s), None),
-    }
+        Err(_) => (spec, None),
+    })
 }
 
 pub fn normalise_route(r: v1::Route) -> Result<(RouteSpec, Option<Route>), ConversionError> {
@@ -113,10 +116,10 @@ pub fn normalise_route(r: v1::Route) -> Result<(RouteSpec, Option<Route>), Conve
     })
 }
 
-pub fn normalise_services(services: Vec<v1::Service>) -> Vec<ServiceSpec> {
+pub fn normalise_services(services: Vec<v1::Service>) -> Result<Vec<ServiceSpec>, ConversionError> {
     services
         .into_iter()
-        .map(|s| normalise_service(s).0)
+        .map(|s| normalise_service(s).map(|(spec, _)| spec))
         .collect()
 }
 
@@ -159,7 +162,10 @@ pub fn plan(
         return Err(DiffError::Invalid(ValidationErrors(errors)));
     }
 
-    let server_services: Vec<_> = server_services.into_iter().map(normalise_service).collect();
+    let server_services = server_services
+        .into_iter()
+        .map(normalise_service)
+        .collect::<Result<Vec<_>, _>>()?;
     let server_routes = server_routes
         .into_iter()
         .map(normalise_route)

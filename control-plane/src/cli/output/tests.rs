@@ -187,6 +187,7 @@ fn convergence_summary() {
         services: 2,
         etcd_connected: true,
         nodes: nodes.to_vec(),
+        stale_reason: String::new(),
     };
     let want = "\
 version         10
