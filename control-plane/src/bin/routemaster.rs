@@ -1,14 +1,16 @@
 //! `routemaster`: the CLI. Parses the command line, runs the command on a
 //! single-threaded runtime (one request at a time needs no more) and turns the outcome
-//! into the exit code: 0 success, 1 error, 2 `diff` found differences.
+//! into the exit code: 0 success, 1 error, 2 usage error (clap's, and ours), 3 `diff`
+//! found differences.
 
 use std::io::{self, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
-use routemaster_control_plane::cli::{Cli, CliError, Outcome, run};
+use routemaster_control_plane::cli::{Cli, CliError, Io, run};
 
 fn main() -> ExitCode {
+    // Clap exits 2 on usage errors (and 0 for --help / --version).
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -18,10 +20,16 @@ fn main() -> ExitCode {
         Err(e) => return fail(&CliError::Other(format!("cannot start the runtime: {e}"))),
     };
     let stdout = io::stdout();
-    let mut out = stdout.lock();
-    match runtime.block_on(run(&cli, &mut out)) {
-        Ok(Outcome::Success) => ExitCode::SUCCESS,
-        Ok(Outcome::Differences) => ExitCode::from(2),
+    let stderr = io::stderr();
+    let stdin = io::stdin();
+    let (mut out, mut err, mut input) = (stdout.lock(), stderr.lock(), stdin.lock());
+    let mut io = Io {
+        out: &mut out,
+        err: &mut err,
+        stdin: &mut input,
+    };
+    match runtime.block_on(run(&cli, &mut io)) {
+        Ok(outcome) => ExitCode::from(outcome.exit_code()),
         // `routemaster get routes | head`: the reader left, which is not our error.
         Err(CliError::Io(e)) if e.kind() == io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => fail(&e),
@@ -31,5 +39,5 @@ fn main() -> ExitCode {
 fn fail(err: &CliError) -> ExitCode {
     // If stderr itself is gone there is nowhere left to report to.
     let _ = writeln!(io::stderr(), "error: {err}");
-    ExitCode::FAILURE
+    ExitCode::from(err.exit_code())
 }

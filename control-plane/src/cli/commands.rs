@@ -1,19 +1,21 @@
-//! The thin I/O layer: read the route file, call the Admin service, hand the answers
-//! to the pure renderers in [`super::output`] and [`super::diff`], write the result.
+//! The thin I/O layer: read route files, call the Admin service, hand the answers to
+//! the pure renderers in [`super::output`] and [`super::diff`], write the result.
 
-use std::io::Write;
-use std::path::Path;
+use std::io::{Read, Write};
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use routemaster_common::spec::{ConfigSpec, RouteSpec, ServiceSpec};
+use routemaster_common::spec::{RouteSpec, ServiceSpec, Sources};
+use routemaster_common::{ObjectRef, ValidationError};
 use routemaster_proto::v1;
 use routemaster_proto::v1::admin_client::AdminClient;
 use tonic::transport::{Channel, Endpoint};
 
-use super::args::{Cli, Command, DeleteCommand, Format, GetCommand};
+use super::args::{Cli, Command, Format, Kind, StatusFormat, parse_one, parse_target};
 use super::diff::{self, DiffError};
 use super::error::CliError;
-use super::output::{self, NodesDoc, RoutesDoc, ServicesDoc};
+use super::input::read_sources;
+use super::output::{self, NodesDoc, RoutesDoc, ServicesDoc, StatusDoc};
 use crate::nodes::Node;
 
 /// Largest admin message accepted either way.
@@ -24,36 +26,73 @@ const MAX_MESSAGE: usize = 256 * 1024 * 1024;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Covers an apply of a large batch through etcd.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often `status --wait-converged` asks again.
+const POLL: Duration = Duration::from_millis(250);
 
 /// How a successful command ended; errors are [`CliError`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Success,
-    /// `diff` found differences (exit code 2, like `diff(1)`).
+    /// `diff` found differences (exit code 3).
     Differences,
 }
 
-/// Runs one command, writing its output to `out`.
-pub async fn run(cli: &Cli, out: &mut dyn Write) -> Result<Outcome, CliError> {
-    let url = control_plane_url(&cli.control_plane);
+impl Outcome {
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Outcome::Success => 0,
+            Outcome::Differences => 3,
+        }
+    }
+}
+
+/// Where a command reads and writes: stdout for results, stderr for warnings (a read
+/// answered from a stale snapshot), stdin for `-f -`.
+pub struct Io<'a> {
+    pub out: &'a mut dyn Write,
+    pub err: &'a mut dyn Write,
+    pub stdin: &'a mut dyn Read,
+}
+
+impl std::fmt::Debug for Io<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Io")
+    }
+}
+
+/// Runs one command.
+pub async fn run(cli: &Cli, io: &mut Io<'_>) -> Result<Outcome, CliError> {
+    let url = control_plane_url(&cli.control_plane)?;
     let outcome = match &cli.command {
-        Command::Apply { file, dry_run } => apply(&url, file, *dry_run, out).await?,
-        Command::Diff { file } => diff(&url, file, out).await?,
-        Command::Get { what } => get(&url, what, out).await?,
-        Command::Delete { what } => delete(&url, what, out).await?,
-        Command::Status => status(&url, out).await?,
+        Command::Apply { files, dry_run } => apply(&url, files, *dry_run, io).await?,
+        Command::Diff { files } => diff(&url, files, io).await?,
+        Command::Get { args, output } => get(&url, args, *output, io).await?,
+        Command::Delete { args } => delete(&url, args, io).await?,
+        Command::Status {
+            output,
+            wait_converged,
+        } => status(&url, *output, *wait_converged, io).await?,
     };
-    out.flush()?;
+    io.out.flush()?;
     Ok(outcome)
 }
 
 /// Accepts a bare `host:port` too: it is what people paste, and plain-text HTTP/2 is
-/// the only transport the CLI speaks.
-fn control_plane_url(arg: &str) -> String {
-    if arg.contains("://") {
+/// the only transport the CLI speaks. `https://` is refused rather than downgraded.
+fn control_plane_url(arg: &str) -> Result<String, CliError> {
+    let url = if arg.contains("://") {
         arg.to_owned()
     } else {
         format!("http://{arg}")
+    };
+    let scheme = url.split("://").next().unwrap_or_default();
+    match scheme.to_ascii_lowercase().as_str() {
+        "http" => Ok(url),
+        "https" => Err(CliError::Https { url }),
+        _ => Err(CliError::BadUrl {
+            reason: format!("the scheme must be http:// (got {scheme}://)"),
+            url,
+        }),
     }
 }
 
@@ -99,11 +138,11 @@ impl Admin {
         CliError::from_status(&self.url, status, CONNECT_TIMEOUT, REQUEST_TIMEOUT)
     }
 
-    async fn apply(&mut self, req: v1::ApplyRequest) -> Result<v1::ApplyResponse, CliError> {
-        match self.client.apply(req).await {
-            Ok(r) => Ok(r.into_inner()),
-            Err(s) => Err(self.error(s)),
-        }
+    async fn apply(&mut self, req: v1::ApplyRequest) -> Result<v1::ApplyResponse, tonic::Status> {
+        self.client
+            .apply(req)
+            .await
+            .map(tonic::Response::into_inner)
     }
 
     async fn delete(&mut self, req: v1::DeleteRequest) -> Result<v1::DeleteResponse, CliError> {
@@ -113,9 +152,22 @@ impl Admin {
         }
     }
 
-    async fn list(&mut self) -> Result<v1::ListResponse, CliError> {
-        match self.client.list(v1::ListRequest {}).await {
+    async fn delete_node(&mut self, id: &str) -> Result<v1::DeleteNodeResponse, CliError> {
+        let req = v1::DeleteNodeRequest { id: id.to_owned() };
+        match self.client.delete_node(req).await {
             Ok(r) => Ok(r.into_inner()),
+            Err(s) => Err(self.error(s)),
+        }
+    }
+
+    /// `List`, warning on `err` when the answer may be stale.
+    async fn list(&mut self, err: &mut dyn Write) -> Result<v1::ListResponse, CliError> {
+        match self.client.list(v1::ListRequest {}).await {
+            Ok(r) => {
+                let r = r.into_inner();
+                warn_stale(err, &r.stale_reason)?;
+                Ok(r)
+            }
             Err(s) => Err(self.error(s)),
         }
     }
@@ -128,70 +180,84 @@ impl Admin {
     }
 }
 
-/// Reads and parses a route file; validation is left to the caller (the control plane
-/// for `apply`, [`diff::plan`] for `diff`).
-fn read_spec(path: &Path) -> Result<ConfigSpec, CliError> {
-    let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| CliError::ReadFile {
-        path: shown.clone(),
-        reason: without_os_code(&e.to_string()).to_owned(),
-    })?;
-    ConfigSpec::from_yaml(&text).map_err(|e| {
-        let message = e.to_string();
-        CliError::ParseFile {
-            path: shown,
-            // The parser starts its message with "error: ", which we print already.
-            reason: message
-                .strip_prefix("error: ")
-                .unwrap_or(&message)
-                .to_owned(),
-        }
-    })
+fn warn_stale(err: &mut dyn Write, reason: &str) -> Result<(), CliError> {
+    if !reason.is_empty() {
+        writeln!(err, "warning: {reason}")?;
+    }
+    Ok(())
+}
+
+/// Reads the `-f` inputs and validates each object like the proxy's route file: nothing
+/// invalid is converted to protobuf (a conversion would have to drop one side of a
+/// `forward`+`redirect` or `prefix`+`exact`).
+fn read_and_validate(files: &[PathBuf], io: &mut Io<'_>) -> Result<Sources, CliError> {
+    let sources = read_sources(files, io.stdin)?;
+    sources.validate_objects().map_err(CliError::Invalid)?;
+    Ok(sources)
 }
 
 async fn apply(
     url: &str,
-    file: &Path,
+    files: &[PathBuf],
     dry_run: bool,
-    out: &mut dyn Write,
+    io: &mut Io<'_>,
 ) -> Result<Outcome, CliError> {
-    // Parse before connecting: a typo in the file should not need a control plane.
-    let spec = read_spec(file)?;
-    let invalid = |errors| CliError::InvalidFile {
-        path: file.display().to_string(),
-        errors,
-    };
+    // Read and validate before connecting: a typo should not need a control plane.
+    let sources = read_sources(files, io.stdin)?;
+    let (services, routes) = sources.validate_objects().map_err(CliError::Invalid)?;
     let req = v1::ApplyRequest {
-        services: spec
-            .services
-            .iter()
-            .map(v1::Service::try_from)
-            .collect::<Result<_, _>>()
-            .map_err(invalid)?,
-        routes: spec
-            .routes
-            .iter()
-            .map(v1::Route::try_from)
-            .collect::<Result<_, _>>()
-            .map_err(invalid)?,
+        services: services.iter().map(v1::Service::from).collect(),
+        routes: routes.iter().map(v1::Route::from).collect(),
         dry_run,
     };
-    let resp = connect(url).await?.apply(req).await?;
-    out.write_all(output::render_apply(&resp, dry_run).as_bytes())?;
+    let mut admin = connect(url).await?;
+    let resp = match admin.apply(req).await {
+        Ok(resp) => resp,
+        Err(status) if status.code() == tonic::Code::InvalidArgument => {
+            return Err(locate_server_errors(&sources, status.message())
+                .unwrap_or_else(|| admin.error(status)));
+        }
+        Err(status) => return Err(admin.error(status)),
+    };
+    io.out
+        .write_all(output::render_apply(&resp, dry_run).as_bytes())?;
     Ok(Outcome::Success)
 }
 
-async fn diff(url: &str, file: &Path, out: &mut dyn Write) -> Result<Outcome, CliError> {
-    let spec = read_spec(file)?;
-    let list = connect(url).await?.list().await?;
-    let plan = diff::plan(&spec, list.services, list.routes).map_err(|e| match e {
-        DiffError::Invalid(errors) => CliError::InvalidFile {
-            path: file.display().to_string(),
-            errors,
-        },
+/// The control plane's validation errors (`route "a": forward.service: …; …`, checked
+/// against what it stores) with the file and line of each object, when every part names
+/// an object of the files.
+fn locate_server_errors(sources: &Sources, message: &str) -> Option<CliError> {
+    let mut errors = Vec::new();
+    for part in message.split("; ") {
+        let (object, rest) = if let Some(rest) = part.strip_prefix("route \"") {
+            let (id, rest) = rest.split_once("\": ")?;
+            (ObjectRef::Route(id.to_owned()), rest)
+        } else if let Some(rest) = part.strip_prefix("service \"") {
+            let (name, rest) = rest.split_once("\": ")?;
+            (ObjectRef::Service(name.to_owned()), rest)
+        } else {
+            return None;
+        };
+        let (field, reason) = rest.split_once(": ")?;
+        sources.origin(&object)?;
+        errors.push(ValidationError {
+            object,
+            field: field.to_owned(),
+            reason: reason.to_owned(),
+        });
+    }
+    Some(CliError::Invalid(sources.locate(errors)))
+}
+
+async fn diff(url: &str, files: &[PathBuf], io: &mut Io<'_>) -> Result<Outcome, CliError> {
+    let sources = read_and_validate(files, io)?;
+    let list = connect(url).await?.list(io.err).await?;
+    let plan = diff::plan(&sources.spec, list.services, list.routes).map_err(|e| match e {
+        DiffError::Invalid(errors) => CliError::Invalid(sources.locate(errors.0)),
         other => CliError::Other(other.to_string()),
     })?;
-    out.write_all(diff::render_plan(&plan).as_bytes())?;
+    io.out.write_all(diff::render_plan(&plan).as_bytes())?;
     Ok(if plan.has_changes() {
         Outcome::Differences
     } else {
@@ -199,137 +265,197 @@ async fn diff(url: &str, file: &Path, out: &mut dyn Write) -> Result<Outcome, Cl
     })
 }
 
-async fn get(url: &str, what: &GetCommand, out: &mut dyn Write) -> Result<Outcome, CliError> {
+async fn get(
+    url: &str,
+    args: &[String],
+    format: Format,
+    io: &mut Io<'_>,
+) -> Result<Outcome, CliError> {
+    let target = parse_target(args)?;
     let mut admin = connect(url).await?;
     let width = terminal_width();
-    let text = match what {
-        GetCommand::Routes { output } => {
-            let routes = listed_routes(admin.list().await?)?;
-            render_routes(&routes, *output, width, false)?
+    let wide = format == Format::Wide;
+    let (text, missing) = match target.kind {
+        Kind::Route => {
+            let list = admin.list(io.err).await?;
+            let all = listed_routes(list.routes)?;
+            let (routes, missing) = pick(all, &target.names, |r| &r.id);
+            let text = match format {
+                Format::Table | Format::Wide => output::routes_table(&routes, width, wide),
+                Format::Name => output::names("route", routes.iter().map(|r| &r.id)),
+                Format::Json | Format::Yaml => document(&RoutesDoc { routes: &routes }, format)?,
+            };
+            (text, missing)
         }
-        GetCommand::Route { id, output } => {
-            let routes = listed_routes(admin.list().await?)?;
-            let route =
-                routes
-                    .into_iter()
-                    .find(|r| r.id == *id)
-                    .ok_or_else(|| CliError::NotFound {
-                        kind: "route",
-                        name: id.clone(),
-                    })?;
-            render_routes(&[route], *output, width, true)?
-        }
-        GetCommand::Services { output } => {
-            let services = listed_services(admin.list().await?)?;
-            render_services(&services, *output, width, false)?
-        }
-        GetCommand::Service { name, output } => {
-            let services = listed_services(admin.list().await?)?;
-            let service = services
-                .into_iter()
-                .find(|s| s.name == *name)
-                .ok_or_else(|| CliError::NotFound {
-                    kind: "service",
-                    name: name.clone(),
-                })?;
-            render_services(&[service], *output, width, true)?
-        }
-        GetCommand::Nodes { output } => {
-            let status = admin.status().await?;
-            let mut nodes = status.nodes;
-            nodes.sort_by(|a, b| a.id.cmp(&b.id));
-            match output {
-                Format::Table => output::nodes_table(&nodes, status.version, now_ms(), width),
-                Format::Json | Format::Yaml => {
-                    let nodes: Vec<Node> = nodes.iter().map(Node::from).collect();
-                    document(&NodesDoc::new(&nodes, status.version), *output)?
+        Kind::Service => {
+            let list = admin.list(io.err).await?;
+            let routes = if wide {
+                listed_routes(list.routes)?
+            } else {
+                Vec::new()
+            };
+            let all = listed_services(list.services)?;
+            let (services, missing) = pick(all, &target.names, |s| &s.name);
+            let text = match format {
+                Format::Table | Format::Wide => {
+                    output::services_table(&services, &routes, width, wide)
                 }
-            }
+                Format::Name => output::names("service", services.iter().map(|s| &s.name)),
+                Format::Json | Format::Yaml => document(
+                    &ServicesDoc {
+                        services: &services,
+                    },
+                    format,
+                )?,
+            };
+            (text, missing)
+        }
+        Kind::Node => {
+            let status = admin.status().await?;
+            warn_stale(io.err, &status.stale_reason)?;
+            let mut all: Vec<Node> = status.nodes.iter().map(Node::from).collect();
+            all.sort_by(|a, b| a.record.id.cmp(&b.record.id));
+            let (nodes, missing) = pick(all, &target.names, |n| &n.record.id);
+            let text = match format {
+                Format::Table | Format::Wide => {
+                    output::nodes_table(&nodes, status.version, now_ms(), width, wide)
+                }
+                Format::Name => output::names("node", nodes.iter().map(|n| &n.record.id)),
+                Format::Json | Format::Yaml => match (target.names.len(), nodes.as_slice()) {
+                    // One node asked for by name: `/v1/nodes/{id}`'s shape.
+                    (1, [node]) => document(&output::node_view(node, status.version), format)?,
+                    _ => document(&NodesDoc::new(&nodes, status.version), format)?,
+                },
+            };
+            (text, missing)
         }
     };
-    out.write_all(text.as_bytes())?;
-    Ok(Outcome::Success)
+    // What was found is shown even when something was not (as kubectl does).
+    if missing.is_empty() || !target.names.iter().all(|n| missing.contains(n)) {
+        io.out.write_all(text.as_bytes())?;
+    }
+    match missing.as_slice() {
+        [] => Ok(Outcome::Success),
+        [name] => Err(CliError::NotFound {
+            kind: target.kind.singular(),
+            name: name.clone(),
+        }),
+        many => Err(CliError::Other(format!(
+            "{} not found: {}",
+            target.kind.plural(),
+            many.join(", ")
+        ))),
+    }
 }
 
-/// The listed routes, normalised and sorted by id so output is stable across calls.
-fn listed_routes(list: v1::ListResponse) -> Result<Vec<RouteSpec>, CliError> {
-    let mut routes = diff::normalise_routes(list.routes).map_err(|e| {
+/// The objects named in `names` (in that order; all of them, sorted, when `names` is
+/// empty) and the names not found.
+fn pick<T>(all: Vec<T>, names: &[String], key: impl Fn(&T) -> &String) -> (Vec<T>, Vec<String>) {
+    if names.is_empty() {
+        return (all, Vec::new());
+    }
+    let mut by_name: std::collections::HashMap<String, T> =
+        all.into_iter().map(|x| (key(&x).clone(), x)).collect();
+    let mut found = Vec::new();
+    let mut missing = Vec::new();
+    for n in names {
+        match by_name.remove(n) {
+            Some(x) => found.push(x),
+            None if found.iter().any(|x| key(x) == n) => {}
+            None => missing.push(n.clone()),
+        }
+    }
+    (found, missing)
+}
+
+/// The listed routes with defaults written out, sorted by id so output is stable.
+fn listed_routes(routes: Vec<v1::Route>) -> Result<Vec<RouteSpec>, CliError> {
+    let mut routes = diff::normalise_routes(routes).map_err(|e| {
         CliError::Other(format!("the control plane listed an unreadable route: {e}"))
     })?;
     routes.sort_by(|a, b| a.id.cmp(&b.id));
-    Ok(routes)
+    Ok(routes.into_iter().map(RouteSpec::with_defaults).collect())
 }
 
-fn listed_services(list: v1::ListResponse) -> Result<Vec<ServiceSpec>, CliError> {
-    let mut services = diff::normalise_services(list.services).map_err(|e| {
+fn listed_services(services: Vec<v1::Service>) -> Result<Vec<ServiceSpec>, CliError> {
+    let mut services = diff::normalise_services(services).map_err(|e| {
         CliError::Other(format!(
             "the control plane listed an unreadable service: {e}"
         ))
     })?;
     services.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(services)
-}
-
-/// `single`: one object by name, printed bare rather than as a route file document.
-fn render_routes(
-    routes: &[RouteSpec],
-    format: Format,
-    width: Option<u16>,
-    single: bool,
-) -> Result<String, CliError> {
-    match (format, routes) {
-        (Format::Table, _) => Ok(output::routes_table(routes, width)),
-        (_, [route]) if single => document(route, format),
-        _ => document(&RoutesDoc { routes }, format),
-    }
-}
-
-fn render_services(
-    services: &[ServiceSpec],
-    format: Format,
-    width: Option<u16>,
-    single: bool,
-) -> Result<String, CliError> {
-    match (format, services) {
-        (Format::Table, _) => Ok(output::services_table(services, width)),
-        (_, [service]) if single => document(service, format),
-        _ => document(&ServicesDoc { services }, format),
-    }
+    Ok(services
+        .into_iter()
+        .map(ServiceSpec::with_defaults)
+        .collect())
 }
 
 fn document<T: serde::Serialize>(value: &T, format: Format) -> Result<String, CliError> {
     let rendered = match format {
         Format::Json => output::to_json(value),
-        Format::Yaml | Format::Table => output::to_yaml(value),
+        _ => output::to_yaml(value),
     };
     rendered.map_err(|e| CliError::Other(format!("cannot render output: {e}")))
 }
 
-async fn delete(url: &str, what: &DeleteCommand, out: &mut dyn Write) -> Result<Outcome, CliError> {
-    let (kind, name) = match what {
-        DeleteCommand::Route { id } => (v1::Kind::Route, id),
-        DeleteCommand::Service { name } => (v1::Kind::Service, name),
+async fn delete(url: &str, args: &[String], io: &mut Io<'_>) -> Result<Outcome, CliError> {
+    let (kind, name) = parse_one(args)?;
+    let mut admin = connect(url).await?;
+    let text = match kind {
+        Kind::Node => {
+            admin.delete_node(&name).await?;
+            format!("node/{name} deleted\n")
+        }
+        Kind::Route | Kind::Service => {
+            let kind = if kind == Kind::Route {
+                v1::Kind::Route
+            } else {
+                v1::Kind::Service
+            };
+            let req = v1::DeleteRequest {
+                kind: kind as i32,
+                name: name.clone(),
+            };
+            let resp = admin.delete(req).await?;
+            output::render_delete(kind, &name, resp.version)
+        }
     };
-    let req = v1::DeleteRequest {
-        kind: kind as i32,
-        name: name.clone(),
-    };
-    let resp = connect(url).await?.delete(req).await?;
-    out.write_all(output::render_delete(kind, name, resp.version).as_bytes())?;
+    io.out.write_all(text.as_bytes())?;
     Ok(Outcome::Success)
 }
 
-async fn status(url: &str, out: &mut dyn Write) -> Result<Outcome, CliError> {
-    let status = connect(url).await?.status().await?;
-    out.write_all(output::render_status(&status).as_bytes())?;
-    Ok(Outcome::Success)
-}
-
-/// "No such file or directory (os error 2)" → "No such file or directory".
-fn without_os_code(message: &str) -> &str {
-    match message.rfind(" (os error ") {
-        Some(i) if message.ends_with(')') => &message[..i],
-        _ => message,
+/// `status`: prints the status once (after waiting, if asked, for the fleet to
+/// converge) and fails when etcd is unreachable or the fleet has not converged.
+async fn status(
+    url: &str,
+    format: StatusFormat,
+    wait: Option<Duration>,
+    io: &mut Io<'_>,
+) -> Result<Outcome, CliError> {
+    let mut admin = connect(url).await?;
+    let deadline = tokio::time::Instant::now() + wait.unwrap_or_default();
+    let (resp, doc) = loop {
+        let resp = admin.status().await?;
+        let doc = StatusDoc::new(&resp);
+        if doc.healthy() || tokio::time::Instant::now() + POLL > deadline {
+            break (resp, doc);
+        }
+        tokio::time::sleep(POLL).await;
+    };
+    warn_stale(io.err, &resp.stale_reason)?;
+    let now = now_ms();
+    let text = match format {
+        StatusFormat::Text => output::render_status(&doc, now),
+        StatusFormat::Json => output::to_json(&doc).map_err(CliError::Other)?,
+        StatusFormat::Yaml => output::to_yaml(&doc).map_err(CliError::Other)?,
+    };
+    io.out.write_all(text.as_bytes())?;
+    match doc.problem(now) {
+        None => Ok(Outcome::Success),
+        Some(problem) => Err(CliError::Unhealthy(match wait {
+            Some(w) => format!("{problem} (waited {})", humantime::format_duration(w)),
+            None => problem,
+        })),
     }
 }
 
@@ -351,43 +477,70 @@ mod tests {
     use super::*;
 
     #[test]
-    fn file_errors_are_one_readable_line() {
-        assert_eq!(
-            without_os_code("No such file or directory (os error 2)"),
-            "No such file or directory"
-        );
-        assert_eq!(without_os_code("plain"), "plain");
-        let err = read_spec(Path::new("/nonexistent/routes.yaml")).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "cannot read /nonexistent/routes.yaml: No such file or directory"
-        );
-    }
-
-    #[test]
     fn control_plane_urls() {
-        assert_eq!(control_plane_url("http://h:7000"), "http://h:7000");
-        assert_eq!(control_plane_url("h:7000"), "http://h:7000");
+        let cases = [
+            ("http://h:7000", Ok("http://h:7000")),
+            ("h:7000", Ok("http://h:7000")),
+            ("HTTP://h:7000", Ok("HTTP://h:7000")),
+            (
+                "https://h:7000",
+                Err(
+                    "https://h:7000: https is not supported: the control plane serves plaintext gRPC, and the CLI will not silently downgrade to it; use http://",
+                ),
+            ),
+            (
+                "grpc://h:7000",
+                Err(
+                    "invalid control plane URL \"grpc://h:7000\": the scheme must be http:// (got grpc://)",
+                ),
+            ),
+        ];
+        for (arg, want) in cases {
+            let got = control_plane_url(arg).map_err(|e| e.to_string());
+            assert_eq!(
+                got.as_deref(),
+                want.map_err(str::to_owned).as_deref(),
+                "{arg}"
+            );
+        }
     }
 
     #[test]
-    fn single_objects_are_bare_lists_are_route_files() {
-        let routes = listed_routes(v1::ListResponse {
-            routes: vec![v1::Route {
-                id: "b".into(),
-                action: Some(v1::route::Action::Forward(v1::Forward {
-                    target: Some(v1::forward::Target::Service("lms".into())),
-                    ..Default::default()
-                })),
-                ..Default::default()
-            }],
-            ..Default::default()
-        })
+    fn picking_by_name_keeps_the_order_asked_and_reports_the_missing() {
+        let all: Vec<String> = ["a", "b", "c"].iter().map(|s| (*s).to_owned()).collect();
+        let names = |n: &[&str]| n.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let cases: [(&[&str], &[&str], &[&str]); 4] = [
+            (&[], &["a", "b", "c"], &[]),
+            (&["c", "a"], &["c", "a"], &[]),
+            (&["b", "x", "b"], &["b"], &["x"]),
+            (&["y"], &[], &["y"]),
+        ];
+        for (asked, found, missing) in cases {
+            let (f, m) = pick(all.clone(), &names(asked), |s| s);
+            assert_eq!((f, m), (names(found), names(missing)), "{asked:?}");
+        }
+    }
+
+    #[test]
+    fn server_validation_errors_get_the_file_and_line() {
+        let sources = Sources::parse(
+            "r.yaml",
+            "routes:\n  - id: a\n    forward: { service: x }\n  - id: b\n    forward: { service: y }\n",
+        )
         .unwrap();
-        let single = render_routes(&routes, Format::Yaml, None, true).unwrap();
-        assert!(single.starts_with("id: b\n"), "{single}");
-        let list = render_routes(&routes, Format::Yaml, None, false).unwrap();
-        assert!(list.starts_with("routes:\n"), "{list}");
+        let err = locate_server_errors(
+            &sources,
+            r#"route "a": forward.service: unknown service "x"; route "b": forward.service: unknown service "y""#,
+        )
+        .unwrap()
+        .to_string();
+        assert_eq!(
+            err,
+            "2 problems:\n  r.yaml:2: route \"a\": forward.service: unknown service \"x\"\n  r.yaml:4: route \"b\": forward.service: unknown service \"y\""
+        );
+        // Anything else is shown as the control plane said it.
+        assert!(locate_server_errors(&sources, "etcd refused the write").is_none());
+        assert!(locate_server_errors(&sources, r#"route "zz": id: bad"#).is_none());
     }
 
     #[tokio::test]

@@ -38,7 +38,8 @@ impl fmt::Display for ObjectKind {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    Create,
+    /// The object's content (defaults written out), one YAML line each.
+    Create(Vec<String>),
     /// The line diff from the server's YAML rendering to the file's.
     Update(Vec<DiffLine>),
     Unchanged,
@@ -73,7 +74,7 @@ impl Plan {
     pub fn summary(&self) -> String {
         format!(
             "{} to create, {} to update, {} unchanged",
-            self.count(|c| matches!(c, Change::Create)),
+            self.count(|c| matches!(c, Change::Create(_))),
             self.count(|c| matches!(c, Change::Update(_))),
             self.count(|c| matches!(c, Change::Unchanged)),
         )
@@ -247,18 +248,40 @@ fn check_against_server(
     }
 }
 
-fn entry<T: Serialize + PartialEq>(
+/// A spec with its defaults written out, as the diff shows it.
+trait Explicit: Clone {
+    fn explicit(&self) -> Self;
+}
+
+impl Explicit for ServiceSpec {
+    fn explicit(&self) -> Self {
+        self.clone().with_defaults()
+    }
+}
+
+impl Explicit for RouteSpec {
+    fn explicit(&self) -> Self {
+        self.clone().with_defaults()
+    }
+}
+
+/// `before` and `after` are normalised (compared as such); they are shown with their
+/// defaults written out, as `get -o yaml` shows them.
+fn entry<T: Serialize + PartialEq + Explicit>(
     kind: ObjectKind,
     name: String,
     before: Option<&T>,
     after: &T,
 ) -> Result<Entry, DiffError> {
     let change = match before {
-        None => Change::Create,
+        None => {
+            let new = to_yaml(&after.explicit()).map_err(DiffError::Render)?;
+            Change::Create(new.lines().map(str::to_owned).collect())
+        }
         Some(b) if b == after => Change::Unchanged,
         Some(b) => {
-            let old = to_yaml(b).map_err(DiffError::Render)?;
-            let new = to_yaml(after).map_err(DiffError::Render)?;
+            let old = to_yaml(&b.explicit()).map_err(DiffError::Render)?;
+            let new = to_yaml(&after.explicit()).map_err(DiffError::Render)?;
             Change::Update(line_diff(&old, &new))
         }
     };
@@ -352,13 +375,19 @@ pub fn render_line_diff(lines: &[DiffLine], context: usize) -> Vec<String> {
     out
 }
 
-/// The whole `diff` output: `+ kind/name` for new objects, `~ kind/name` and its line
-/// diff for changed ones (unchanged objects only count in the summary), then the summary.
+/// The whole `diff` output: `+ kind/name` and its content for new objects, `~ kind/name`
+/// and its line diff for changed ones (unchanged objects only count in the summary),
+/// then the summary.
 pub fn render_plan(plan: &Plan) -> String {
     let mut out = String::new();
     for e in &plan.entries {
         match &e.change {
-            Change::Create => out.push_str(&format!("+ {}/{}\n", e.kind, e.name)),
+            Change::Create(lines) => {
+                out.push_str(&format!("+ {}/{}\n", e.kind, e.name));
+                for l in lines {
+                    out.push_str(&format!("  + {l}\n"));
+                }
+            }
             Change::Update(lines) => {
                 out.push_str(&format!("~ {}/{}\n", e.kind, e.name));
                 for l in render_line_diff(lines, CONTEXT) {
@@ -447,7 +476,17 @@ routes:
     path: { exact: /new }
     forward: { service: lms-v2 }
 "#,
-                want: "+ route/new\n1 to create, 0 to update, 0 unchanged\n",
+                want: "\
++ route/new
+  + id: new
+  + path:
+  +   exact: /new
+  + priority: 0
+  + group: default
+  + forward:
+  +   service: lms-v2
+1 to create, 0 to update, 0 unchanged
+",
                 changes: true,
             },
             Case {
@@ -519,7 +558,7 @@ routes:
         .unwrap();
         assert_eq!(
             render_plan(&plan),
-            "~ service/lms\n    name: lms\n    instances:\n  - - address: 127.0.0.1:9001\n  + - address: 127.0.0.1:9009\n0 to create, 1 to update, 0 unchanged\n"
+            "~ service/lms\n    name: lms\n    instances:\n  - - address: 127.0.0.1:9001\n  + - address: 127.0.0.1:9009\n      weight: 1\n    load_balancing: round_robin\n0 to create, 1 to update, 0 unchanged\n"
         );
     }
 

@@ -2,13 +2,14 @@
 //! of apply, delete and status. Nothing here does I/O or reads the clock; callers pass
 //! the terminal width and the current time so every function is unit-testable.
 
-use std::fmt;
-
 use comfy_table::{ContentArrangement, Table, presets};
 use routemaster_common::model::LoadBalancing;
 use routemaster_common::spec::{ForwardSpec, PathSpec, RedirectSpec, RouteSpec, ServiceSpec};
 use routemaster_proto::v1;
 use serde::Serialize;
+
+use crate::nodes::{Convergence, Node, NodeState, NodeView, convergence, rfc3339};
+use crate::status_api::{EtcdView, StatusView};
 
 /// Shown in a cell that has nothing to show, so columns never look shifted.
 const NONE: &str = "-";
@@ -30,8 +31,8 @@ pub fn to_yaml<T: Serialize>(value: &T) -> Result<String, String> {
     serde_saphyr::to_string(value).map_err(|e| e.to_string())
 }
 
-/// `get routes -o yaml|json`: shaped like a route file so the output can be edited and
-/// fed back to `apply -f`.
+/// `get routes -o yaml|json` (one route too): a route file, defaults written out, that
+/// `apply -f` accepts as it is.
 #[derive(Debug, Serialize)]
 pub struct RoutesDoc<'a> {
     pub routes: &'a [RouteSpec],
@@ -41,6 +42,14 @@ pub struct RoutesDoc<'a> {
 #[derive(Debug, Serialize)]
 pub struct ServicesDoc<'a> {
     pub services: &'a [ServiceSpec],
+}
+
+/// `get -o name`: `kind/name`, one per line (for `xargs`, like kubectl).
+pub fn names(kind: &str, names: impl IntoIterator<Item = impl AsRef<str>>) -> String {
+    names
+        .into_iter()
+        .map(|n| format!("{kind}/{}\n", n.as_ref()))
+        .collect()
 }
 
 /// Nodes in JSON/YAML (`get nodes -o yaml|json`) use the status API's envelope and shape
@@ -79,15 +88,15 @@ pub fn table(header: &[&str], rows: Vec<Vec<String>>, width: Option<u16>) -> Str
     s
 }
 
-/// `get routes` (and `get route ID -o table`).
-pub fn routes_table(routes: &[RouteSpec], width: Option<u16>) -> String {
+/// `get routes` (`wide`: also headers, rewrites and timeout).
+pub fn routes_table(routes: &[RouteSpec], width: Option<u16>, wide: bool) -> String {
     if routes.is_empty() {
         return "no routes\n".into();
     }
     let rows = routes
         .iter()
         .map(|r| {
-            vec![
+            let mut row = vec![
                 r.id.clone(),
                 r.group.clone().unwrap_or_else(|| "default".into()),
                 join_or(r.hosts.as_deref(), ", ", "*"),
@@ -95,44 +104,108 @@ pub fn routes_table(routes: &[RouteSpec], width: Option<u16>) -> String {
                 join_or(r.methods.as_deref(), ",", "*"),
                 action_summary(r),
                 r.priority.unwrap_or(0).to_string(),
-            ]
+            ];
+            if wide {
+                let f = r.forward.as_ref();
+                row.extend([
+                    headers_summary(r),
+                    or_none(f.and_then(|f| f.rewrite_prefix.clone())),
+                    or_none(f.and_then(|f| f.host_rewrite.clone())),
+                    or_none(f.and_then(|f| f.timeout.clone())),
+                ]);
+            }
+            row
         })
         .collect();
-    table(
-        &[
-            "ID", "GROUP", "HOSTS", "PATH", "METHODS", "ACTION", "PRIORITY",
-        ],
-        rows,
-        width,
-    )
+    let mut header = vec![
+        "ID", "GROUP", "HOSTS", "PATH", "METHODS", "ACTION", "PRIORITY",
+    ];
+    if wide {
+        header.extend(["HEADERS", "REWRITE PREFIX", "HOST REWRITE", "TIMEOUT"]);
+    }
+    table(&header, rows, width)
 }
 
-/// `get services` (and `get service NAME -o table`).
-pub fn services_table(services: &[ServiceSpec], width: Option<u16>) -> String {
+/// `get services` (`wide`: also the routes that use each one, from `routes`).
+pub fn services_table(
+    services: &[ServiceSpec],
+    routes: &[RouteSpec],
+    width: Option<u16>,
+    wide: bool,
+) -> String {
     if services.is_empty() {
         return "no services\n".into();
     }
     let rows = services
         .iter()
         .map(|s| {
-            vec![
+            let mut row = vec![
                 s.name.clone(),
                 s.instances.len().to_string(),
                 addresses_summary(s),
                 lb_name(s.load_balancing.unwrap_or_default()).into(),
-            ]
+            ];
+            if wide {
+                let users: Vec<&str> = routes
+                    .iter()
+                    .filter(|r| uses(r, &s.name))
+                    .map(|r| r.id.as_str())
+                    .collect();
+                row.push(if users.is_empty() {
+                    NONE.into()
+                } else {
+                    users.join(",")
+                });
+            }
+            row
         })
         .collect();
-    table(&["NAME", "INSTANCES", "ADDRESSES", "LB"], rows, width)
+    let mut header = vec!["NAME", "INSTANCES", "ADDRESSES", "LB"];
+    if wide {
+        header.push("ROUTES");
+    }
+    table(&header, rows, width)
 }
 
-/// `get nodes`: `version` is the control plane's current version (what converged
-/// means), `now_ms` the current Unix time in milliseconds (for LAST SEEN).
+fn uses(route: &RouteSpec, service: &str) -> bool {
+    route.forward.as_ref().is_some_and(|f| {
+        f.service.as_deref() == Some(service)
+            || f.backends.iter().flatten().any(|b| b.service == service)
+    })
+}
+
+fn or_none(value: Option<String>) -> String {
+    value.unwrap_or_else(|| NONE.into())
+}
+
+/// The HEADERS column: `x-env=beta`, `x-t~^a+$`, `x-p` (present).
+fn headers_summary(r: &RouteSpec) -> String {
+    let parts: Vec<String> = r
+        .headers
+        .iter()
+        .flatten()
+        .map(|h| match (&h.exact, &h.regex) {
+            (Some(v), _) => format!("{}={v}", h.name),
+            (_, Some(p)) => format!("{}~{p}", h.name),
+            _ => h.name.clone(),
+        })
+        .collect();
+    if parts.is_empty() {
+        NONE.into()
+    } else {
+        parts.join(",")
+    }
+}
+
+/// `get nodes`: STATE is the node's state against `version` (connected, behind, nacked,
+/// lost, left); LAST SEEN is relative to `now_ms`. `wide` adds the replica it talks to,
+/// its version, uptime, traffic and last NACK.
 pub fn nodes_table(
-    nodes: &[v1::NodeStatus],
+    nodes: &[Node],
     version: u64,
     now_ms: u64,
     width: Option<u16>,
+    wide: bool,
 ) -> String {
     if nodes.is_empty() {
         return "no nodes\n".into();
@@ -140,28 +213,56 @@ pub fn nodes_table(
     let rows = nodes
         .iter()
         .map(|n| {
-            let mut labels: Vec<String> =
-                n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            labels.sort();
-            vec![
-                n.id.clone(),
-                n.group.clone(),
-                n.applied_version.to_string(),
-                node_state(n, version).to_string(),
-                ago(now_ms, n.last_seen_unix_ms),
+            let r = &n.record;
+            let labels: Vec<String> = r.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let mut row = vec![
+                r.id.clone(),
+                r.group.clone(),
+                r.applied_version.to_string(),
+                n.state(version).as_str().to_owned(),
+                ago(now_ms, r.last_seen),
                 if labels.is_empty() {
                     NONE.into()
                 } else {
                     labels.join(",")
                 },
-            ]
+            ];
+            if wide {
+                row.extend([
+                    or_none((!r.control_plane.is_empty()).then(|| r.control_plane.clone())),
+                    or_none((!r.binary_version.is_empty()).then(|| r.binary_version.clone())),
+                    format!("{}s", r.uptime_seconds),
+                    r.in_flight.to_string(),
+                    r.requests_total.to_string(),
+                    r.errors_total.to_string(),
+                    match (&r.last_nack, r.last_nack_version) {
+                        (Some(e), Some(v)) => format!("version {v}: {e}"),
+                        (Some(e), None) => e.clone(),
+                        _ => NONE.into(),
+                    },
+                ]);
+            }
+            row
         })
         .collect();
-    table(
-        &["ID", "GROUP", "VERSION", "STATUS", "LAST SEEN", "LABELS"],
-        rows,
-        width,
-    )
+    let mut header = vec!["ID", "GROUP", "VERSION", "STATE", "LAST SEEN", "LABELS"];
+    if wide {
+        header.extend([
+            "CONTROL PLANE",
+            "BINARY",
+            "UPTIME",
+            "IN FLIGHT",
+            "REQUESTS",
+            "ERRORS",
+            "LAST NACK",
+        ]);
+    }
+    table(&header, rows, width)
+}
+
+/// `get node ID -o json|yaml`: the status API's `/v1/nodes/{id}` shape.
+pub fn node_view(node: &Node, version: u64) -> NodeView {
+    NodeView::new(node, version)
 }
 
 fn join_or(items: Option<&[String]>, sep: &str, empty: &str) -> String {
@@ -287,90 +388,145 @@ pub fn ago(now_ms: u64, then_ms: u64) -> String {
     }
 }
 
-// ---- nodes and convergence ----
+// ---- status ----
 
-/// The STATUS column of `get nodes`, most urgent first: a node that is not healthy is
-/// reported as such whatever its version, then a rejected snapshot, then lag.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NodeState {
-    Unhealthy,
-    Nack,
-    Behind,
-    Converged,
+/// What `status` reports, computed once for every output format: the status API's
+/// `/v1/status` fields plus which nodes keep the fleet from converging.
+#[derive(Debug, Serialize)]
+pub struct StatusDoc {
+    /// `version`, `routes`, `services`, `etcd.connected`, `nodes.{total,converged,lost}`:
+    /// the same fields, with the same meaning, as `GET /v1/status`.
+    #[serde(flatten)]
+    pub status: StatusView,
+    /// Every node that counts (all but those that left) is connected at `version`.
+    pub converged: bool,
+    /// Connected nodes serving an older version (a NACKing one usually is).
+    pub behind: Vec<BehindNode>,
+    /// Nodes whose last NACK still stands.
+    pub nacked: Vec<NackedNode>,
+    /// Nodes not heard from for the node TTL, with when they were last seen.
+    pub lost: Vec<LostNode>,
+    /// Why the answer may miss recent writes (etcd unreachable); absent when current.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stale_reason: Option<String>,
 }
 
-impl fmt::Display for NodeState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            NodeState::Unhealthy => "unhealthy",
-            NodeState::Nack => "NACK",
-            NodeState::Behind => "behind",
-            NodeState::Converged => "converged",
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BehindNode {
+    pub id: String,
+    pub applied_version: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NackedNode {
+    pub id: String,
+    /// The version it rejected.
+    pub version: u64,
+    pub error: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LostNode {
+    pub id: String,
+    /// RFC 3339 (UTC).
+    pub last_seen: String,
+    /// Unix milliseconds (for "40s ago"; not serialised).
+    #[serde(skip)]
+    pub last_seen_ms: u64,
+}
+
+impl StatusDoc {
+    /// From the Admin API's answer, with the shared node logic (`nodes::Node::state`,
+    /// `nodes::convergence`).
+    pub fn new(s: &v1::StatusResponse) -> Self {
+        let mut nodes: Vec<Node> = s.nodes.iter().map(Node::from).collect();
+        nodes.sort_by(|a, b| a.record.id.cmp(&b.record.id));
+        let c: Convergence = convergence(&nodes, s.version);
+        let mut doc = StatusDoc {
+            status: StatusView {
+                version: s.version,
+                routes: s.routes as usize,
+                services: s.services as usize,
+                etcd: EtcdView {
+                    connected: s.etcd_connected,
+                },
+                nodes: c,
+            },
+            converged: c.converged == c.total,
+            behind: Vec::new(),
+            nacked: Vec::new(),
+            lost: Vec::new(),
+            stale_reason: (!s.stale_reason.is_empty()).then(|| s.stale_reason.clone()),
+        };
+        for n in &nodes {
+            let r = &n.record;
+            match n.state(s.version) {
+                NodeState::Lost => doc.lost.push(LostNode {
+                    id: r.id.clone(),
+                    last_seen: rfc3339(r.last_seen),
+                    last_seen_ms: r.last_seen,
+                }),
+                NodeState::Left => {}
+                state => {
+                    // The lists are independent: a node can be both behind and NACKing
+                    // (the NACK is usually why it is behind).
+                    if r.applied_version < s.version {
+                        doc.behind.push(BehindNode {
+                            id: r.id.clone(),
+                            applied_version: r.applied_version,
+                        });
+                    }
+                    if state == NodeState::Nacked {
+                        doc.nacked.push(NackedNode {
+                            id: r.id.clone(),
+                            version: r.last_nack_version.unwrap_or_default(),
+                            error: r.last_nack.clone().unwrap_or_default(),
+                        });
+                    }
+                }
+            }
+        }
+        doc
+    }
+
+    /// etcd connected and the fleet converged: what `status` exits 0 on.
+    pub fn healthy(&self) -> bool {
+        self.status.etcd.connected && self.converged
+    }
+
+    /// Why not [`StatusDoc::healthy`], in one line (`None` when healthy).
+    pub fn problem(&self, now_ms: u64) -> Option<String> {
+        if !self.status.etcd.connected {
+            return Some(
+                "etcd is unreachable: the control plane serves its last snapshot and refuses writes"
+                    .into(),
+            );
+        }
+        (!self.converged).then(|| {
+            format!(
+                "the fleet has not converged: {}",
+                fleet_line(&self.status.nodes, &self.lost, now_ms)
+            )
         })
     }
 }
 
-/// Whether the node's last NACK still stands: it rejected a version newer than the one
-/// it serves. A NACK of an older version was superseded by a later successful apply.
-pub fn nack_is_current(n: &v1::NodeStatus) -> bool {
-    !n.last_nack.is_empty() && n.last_nack_version > n.applied_version
-}
-
-pub fn node_state(n: &v1::NodeStatus, version: u64) -> NodeState {
-    if !n.healthy {
-        NodeState::Unhealthy
-    } else if nack_is_current(n) {
-        NodeState::Nack
-    } else if n.applied_version < version {
-        NodeState::Behind
-    } else {
-        NodeState::Converged
+/// `1/2 nodes converged; lost: p2 (last seen 40s ago)`.
+fn fleet_line(c: &Convergence, lost: &[LostNode], now_ms: u64) -> String {
+    let mut line = format!("{}/{} nodes converged", c.converged, c.total);
+    if !lost.is_empty() {
+        let each: Vec<String> = lost
+            .iter()
+            .map(|l| format!("{} (last seen {})", l.id, ago(now_ms, l.last_seen_ms)))
+            .collect();
+        line.push_str(&format!("; lost: {}", each.join(", ")));
     }
+    line
 }
 
-/// The fleet as `status` summarises it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Convergence {
-    pub converged: usize,
-    pub total: usize,
-    /// `(id, applied_version)` of nodes serving an older version.
-    pub behind: Vec<(String, u64)>,
-    /// `(id, rejected version, error)`.
-    pub nacks: Vec<(String, u64, String)>,
-    pub unhealthy: Vec<String>,
-}
-
-pub fn convergence(nodes: &[v1::NodeStatus], version: u64) -> Convergence {
-    let mut c = Convergence {
-        converged: 0,
-        total: nodes.len(),
-        behind: Vec::new(),
-        nacks: Vec::new(),
-        unhealthy: Vec::new(),
-    };
-    for n in nodes {
-        if node_state(n, version) == NodeState::Converged {
-            c.converged += 1;
-        }
-        // The lists are independent of the single STATUS column: a node can be both
-        // behind and NACKing (the NACK is usually why it is behind).
-        if n.applied_version < version {
-            c.behind.push((n.id.clone(), n.applied_version));
-        }
-        if nack_is_current(n) {
-            c.nacks
-                .push((n.id.clone(), n.last_nack_version, n.last_nack.clone()));
-        }
-        if !n.healthy {
-            c.unhealthy.push(n.id.clone());
-        }
-    }
-    c
-}
-
-/// `status`.
-pub fn render_status(s: &v1::StatusResponse) -> String {
-    let c = convergence(&s.nodes, s.version);
+/// `status` as text; `now_ms` is the current Unix time in milliseconds.
+pub fn render_status(doc: &StatusDoc, now_ms: u64) -> String {
+    let s = &doc.status;
     let mut out = String::new();
     let mut field = |name: &str, value: String| {
         out.push_str(&format!("{name:<16}{value}\n"));
@@ -380,29 +536,32 @@ pub fn render_status(s: &v1::StatusResponse) -> String {
     field("services", s.services.to_string());
     field(
         "etcd connected",
-        if s.etcd_connected { "yes" } else { "no" }.into(),
+        if s.etcd.connected { "yes" } else { "no" }.into(),
     );
-    field(
-        "fleet",
-        format!("{}/{} nodes converged", c.converged, c.total),
-    );
-    let id_width = s.nodes.iter().map(|n| n.id.len()).max().unwrap_or(0);
-    if !c.behind.is_empty() {
+    field("fleet", fleet_line(&s.nodes, &doc.lost, now_ms));
+    let id_width = doc
+        .behind
+        .iter()
+        .map(|n| n.id.len())
+        .chain(doc.nacked.iter().map(|n| n.id.len()))
+        .max()
+        .unwrap_or(0);
+    if !doc.behind.is_empty() {
         out.push_str("behind:\n");
-        for (id, applied) in &c.behind {
-            out.push_str(&format!("  {id:<id_width$}  applied version {applied}\n"));
+        for n in &doc.behind {
+            out.push_str(&format!(
+                "  {:<id_width$}  applied version {}\n",
+                n.id, n.applied_version
+            ));
         }
     }
-    if !c.nacks.is_empty() {
+    if !doc.nacked.is_empty() {
         out.push_str("NACKs:\n");
-        for (id, version, error) in &c.nacks {
-            out.push_str(&format!("  {id:<id_width$}  version {version}: {error}\n"));
-        }
-    }
-    if !c.unhealthy.is_empty() {
-        out.push_str("unhealthy:\n");
-        for id in &c.unhealthy {
-            out.push_str(&format!("  {id}\n"));
+        for n in &doc.nacked {
+            out.push_str(&format!(
+                "  {:<id_width$}  version {}: {}\n",
+                n.id, n.version, n.error
+            ));
         }
     }
     out

@@ -69,14 +69,14 @@ fn routes_table_is_aligned_with_defaults_filled_in() {
             "{ id: old, group: edge, priority: 5, path: { prefix: /old }, redirect: { prefix: /courses } }",
         ),
     ];
-    let got = routes_table(&routes, None);
+    let got = routes_table(&routes, None, false);
     let want = "\
 ID            GROUP     HOSTS                            PATH              METHODS    ACTION                    PRIORITY
 lms-courses   default   www.example.com, *.example.org   prefix /courses   GET,HEAD   → lms                     0
 old           edge      *                                prefix /old       *          redirect 301 → /courses   5
 ";
     assert_eq!(got, want, "\n{got}");
-    assert_eq!(routes_table(&[], None), "no routes\n");
+    assert_eq!(routes_table(&[], None, false), "no routes\n");
 }
 
 #[test]
@@ -106,7 +106,7 @@ fn services_table_shows_counts_weights_and_balancing() {
             load_balancing: None,
         },
     ];
-    let got = services_table(&services, None);
+    let got = services_table(&services, &[], None, false);
     let want = "\
 NAME    INSTANCES   ADDRESSES                                                             LB
 lms     3           127.0.0.1:9001, 127.0.0.1:9002 (weight 2), 127.0.0.1:9003 (drained)   least_request
@@ -127,17 +127,18 @@ fn narrow_terminal_wraps_instead_of_overflowing() {
             .collect(),
         load_balancing: None,
     }];
-    let got = services_table(&services, Some(60));
+    let got = services_table(&services, &[], Some(60), false);
     assert!(got.lines().count() > 2, "\n{got}");
     assert!(got.lines().all(|l| l.chars().count() <= 60), "\n{got}");
 }
 
-fn node(id: &str, applied: u64, healthy: bool, nack: Option<(u64, &str)>) -> v1::NodeStatus {
+fn node(id: &str, applied: u64, state: &str, nack: Option<(u64, &str)>) -> v1::NodeStatus {
     v1::NodeStatus {
         id: id.into(),
         group: "default".into(),
         applied_version: applied,
-        healthy,
+        healthy: state == "connected",
+        state: state.into(),
         last_nack: nack.map(|(_, e)| e.to_owned()).unwrap_or_default(),
         last_nack_version: nack.map(|(v, _)| v).unwrap_or_default(),
         last_seen_unix_ms: 1_000_000,
@@ -146,67 +147,91 @@ fn node(id: &str, applied: u64, healthy: bool, nack: Option<(u64, &str)>) -> v1:
 }
 
 #[test]
-fn node_states() {
-    let cases = [
-        (node("a", 10, true, None), NodeState::Converged),
-        (node("a", 11, true, None), NodeState::Converged),
-        (node("a", 9, true, None), NodeState::Behind),
-        (node("a", 9, true, Some((10, "bad"))), NodeState::Nack),
-        // a NACK of an older version was superseded by a later apply
-        (node("a", 10, true, Some((8, "bad"))), NodeState::Converged),
-        (node("a", 10, false, None), NodeState::Unhealthy),
-        (node("a", 9, false, Some((10, "bad"))), NodeState::Unhealthy),
+fn status_uses_the_shared_node_states_and_counts_lost_nodes() {
+    let nodes = vec![
+        node("p1", 10, "connected", None),
+        node("p2", 8, "connected", None),
+        node(
+            "p3",
+            9,
+            "connected",
+            Some((10, "route \"x\": path.regex: bad")),
+        ),
+        node("p4", 10, "lost", None),
+        node("p5", 7, "left", None),
     ];
-    for (n, want) in cases {
-        assert_eq!(node_state(&n, 10), want, "{n:?}");
-    }
-}
-
-#[test]
-fn convergence_summary() {
-    let nodes = [
-        node("p1", 10, true, None),
-        node("p2", 8, true, None),
-        node("p3", 9, true, Some((10, "route \"x\": path.regex: bad"))),
-        node("p4", 10, false, None),
-    ];
-    let c = convergence(&nodes, 10);
-    assert_eq!(
-        c,
-        Convergence {
-            converged: 1,
-            total: 4,
-            behind: vec![("p2".into(), 8), ("p3".into(), 9)],
-            nacks: vec![("p3".into(), 10, "route \"x\": path.regex: bad".into())],
-            unhealthy: vec!["p4".into()],
-        }
-    );
-    let status = v1::StatusResponse {
+    let resp = v1::StatusResponse {
         version: 10,
         routes: 4,
         services: 2,
         etcd_connected: true,
-        nodes: nodes.to_vec(),
+        nodes,
         stale_reason: String::new(),
     };
+    let doc = StatusDoc::new(&resp);
+    assert_eq!(
+        (
+            doc.status.nodes.total,
+            doc.status.nodes.converged,
+            doc.status.nodes.lost
+        ),
+        (4, 1, 1),
+        "left nodes do not count, lost ones do"
+    );
+    assert!(!doc.converged && !doc.healthy());
+    let now = 1_040_000;
     let want = "\
 version         10
 routes          4
 services        2
 etcd connected  yes
-fleet           1/4 nodes converged
+fleet           1/4 nodes converged; lost: p4 (last seen 40s ago)
 behind:
   p2  applied version 8
   p3  applied version 9
 NACKs:
   p3  version 10: route \"x\": path.regex: bad
-unhealthy:
-  p4
 ";
-    assert_eq!(render_status(&status), want);
-    let empty = v1::StatusResponse::default();
+    assert_eq!(render_status(&doc, now), want);
+    assert_eq!(
+        doc.problem(now).unwrap(),
+        "the fleet has not converged: 1/4 nodes converged; lost: p4 (last seen 40s ago)"
+    );
+    let json: serde_json::Value = serde_json::from_str(&to_json(&doc).unwrap()).unwrap();
+    // The status API's fields, then the details.
+    assert_eq!(json["version"], 10);
+    assert_eq!(json["routes"], 4);
+    assert_eq!(json["etcd"]["connected"], true);
+    assert_eq!(json["nodes"]["total"], 4);
+    assert_eq!(json["nodes"]["converged"], 1);
+    assert_eq!(json["nodes"]["lost"], 1);
+    assert_eq!(json["converged"], false);
+    assert_eq!(json["behind"][0]["id"], "p2");
+    assert_eq!(json["nacked"][0]["version"], 10);
+    assert_eq!(json["lost"][0]["id"], "p4");
+    assert_eq!(json["lost"][0]["last_seen"], "1970-01-01T00:16:40.000Z");
+    assert!(json.get("stale_reason").is_none());
+    let yaml = to_yaml(&doc).unwrap();
+    assert!(yaml.starts_with("version: 10\n"), "{yaml}");
+
+    let healthy = StatusDoc::new(&v1::StatusResponse {
+        version: 3,
+        etcd_connected: true,
+        nodes: vec![
+            node("p1", 3, "connected", None),
+            node("p2", 1, "left", None),
+        ],
+        ..Default::default()
+    });
+    assert!(healthy.healthy() && healthy.problem(now).is_none());
+    let empty = StatusDoc::new(&v1::StatusResponse::default());
     assert!(
-        render_status(&empty).contains("etcd connected  no\nfleet           0/0 nodes converged\n")
+        render_status(&empty, now)
+            .contains("etcd connected  no\nfleet           0/0 nodes converged\n")
+    );
+    assert_eq!(
+        empty.problem(now).unwrap(),
+        "etcd is unreachable: the control plane serves its last snapshot and refuses writes"
     );
 }
 
@@ -230,26 +255,40 @@ fn last_seen() {
 
 #[test]
 fn nodes_table_columns() {
-    let mut n = node("proxy-1", 10, true, None);
+    let mut n = node("proxy-1", 10, "connected", None);
     n.labels.insert("zone".into(), "b".into());
     n.labels.insert("az".into(), "1".into());
-    let got = nodes_table(
-        &[n, node("proxy-2", 9, true, Some((10, "x")))],
-        10,
-        1_003_000,
-        None,
-    );
+    let mut lost = node("proxy-3", 10, "lost", None);
+    lost.last_seen_unix_ms = 1_003_000 - 125_000;
+    let nodes: Vec<crate::nodes::Node> = [
+        n,
+        node("proxy-2", 9, "connected", Some((10, "x"))),
+        lost,
+        node("proxy-4", 9, "connected", None),
+    ]
+    .iter()
+    .map(crate::nodes::Node::from)
+    .collect();
+    let got = nodes_table(&nodes, 10, 1_003_000, None, false);
     let want = "\
-ID        GROUP     VERSION   STATUS      LAST SEEN   LABELS
-proxy-1   default   10        converged   3s ago      az=1,zone=b
-proxy-2   default   9         NACK        3s ago      -
+ID        GROUP     VERSION   STATE       LAST SEEN   LABELS
+proxy-1   default   10        connected   3s ago      az=1,zone=b
+proxy-2   default   9         nacked      3s ago      -
+proxy-3   default   10        lost        2m ago      -
+proxy-4   default   9         behind      3s ago      -
 ";
     assert_eq!(got, want, "\n{got}");
+    let wide = nodes_table(&nodes[1..2], 10, 1_003_000, None, true);
+    assert!(
+        wide.starts_with("ID        GROUP     VERSION   STATE    LAST SEEN   LABELS   CONTROL PLANE   BINARY   UPTIME   IN FLIGHT   REQUESTS   ERRORS   LAST NACK\n"),
+        "\n{wide}"
+    );
+    assert!(wide.contains("version 10: x"), "\n{wide}");
 }
 
 #[test]
 fn node_json_matches_the_status_api() {
-    let mut n = node("p1", 7, true, None);
+    let mut n = node("p1", 7, "connected", None);
     n.labels.insert("zone".into(), "a".into());
     let doc = NodesDoc::new(&[crate::nodes::Node::from(&n)], 7);
     let json: serde_json::Value = serde_json::from_str(&to_json(&doc).unwrap()).unwrap();
