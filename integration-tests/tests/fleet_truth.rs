@@ -161,7 +161,6 @@ async fn a_stopped_proxy_is_lost_and_comes_back_when_resumed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "TODO(this session): un-ignore when the proxy sends Goodbye on drain"]
 async fn a_draining_proxy_leaves_and_is_never_lost() {
     let mut fleet = Fleet::start("fleet-leave", 2).await;
     fleet.proxies[1].signal("TERM");
