@@ -20,6 +20,7 @@ pub mod rewrite;
 pub mod snapshot;
 pub mod spec;
 pub mod table;
+pub mod time;
 mod validate;
 
 pub use model::{Config, Route, Service};

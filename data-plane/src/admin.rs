@@ -8,7 +8,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -43,8 +42,8 @@ pub struct ConfigView {
     pub source_kind: Option<SourceKind>,
     pub routes: usize,
     pub services: usize,
-    /// Seconds since the Unix epoch.
-    pub applied_at: Option<u64>,
+    /// When the serving table was swapped in (RFC 3339, UTC).
+    pub applied_at: Option<String>,
     /// Connected mode only (`null` with a route file).
     pub control_plane: Option<ControlPlaneView>,
     /// The whole serving configuration in the route file's field names (`?full=1`).
@@ -96,10 +95,7 @@ impl Admin {
             source_kind: meta.kind,
             routes: snapshot.as_ref().map_or(0, |s| s.config().routes().len()),
             services: snapshot.as_ref().map_or(0, |s| s.config().services().len()),
-            applied_at: meta
-                .at
-                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                .map(|d| d.as_secs()),
+            applied_at: meta.at.map(rfc3339),
             control_plane: self.state.control_plane().map(|c| ControlPlaneView {
                 state: c.state,
                 url: c.url,
@@ -162,64 +158,15 @@ fn wants_full(query: Option<&str>) -> bool {
         .any(|param| matches!(param, "full" | "full=1" | "full=true"))
 }
 
-/// RFC 3339 in UTC with milliseconds (`2026-11-30T22:01:39.718Z`), the control plane's
-/// format. Times before 1970 (a broken clock) read as the epoch.
-pub fn rfc3339(t: SystemTime) -> String {
-    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let (year, month, day) = civil_from_days(secs / 86_400);
-    let of_day = secs % 86_400;
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        of_day / 3600,
-        of_day % 3600 / 60,
-        of_day % 60,
-        since.subsec_millis()
-    )
-}
-
-/// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar
-/// (Howard Hinnant's `civil_from_days`, for non-negative day counts).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z % 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + u64::from(month <= 2);
-    (year, month, day)
-}
+pub use routemaster_common::time::rfc3339;
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
 
     use routemaster_common::Config;
     use routemaster_common::snapshot::Snapshot;
 
     use super::*;
-
-    #[test]
-    fn rfc3339_times() {
-        let cases = [
-            (0, "1970-01-01T00:00:00.000Z"),
-            (1_796_076_099_718, "2026-11-30T22:01:39.718Z"),
-            (951_782_400_000, "2000-02-29T00:00:00.000Z"),
-            (951_868_799_999, "2000-02-29T23:59:59.999Z"),
-            (4_107_542_400_000, "2100-03-01T00:00:00.000Z"),
-            (1_709_164_800_001, "2024-02-29T00:00:00.001Z"),
-            (1_735_689_599_000, "2024-12-31T23:59:59.000Z"),
-        ];
-        for (ms, want) in cases {
-            let t = UNIX_EPOCH + Duration::from_millis(ms);
-            assert_eq!(rfc3339(t), want, "{ms}");
-        }
-        let before = UNIX_EPOCH - Duration::from_secs(1);
-        assert_eq!(rfc3339(before), "1970-01-01T00:00:00.000Z");
-    }
 
     #[test]
     fn full_query_parameter() {

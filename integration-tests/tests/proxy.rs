@@ -611,7 +611,11 @@ async fn admin_reports_health_config_and_stats() {
     assert_eq!(config["source"], format!("file:{}", p.file.display()));
     assert_eq!(config["routes"], 1);
     assert_eq!(config["services"], 1);
-    assert!(config["applied_at"].as_u64().is_some(), "{config}");
+    let applied_at = config["applied_at"].as_str().unwrap_or_default();
+    assert!(
+        applied_at.ends_with('Z') && applied_at.contains('T'),
+        "applied_at is not RFC 3339: {config}"
+    );
 
     let stats = p.admin("/stats").await.json();
     assert_eq!(
