@@ -119,7 +119,8 @@ async fn a_directory_of_team_files_is_served_merged_and_reloaded_as_a_whole() {
 async fn a_bad_directory_at_start_exits_non_zero_naming_the_file() {
     let dup = format!("routes:\n{}", route("x", "/x", "app"));
     let app = "services:\n  - { name: app, instances: [{ address: \"127.0.0.1:9\" }] }\n";
-    let cases: Vec<(&str, Vec<(&str, String)>, Vec<&str>)> = vec![
+    type Files<'a> = Vec<(&'a str, String)>;
+    let cases: Vec<(&str, Files, Vec<&str>)> = vec![
         (
             "duplicate across files",
             vec![
