@@ -36,12 +36,19 @@ pub struct RequestTarget<'a> {
 }
 
 /// Builds the `Location` for `rule`: the request's scheme, host, port, path and query,
-/// except what the rule overrides. `matched_len` is the replaceable part of the path
-/// (see [`crate::model::PathMatch::replaceable_len`]). Default ports are omitted.
+/// except what the rule overrides; a rule that sets `scheme` without `port` uses the
+/// scheme's default port. `matched_len` is the replaceable part of the path (see
+/// [`crate::model::PathMatch::replaceable_len`]). Default ports are omitted.
 pub fn redirect_location(rule: &Redirect, req: &RequestTarget<'_>, matched_len: usize) -> String {
     let scheme = rule.scheme().unwrap_or(req.scheme);
     let host = rule.host().unwrap_or(req.host);
-    let port = rule.port().or(req.port);
+    // A rule that changes the scheme but names no port means that scheme's default
+    // port (Gateway API), not the port the request came in on.
+    let port = rule.port().or(if rule.scheme().is_some() {
+        None
+    } else {
+        req.port
+    });
     let mut out = String::with_capacity(64);
     out.push_str(scheme.as_str());
     out.push_str("://");
@@ -117,7 +124,15 @@ mod tests {
             ("{ path: /x }", "http://www.example.com:8080/x?a=1&b=2"),
             (
                 "{ scheme: https }",
-                "https://www.example.com:8080/old-courses/101?a=1&b=2",
+                "https://www.example.com/old-courses/101?a=1&b=2",
+            ),
+            (
+                "{ scheme: https, port: 8443 }",
+                "https://www.example.com:8443/old-courses/101?a=1&b=2",
+            ),
+            (
+                "{ scheme: http }",
+                "http://www.example.com/old-courses/101?a=1&b=2",
             ),
             (
                 "{ scheme: https, port: 443 }",

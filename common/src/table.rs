@@ -5,8 +5,9 @@
 //!   longest suffix to the shortest, then routes without hosts. The first bucket holding
 //!   a matching route wins; a request falls through buckets that have none.
 //! - Within a bucket, candidates are ordered by a global rank: higher `priority`, then
-//!   exact before prefix before regex, longer prefixes first, more header conditions,
-//!   a method condition, and finally the route id. Deterministic.
+//!   exact before prefix before regex, longer prefixes first, a method condition, more
+//!   header conditions (the Gateway API ranks the method above the header count), and
+//!   finally the route id. Deterministic.
 //!
 //! Lookup cost does not grow with the number of routes: one hash probe for the host
 //! (plus one per label for wildcards), one for the exact path, one per path segment for
@@ -270,8 +271,8 @@ fn rank_key(
     std::cmp::Reverse<i32>,
     u8,
     std::cmp::Reverse<usize>,
-    std::cmp::Reverse<usize>,
     bool,
+    std::cmp::Reverse<usize>,
     &str,
 ) {
     let (kind, prefix_len) = match r.path() {
@@ -283,8 +284,8 @@ fn rank_key(
         std::cmp::Reverse(r.priority()),
         kind,
         std::cmp::Reverse(prefix_len),
-        std::cmp::Reverse(r.headers().len()),
         r.methods().is_empty(),
+        std::cmp::Reverse(r.headers().len()),
         r.id().as_str(),
     )
 }

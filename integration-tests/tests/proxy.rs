@@ -285,7 +285,8 @@ async fn redirects_build_location_from_request_and_rule() {
         (
             "/secure/p?q=1",
             308,
-            "https://www.example.com:8080/secure/p?q=1",
+            // a new scheme without a port means that scheme's default port
+            "https://www.example.com/secure/p?q=1",
         ),
         ("/tls/x", 302, "https://www.example.com/tls/x"),
         (

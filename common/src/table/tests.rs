@@ -138,11 +138,13 @@ fn headers_and_methods() {
     check(
         &t,
         &[
-            ("GET", "h", "/app", &[("x-env", "beta")], Some("beta")),
-            ("GET", "h", "/app", &[("X-ENV", "beta")], Some("beta")),
+            ("POST", "h", "/app", &[("x-env", "beta")], Some("beta")),
+            ("POST", "h", "/app", &[("X-ENV", "beta")], Some("beta")),
+            // the method condition outranks the header count
+            ("GET", "h", "/app", &[("x-env", "beta")], Some("get-only")),
             ("GET", "h", "/app", &[("x-env", "Beta")], Some("get-only")),
             ("POST", "h", "/app", &[("x-env", "Beta")], Some("fallback")),
-            ("GET", "h", "/app", &[("x-canary", "yes")], Some("canary")),
+            ("POST", "h", "/app", &[("x-canary", "yes")], Some("canary")),
             (
                 "GET",
                 "h",
@@ -150,9 +152,9 @@ fn headers_and_methods() {
                 &[("x-canary", "yes!")],
                 Some("get-only"),
             ),
-            ("GET", "h", "/app", &[("x-trace", "")], Some("traced")),
+            ("POST", "h", "/app", &[("x-trace", "")], Some("traced")),
             (
-                "GET",
+                "POST",
                 "h",
                 "/app",
                 &[("x-env", "beta"), ("x-trace", "1")],
@@ -203,9 +205,10 @@ fn ordering_within_a_bucket() {
             // method match before no method condition
             ("GET", "h", "/m", &[], Some("m-get")),
             ("PUT", "h", "/m", &[], Some("m-any")),
-            // more header conditions before a method condition
-            ("GET", "h", "/h", &[("a", "1")], Some("h-one")),
+            // a method condition before more header conditions (Gateway API order)
+            ("GET", "h", "/h", &[("a", "1")], Some("h-method")),
             ("GET", "h", "/h", &[], Some("h-method")),
+            ("POST", "h", "/h", &[("a", "1")], Some("h-one")),
         ],
     );
     let t = table(
