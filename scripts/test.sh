@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Runs every test: unit, table-driven routing, and multi-process integration tests.
 # Installs what a fresh Debian machine with Rust lacks (protoc; etcd for the
-# control-plane tests; HAProxy as the load balancer in the fault test).
+# control-plane tests; HAProxy as the load balancer in the fault test; Python's
+# websockets as a real WebSocket client and server).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 need_pkg protoc protobuf-compiler
 need_pkg etcd etcd-server
 need_pkg haproxy haproxy
+need_py_module websockets python3-websockets
 # Integration tests start the real binaries from target/debug.
 cargo build --workspace --bins
 cargo test --workspace "$@"

@@ -90,6 +90,9 @@ pub struct Args {
     /// On SIGTERM, time allowed for in-flight requests to finish.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    /// A WebSocket tunnel with no traffic in either direction for this long is closed.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    pub tunnel_idle_timeout: Duration,
     /// On SIGTERM, how long to keep serving with /readyz failing (and responses saying
     /// `connection: close`) before the listener closes, so a load balancer's health
     /// check takes the proxy out first. Set it above the LB's check interval × fall.

@@ -106,6 +106,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             keepalive_timeout: args.keepalive_timeout,
             io_timeout: args.io_timeout,
             drain_timeout: args.drain_timeout,
+            tunnel_idle_timeout: args.tunnel_idle_timeout,
             ..ServerOptions::default()
         };
         let workers = Workers::spawn(

@@ -42,6 +42,8 @@ pub struct ServerOptions {
     pub io_timeout: Duration,
     /// On shutdown, in-flight requests get this long to finish.
     pub drain_timeout: Duration,
+    /// A tunnel (WebSocket) with no traffic either way for this long is closed.
+    pub tunnel_idle_timeout: Duration,
 }
 
 impl Default for ServerOptions {
@@ -52,6 +54,7 @@ impl Default for ServerOptions {
             keepalive_timeout: Duration::from_secs(60),
             io_timeout: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(30),
+            tunnel_idle_timeout: Duration::from_secs(3600),
         }
     }
 }

@@ -34,9 +34,10 @@
 //!   served as 1.1 (there is no 1.2; refusing is the strict side).
 //! - Single SP in the request line; no lenient whitespace (RFC 9112 §3 allows either).
 //! - A lowercase `get` is another method (RFC 9110 §9.1) and is forwarded as it is.
-//! - No upgrades: `Upgrade`, `HTTP2-Settings` and `Connection` are hop-by-hop and
-//!   dropped; the request is served as plain HTTP/1.1 (RFC 9113 §3.1 deprecates h2c
-//!   upgrade; WebSocket is not supported yet).
+//! - The only upgrade is WebSocket (a GET with `Connection: upgrade` and exactly
+//!   `Upgrade: websocket`), sent up as exactly that pair; any other `Upgrade` (h2c),
+//!   `HTTP2-Settings` and `Connection` are hop-by-hop and dropped, and the request is
+//!   served as plain HTTP/1.1 (RFC 9113 §3.1 deprecates the h2c upgrade).
 //! - A transfer coding other than exactly `chunked` (`xchunked`, `chunked, identity`)
 //!   is 501 (RFC 9112 §6.1) where §6.3 rule 4 would have 400; both refuse and close.
 //! - Trailer fields are checked, then dropped (RFC 9110 §6.5.1, RFC 9112 §7.1.2 allow
@@ -418,14 +419,24 @@ fn invariant_violations(seen: &[Seen], garbage: &[String]) -> Vec<String> {
         if s.values("host").len() != 1 {
             problems.push("not exactly one host");
         }
-        for hop in [
-            "connection",
-            "upgrade",
-            "te",
-            "trailer",
-            "keep-alive",
-            "proxy-connection",
-        ] {
+        // A WebSocket upgrade is the one hop-by-hop pair we send (and only as exactly
+        // `connection: upgrade` + `upgrade: websocket` on a GET).
+        let websocket = s.method == "GET"
+            && s.values("upgrade") == ["websocket"]
+            && s.values("connection") == ["upgrade"];
+        let hops: &[&str] = if websocket {
+            &["te", "trailer", "keep-alive", "proxy-connection"]
+        } else {
+            &[
+                "connection",
+                "upgrade",
+                "te",
+                "trailer",
+                "keep-alive",
+                "proxy-connection",
+            ]
+        };
+        for hop in hops {
             if !s.values(hop).is_empty() {
                 problems.push("a hop-by-hop field was forwarded");
             }
@@ -1997,17 +2008,20 @@ fn cases() -> Vec<Case> {
                 "connection",
             ])]),
         ),
-        // Judgement: no WebSocket support yet, so the upgrade is dropped like any
-        // hop-by-hop field and the backend answers a plain GET.
+        // A WebSocket upgrade goes up as exactly `connection: upgrade` + `upgrade:
+        // websocket`; this backend does not switch, so its 200 is a plain response and
+        // the connection carries on (tests/websocket.rs covers the 101 and the tunnel).
         row(
-            "WebSocket upgrade is not passed on",
+            "WebSocket upgrade is passed on; a backend that declines answers plainly",
             get(
                 "/public/ws",
                 "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n",
             ),
             serves(&[200]),
             Exactly(vec![
-                saw("GET", "/public/ws").lacks(&["upgrade", "connection"]),
+                saw("GET", "/public/ws")
+                    .has("upgrade", "websocket")
+                    .has("connection", "upgrade"),
             ]),
         ),
         // --- HTTP/2 with prior knowledge on the same port (RFC 9113) ---

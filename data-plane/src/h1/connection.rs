@@ -222,6 +222,7 @@ impl Conn {
             keep_alive: req.keep_alive
                 && !self.engine.drain.is_draining()
                 && !self.engine.state.is_draining(),
+            websocket: req.websocket,
         };
         let Request {
             head_len,
@@ -392,6 +393,18 @@ impl Conn {
                         up.stream = pool.connect(authority).await.map_err(Failure::Respond)?;
                         up.reused = false;
                     }
+                    Ok(done) if done.switched => {
+                        let options = &self.engine.options;
+                        super::tunnel::run(
+                            &mut self.stream,
+                            &mut up.stream,
+                            &self.inbuf[sent_len..],
+                            options.tunnel_idle_timeout,
+                            io_timeout,
+                        )
+                        .await;
+                        return Ok(false);
+                    }
                     Ok(done) => {
                         if done.upstream_reusable {
                             pool.checkin(authority, up.stream);
@@ -502,6 +515,7 @@ impl Conn {
             http10: false,
             head_method: false,
             keep_alive: false,
+            websocket: false,
         };
         self.answer(&resp, &id, client).await;
     }

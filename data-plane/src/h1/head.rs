@@ -31,6 +31,8 @@ pub enum Field {
     XForwardedFor,
     XForwardedProto,
     XForwardedHost,
+    /// Hop-by-hop, but read: `Upgrade: websocket` switches the connection to a tunnel.
+    Upgrade,
     /// Connection-specific (RFC 9110 §7.6.1) or legacy hop-by-hop: never forwarded.
     HopByHop,
     /// A framing field's name with `_` for `-` (`Transfer_Encoding`, `Content_Length`):
@@ -47,6 +49,7 @@ pub fn classify(name: &str) -> Field {
     match name.len() {
         4 if is("host") => Field::Host,
         6 if is("expect") => Field::Expect,
+        7 if is("upgrade") => Field::Upgrade,
         10 if is("connection") => Field::Connection,
         12 if is("x-request-id") => Field::XRequestId,
         14 if is("content-length") => Field::ContentLength,
@@ -159,10 +162,16 @@ pub fn content_length<'a>(values: impl Iterator<Item = &'a [u8]>) -> Option<u64>
 /// True when the `Transfer-Encoding` values are exactly `chunked`, the only coding we
 /// relay (any other would have to be declared again after we re-frame the body).
 pub fn only_chunked(values: &[&[u8]]) -> bool {
+    only_member(values, b"chunked")
+}
+
+/// True when the list-valued field's lines hold exactly one member, `token`
+/// (case-insensitive).
+pub fn only_member(values: &[&[u8]], token: &[u8]) -> bool {
     let mut members = values.iter().flat_map(|v| list_members(v));
     members
         .next()
-        .is_some_and(|m| m.eq_ignore_ascii_case(b"chunked"))
+        .is_some_and(|m| m.eq_ignore_ascii_case(token))
         && members.next().is_none()
 }
 
@@ -206,7 +215,7 @@ mod tests {
             ("Proxy-Authenticate", Field::HopByHop),
             ("TE", Field::HopByHop),
             ("Trailer", Field::HopByHop),
-            ("Upgrade", Field::HopByHop),
+            ("Upgrade", Field::Upgrade),
             ("X-Request-Id", Field::XRequestId),
             ("X-Forwarded-For", Field::XForwardedFor),
             ("x-forwarded-proto", Field::XForwardedProto),

@@ -8,7 +8,8 @@
 //! Code map: [`connection`] (keep-alive loop, exchange, failure → response),
 //! [`request`] / [`response`] (heads), [`head`] (field rules shared by both),
 //! [`chunked`] (strict chunked framing), [`relay`] (bodies), [`pool`] (upstream
-//! connections), [`h2`] (hands HTTP/2 prior-knowledge connections to hyper).
+//! connections), [`tunnel`] (WebSocket after a 101), [`h2`] (hands HTTP/2
+//! prior-knowledge connections to hyper).
 //!
 //! Invariants: a message whose framing two parsers could read differently is refused
 //! (no smuggling through us); a reused upstream connection is retried only when the
@@ -27,6 +28,7 @@ mod properties;
 mod relay;
 pub mod request;
 mod response;
+mod tunnel;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -277,7 +277,7 @@ proptest! {
     #[test]
     fn response_parser_never_panics(buf in prop::collection::vec(any::<u8>(), 0..512)) {
         let mut out = Vec::new();
-        let side = ClientSide { http10: false, head_method: false, keep_alive: true };
+        let side = ClientSide { http10: false, head_method: false, keep_alive: true, websocket: false };
         let _ = response::prepare(&buf, side, &RequestId::from_client_or_new(None), 64 * 1024, &mut out);
     }
 

@@ -36,6 +36,8 @@ pub enum Failure {
 pub struct Done {
     pub upstream_reusable: bool,
     pub client_keep_alive: bool,
+    /// The upstream switched to WebSocket: both connections now carry a tunnel.
+    pub switched: bool,
 }
 
 /// Which side failed while a request body was being sent.
@@ -175,6 +177,18 @@ where
 
     *started = true;
     let start = head.len;
+    if head.switched {
+        // The 101 head, then whatever frames the upstream sent right behind it.
+        within(limit, write_all_2(client, out, &buf[start..]))
+            .await
+            .map_err(|_| Failure::Abort)?;
+        client.flush().await.map_err(|_| Failure::Abort)?;
+        return Ok(Done {
+            upstream_reusable: false,
+            client_keep_alive: false,
+            switched: true,
+        });
+    }
     let avail = buf.len() - start;
     let mut upstream_reusable = head.upstream_reusable;
     let abort = |_| Failure::Abort;
@@ -214,6 +228,7 @@ where
     Ok(Done {
         upstream_reusable,
         client_keep_alive: head.client_keep_alive,
+        switched: false,
     })
 }
 

@@ -13,7 +13,7 @@ use routemaster_common::host::check_authority;
 
 use super::head::{
     ConnectionOptions, Field, FieldLines, Framing, RequestId, classify, connection_options,
-    content_length, named_in, only_chunked, put_field,
+    content_length, named_in, only_chunked, only_member, put_field,
 };
 use crate::body::ProxyBody;
 use crate::compile::EndpointGuard;
@@ -50,6 +50,9 @@ pub struct Request {
     pub idempotent: bool,
     /// The client waits for `100 Continue` before sending the body.
     pub expect_continue: bool,
+    /// An HTTP/1.1 `GET` with `Upgrade: websocket` and `Connection: upgrade`: sent up as
+    /// an upgrade; a 101 turns the connection into a tunnel.
+    pub websocket: bool,
     pub request_id: RequestId,
     pub next: Next,
 }
@@ -115,6 +118,7 @@ pub fn prepare(
     let mut has_length = false;
     let mut expect_continue = false;
     let mut client_id: Option<&[u8]> = None;
+    let mut upgrade = FieldLines::new();
     for (i, h) in headers.iter().enumerate() {
         let kind = classify(h.name);
         kinds[i] = kind;
@@ -129,6 +133,9 @@ pub fn prepare(
                 .map_err(|()| Rejected::Malformed("too many Transfer-Encoding fields"))?,
             Field::ContentLength => has_length = true,
             Field::Expect => expect_continue |= h.value.eq_ignore_ascii_case(b"100-continue"),
+            Field::Upgrade => upgrade
+                .push(h.value)
+                .map_err(|()| Rejected::Malformed("too many Upgrade fields"))?,
             Field::XRequestId if client_id.is_none() => client_id = Some(h.value),
             Field::Confusable => {
                 return Err(Rejected::Malformed("'_' in the name of a framing field"));
@@ -168,6 +175,14 @@ pub fn prepare(
         Framing::Empty
     };
     let ConnectionOptions { close, keep_alive } = connection_options(connection);
+    // Only WebSocket is switched to (never h2c: RFC 9113 removed it, and relaying it
+    // would smuggle HTTP/2 past us); anything else asked for is stripped and the request
+    // served as HTTP/1.1.
+    let websocket = !http10
+        && method == "GET"
+        && body == Framing::Empty
+        && named_in(connection, "upgrade")
+        && only_member(upgrade.as_slice(), b"websocket");
     let keep_alive = if http10 { keep_alive && !close } else { !close };
 
     // Host (RFC 9112 §3.2): required in HTTP/1.1, and a valid `uri-host [":" port]`
@@ -273,6 +288,9 @@ pub fn prepare(
             out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
             put_field(&mut out, b"x-forwarded-host", original_host);
             put_field(&mut out, b"x-request-id", request_id.as_bytes());
+            if websocket {
+                out.extend_from_slice(b"connection: upgrade\r\nupgrade: websocket\r\n");
+            }
             match body {
                 Framing::Length(n) => {
                     out.extend_from_slice(b"content-length: ");
@@ -301,6 +319,7 @@ pub fn prepare(
         expect_continue: expect_continue
             && !http10
             && !matches!(body, Framing::Empty | Framing::Length(0)),
+        websocket,
         request_id,
         next,
     }))

@@ -7,8 +7,8 @@ use std::mem::MaybeUninit;
 use http::Response;
 
 use super::head::{
-    Field, FieldLines, Framing, RequestId, classify, connection_options, content_length, named_in,
-    only_chunked, put_field, put_u64,
+    Field, FieldLines, Framing, RequestId, classify, connection_options, content_length,
+    list_members, named_in, only_chunked, put_field, put_u64,
 };
 use crate::body::ProxyBody;
 use crate::error::ProxyError;
@@ -22,6 +22,8 @@ pub struct ClientSide {
     pub head_method: bool,
     /// We will keep the client connection open if the response allows it.
     pub keep_alive: bool,
+    /// The request asked to switch to WebSocket (a 101 that agrees is relayed).
+    pub websocket: bool,
 }
 
 /// A final upstream response head, rewritten for the client.
@@ -37,6 +39,8 @@ pub struct Head {
     pub upstream_reusable: bool,
     /// The client connection can carry another request after this response.
     pub client_keep_alive: bool,
+    /// A `101 Switching Protocols` to WebSocket: the connection becomes a tunnel.
+    pub switched: bool,
 }
 
 #[derive(Debug)]
@@ -78,7 +82,26 @@ pub fn prepare(
         return Err(ProxyError::UpstreamProtocol("bad status code"));
     }
     if code == 101 {
-        return Err(ProxyError::UpstreamProtocol("unrequested protocol switch"));
+        if !client.websocket || !upgrades_to_websocket(resp.headers) {
+            return Err(ProxyError::UpstreamProtocol("unrequested protocol switch"));
+        }
+        out.clear();
+        out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\n");
+        for h in resp.headers.iter() {
+            if classify(h.name) == Field::Other {
+                put_field(out, h.name.as_bytes(), h.value);
+            }
+        }
+        put_field(out, b"x-request-id", request_id.as_bytes());
+        out.extend_from_slice(b"connection: upgrade\r\nupgrade: websocket\r\n\r\n");
+        return Ok(Parsed::Final(Head {
+            len,
+            body: Framing::Empty,
+            dechunk: false,
+            upstream_reusable: false,
+            client_keep_alive: false,
+            switched: true,
+        }));
     }
     if (100..200).contains(&code) {
         return Ok(Parsed::Interim(len));
@@ -201,7 +224,26 @@ pub fn prepare(
         dechunk,
         upstream_reusable,
         client_keep_alive,
+        switched: false,
     }))
+}
+
+/// The 101 agrees to what we asked for: `Upgrade: websocket` and `Connection: upgrade`.
+fn upgrades_to_websocket(headers: &[httparse::Header<'_>]) -> bool {
+    let mut upgrade = false;
+    let mut connection = false;
+    for h in headers {
+        match classify(h.name) {
+            Field::Connection => {
+                connection |= list_members(h.value).any(|m| m.eq_ignore_ascii_case(b"upgrade"))
+            }
+            Field::Upgrade => {
+                upgrade |= list_members(h.value).any(|m| m.eq_ignore_ascii_case(b"websocket"));
+            }
+            _ => {}
+        }
+    }
+    upgrade && connection
 }
 
 fn put_connection(out: &mut Vec<u8>, http10: bool, keep_alive: bool) {
@@ -258,6 +300,7 @@ mod tests {
         http10: false,
         head_method: false,
         keep_alive: true,
+        websocket: false,
     };
 
     #[test]
