@@ -57,10 +57,9 @@ if [ ! -x "$TOOLS/bin/oha" ] && ! command -v oha >/dev/null; then
   fi
 fi
 
-if [ ! -x "$REPO/target/release/routemaster-proxy" ]; then
-  log "building routemaster-proxy (release)"
-  (cd "$REPO" && cargo build --release --workspace --bins)
-fi
+# Always (incremental): a release binary left from an older checkout must not be measured.
+log "building routemaster-proxy (release)"
+(cd "$REPO" && cargo build --release -p routemaster-data-plane --bin routemaster-proxy)
 
 # ---------------------------------------------------------------- limits
 # 10k idle client connections: client and proxy each need > 10k descriptors.
