@@ -368,8 +368,8 @@ fn pick<T>(all: Vec<T>, names: &[String], key: impl Fn(&T) -> &String) -> (Vec<T
     (found, missing)
 }
 
-/// The listed routes with defaults written out, sorted by id so output is stable.
-fn listed_routes(routes: Vec<v1::Route>) -> Result<Vec<RouteSpec>, CliError> {
+/// The listed routes as `get` shows them: normalised, defaults written out, sorted by id.
+pub fn listed_routes(routes: Vec<v1::Route>) -> Result<Vec<RouteSpec>, CliError> {
     let mut routes = diff::normalise_routes(routes).map_err(|e| {
         CliError::Other(format!("the control plane listed an unreadable route: {e}"))
     })?;
@@ -377,7 +377,8 @@ fn listed_routes(routes: Vec<v1::Route>) -> Result<Vec<RouteSpec>, CliError> {
     Ok(routes.into_iter().map(RouteSpec::with_defaults).collect())
 }
 
-fn listed_services(services: Vec<v1::Service>) -> Result<Vec<ServiceSpec>, CliError> {
+/// The listed services as `get` shows them.
+pub fn listed_services(services: Vec<v1::Service>) -> Result<Vec<ServiceSpec>, CliError> {
     let mut services = diff::normalise_services(services).map_err(|e| {
         CliError::Other(format!(
             "the control plane listed an unreadable service: {e}"
