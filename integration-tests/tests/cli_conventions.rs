@@ -271,6 +271,62 @@ async fn inputs_outputs_errors_and_exit_codes() {
         assert_eq!(code, 2, "{args:?}: {err}");
     }
 
+    // The control plane itself refuses messages no valid file could produce (another
+    // client than this CLI), rather than reading a default into them.
+    let mut admin = routemaster_proto::v1::admin_client::AdminClient::connect(url.clone())
+        .await
+        .unwrap();
+    use routemaster_proto::v1;
+    let forward = Some(v1::route::Action::Forward(v1::Forward {
+        target: Some(v1::forward::Target::Service("lms".into())),
+        ..Default::default()
+    }));
+    let requests = [
+        (
+            v1::ApplyRequest {
+                routes: vec![v1::Route {
+                    id: "wide-open".into(),
+                    path: Some(v1::PathMatch { kind: None }),
+                    action: forward.clone(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+            "route \"wide-open\": path: is set but empty",
+        ),
+        (
+            v1::ApplyRequest {
+                services: vec![v1::Service {
+                    name: "future".into(),
+                    load_balancing: 42,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+            "service \"future\": load_balancing: unknown value 42",
+        ),
+        (
+            v1::ApplyRequest {
+                routes: vec![v1::Route {
+                    id: "no-action".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+            "route \"no-action\": forward: missing",
+        ),
+    ];
+    for (request, want) in requests {
+        let status = admin.apply(request).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains(want), "{}", status.message());
+    }
+    let (_, out, _) = cli(&url, &["get", "routes", "-o", "name"]).await;
+    assert!(
+        !out.contains("wide-open") && !out.contains("no-action"),
+        "{out}"
+    );
+
     // Pointed at the wrong thing, the CLI says what it is.
     let status_port = fleet.control[0].http_url("");
     let (code, _, err) = cli(&status_port, &["get", "routes"]).await;
