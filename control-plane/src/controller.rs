@@ -562,3 +562,45 @@ fn record(
         change,
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_in_the_users_terms() {
+        let cases = [
+            (
+                DispatchError::InUse {
+                    service: "lms".into(),
+                    routes: vec!["a".into()],
+                },
+                r#"service "lms" is used by route "a"; delete or change it first"#,
+            ),
+            (
+                DispatchError::InUse {
+                    service: "lms".into(),
+                    routes: vec!["a".into(), "b".into(), "c".into()],
+                },
+                r#"service "lms" is used by routes "a", "b", "c"; delete or change them first"#,
+            ),
+            (
+                DispatchError::Duplicate {
+                    kind: "route",
+                    name: "x".into(),
+                },
+                r#"route "x" is declared twice in one apply"#,
+            ),
+            (
+                DispatchError::from(StoreError::Rejected(
+                    "too many operations in txn request".into(),
+                )),
+                "etcd refused the write: too many operations in txn request; apply fewer objects at a time, or raise etcd's --max-txn-ops / --max-request-bytes",
+            ),
+        ];
+        for (err, want) in cases {
+            assert_eq!(err.to_string(), want);
+            assert!(!want.contains("batch"));
+        }
+    }
+}
