@@ -65,7 +65,7 @@ Try:
   curl http://127.0.0.1:7001/v1/status
   $bin/routemaster get routes
   $bin/routemaster status
-Edit examples/routes.yaml, then: $bin/routemaster diff -f examples/routes.yaml && $bin/routemaster apply -f examples/routes.yaml
+Edit examples/routes.yaml, then: $bin/routemaster diff -f examples/routes.yaml; $bin/routemaster apply -f examples/routes.yaml
 Ctrl-C stops everything.
 MSG
 wait

@@ -17,8 +17,9 @@ use routemaster_data_plane::control_plane::{self, ControlPlaneConfig};
 #[command(name = "routemaster-proxy", version)]
 #[command(group(ArgGroup::new("source").required(true).args(["config", "control_plane"])))]
 pub struct Args {
-    /// Route file (YAML) to serve; reloaded when it changes.
-    #[arg(long, value_name = "FILE")]
+    /// Route file (YAML), or a directory whose *.yaml / *.yml files are merged, to
+    /// serve; reloaded when it changes.
+    #[arg(long, value_name = "FILE|DIR")]
     pub config: Option<PathBuf>,
     /// Control plane(s) to get routes from, comma-separated or repeated; the first
     /// reachable one is used and the others take over when it fails.
