@@ -70,6 +70,7 @@ fn route(i: usize, n: usize) -> (RouteSpec, String, String) {
         headers: None,
         priority: None,
         group: None,
+        filters: None,
         forward: Some(ForwardSpec {
             service: Some(format!("s{}", i % 10)),
             ..Default::default()

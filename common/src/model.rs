@@ -89,6 +89,8 @@ pub struct Route {
     pub(crate) priority: i32,
     pub(crate) group: Name,
     pub(crate) action: Action,
+    /// Header edits, compiled once; `None` for the common route without any.
+    pub(crate) filters: Option<std::sync::Arc<Filters>>,
 }
 
 impl Route {
@@ -117,6 +119,9 @@ impl Route {
     }
     pub fn action(&self) -> &Action {
         &self.action
+    }
+    pub fn filters(&self) -> Option<&std::sync::Arc<Filters>> {
+        self.filters.as_ref()
     }
 
     /// The services this route can send traffic to.
@@ -255,10 +260,73 @@ pub enum Action {
     Redirect(Redirect),
 }
 
+/// A route's header filters: edits applied last to the upstream request (after the
+/// proxy's own `x-forwarded-*`, `host` and `x-request-id`) and last to the response.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filters {
+    pub(crate) request_headers: HeaderFilter,
+    pub(crate) response_headers: HeaderFilter,
+}
+
+impl Filters {
+    pub fn request_headers(&self) -> &HeaderFilter {
+        &self.request_headers
+    }
+    pub fn response_headers(&self) -> &HeaderFilter {
+        &self.response_headers
+    }
+}
+
+/// `set` replaces every line of a name with one, `add` appends one more line, `remove`
+/// drops every line of a name. Names are lowercase; no name is in two lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderFilter {
+    pub(crate) set: Vec<(http::HeaderName, http::HeaderValue)>,
+    pub(crate) add: Vec<(http::HeaderName, http::HeaderValue)>,
+    pub(crate) remove: Vec<http::HeaderName>,
+}
+
+impl HeaderFilter {
+    pub fn set(&self) -> &[(http::HeaderName, http::HeaderValue)] {
+        &self.set
+    }
+    pub fn add(&self) -> &[(http::HeaderName, http::HeaderValue)] {
+        &self.add
+    }
+    pub fn remove(&self) -> &[http::HeaderName] {
+        &self.remove
+    }
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
+    /// True when lines of `name` from elsewhere (the client, the upstream, the proxy
+    /// itself) must not pass: `set` replaces them, `remove` drops them.
+    pub fn overrides(&self, name: &str) -> bool {
+        self.set
+            .iter()
+            .map(|(n, _)| n)
+            .chain(&self.remove)
+            .any(|n| n.as_str().eq_ignore_ascii_case(name))
+    }
+    /// The lines this filter writes: `set`, then `add`.
+    pub fn lines(&self) -> impl Iterator<Item = &(http::HeaderName, http::HeaderValue)> {
+        self.set.iter().chain(&self.add)
+    }
+}
+
+/// How the upstream path is rewritten.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rewrite {
+    /// Replaces the matched prefix (`rewrite_prefix`).
+    Prefix(Box<str>),
+    /// Replaces the whole path; the query is kept (`rewrite_path`).
+    Path(Box<str>),
+}
+
 #[derive(Debug, Clone)]
 pub struct Forward {
     pub(crate) backends: Vec<Backend>,
-    pub(crate) rewrite_prefix: Option<Box<str>>,
+    pub(crate) rewrite: Option<Rewrite>,
     pub(crate) host_rewrite: Option<http::HeaderValue>,
     pub(crate) timeout: Option<Duration>,
     /// True when the route was written `service: x` rather than `backends: [...]`.
@@ -269,8 +337,8 @@ impl Forward {
     pub fn backends(&self) -> &[Backend] {
         &self.backends
     }
-    pub fn rewrite_prefix(&self) -> Option<&str> {
-        self.rewrite_prefix.as_deref()
+    pub fn rewrite(&self) -> Option<&Rewrite> {
+        self.rewrite.as_ref()
     }
     pub fn host_rewrite(&self) -> Option<&http::HeaderValue> {
         self.host_rewrite.as_ref()

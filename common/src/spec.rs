@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::duration;
 use crate::model::{
-    Action, Config, HeaderValueMatch, LoadBalancing, PathMatch, RedirectPath, Route, Service,
+    Action, Config, Filters, HeaderFilter, HeaderValueMatch, LoadBalancing, PathMatch,
+    RedirectPath, Rewrite, Route, Service,
 };
 use crate::validate::{ObjectRef, ValidationError};
 
@@ -61,9 +62,33 @@ pub struct RouteSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filters: Option<FiltersSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forward: Option<ForwardSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redirect: Option<RedirectSpec>,
+}
+
+/// `filters:` on a forward route.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FiltersSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_headers: Option<HeaderFilterSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_headers: Option<HeaderFilterSpec>,
+}
+
+/// `{ set: {name: value}, add: {name: value}, remove: [name] }`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderFilterSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub add: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remove: Option<Vec<String>>,
 }
 
 /// Exactly one of the three must be set.
@@ -101,6 +126,9 @@ pub struct ForwardSpec {
     pub backends: Option<Vec<BackendSpec>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rewrite_prefix: Option<String>,
+    /// Replaces the whole path (the query is kept); exclusive with `rewrite_prefix`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrite_path: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_rewrite: Option<String>,
     /// A duration such as `30s` or `500ms`.
@@ -219,10 +247,16 @@ impl From<&Route> for RouteSpec {
                         .collect();
                     (None, Some(list))
                 };
+                let (rewrite_prefix, rewrite_path) = match &f.rewrite {
+                    Some(Rewrite::Prefix(p)) => (Some(p.to_string()), None),
+                    Some(Rewrite::Path(p)) => (None, Some(p.to_string())),
+                    None => (None, None),
+                };
                 let fwd = ForwardSpec {
                     service,
                     backends,
-                    rewrite_prefix: f.rewrite_prefix.as_deref().map(str::to_owned),
+                    rewrite_prefix,
+                    rewrite_path,
                     host_rewrite: f
                         .host_rewrite
                         .as_ref()
@@ -278,8 +312,39 @@ impl From<&Route> for RouteSpec {
             }),
             priority: (r.priority != 0).then_some(r.priority),
             group: (r.group.as_str() != "default").then(|| r.group.to_string()),
+            filters: r.filters.as_deref().map(FiltersSpec::from),
             forward,
             redirect,
+        }
+    }
+}
+
+impl From<&Filters> for FiltersSpec {
+    fn from(f: &Filters) -> Self {
+        let one = |h: &HeaderFilter| {
+            let map = |lines: &[(http::HeaderName, http::HeaderValue)]| {
+                (!lines.is_empty()).then(|| {
+                    lines
+                        .iter()
+                        .map(|(n, v)| {
+                            (
+                                n.as_str().to_owned(),
+                                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                            )
+                        })
+                        .collect()
+                })
+            };
+            (!h.is_empty()).then(|| HeaderFilterSpec {
+                set: map(&h.set),
+                add: map(&h.add),
+                remove: (!h.remove.is_empty())
+                    .then(|| h.remove.iter().map(|n| n.as_str().to_owned()).collect()),
+            })
+        };
+        FiltersSpec {
+            request_headers: one(&f.request_headers),
+            response_headers: one(&f.response_headers),
         }
     }
 }

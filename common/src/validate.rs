@@ -261,6 +261,17 @@ fn route(spec: &RouteSpec, errors: &mut Vec<ValidationError>) -> Option<Route> {
         }
     }
 
+    let filters = spec.filters.as_ref().and_then(|f| {
+        if spec.forward.is_none() {
+            p.add(
+                "filters",
+                "apply to forwarded requests; a redirect route cannot have them",
+            );
+            return None;
+        }
+        filters(&mut p, f)
+    });
+
     let action = match (&spec.forward, &spec.redirect) {
         (Some(f), None) => forward(&mut p, f, path.as_ref()).map(Action::Forward),
         (None, Some(r)) => redirect(&mut p, r, path.as_ref()).map(Action::Redirect),
@@ -292,7 +303,98 @@ fn route(spec: &RouteSpec, errors: &mut Vec<ValidationError>) -> Option<Route> {
         priority: spec.priority.unwrap_or(0),
         group: group?,
         action: action?,
+        filters: filters.filter(|f| **f != Filters::default()),
     })
+}
+
+/// Fields a filter may not touch: framing and connection management belong to the
+/// proxy (a filter must not make a message two parsers read differently), and `host`
+/// has `forward.host_rewrite`.
+const UNFILTERABLE: &[&str] = &[
+    "connection",
+    "content-length",
+    "host",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn filters(p: &mut Problems<'_>, spec: &FiltersSpec) -> Option<std::sync::Arc<Filters>> {
+    let before = p.out.len();
+    let request_headers = spec
+        .request_headers
+        .as_ref()
+        .map(|h| header_filter(p, "filters.request_headers", h))
+        .unwrap_or_default();
+    let response_headers = spec
+        .response_headers
+        .as_ref()
+        .map(|h| header_filter(p, "filters.response_headers", h))
+        .unwrap_or_default();
+    (p.out.len() == before).then(|| {
+        std::sync::Arc::new(Filters {
+            request_headers,
+            response_headers,
+        })
+    })
+}
+
+fn header_filter(p: &mut Problems<'_>, at: &str, spec: &HeaderFilterSpec) -> HeaderFilter {
+    let mut out = HeaderFilter::default();
+    let mut seen: Vec<HeaderName> = Vec::new();
+    let mut check_name = |p: &mut Problems<'_>, field: String, raw: &str| -> Option<HeaderName> {
+        let name = match HeaderName::from_bytes(raw.as_bytes()) {
+            Ok(n) => n,
+            Err(_) => {
+                p.add(field, format_args!("{raw:?} is not a header name"));
+                return None;
+            }
+        };
+        if UNFILTERABLE.contains(&name.as_str()) {
+            p.add(
+                field,
+                format_args!("{raw:?} is managed by the proxy and cannot be filtered"),
+            );
+            return None;
+        }
+        if seen.contains(&name) {
+            p.add(
+                field,
+                format_args!("{raw:?} appears twice; each name may be in one of set, add, remove"),
+            );
+            return None;
+        }
+        seen.push(name.clone());
+        Some(name)
+    };
+    for (list, into) in [("set", &spec.set), ("add", &spec.add)] {
+        for (raw, value) in into.iter().flatten() {
+            let field = format!("{at}.{list}.{raw}");
+            let Some(name) = check_name(p, field.clone(), raw) else {
+                continue;
+            };
+            match HeaderValue::from_str(value) {
+                Ok(v) => {
+                    let lines = if list == "set" {
+                        &mut out.set
+                    } else {
+                        &mut out.add
+                    };
+                    lines.push((name, v));
+                }
+                Err(_) => p.add(field, format_args!("{value:?} is not a header value")),
+            }
+        }
+    }
+    for (i, raw) in spec.remove.iter().flatten().enumerate() {
+        if let Some(name) = check_name(p, format!("{at}.remove[{i}]"), raw) {
+            out.remove.push(name);
+        }
+    }
+    out
 }
 
 fn host_match(h: &str) -> Result<HostMatch, String> {
@@ -481,10 +583,20 @@ fn forward(p: &mut Problems<'_>, spec: &ForwardSpec, path: Option<&PathMatch>) -
         }
         _ => p.add("forward", "set exactly one of service or backends"),
     }
-    let rewrite_prefix = spec
-        .rewrite_prefix
-        .as_deref()
-        .and_then(|r| replacement(p, "forward.rewrite_prefix", r, path));
+    let rewrite = match (&spec.rewrite_prefix, &spec.rewrite_path) {
+        (Some(r), None) => replacement(p, "forward.rewrite_prefix", r, path).map(Rewrite::Prefix),
+        (None, Some(r)) => {
+            normalised_path(p, "forward.rewrite_path", r).map(|n| Rewrite::Path(n.into()))
+        }
+        (Some(_), Some(_)) => {
+            p.add(
+                "forward.rewrite_path",
+                "set at most one of rewrite_prefix or rewrite_path",
+            );
+            None
+        }
+        (None, None) => None,
+    };
     let host_rewrite = spec.host_rewrite.as_deref().and_then(|h| {
         match (h.parse::<http::uri::Authority>(), HeaderValue::from_str(h)) {
             (Ok(a), Ok(v)) if !a.host().is_empty() && !h.contains('@') => Some(v),
@@ -513,7 +625,7 @@ fn forward(p: &mut Problems<'_>, spec: &ForwardSpec, path: Option<&PathMatch>) -
         });
     (p.out.len() == before).then_some(Forward {
         backends,
-        rewrite_prefix,
+        rewrite,
         host_rewrite,
         timeout,
         single_service,

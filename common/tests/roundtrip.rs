@@ -76,11 +76,23 @@ fn the_generator_covers_every_field() {
             note("priority", r.priority.is_some());
             note("group", r.group.is_some());
             note("forward", r.forward.is_some());
+            note("filters", r.filters.is_some());
+            if let Some(f) = &r.filters {
+                for h in [&f.request_headers, &f.response_headers]
+                    .into_iter()
+                    .flatten()
+                {
+                    note("filters.set", h.set.is_some());
+                    note("filters.add", h.add.is_some());
+                    note("filters.remove", h.remove.is_some());
+                }
+            }
             note("redirect", r.redirect.is_some());
             if let Some(f) = &r.forward {
                 note("service", f.service.is_some());
                 note("backends", f.backends.is_some());
                 note("rewrite_prefix", f.rewrite_prefix.is_some());
+                note("rewrite_path", f.rewrite_path.is_some());
                 note("host_rewrite", f.host_rewrite.is_some());
                 note("timeout", f.timeout.is_some());
             }
@@ -100,5 +112,5 @@ fn the_generator_covers_every_field() {
             "{field}: present {present}, absent {absent}"
         );
     }
-    assert_eq!(seen.len(), 21, "{seen:?}");
+    assert_eq!(seen.len(), 26, "{seen:?}");
 }

@@ -33,10 +33,14 @@ routes:
       rewrite_prefix: /api
       host_rewrite: lms.internal
       timeout: 30s
+    filters:
+      request_headers:  { set: { x-team: lms }, add: { x-via: routemaster }, remove: [x-internal] }
+      response_headers: { set: { strict-transport-security: "max-age=63072000" }, remove: [server] }
   - id: split
     path: { regex: "/course/[0-9]+" }
     forward:
       backends: [{ service: lms, weight: 90 }, { service: lms-v2, weight: 10 }]
+      rewrite_path: /v2/course
   - id: old-courses
     path: { prefix: /old-courses }
     redirect: { prefix: /courses, code: 301 }
@@ -131,6 +135,46 @@ fn bad_input_names_object_and_field() {
         (
             "routes:\n  - { id: a, redirect: { scheme: ftp } }",
             r#"route "a": redirect.scheme: "ftp" must be http or https"#,
+        ),
+        (
+            "routes:\n  - { id: a, forward: { service: lms, rewrite_prefix: /a, rewrite_path: /b } }",
+            r#"route "a": forward.rewrite_path: set at most one of rewrite_prefix or rewrite_path"#,
+        ),
+        (
+            "routes:\n  - { id: a, forward: { service: lms, rewrite_path: b } }",
+            r#"route "a": forward.rewrite_path: "b" must start with '/'"#,
+        ),
+        (
+            "routes:\n  - { id: a, forward: { service: lms, rewrite_path: \"/b?x=1\" } }",
+            r#"route "a": forward.rewrite_path: "/b?x=1" must not contain '?' or '#'"#,
+        ),
+        (
+            "routes:\n  - { id: a, redirect: { path: /x }, filters: { response_headers: { remove: [server] } } }",
+            r#"route "a": filters: apply to forwarded requests; a redirect route cannot have them"#,
+        ),
+        (
+            "routes:\n  - { id: a, forward: { service: lms }, filters: { request_headers: { set: { content-length: \"5\" } } } }",
+            r#"route "a": filters.request_headers.set.content-length: "content-length" is managed by the proxy"#,
+        ),
+        (
+            "routes:\n  - { id: a, forward: { service: lms }, filters: { request_headers: { remove: [Transfer-Encoding] } } }",
+            r#"route "a": filters.request_headers.remove[0]: "Transfer-Encoding" is managed by the proxy"#,
+        ),
+        (
+            "routes:\n  - { id: a, forward: { service: lms }, filters: { response_headers: { set: { x-a: \"1\" }, remove: [X-A] } } }",
+            r#"route "a": filters.response_headers.remove[0]: "X-A" appears twice"#,
+        ),
+        (
+            "routes:\n  - { id: a, forward: { service: lms }, filters: { response_headers: { add: { \"bad name\": \"1\" } } } }",
+            r#"route "a": filters.response_headers.add.bad name: "bad name" is not a header name"#,
+        ),
+        (
+            "routes:\n  - { id: a, forward: { service: lms }, filters: { request_headers: { set: { x-a: \"line\\nbreak\" } } } }",
+            r#"route "a": filters.request_headers.set.x-a: "line\nbreak" is not a header value"#,
+        ),
+        (
+            "routes:\n  - { id: a, forward: { service: lms }, filters: { request_headers: { rename: {} } } }",
+            "parse: ",
         ),
     ];
     for (routes, want) in cases {

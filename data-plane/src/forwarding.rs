@@ -151,6 +151,21 @@ pub fn put_ip(out: &mut Vec<u8>, ip: IpAddr) {
     }
 }
 
+/// A route's header filter on a `HeaderMap` (the HTTP/2 path; the HTTP/1.1 engine
+/// applies the same rules while writing the head): `remove` drops every line, `set`
+/// replaces them with one, `add` appends one.
+pub fn apply_filter(headers: &mut HeaderMap, filter: &routemaster_common::model::HeaderFilter) {
+    for name in filter.remove() {
+        headers.remove(name);
+    }
+    for (name, value) in filter.set() {
+        headers.insert(name.clone(), value.clone());
+    }
+    for (name, value) in filter.add() {
+        headers.append(name.clone(), value.clone());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 use crate::body::ProxyBody;
 use crate::error::ProxyError;
-use crate::forwarding::{X_REQUEST_ID, add_forwarded, request_id, strip_hop_by_hop};
+use crate::forwarding::{X_REQUEST_ID, add_forwarded, apply_filter, request_id, strip_hop_by_hop};
 use crate::h1::request::Rejected;
 use crate::routing::{Decision, Inbound, decide};
 use crate::server::Handler;
@@ -108,6 +108,8 @@ impl Proxy {
                 let mut resp = Response::new(ProxyBody::empty());
                 *resp.status_mut() = status;
                 resp.headers_mut().insert(header::LOCATION, location);
+                resp.headers_mut()
+                    .insert(X_REQUEST_ID.clone(), request_id.clone());
                 return Ok(resp);
             }
             Decision::Forward(upstream) => upstream,
@@ -146,6 +148,11 @@ impl Proxy {
         parts
             .headers
             .insert(X_REQUEST_ID.clone(), request_id.clone());
+        // The route's request filter runs last, over the proxy's own fields too.
+        let filters = upstream.filters;
+        if let Some(f) = filters.as_deref() {
+            apply_filter(&mut parts.headers, f.request_headers());
+        }
 
         // 6. Send.
         let sent = self.client.request(Request::from_parts(parts, body));
@@ -166,6 +173,12 @@ impl Proxy {
         // 7. Response.
         let (mut rparts, rbody) = resp.into_parts();
         strip_hop_by_hop(&mut rparts.headers);
+        rparts
+            .headers
+            .insert(X_REQUEST_ID.clone(), request_id.clone());
+        if let Some(f) = filters.as_deref() {
+            apply_filter(&mut rparts.headers, f.response_headers());
+        }
         let deadline = deadline.map(tokio::time::sleep_until);
         Ok(Response::from_parts(
             rparts,
@@ -179,14 +192,16 @@ impl Handler for Proxy {
         let stats = &self.state.stats;
         let _in_flight = InFlight::start(stats);
         let request_id = request_id(req.headers());
-        let mut resp = match self.proxy(req, client, &request_id).await {
+        // A proxied response has its x-request-id (and the route's response filter)
+        // already; our own answers get it here.
+        match self.proxy(req, client, &request_id).await {
             Ok(resp) => resp,
             Err(e) => {
                 tracing::debug!(error = %e, side = ?e.side(), request_id = ?request_id, "request failed");
-                e.into_response(request_id.as_bytes(), stats)
+                let mut resp = e.into_response(request_id.as_bytes(), stats);
+                resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
+                resp
             }
-        };
-        resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
-        resp
+        }
     }
 }

@@ -5,12 +5,13 @@
 //! they read the request and write the upstream request.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderValue, Method, StatusCode};
 use routemaster_common::headers::RequestHeaders;
 use routemaster_common::host::{authority_port, check_authority, normalize_host};
-use routemaster_common::model::{Action, Scheme as RedirectScheme};
+use routemaster_common::model::{Action, Filters, Rewrite, Scheme as RedirectScheme};
 use routemaster_common::path::normalize_path;
 use routemaster_common::rewrite::{RequestTarget, redirect_location, replace_prefix};
 use routemaster_common::table::RequestHead;
@@ -53,6 +54,8 @@ pub struct Upstream {
     pub host_rewrite: Option<HeaderValue>,
     /// Bounds the whole exchange, from sending the request to the response's last byte.
     pub timeout: Option<Duration>,
+    /// The route's header filters, if it has any (an `Arc` clone, no copy).
+    pub filters: Option<Arc<Filters>>,
 }
 
 /// Phases 1–4 for one request against the table current right now.
@@ -115,11 +118,12 @@ pub fn decide(state: &ProxyState, req: &Inbound<'_>) -> Result<Decision, ProxyEr
         .pick()
         .ok_or_else(|| ProxyError::NoInstances(cluster.name().into()))?;
 
-    let path_and_query = match (forward.rewrite_prefix(), replaceable, path) {
-        (Some(replacement), Some(len), path) => Some(with_query(
+    let path_and_query = match (forward.rewrite(), replaceable, path) {
+        (Some(Rewrite::Prefix(replacement)), Some(len), path) => Some(with_query(
             replace_prefix(&path, len, replacement),
             req.query,
         )),
+        (Some(Rewrite::Path(whole)), _, _) => Some(with_query(whole.to_string(), req.query)),
         (_, _, Cow::Borrowed(_)) => None,
         (_, _, Cow::Owned(normalised)) => Some(with_query(normalised, req.query)),
     };
@@ -128,6 +132,7 @@ pub fn decide(state: &ProxyState, req: &Inbound<'_>) -> Result<Decision, ProxyEr
         path_and_query,
         host_rewrite: forward.host_rewrite().cloned(),
         timeout: forward.timeout(),
+        filters: matched.route.filters().cloned(),
     }))
 }
 

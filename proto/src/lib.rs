@@ -74,8 +74,8 @@ impl prost::Message for EncodedSnapshot {
 use routemaster_common::model::LoadBalancing;
 use routemaster_common::snapshot::{Snapshot, Source};
 use routemaster_common::spec::{
-    BackendSpec, ConfigSpec, ForwardSpec, HeaderSpec, InstanceSpec, PathSpec, RedirectSpec,
-    RouteSpec, ServiceSpec,
+    BackendSpec, ConfigSpec, FiltersSpec, ForwardSpec, HeaderFilterSpec, HeaderSpec, InstanceSpec,
+    PathSpec, RedirectSpec, RouteSpec, ServiceSpec,
 };
 use routemaster_common::{Config, ObjectRef, Route, Service, ValidationErrors};
 
@@ -212,6 +212,7 @@ impl TryFrom<v1::Route> for RouteSpec {
                     service,
                     backends,
                     rewrite_prefix: f.rewrite_prefix,
+                    rewrite_path: f.rewrite_path,
                     host_rewrite: f.host_rewrite,
                     timeout: f.timeout,
                 };
@@ -240,6 +241,19 @@ impl TryFrom<v1::Route> for RouteSpec {
             }
             None => (None, None),
         };
+        let filters = r.filters.map(|f| {
+            let one = |h: Option<v1::HeaderFilter>| {
+                h.map(|h| HeaderFilterSpec {
+                    set: (!h.set.is_empty()).then(|| h.set.into_iter().collect()),
+                    add: (!h.add.is_empty()).then(|| h.add.into_iter().collect()),
+                    remove: (!h.remove.is_empty()).then_some(h.remove),
+                })
+            };
+            FiltersSpec {
+                request_headers: one(f.request_headers),
+                response_headers: one(f.response_headers),
+            }
+        });
         Ok(RouteSpec {
             id: r.id,
             hosts: (!r.hosts.is_empty()).then_some(r.hosts),
@@ -248,6 +262,7 @@ impl TryFrom<v1::Route> for RouteSpec {
             headers: (!headers.is_empty()).then_some(headers),
             priority: r.priority,
             group: r.group,
+            filters,
             forward,
             redirect,
         })
@@ -341,6 +356,7 @@ fn route_message(r: &RouteSpec) -> v1::Route {
             Some(v1::route::Action::Forward(v1::Forward {
                 target,
                 rewrite_prefix: f.rewrite_prefix.clone(),
+                rewrite_path: f.rewrite_path.clone(),
                 host_rewrite: f.host_rewrite.clone(),
                 timeout: f.timeout.clone(),
             }))
@@ -355,6 +371,13 @@ fn route_message(r: &RouteSpec) -> v1::Route {
         })),
         (None, None) => None,
     };
+    let filter = |h: &Option<HeaderFilterSpec>| {
+        h.as_ref().map(|h| v1::HeaderFilter {
+            set: h.set.clone().unwrap_or_default().into_iter().collect(),
+            add: h.add.clone().unwrap_or_default().into_iter().collect(),
+            remove: h.remove.clone().unwrap_or_default(),
+        })
+    };
     v1::Route {
         id: r.id.clone(),
         hosts: r.hosts.clone().unwrap_or_default(),
@@ -364,6 +387,10 @@ fn route_message(r: &RouteSpec) -> v1::Route {
         priority: r.priority,
         group: r.group.clone(),
         action,
+        filters: r.filters.as_ref().map(|f| v1::Filters {
+            request_headers: filter(&f.request_headers),
+            response_headers: filter(&f.response_headers),
+        }),
     }
 }
 
@@ -610,6 +637,7 @@ routes:
             headers: None,
             priority: None,
             group: None,
+            filters: None,
             forward: Some(ForwardSpec {
                 service: Some("s".into()),
                 ..Default::default()

@@ -14,8 +14,8 @@ use std::time::Duration;
 use routemaster_common::duration;
 use routemaster_common::model::LoadBalancing;
 use routemaster_common::spec::{
-    BackendSpec, ConfigSpec, ForwardSpec, HeaderSpec, InstanceSpec, PathSpec, RedirectSpec,
-    RouteSpec, ServiceSpec,
+    BackendSpec, ConfigSpec, FiltersSpec, ForwardSpec, HeaderFilterSpec, HeaderSpec, InstanceSpec,
+    PathSpec, RedirectSpec, RouteSpec, ServiceSpec,
 };
 
 /// splitmix64: small, seedable, good enough to pick shapes.
@@ -260,6 +260,16 @@ fn route(g: &mut Gen, i: usize, services: &[String]) -> RouteSpec {
     } else {
         (None, Some(redirect(g, regex_path)))
     };
+    let filters = if forward.is_some() {
+        g.maybe(40, |g| FiltersSpec {
+            request_headers: g.maybe(70, header_filter),
+            response_headers: g.maybe(70, header_filter),
+        })
+        // A filter with nothing in it is no filter: the canonical form leaves it out.
+        .filter(|f| f.request_headers.is_some() || f.response_headers.is_some())
+    } else {
+        None
+    };
     RouteSpec {
         id: g.name(i),
         hosts,
@@ -274,9 +284,41 @@ fn route(g: &mut Gen, i: usize, services: &[String]) -> RouteSpec {
                 g.name(0)
             }
         }),
+        filters,
         forward,
         redirect,
     }
+}
+
+/// Distinct names across the three lists, as validation requires.
+fn header_filter(g: &mut Gen) -> HeaderFilterSpec {
+    let tag = g.label();
+    let lines = |g: &mut Gen, list: &str| {
+        g.maybe(60, |g| {
+            (0..g.range(1, 3))
+                .map(|j| {
+                    // Header values are visible ASCII, spaces and tabs.
+                    let v = g.text();
+                    let v = if v.is_ascii() { v } else { "plain".to_owned() };
+                    (format!("x-{list}-{tag}-{j}"), v)
+                })
+                .collect()
+        })
+    };
+    let set = lines(g, "set");
+    let add = lines(g, "add");
+    let remove = g.maybe(50, |g| {
+        (0..g.range(1, 3))
+            .map(|j| format!("x-rm-{tag}-{j}"))
+            .collect()
+    });
+    if set.is_none() && add.is_none() && remove.is_none() {
+        return HeaderFilterSpec {
+            remove: Some(vec![format!("x-rm-{tag}")]),
+            ..HeaderFilterSpec::default()
+        };
+    }
+    HeaderFilterSpec { set, add, remove }
 }
 
 fn forward(g: &mut Gen, services: &[String], regex_path: bool) -> ForwardSpec {
@@ -294,14 +336,16 @@ fn forward(g: &mut Gen, services: &[String], regex_path: bool) -> ForwardSpec {
         }
         (None, Some(list))
     };
+    let (rewrite_prefix, rewrite_path) = match g.below(3) {
+        0 if !regex_path => (Some(g.path()), None),
+        1 => (None, Some(g.path())),
+        _ => (None, None),
+    };
     ForwardSpec {
         service,
         backends,
-        rewrite_prefix: if regex_path {
-            None
-        } else {
-            g.maybe(30, |g| g.path())
-        },
+        rewrite_prefix,
+        rewrite_path,
         host_rewrite: g.maybe(30, |g| {
             let h = g.host(0);
             if g.chance(50) {

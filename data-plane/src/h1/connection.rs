@@ -29,6 +29,7 @@ use crate::compile::EndpointGuard;
 use crate::error::ProxyError;
 use crate::server::ConnectionSlot;
 use crate::stats::InFlight;
+use routemaster_common::model::Filters;
 
 /// The HTTP/2 connection preface; a connection starting with it is handed to hyper.
 pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -251,6 +252,7 @@ impl Conn {
                 head,
                 endpoint,
                 timeout,
+                filters,
             } => {
                 let forward = Forward {
                     head_len,
@@ -259,6 +261,7 @@ impl Conn {
                     idempotent,
                     upstream_head: head,
                     timeout,
+                    filters,
                 };
                 self.forward(forward, endpoint, client, &request_id, timer)
                     .await
@@ -333,6 +336,11 @@ impl Conn {
         let ctx = ResponseCtx {
             side: client,
             request_id,
+            filter: fwd
+                .filters
+                .as_deref()
+                .map(Filters::response_headers)
+                .filter(|f| !f.is_empty()),
             max_head: self.engine.options.max_header_bytes,
             io_timeout,
             body_sent: None,
@@ -551,6 +559,7 @@ struct Forward {
     idempotent: bool,
     upstream_head: Vec<u8>,
     timeout: Option<Duration>,
+    filters: Option<Arc<Filters>>,
 }
 
 /// Counts a request (or an HTTP/2 connection) in progress, so a drain can wait for

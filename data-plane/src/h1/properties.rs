@@ -278,7 +278,7 @@ proptest! {
     fn response_parser_never_panics(buf in prop::collection::vec(any::<u8>(), 0..512)) {
         let mut out = Vec::new();
         let side = ClientSide { http10: false, head_method: false, keep_alive: true, websocket: false };
-        let _ = response::prepare(&buf, side, &RequestId::from_client_or_new(None), 64 * 1024, &mut out);
+        let _ = response::prepare(&buf, side, &RequestId::from_client_or_new(None), None, 64 * 1024, &mut out);
     }
 
     /// Chunked bodies we encode are read back as the same payload, and what is passed

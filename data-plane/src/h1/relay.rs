@@ -17,6 +17,7 @@ use super::head::{Framing, RequestId};
 use super::io::{within, write_all_2};
 use super::response::{self, ClientSide, Parsed};
 use crate::error::ProxyError;
+use routemaster_common::model::HeaderFilter;
 
 /// How an exchange failed.
 #[derive(Debug)]
@@ -63,6 +64,8 @@ pub enum BodyLeft {
 pub struct ResponseCtx<'a> {
     pub side: ClientSide,
     pub request_id: &'a RequestId,
+    /// The route's response filter, applied last to the head the client gets.
+    pub filter: Option<&'a HeaderFilter>,
     pub max_head: usize,
     /// Longest wait for progress on any one read or write.
     pub io_timeout: Duration,
@@ -160,7 +163,7 @@ where
             ..ctx.side
         };
         loop {
-            match response::prepare(buf, side, ctx.request_id, ctx.max_head, out)
+            match response::prepare(buf, side, ctx.request_id, ctx.filter, ctx.max_head, out)
                 .map_err(Failure::Respond)?
             {
                 Parsed::Partial => break,

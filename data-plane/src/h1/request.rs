@@ -5,11 +5,13 @@
 
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Method, Response, header};
 use routemaster_common::headers::{RequestHeaders, value_str};
 use routemaster_common::host::check_authority;
+use routemaster_common::model::Filters;
 
 use super::head::{
     ConnectionOptions, Field, FieldLines, Framing, RequestId, classify, connection_options,
@@ -65,6 +67,8 @@ pub enum Next {
         head: Vec<u8>,
         endpoint: EndpointGuard,
         timeout: Option<Duration>,
+        /// The route's filters; the response filter is applied to the response head.
+        filters: Option<Arc<Filters>>,
     },
     /// We answer ourselves (redirect, or a routing error already counted).
     Respond(Box<Response<ProxyBody>>),
@@ -257,10 +261,21 @@ pub fn prepare(
             out.push(b' ');
             out.extend_from_slice(pq.as_bytes());
             out.extend_from_slice(b" HTTP/1.1\r\n");
+            // The route's request filter runs last: what it sets or removes does not
+            // pass from the client, nor from us.
+            let filter = upstream
+                .filters
+                .as_deref()
+                .map(Filters::request_headers)
+                .filter(|f| !f.is_empty());
+            let ours = |name: &str| filter.is_none_or(|f| !f.overrides(name));
             let mut forwarded_for = false;
             for (h, kind) in headers.iter().zip(&kinds) {
                 match kind {
-                    Field::Other if connection.is_empty() || !named_in(connection, h.name) => {
+                    Field::Other
+                        if (connection.is_empty() || !named_in(connection, h.name))
+                            && ours(h.name) =>
+                    {
                         put_field(&mut out, h.name.as_bytes(), h.value);
                     }
                     Field::XForwardedFor if !h.value.trim_ascii().is_empty() => {
@@ -275,19 +290,31 @@ pub fn prepare(
                 .map_or(original_host, |h| h.as_bytes());
             put_field(&mut out, b"host", upstream_host);
             // Several x-forwarded-for lines form one list (RFC 9110 §5.3): keep them all.
-            out.extend_from_slice(b"x-forwarded-for: ");
-            if forwarded_for {
-                for (h, kind) in headers.iter().zip(&kinds) {
-                    if *kind == Field::XForwardedFor && !h.value.trim_ascii().is_empty() {
-                        out.extend_from_slice(h.value.trim_ascii());
-                        out.extend_from_slice(b", ");
+            if ours("x-forwarded-for") {
+                out.extend_from_slice(b"x-forwarded-for: ");
+                if forwarded_for {
+                    for (h, kind) in headers.iter().zip(&kinds) {
+                        if *kind == Field::XForwardedFor && !h.value.trim_ascii().is_empty() {
+                            out.extend_from_slice(h.value.trim_ascii());
+                            out.extend_from_slice(b", ");
+                        }
                     }
                 }
+                put_ip(&mut out, client.ip());
+                out.extend_from_slice(b"\r\n");
             }
-            put_ip(&mut out, client.ip());
-            out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
-            put_field(&mut out, b"x-forwarded-host", original_host);
-            put_field(&mut out, b"x-request-id", request_id.as_bytes());
+            if ours("x-forwarded-proto") {
+                out.extend_from_slice(b"x-forwarded-proto: http\r\n");
+            }
+            if ours("x-forwarded-host") {
+                put_field(&mut out, b"x-forwarded-host", original_host);
+            }
+            if ours("x-request-id") {
+                put_field(&mut out, b"x-request-id", request_id.as_bytes());
+            }
+            for (name, value) in filter.into_iter().flat_map(|f| f.lines()) {
+                put_field(&mut out, name.as_str().as_bytes(), value.as_bytes());
+            }
             if websocket {
                 out.extend_from_slice(b"connection: upgrade\r\nupgrade: websocket\r\n");
             }
@@ -305,6 +332,7 @@ pub fn prepare(
                 head: out,
                 endpoint: upstream.endpoint,
                 timeout: upstream.timeout,
+                filters: upstream.filters,
             }
         }
     };

@@ -10,6 +10,8 @@ use super::head::{
     Field, FieldLines, Framing, RequestId, classify, connection_options, content_length,
     list_members, named_in, only_chunked, put_field, put_u64,
 };
+use routemaster_common::model::HeaderFilter;
+
 use crate::body::ProxyBody;
 use crate::error::ProxyError;
 
@@ -58,6 +60,7 @@ pub fn prepare(
     buf: &[u8],
     client: ClientSide,
     request_id: &RequestId,
+    filter: Option<&HeaderFilter>,
     max_head: usize,
     out: &mut Vec<u8>,
 ) -> Result<Parsed, ProxyError> {
@@ -186,6 +189,9 @@ pub fn prepare(
         ),
     }
     out.extend_from_slice(b"\r\n");
+    // The route's response filter runs last: what it sets or removes does not pass from
+    // the upstream, nor from us.
+    let ours = |name: &str| filter.is_none_or(|f| !f.overrides(name));
     for (h, kind) in headers.iter().zip(&kinds) {
         let keep = match kind {
             Field::Other | Field::Confusable | Field::Host | Field::Expect => {
@@ -194,11 +200,16 @@ pub fn prepare(
             Field::XForwardedFor | Field::XForwardedProto | Field::XForwardedHost => true,
             _ => false,
         };
-        if keep {
+        if keep && ours(h.name) {
             put_field(out, h.name.as_bytes(), h.value);
         }
     }
-    put_field(out, b"x-request-id", request_id.as_bytes());
+    if ours("x-request-id") {
+        put_field(out, b"x-request-id", request_id.as_bytes());
+    }
+    for (name, value) in filter.into_iter().flat_map(HeaderFilter::lines) {
+        put_field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
     // A body-less response to HEAD (or a 304) states the length it would have had:
     // passed on, once and checked.
     if body == Framing::Empty && has_length && code != 204 {
@@ -290,7 +301,7 @@ mod tests {
     fn run(raw: &str, client: ClientSide) -> (Head, String) {
         let id = RequestId::from_client_or_new(Some(b"rid"));
         let mut out = Vec::new();
-        match prepare(raw.as_bytes(), client, &id, 65536, &mut out).unwrap() {
+        match prepare(raw.as_bytes(), client, &id, None, 65536, &mut out).unwrap() {
             Parsed::Final(h) => (h, String::from_utf8(out).unwrap()),
             other => panic!("{raw:?}: {other:?}"),
         }
@@ -457,7 +468,7 @@ mod tests {
         ] {
             let mut out = Vec::new();
             assert!(
-                prepare(raw.as_bytes(), KEEP11, &id, 65536, &mut out).is_err(),
+                prepare(raw.as_bytes(), KEEP11, &id, None, 65536, &mut out).is_err(),
                 "{raw:?}"
             );
         }
@@ -467,13 +478,21 @@ mod tests {
                 b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200",
                 KEEP11,
                 &id,
+                None,
                 65536,
                 &mut out
             ),
             Ok(Parsed::Interim(25))
         ));
         assert!(matches!(
-            prepare(b"HTTP/1.1 200 OK\r\nx: y", KEEP11, &id, 65536, &mut out),
+            prepare(
+                b"HTTP/1.1 200 OK\r\nx: y",
+                KEEP11,
+                &id,
+                None,
+                65536,
+                &mut out
+            ),
             Ok(Parsed::Partial)
         ));
     }
