@@ -109,7 +109,12 @@ pub fn routes_table(routes: &[RouteSpec], width: Option<u16>, wide: bool) -> Str
                 let f = r.forward.as_ref();
                 row.extend([
                     headers_summary(r),
-                    or_none(f.and_then(|f| f.rewrite_prefix.clone())),
+                    or_none(f.and_then(|f| {
+                        f.rewrite_prefix
+                            .as_ref()
+                            .map(|p| format!("prefix {p}"))
+                            .or_else(|| f.rewrite_path.as_ref().map(|p| format!("path {p}")))
+                    })),
                     or_none(f.and_then(|f| f.host_rewrite.clone())),
                     or_none(f.and_then(|f| f.timeout.clone())),
                 ]);
@@ -121,7 +126,7 @@ pub fn routes_table(routes: &[RouteSpec], width: Option<u16>, wide: bool) -> Str
         "ID", "GROUP", "HOSTS", "PATH", "METHODS", "ACTION", "PRIORITY",
     ];
     if wide {
-        header.extend(["HEADERS", "REWRITE PREFIX", "HOST REWRITE", "TIMEOUT"]);
+        header.extend(["HEADERS", "REWRITE", "HOST REWRITE", "TIMEOUT"]);
     }
     table(&header, rows, width)
 }
