@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use routemaster_data_plane::server::{ServerOptions, serve};
 use routemaster_proto::{shared, v1};
+use routemaster_runtime::lifecycle;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::Server;
@@ -16,7 +16,7 @@ use crate::admin_api::AdminService;
 use crate::controller::Controller;
 use crate::discovery::DiscoveryService;
 use crate::nodes::Nodes;
-use crate::status_api::StatusApi;
+use crate::status_api::{self, ServeOptions, StatusApi};
 use crate::store::Store;
 
 #[derive(Debug, Clone)]
@@ -40,16 +40,16 @@ pub async fn run(
     let controller = Controller::new(store.clone());
     let nodes = Arc::new(Nodes::new(store, options.node_ttl, options.node_retention));
     let replica = grpc.local_addr()?.to_string();
-    let stopped = || routemaster_data_plane::lifecycle::stopped(&shutdown);
+    let stopped = || lifecycle::stopped(&shutdown);
 
     let watcher = tokio::spawn(Arc::clone(&controller).run_watch(stopped()));
-    let status = tokio::spawn(serve(
+    let status = tokio::spawn(status_api::serve(
         http,
-        Arc::new(StatusApi::new(Arc::clone(&controller), Arc::clone(&nodes))),
-        ServerOptions {
-            drain_timeout: Duration::from_secs(5),
-            ..ServerOptions::default()
-        },
+        status_api::router(Arc::new(StatusApi::new(
+            Arc::clone(&controller),
+            Arc::clone(&nodes),
+        ))),
+        ServeOptions::default(),
         stopped(),
     ));
     let grpc_server = Server::builder()

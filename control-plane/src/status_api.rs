@@ -1,17 +1,31 @@
-//! The read-only HTTP/JSON status API for dashboards:
+//! The read-only HTTP/JSON status API for dashboards, an axum [`Router`]:
 //! `/healthz`, `/readyz`, `/v1/status`, `/v1/nodes`, `/v1/nodes/{id}`, `/v1/routes`,
-//! `/v1/services`.
+//! `/v1/services`. JSON is pretty-printed with a trailing newline; errors are one line
+//! of `text/plain`; anything but GET/HEAD is `405 read-only: use GET`, on every path.
 //! Routes and services use the route file's field names.
+//!
+//! [`serve`] runs it on a bound listener until a shutdown future resolves, over
+//! HTTP/1.1 and h2c (prior knowledge: a gRPC client pointed here by mistake gets an
+//! HTTP 405 it can recognise, and the CLI names the port for what it is).
 
-use std::net::SocketAddr;
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
-use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
-use routemaster_data_plane::body::ProxyBody;
-use routemaster_data_plane::responses::{json, read_only, text};
-use routemaster_data_plane::server::Handler;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use http::{HeaderValue, Method, StatusCode, Uri, header};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use serde::Serialize;
+use tokio::net::TcpListener;
 
 use crate::controller::Controller;
 use crate::nodes::{Convergence, NodeView, Nodes, NodesView, convergence};
@@ -44,45 +58,197 @@ pub struct EtcdView {
     pub connected: bool,
 }
 
-impl Handler for StatusApi {
-    async fn handle(&self, req: Request<Incoming>, _client: SocketAddr) -> Response<ProxyBody> {
-        if let Some(refused) = read_only(req.method()) {
-            return refused;
-        }
-        let catalog = self.controller.catalog();
-        match req.uri().path() {
-            "/healthz" => text(StatusCode::OK, "ok\n"),
-            "/readyz" if catalog.is_loaded() => text(StatusCode::OK, "ready\n"),
-            "/readyz" => text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "configuration not loaded yet\n",
-            ),
-            "/v1/status" => {
-                let nodes = self.nodes.list().await;
-                json(&StatusView {
-                    version: catalog.version,
-                    routes: catalog.route_count(),
-                    services: catalog.service_count(),
-                    etcd: EtcdView {
-                        connected: self.controller.etcd_connected(),
-                    },
-                    nodes: convergence(&nodes, catalog.version),
-                })
-            }
-            "/v1/nodes" => json(&NodesView::new(&self.nodes.list().await, catalog.version)),
-            path if path.starts_with("/v1/nodes/") => {
-                let id = &path["/v1/nodes/".len()..];
-                match self.nodes.get(id).await {
-                    Some(node) => json(&NodeView::new(&node, catalog.version)),
-                    None => text(StatusCode::NOT_FOUND, format!("node {id:?} not found\n")),
-                }
-            }
-            "/v1/routes" => json(&catalog.spec().routes),
-            "/v1/services" => json(&catalog.spec().services),
-            _ => text(
+const NODE_PREFIX: &str = "/v1/nodes/";
+
+/// The status API: its routes (GET routes also answer HEAD, without the body) behind
+/// one read-only gate.
+pub fn router(api: Arc<StatusApi>) -> Router {
+    let routes = Router::new()
+        .route("/healthz", get(async || text(StatusCode::OK, "ok\n")))
+        .route("/readyz", get(readyz))
+        .route("/v1/status", get(status))
+        .route("/v1/nodes", get(nodes))
+        // The id is the rest of the path exactly as sent (slashes included, escapes not
+        // decoded); `/v1/nodes/` asks for the empty id, which is never a node.
+        .route(NODE_PREFIX, get(node))
+        .route("/v1/nodes/{*id}", get(node))
+        .route("/v1/routes", get(routes))
+        .route("/v1/services", get(services))
+        .fallback(async || {
+            text(
                 StatusCode::NOT_FOUND,
                 "not found; try /v1/status, /v1/nodes, /v1/nodes/{id}, /v1/routes, /v1/services\n",
-            ),
+            )
+        })
+        .with_state(api);
+    // The gate wraps the whole router, so it runs before routing: every method but
+    // GET/HEAD gets the same answer on every path (a `Router::layer` would run per route,
+    // after axum's own method matching).
+    Router::new()
+        .fallback_service(routes)
+        .layer(middleware::from_fn(read_only))
+}
+
+type Api = State<Arc<StatusApi>>;
+
+async fn read_only(req: Request, next: Next) -> Response {
+    if req.method() == Method::GET || req.method() == Method::HEAD {
+        next.run(req).await
+    } else {
+        text(StatusCode::METHOD_NOT_ALLOWED, "read-only: use GET\n")
+    }
+}
+
+async fn readyz(State(api): Api) -> Response {
+    if api.controller.catalog().is_loaded() {
+        text(StatusCode::OK, "ready\n")
+    } else {
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "configuration not loaded yet\n",
+        )
+    }
+}
+
+async fn status(State(api): Api) -> Response {
+    let catalog = api.controller.catalog();
+    let nodes = api.nodes.list().await;
+    json(&StatusView {
+        version: catalog.version,
+        routes: catalog.route_count(),
+        services: catalog.service_count(),
+        etcd: EtcdView {
+            connected: api.controller.etcd_connected(),
+        },
+        nodes: convergence(&nodes, catalog.version),
+    })
+}
+
+async fn nodes(State(api): Api) -> Response {
+    let version = api.controller.catalog().version;
+    json(&NodesView::new(&api.nodes.list().await, version))
+}
+
+async fn node(State(api): Api, uri: Uri) -> Response {
+    let version = api.controller.catalog().version;
+    let id = uri.path().strip_prefix(NODE_PREFIX).unwrap_or_default();
+    match api.nodes.get(id).await {
+        Some(node) => json(&NodeView::new(&node, version)),
+        None => text(StatusCode::NOT_FOUND, format!("node {id:?} not found\n")),
+    }
+}
+
+async fn routes(State(api): Api) -> Response {
+    json(&api.controller.catalog().spec().routes)
+}
+
+async fn services(State(api): Api) -> Response {
+    json(&api.controller.catalog().spec().services)
+}
+
+/// A `text/plain` response.
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response {
+    with_type(status, "text/plain; charset=utf-8", body.into())
+}
+
+/// A pretty-printed JSON response with a trailing newline (200), or a 500 if `value`
+/// cannot be serialised.
+fn json(value: &impl Serialize) -> Response {
+    match serde_json::to_vec_pretty(value) {
+        Ok(mut body) => {
+            body.push(b'\n');
+            with_type(StatusCode::OK, "application/json", Bytes::from(body))
+        }
+        Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "serialisation failed\n"),
+    }
+}
+
+fn with_type(status: StatusCode, content_type: &'static str, body: Bytes) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+        Body::from(body),
+    )
+        .into_response()
+}
+
+/// Limits of the status server's connections.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Largest request header block (431 beyond it over HTTP/1.1).
+    pub max_header_bytes: usize,
+    /// A client must send its whole header block within this time.
+    pub header_read_timeout: Duration,
+    /// On shutdown, requests in progress get this long to finish.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: 64 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Serves `router` on `listener` (HTTP/1.1, and h2c with prior knowledge) until
+/// `shutdown` resolves; then stops accepting, closes idle connections and gives requests
+/// in progress up to the drain timeout. (`axum::serve` has neither a header-read
+/// timeout nor a bounded drain, hence this loop around hyper-util's server.)
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_read_timeout)
+        // hyper answers 431 when the header block outgrows its read buffer.
+        .max_buf_size(options.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(options.max_header_bytes).unwrap_or(u32::MAX));
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    let mut pause = Duration::from_millis(5);
+    loop {
+        let (stream, client) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of descriptors (EMFILE) and the like: back off, never spin.
+                    tracing::warn!(error = %e, "status API: accept failed; backing off");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        pause = Duration::from_millis(5);
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, %client, "status API connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => tracing::debug!("status API drained"),
+        () = tokio::time::sleep(options.drain_timeout) => {
+            tracing::warn!(timeout = ?options.drain_timeout, "status API drain timed out; closing remaining connections");
         }
     }
 }

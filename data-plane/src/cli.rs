@@ -11,6 +11,7 @@ use anyhow::Context;
 use clap::{ArgGroup, Parser};
 use routemaster_common::name::Name;
 use routemaster_data_plane::control_plane::{self, ControlPlaneConfig};
+use routemaster_runtime::logging::LogArgs;
 
 /// Routemaster's data plane: an HTTP/1.1 + h2c reverse proxy.
 #[derive(Debug, Parser)]
@@ -106,6 +107,8 @@ pub struct Args {
     /// How often the route file is checked for changes.
     #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = parse_duration)]
     pub watch_interval: Duration,
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 /// Where snapshots come from.

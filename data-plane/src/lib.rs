@@ -8,7 +8,8 @@
 //! status in one place. [`workers`] runs one engine per thread, [`server`] serves the
 //! admin API, [`admin`] the admin endpoints, [`file_source`] loading and watching the
 //! route file, and [`control_plane`] the discovery stream to the control plane
-//! (connected mode).
+//! (connected mode). What the proxy shares with the control plane as a process
+//! (logging, signals, reading route files) is `routemaster-runtime`.
 
 pub mod admin;
 pub mod body;
@@ -18,7 +19,6 @@ pub mod error;
 pub mod file_source;
 pub mod forwarding;
 pub mod h1;
-pub mod lifecycle;
 pub mod proxy;
 pub mod responses;
 pub mod routing;
@@ -26,3 +26,6 @@ pub mod server;
 pub mod state;
 pub mod stats;
 pub mod workers;
+
+/// Signals and the stop future, shared with the control plane.
+pub use routemaster_runtime::lifecycle;

@@ -15,17 +15,18 @@ use routemaster_data_plane::server::{
 use routemaster_data_plane::state::ProxyState;
 use routemaster_data_plane::workers::{self, Workers};
 use routemaster_data_plane::{control_plane, file_source};
+use routemaster_runtime::{lifecycle, logging};
 use tokio::sync::watch;
 
 use crate::cli::{Args, Source};
 
 fn main() -> ExitCode {
-    routemaster_data_plane::lifecycle::init_logging();
     let args = Args::parse();
+    args.log.init("info");
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("routemaster-proxy: {e:#}");
+            logging::fatal("routemaster-proxy", format_args!("{e:#}"));
             ExitCode::FAILURE
         }
     }
@@ -96,7 +97,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         );
 
         let (stop_tx, stop_rx) = watch::channel(false);
-        let stopped = || routemaster_data_plane::lifecycle::stopped(&stop_rx);
+        let stopped = || lifecycle::stopped(&stop_rx);
         // The drain starts (SIGTERM) before the listeners stop (after --drain-delay): the
         // control-plane client says Goodbye at the start, so the control plane forgets
         // this node while it is still serving, never sees it `lost`.
@@ -145,12 +146,12 @@ fn run(args: Args) -> anyhow::Result<()> {
                 tokio::spawn(control_plane::run(
                     config,
                     Arc::clone(&state),
-                    routemaster_data_plane::lifecycle::stopped(&drain_rx),
+                    lifecycle::stopped(&drain_rx),
                 ))
             }
         };
 
-        routemaster_data_plane::lifecycle::shutdown_signal()
+        lifecycle::shutdown_signal()
             .await
             .context("cannot install signal handlers")?;
         state.start_draining();
@@ -160,7 +161,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             // A second signal cuts the delay short.
             tokio::select! {
                 () = tokio::time::sleep(args.drain_delay) => {}
-                _ = routemaster_data_plane::lifecycle::shutdown_signal() => {}
+                _ = lifecycle::shutdown_signal() => {}
             }
         }
         tracing::info!("shutting down: draining in-flight requests");

@@ -21,6 +21,7 @@ async fn cli_stdin(url: &str, args: &[&str], stdin: &str) -> (i32, String, Strin
         .arg("--control-plane")
         .arg(url)
         .args(args)
+        .env_remove("RUST_LOG")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

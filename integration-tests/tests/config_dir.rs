@@ -170,6 +170,7 @@ async fn a_bad_directory_at_start_exits_non_zero_naming_the_file() {
                 .arg("--config")
                 .arg(dir.path())
                 .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+                .args(["--log-format", "text"])
                 .stdin(Stdio::null())
                 .kill_on_drop(true)
                 .output(),

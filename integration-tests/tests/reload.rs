@@ -19,8 +19,8 @@ use routemaster_integration_tests::process::binary;
 use routemaster_integration_tests::{TempDir, eventually, write_atomic};
 use support::{Running, start, start_capturing, svc};
 
-/// Runs the proxy on `yaml`, expecting it to refuse to start; returns (exit code, stdout,
-/// stderr).
+/// Runs the proxy on `yaml` (text logs), expecting it to refuse to start; returns (exit
+/// code, stdout, stderr).
 async fn start_expecting_failure(yaml: Option<&str>) -> (Option<i32>, String, String) {
     let dir = TempDir::new("bad-start");
     let file = dir.path().join("routes.yaml");
@@ -31,6 +31,8 @@ async fn start_expecting_failure(yaml: Option<&str>) -> (Option<i32>, String, St
     cmd.arg("--config")
         .arg(&file)
         .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        // The message a person starting it by hand reads (JSON is `logging.rs`'s).
+        .args(["--log-format", "text"])
         .stdin(Stdio::null())
         .kill_on_drop(true);
     let out = tokio::time::timeout(Duration::from_secs(10), cmd.output())

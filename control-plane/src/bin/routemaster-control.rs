@@ -7,6 +7,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use routemaster_control_plane::server::{ControlPlaneOptions, run};
+use routemaster_runtime::lifecycle;
+use routemaster_runtime::logging::{self, LogArgs};
 
 /// Routemaster's control plane: stores routes in etcd and streams snapshots to proxies.
 #[derive(Debug, Parser)]
@@ -37,26 +39,30 @@ struct Args {
     /// forgotten; `routemaster delete node ID` forgets it at once.
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
     node_retention: Duration,
+    #[command(flatten)]
+    log: LogArgs,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     routemaster_common::duration::parse(s).map_err(|e| e.to_string())
 }
 
+const PROGRAM: &str = "routemaster-control";
+
 fn main() -> ExitCode {
-    routemaster_data_plane::lifecycle::init_logging();
     let args = Args::parse();
+    args.log.init("info");
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("routemaster-control: cannot start the runtime: {e}");
+            logging::fatal(PROGRAM, format_args!("cannot start the runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
     match runtime.block_on(main_async(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("routemaster-control: {e:#}");
+            logging::fatal(PROGRAM, format_args!("{e:#}"));
             ExitCode::FAILURE
         }
     }
@@ -89,7 +95,7 @@ async fn main_async(args: Args) -> anyhow::Result<()> {
         stop_rx,
     ));
     tokio::select! {
-        result = routemaster_data_plane::lifecycle::shutdown_signal() => {
+        result = lifecycle::shutdown_signal() => {
             result.context("cannot install signal handlers")?
         }
         finished = &mut server => {

@@ -12,6 +12,8 @@ use routemaster_control_plane::cli::{Cli, CliError, Io, run};
 fn main() -> ExitCode {
     // Clap exits 2 on usage errors (and 0 for --help / --version).
     let cli = Cli::parse();
+    // Log lines are diagnostics (`RUST_LOG=debug`); what the CLI has to say it prints.
+    cli.log.init("warn");
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use routemaster_runtime::logging::LogArgs;
 
 /// Where the CLI looks for the control plane when neither the flag nor the environment
 /// variable is set: the control plane's default listen address.
@@ -38,6 +39,11 @@ pub struct Cli {
         default_value = DEFAULT_CONTROL_PLANE
     )]
     pub control_plane: String,
+
+    // Log lines are diagnostics only (RUST_LOG, default warn): the CLI's own output and
+    // errors are not log lines.
+    #[command(flatten)]
+    pub log: LogArgs,
 
     #[command(subcommand)]
     pub command: Command,

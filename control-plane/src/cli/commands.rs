@@ -106,6 +106,7 @@ async fn connect(url: &str) -> Result<Admin, CliError> {
         })?
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(REQUEST_TIMEOUT);
+    tracing::debug!(url, "connecting to the control plane");
     // The endpoint's connect timeout covers the TCP connect only; this bound also covers
     // a peer that accepts but never completes the HTTP/2 handshake.
     let channel = match tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect()).await {

@@ -7,7 +7,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use routemaster_common::spec::Sources;
-use routemaster_data_plane::file_source::{self, LoadError, RouteFile};
+use routemaster_runtime::route_files::{self, LoadError, RouteFile};
 
 use super::error::CliError;
 
@@ -44,12 +44,13 @@ pub fn read_sources(inputs: &[PathBuf], stdin: &mut dyn Read) -> Result<Sources,
             names.push(input.display().to_string());
             read_path(input)?
         };
-        for f in files {
-            let name = f.path.display().to_string();
-            let text =
-                String::from_utf8(f.bytes).map_err(|_| CliError::NotText { path: name.clone() })?;
-            all.extend(Sources::parse(&name, &text).map_err(|e| CliError::Invalid(e.into()))?);
-        }
+        all.extend(route_files::parse_route_files(&files).map_err(|e| match e {
+            LoadError::NotText { path } => CliError::NotText {
+                path: path.display().to_string(),
+            },
+            LoadError::Invalid(errors) => CliError::Invalid(errors),
+            other => CliError::Other(other.to_string()),
+        })?);
     }
     if all.is_empty() {
         return Err(CliError::NoObjects {
@@ -62,7 +63,7 @@ pub fn read_sources(inputs: &[PathBuf], stdin: &mut dyn Read) -> Result<Sources,
 /// A file, or a directory's route files (none: nothing, and the caller says "no
 /// objects").
 fn read_path(path: &Path) -> Result<Vec<RouteFile>, CliError> {
-    match file_source::read_route_files(path) {
+    match route_files::read_route_files(path) {
         Ok(files) => Ok(files),
         Err(LoadError::NoFiles { .. }) => Ok(Vec::new()),
         Err(LoadError::Read { path, error }) => Err(CliError::ReadFile {

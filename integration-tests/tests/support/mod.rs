@@ -216,7 +216,8 @@ impl Stderr {
     }
 }
 
-/// Like [`ProxyProcess::start`], but with stderr captured (for log assertions).
+/// Like [`ProxyProcess::start`], but with stderr captured and text logs (for log
+/// assertions).
 pub async fn start_capturing(
     config: &std::path::Path,
     extra: &[&str],
@@ -225,6 +226,8 @@ pub async fn start_capturing(
     cmd.arg("--config")
         .arg(config)
         .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        // Assertions read log lines as people do (no JSON escaping of quotes).
+        .args(["--log-format", "text"])
         .args(extra);
     spawn_capturing(cmd).await
 }
