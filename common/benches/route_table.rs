@@ -71,6 +71,7 @@ fn route(i: usize, n: usize) -> (RouteSpec, String, String) {
         priority: None,
         group: None,
         filters: None,
+        query: None,
         forward: Some(ForwardSpec {
             service: Some(format!("s{}", i % 10)),
             ..Default::default()
@@ -127,6 +128,7 @@ fn lookup(bencher: Bencher, n: usize) {
             path,
             method: &method,
             headers: &headers,
+            query: None,
         };
         assert_eq!(
             table.lookup(&req).map(|m| m.route.id().as_str()),
@@ -142,6 +144,7 @@ fn lookup(bencher: Bencher, n: usize) {
             path,
             method: &method,
             headers: &headers,
+            query: None,
         };
         divan::black_box(table.lookup(divan::black_box(&req)).is_some())
     });
@@ -159,6 +162,7 @@ fn lookup_miss(bencher: Bencher, n: usize) {
             path: "/no/such/route/here",
             method: &method,
             headers: &headers,
+            query: None,
         };
         divan::black_box(table.lookup(divan::black_box(&req)).is_some())
     });

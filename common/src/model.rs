@@ -86,6 +86,7 @@ pub struct Route {
     pub(crate) path: PathMatch,
     pub(crate) methods: Vec<Method>,
     pub(crate) headers: Vec<HeaderMatch>,
+    pub(crate) query: Vec<QueryMatch>,
     pub(crate) priority: i32,
     pub(crate) group: Name,
     pub(crate) action: Action,
@@ -111,6 +112,9 @@ impl Route {
     pub fn headers(&self) -> &[HeaderMatch] {
         &self.headers
     }
+    pub fn query(&self) -> &[QueryMatch] {
+        &self.query
+    }
     pub fn priority(&self) -> i32 {
         self.priority
     }
@@ -133,10 +137,16 @@ impl Route {
         backends.iter().map(|b| &b.service)
     }
 
-    /// Method and header conditions; the host and path are matched by the table.
-    pub fn matches_conditions(&self, method: &Method, headers: &dyn RequestHeaders) -> bool {
+    /// Method, header and query conditions; the host and path are matched by the table.
+    pub fn matches_conditions(
+        &self,
+        method: &Method,
+        headers: &dyn RequestHeaders,
+        query: Option<&str>,
+    ) -> bool {
         (self.methods.is_empty() || self.methods.contains(method))
             && self.headers.iter().all(|h| h.matches(headers))
+            && self.query.iter().all(|q| q.matches(query))
     }
 }
 
@@ -252,6 +262,83 @@ impl HeaderMatch {
             }),
         }
     }
+}
+
+/// A query-parameter condition, on the percent-decoded name and value (`+` is a
+/// space, as in form encoding), case-sensitive; when a parameter repeats, its first
+/// occurrence counts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryMatch {
+    pub(crate) name: Box<str>,
+    pub(crate) value: QueryValueMatch,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum QueryValueMatch {
+    Exact(Box<str>),
+    Regex(Pattern),
+    Present,
+}
+
+impl QueryMatch {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn value(&self) -> &QueryValueMatch {
+        &self.value
+    }
+    pub fn matches(&self, query: Option<&str>) -> bool {
+        let Some(value) = query.and_then(|q| first_param(q, &self.name)) else {
+            return false;
+        };
+        match &self.value {
+            QueryValueMatch::Present => true,
+            QueryValueMatch::Exact(want) => *value == **want,
+            QueryValueMatch::Regex(p) => p.is_match(&value),
+        }
+    }
+}
+
+/// The decoded value of the first `name` parameter in `query`.
+fn first_param<'q>(query: &'q str, name: &str) -> Option<std::borrow::Cow<'q, str>> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .find_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (form_decode(k) == name).then(|| form_decode(v))
+        })
+}
+
+/// `%XX` and `+` decoded; invalid escapes and non-UTF-8 results are kept as written
+/// (they then match only a condition written the same way).
+pub fn form_decode(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.contains(['%', '+']) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map_or(std::borrow::Cow::Borrowed(s), std::borrow::Cow::Owned)
+}
+
+fn hex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).and_then(|d| u8::try_from(d).ok())
 }
 
 #[derive(Debug, Clone)]

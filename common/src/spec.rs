@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::duration;
 use crate::model::{
     Action, Config, Filters, HeaderFilter, HeaderValueMatch, LoadBalancing, PathMatch,
-    RedirectPath, Rewrite, Route, Service,
+    QueryValueMatch, RedirectPath, Rewrite, Route, Service,
 };
 use crate::validate::{ObjectRef, ValidationError};
 
@@ -58,6 +58,8 @@ pub struct RouteSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers: Option<Vec<HeaderSpec>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<Vec<QuerySpec>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
@@ -67,6 +69,20 @@ pub struct RouteSpec {
     pub forward: Option<ForwardSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redirect: Option<RedirectSpec>,
+}
+
+/// A query-parameter condition: `name` plus exactly one of `exact`, `regex`,
+/// `present: true` (on decoded values; the first occurrence counts).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuerySpec {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub present: Option<bool>,
 }
 
 /// `filters:` on a forward route.
@@ -305,6 +321,25 @@ impl From<&Route> for RouteSpec {
                             }
                             HeaderValueMatch::Regex(p) => spec.regex = Some(p.as_str().to_owned()),
                             HeaderValueMatch::Present => spec.present = Some(true),
+                        }
+                        spec
+                    })
+                    .collect()
+            }),
+            query: (!r.query.is_empty()).then(|| {
+                r.query
+                    .iter()
+                    .map(|q| {
+                        let mut spec = QuerySpec {
+                            name: q.name.to_string(),
+                            exact: None,
+                            regex: None,
+                            present: None,
+                        };
+                        match &q.value {
+                            QueryValueMatch::Exact(v) => spec.exact = Some(v.to_string()),
+                            QueryValueMatch::Regex(p) => spec.regex = Some(p.as_str().to_owned()),
+                            QueryValueMatch::Present => spec.present = Some(true),
                         }
                         spec
                     })

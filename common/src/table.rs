@@ -6,8 +6,8 @@
 //!   a matching route wins; a request falls through buckets that have none.
 //! - Within a bucket, candidates are ordered by a global rank: higher `priority`, then
 //!   exact before prefix before regex, longer prefixes first, a method condition, more
-//!   header conditions (the Gateway API ranks the method above the header count), and
-//!   finally the route id. Deterministic.
+//!   header conditions (the Gateway API ranks the method above the header count), more
+//!   query conditions, and finally the route id. Deterministic.
 //!
 //! Lookup cost does not grow with the number of routes: one hash probe for the host
 //! (plus one per label for wildcards), one for the exact path, one per path segment for
@@ -34,6 +34,8 @@ pub struct RequestHead<'a> {
     pub path: &'a str,
     pub method: &'a Method,
     pub headers: &'a dyn RequestHeaders,
+    /// The raw query string (without `?`), for query conditions.
+    pub query: Option<&'a str>,
 }
 
 impl std::fmt::Debug for RequestHead<'_> {
@@ -180,7 +182,7 @@ impl<T> RouteTable<T> {
                 }
                 let route = self.route(rank);
                 if (!check_path || route.path().matches(req.path))
-                    && route.matches_conditions(req.method, req.headers)
+                    && route.matches_conditions(req.method, req.headers, req.query)
                 {
                     best = rank;
                     break;
@@ -273,6 +275,7 @@ fn rank_key(
     std::cmp::Reverse<usize>,
     bool,
     std::cmp::Reverse<usize>,
+    std::cmp::Reverse<usize>,
     &str,
 ) {
     let (kind, prefix_len) = match r.path() {
@@ -286,6 +289,7 @@ fn rank_key(
         std::cmp::Reverse(prefix_len),
         r.methods().is_empty(),
         std::cmp::Reverse(r.headers().len()),
+        std::cmp::Reverse(r.query().len()),
         r.id().as_str(),
     )
 }

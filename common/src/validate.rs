@@ -261,6 +261,13 @@ fn route(spec: &RouteSpec, errors: &mut Vec<ValidationError>) -> Option<Route> {
         }
     }
 
+    let mut query = Vec::new();
+    for (i, q) in spec.query.iter().flatten().enumerate() {
+        if let Some(m) = query_match(&mut p, i, q) {
+            query.push(m);
+        }
+    }
+
     let filters = spec.filters.as_ref().and_then(|f| {
         if spec.forward.is_none() {
             p.add(
@@ -300,6 +307,7 @@ fn route(spec: &RouteSpec, errors: &mut Vec<ValidationError>) -> Option<Route> {
         path: path?,
         methods,
         headers,
+        query,
         priority: spec.priority.unwrap_or(0),
         group: group?,
         action: action?,
@@ -530,6 +538,45 @@ fn header_match(p: &mut Problems<'_>, i: usize, spec: &HeaderSpec) -> Option<Hea
     Some(HeaderMatch {
         name: name?,
         value: value?,
+    })
+}
+
+fn query_match(p: &mut Problems<'_>, i: usize, spec: &QuerySpec) -> Option<QueryMatch> {
+    if spec.name.is_empty() {
+        p.add(format!("query[{i}].name"), "must not be empty");
+        return None;
+    }
+    let value = match (&spec.exact, &spec.regex, spec.present) {
+        (Some(v), None, None) => QueryValueMatch::Exact(v.as_str().into()),
+        (None, Some(r), None) => match Pattern::new(r) {
+            Ok(pat) => QueryValueMatch::Regex(pat),
+            Err(e) => {
+                p.add(
+                    format!("query[{i}].regex"),
+                    format_args!("invalid regex {r:?}: {}", regex_reason(&e)),
+                );
+                return None;
+            }
+        },
+        (None, None, Some(true)) => QueryValueMatch::Present,
+        (None, None, Some(false)) => {
+            p.add(
+                format!("query[{i}].present"),
+                "must be true (a route cannot require a parameter to be absent)",
+            );
+            return None;
+        }
+        _ => {
+            p.add(
+                format!("query[{i}]"),
+                "set exactly one of exact, regex or present: true",
+            );
+            return None;
+        }
+    };
+    Some(QueryMatch {
+        name: spec.name.as_str().into(),
+        value,
     })
 }
 

@@ -73,6 +73,7 @@ fn the_generator_covers_every_field() {
             note("path", r.path.is_some());
             note("methods", r.methods.is_some());
             note("headers", r.headers.is_some());
+            note("query", r.query.is_some());
             note("priority", r.priority.is_some());
             note("group", r.group.is_some());
             note("forward", r.forward.is_some());
@@ -112,5 +113,5 @@ fn the_generator_covers_every_field() {
             "{field}: present {present}, absent {absent}"
         );
     }
-    assert_eq!(seen.len(), 26, "{seen:?}");
+    assert_eq!(seen.len(), 27, "{seen:?}");
 }

@@ -80,6 +80,7 @@ pub fn decide(state: &ProxyState, req: &Inbound<'_>) -> Result<Decision, ProxyEr
             path: &path,
             method: req.method,
             headers: req.headers,
+            query: req.query,
         })
         .ok_or(ProxyError::NoRoute)?;
     let replaceable = matched.route.path().replaceable_len();

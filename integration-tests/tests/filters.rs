@@ -1,7 +1,8 @@
 //! Per-route header filters and full-path rewrite, the same over HTTP/1.1 and h2c: the
 //! request filter runs last on the upstream request (after the proxy's own fields), the
 //! response filter last on the response; `set` replaces every line, `add` appends one,
-//! `remove` drops them all; `rewrite_path` replaces the path and keeps the query.
+//! `remove` drops them all; `rewrite_path` replaces the path and keeps the query; query
+//! conditions match decoded parameters, the first occurrence counting.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -27,6 +28,9 @@ fn routes(app: std::net::SocketAddr) -> String {
         add: {{ x-served-by: routemaster }}
         remove: [x-backend]
     forward: {{ service: app, rewrite_path: /v2/x }}
+  - id: debug
+    query: [{{ name: debug, exact: "1" }}]
+    forward: {{ service: app, rewrite_path: /debug }}
   - id: plain
     forward: {{ service: app }}
 "#,
@@ -92,6 +96,16 @@ async fn filters_and_rewrite_path_act_the_same_on_h1_and_h2() {
             None,
             "{protocol}: no Server of our own"
         );
+
+        // Query conditions: decoded, first occurrence counts.
+        for (path, uri) in [
+            ("/x?debug=1", "/debug?debug=1"),
+            ("/x?%64ebug=%31&debug=0", "/debug?%64ebug=%31&debug=0"),
+            ("/x?debug=0&debug=1", "/x?debug=0&debug=1"),
+        ] {
+            let echo = client.get(&p.proxy.url(path), &[]).await.unwrap().json();
+            assert_eq!(echo["uri"], uri, "{protocol} {path}");
+        }
 
         // A route without filters is untouched.
         let reply = client.get(&p.proxy.url("/other?q=1"), &sent).await.unwrap();

@@ -75,7 +75,7 @@ use routemaster_common::model::LoadBalancing;
 use routemaster_common::snapshot::{Snapshot, Source};
 use routemaster_common::spec::{
     BackendSpec, ConfigSpec, FiltersSpec, ForwardSpec, HeaderFilterSpec, HeaderSpec, InstanceSpec,
-    PathSpec, RedirectSpec, RouteSpec, ServiceSpec,
+    PathSpec, QuerySpec, RedirectSpec, RouteSpec, ServiceSpec,
 };
 use routemaster_common::{Config, ObjectRef, Route, Service, ValidationErrors};
 
@@ -241,6 +241,26 @@ impl TryFrom<v1::Route> for RouteSpec {
             }
             None => (None, None),
         };
+        let query = r
+            .query
+            .into_iter()
+            .map(|q| {
+                use v1::query_match::Value as Q;
+                let mut spec = QuerySpec {
+                    name: q.name,
+                    exact: None,
+                    regex: None,
+                    present: None,
+                };
+                match q.value {
+                    Some(Q::Exact(v)) => spec.exact = Some(v),
+                    Some(Q::Regex(v)) => spec.regex = Some(v),
+                    Some(Q::Present(v)) => spec.present = Some(v),
+                    None => {}
+                }
+                spec
+            })
+            .collect::<Vec<_>>();
         let filters = r.filters.map(|f| {
             let one = |h: Option<v1::HeaderFilter>| {
                 h.map(|h| HeaderFilterSpec {
@@ -260,6 +280,7 @@ impl TryFrom<v1::Route> for RouteSpec {
             path,
             methods: (!r.methods.is_empty()).then_some(r.methods),
             headers: (!headers.is_empty()).then_some(headers),
+            query: (!query.is_empty()).then_some(query),
             priority: r.priority,
             group: r.group,
             filters,
@@ -391,6 +412,23 @@ fn route_message(r: &RouteSpec) -> v1::Route {
             request_headers: filter(&f.request_headers),
             response_headers: filter(&f.response_headers),
         }),
+        query: r
+            .query
+            .iter()
+            .flatten()
+            .map(|q| {
+                use v1::query_match::Value as Q;
+                v1::QueryMatch {
+                    name: q.name.clone(),
+                    value: match (&q.exact, &q.regex, q.present) {
+                        (Some(v), _, _) => Some(Q::Exact(v.clone())),
+                        (_, Some(v), _) => Some(Q::Regex(v.clone())),
+                        (_, _, Some(p)) => Some(Q::Present(p)),
+                        _ => None,
+                    },
+                }
+            })
+            .collect(),
     }
 }
 
@@ -638,6 +676,7 @@ routes:
             priority: None,
             group: None,
             filters: None,
+            query: None,
             forward: Some(ForwardSpec {
                 service: Some("s".into()),
                 ..Default::default()

@@ -36,6 +36,10 @@ fn check(t: &RouteTable<()>, cases: &[Case<'_>]) {
             );
         }
         let host = normalize_host(authority);
+        let (raw_path, query) = match raw_path.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (*raw_path, None),
+        };
         let path = normalize_path(raw_path).unwrap();
         let method = Method::from_bytes(method.as_bytes()).unwrap();
         let req = RequestHead {
@@ -43,6 +47,7 @@ fn check(t: &RouteTable<()>, cases: &[Case<'_>]) {
             path: &path,
             method: &method,
             headers: &map,
+            query,
         };
         let got = t.lookup(&req).map(|m| m.route.id().as_str());
         assert_eq!(
@@ -274,6 +279,42 @@ fn many_regex_routes_are_found_through_their_anchor() {
             ("GET", "h", "/r199/x", &[], None),
             ("GET", "h", "/r19/1/2", &[], None),
             ("GET", "h", "/y/anything", &[], Some("loose")),
+        ],
+    );
+}
+
+#[test]
+fn query_conditions() {
+    let t = table(
+        r#"
+  - { id: debug, path: { prefix: /q }, query: [{ name: debug, exact: "1" }], forward: { service: svc } }
+  - { id: two, path: { prefix: /q }, query: [{ name: debug, exact: "1" }, { name: v, regex: "^[0-9]+$" }], forward: { service: svc } }
+  - { id: spaced, path: { prefix: /q }, query: [{ name: "a b", exact: "c d" }], forward: { service: svc } }
+  - { id: present, path: { prefix: /q }, query: [{ name: flag, present: true }], forward: { service: svc } }
+  - { id: get, path: { prefix: /q }, methods: [GET], forward: { service: svc } }
+  - { id: fallback, path: { prefix: /q }, forward: { service: svc } }
+"#,
+    );
+    check(
+        &t,
+        &[
+            ("POST", "h", "/q?debug=1", &[], Some("debug")),
+            // more query conditions first
+            ("POST", "h", "/q?debug=1&v=42", &[], Some("two")),
+            ("POST", "h", "/q?v=42&debug=1", &[], Some("two")),
+            ("POST", "h", "/q?debug=1&v=x", &[], Some("debug")),
+            // the first occurrence counts; values are case-sensitive
+            ("POST", "h", "/q?debug=0&debug=1", &[], Some("fallback")),
+            ("POST", "h", "/q?debug=1&debug=0", &[], Some("debug")),
+            ("POST", "h", "/q?DEBUG=1", &[], Some("fallback")),
+            // names and values are decoded (%XX and +)
+            ("POST", "h", "/q?%64ebug=%31", &[], Some("debug")),
+            ("POST", "h", "/q?a+b=c%20d", &[], Some("spaced")),
+            ("POST", "h", "/q?flag", &[], Some("present")),
+            ("POST", "h", "/q?flag=", &[], Some("present")),
+            ("POST", "h", "/q", &[], Some("fallback")),
+            // a method condition outranks query conditions
+            ("GET", "h", "/q?debug=1", &[], Some("get")),
         ],
     );
 }

@@ -15,7 +15,7 @@ use routemaster_common::duration;
 use routemaster_common::model::LoadBalancing;
 use routemaster_common::spec::{
     BackendSpec, ConfigSpec, FiltersSpec, ForwardSpec, HeaderFilterSpec, HeaderSpec, InstanceSpec,
-    PathSpec, RedirectSpec, RouteSpec, ServiceSpec,
+    PathSpec, QuerySpec, RedirectSpec, RouteSpec, ServiceSpec,
 };
 
 /// splitmix64: small, seedable, good enough to pick shapes.
@@ -255,6 +255,33 @@ fn route(g: &mut Gen, i: usize, services: &[String]) -> RouteSpec {
             })
             .collect()
     });
+    let query = g.maybe(30, |g| {
+        (0..g.range(1, 3) as usize)
+            .map(|j| {
+                let name = format!("q-{}-{j}", g.label());
+                match g.below(3) {
+                    0 => QuerySpec {
+                        name,
+                        exact: Some(g.text()),
+                        regex: None,
+                        present: None,
+                    },
+                    1 => QuerySpec {
+                        name,
+                        exact: None,
+                        regex: Some(g.pick(&["^1$", "a+", "v[0-9]"]).to_owned()),
+                        present: None,
+                    },
+                    _ => QuerySpec {
+                        name,
+                        exact: None,
+                        regex: None,
+                        present: Some(true),
+                    },
+                }
+            })
+            .collect()
+    });
     let (forward, redirect) = if g.chance(70) {
         (Some(forward(g, services, regex_path)), None)
     } else {
@@ -284,6 +311,7 @@ fn route(g: &mut Gen, i: usize, services: &[String]) -> RouteSpec {
                 g.name(0)
             }
         }),
+        query,
         filters,
         forward,
         redirect,
