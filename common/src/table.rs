@@ -266,18 +266,20 @@ fn push(map: &mut Map<Vec<u32>>, key: &str, rank: u32) {
     }
 }
 
-/// Smaller is better. See the module docs for the order.
-fn rank_key(
-    r: &Route,
-) -> (
+/// Priority (higher first), path kind, prefix length (longer first), no method
+/// condition, header conditions (more first), query conditions (more first), id.
+type RankKey<'r> = (
     std::cmp::Reverse<i32>,
     u8,
     std::cmp::Reverse<usize>,
     bool,
     std::cmp::Reverse<usize>,
     std::cmp::Reverse<usize>,
-    &str,
-) {
+    &'r str,
+);
+
+/// Smaller is better. See the module docs for the order.
+fn rank_key(r: &Route) -> RankKey<'_> {
     let (kind, prefix_len) = match r.path() {
         PathMatch::Exact(_) => (0, 0),
         PathMatch::Prefix(p) => (1, p.len()),

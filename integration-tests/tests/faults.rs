@@ -281,6 +281,8 @@ struct Phase {
 struct Load {
     stop: Arc<AtomicBool>,
     current: Arc<AtomicUsize>,
+    /// Per client task: the phase its latest request was counted under.
+    latest: Arc<Vec<AtomicUsize>>,
     phases: Arc<Mutex<Vec<Phase>>>,
     tasks: Vec<JoinHandle<()>>,
     t0: Instant,
@@ -295,17 +297,24 @@ impl Load {
         let phases = Arc::new(Mutex::new(vec![Phase::new(first)]));
         let current = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
+        let latest: Arc<Vec<AtomicUsize>> =
+            Arc::new((0..fast + slow).map(|_| AtomicUsize::new(0)).collect());
         let tasks = (0..fast + slow)
             .map(|w| {
                 let query = if w < fast { "" } else { "?sleep_ms=700" };
-                let (phases, current, stop) =
-                    (Arc::clone(&phases), Arc::clone(&current), Arc::clone(&stop));
+                let (phases, current, stop, latest) = (
+                    Arc::clone(&phases),
+                    Arc::clone(&current),
+                    Arc::clone(&stop),
+                    Arc::clone(&latest),
+                );
                 let base = url_base.to_owned();
                 tokio::spawn(async move {
                     let client = HttpClient::new();
                     let mut n = 0u64;
                     while !stop.load(Ordering::Relaxed) {
                         let phase = current.load(Ordering::Relaxed);
+                        latest[w].store(phase, Ordering::Relaxed);
                         let url = format!("{base}/load/{w}/{n}{query}");
                         let result = client.get(&url, &[("host", "example.com")]).await;
                         let failure = match &result {
@@ -341,10 +350,28 @@ impl Load {
         Self {
             stop,
             current,
+            latest,
             phases,
             tasks,
             t0,
         }
+    }
+
+    /// Waits (bounded) until every client has finished its request from an earlier
+    /// phase, so what happens next is counted only under the current one.
+    async fn settle(&self) {
+        let now = self.current.load(Ordering::Relaxed);
+        eventually(
+            Duration::from_secs(5),
+            "requests of the last phase to end",
+            || async {
+                self.latest
+                    .iter()
+                    .all(|l| l.load(Ordering::Relaxed) == now)
+                    .then_some(())
+            },
+        )
+        .await;
     }
 
     /// Requests started from now on count against `name`.
@@ -477,6 +504,7 @@ async fn backend_kill(sys: &System, load: &Load) -> Duration {
     sys.wait_converged(w.acked().unwrap()).await;
 
     load.phase("f. backend SIGKILLed, removed after 2 s");
+    load.settle().await;
     child.start_kill().unwrap();
     let killed = Instant::now();
     while killed.elapsed() < Duration::from_secs(2) {
