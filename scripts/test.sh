@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 need_pkg protoc protobuf-compiler
 need_pkg etcd etcd-server
 need_pkg haproxy haproxy
+need_pkg curl curl
 need_py_module websockets python3-websockets
 # Integration tests start the real binaries from target/debug.
 cargo build --workspace --bins

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use http::{Request, Response};
+use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -173,6 +173,22 @@ fn log_accept_error(e: &std::io::Error) {
     *last = (Some(now), 0);
 }
 
+/// A response to HEAD carries its headers (`content-length` included) and no body:
+/// hyper sends what the body holds, and over HTTP/2 DATA after a HEAD is a protocol
+/// error the client sees as a reset stream.
+pub fn head_has_no_body(head: bool, resp: Response<ProxyBody>) -> Response<ProxyBody> {
+    if !head {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    if !parts.headers.contains_key(http::header::CONTENT_LENGTH)
+        && let Some(n) = http_body::Body::size_hint(&body).exact()
+    {
+        parts.headers.insert(http::header::CONTENT_LENGTH, n.into());
+    }
+    Response::from_parts(parts, ProxyBody::empty())
+}
+
 /// Serves `listener` until `shutdown` resolves, then stops accepting and waits (up to
 /// the drain timeout) for open connections to finish their requests.
 pub async fn serve<H: Handler>(
@@ -199,9 +215,10 @@ pub async fn serve<H: Handler>(
         tokio::select! {
             (stream, client) = accept(&listener) => {
                 let handler = Arc::clone(&handler);
-                let service = service_fn(move |req| {
+                let service = service_fn(move |req: Request<Incoming>| {
                     let handler = Arc::clone(&handler);
-                    async move { Ok::<_, Infallible>(handler.handle(req, client).await) }
+                    let head = req.method() == Method::HEAD;
+                    async move { Ok::<_, Infallible>(head_has_no_body(head, handler.handle(req, client).await)) }
                 });
                 let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                 let conn = graceful.watch(conn);

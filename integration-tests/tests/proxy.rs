@@ -645,3 +645,45 @@ async fn admin_reports_health_config_and_stats() {
     assert_eq!(stats["upstream_errors"], 0, "{stats}");
     assert_eq!(stats["internal_errors"], 0, "{stats}");
 }
+
+/// HEAD over h2c, with curl: our own answers and the admin API's carry their headers
+/// (`content-length` included) and no DATA (a body after HEAD is a protocol error that
+/// curl reports as a reset stream).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_over_h2c_gets_headers_and_no_body() {
+    let app = EchoBackend::start("app").await;
+    let yaml = format!(
+        "services:\n{}routes:\n  - {{ id: app, path: {{ prefix: /app }}, forward: {{ service: app }} }}\n",
+        svc("app", &[app.addr])
+    );
+    let p = start("h2c-head", &yaml, &[]).await;
+    for (url, status) in [
+        (p.proxy.url("/nope"), "404"),
+        (p.proxy.url("/app/x"), "200"),
+        (p.proxy.admin_url("/readyz"), "200"),
+    ] {
+        let out = tokio::process::Command::new("curl")
+            .args([
+                "-sS",
+                "-I",
+                "--max-time",
+                "10",
+                "--http2-prior-knowledge",
+                &url,
+            ])
+            .output()
+            .await
+            .expect("curl (scripts/test.sh installs it)");
+        let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+        assert!(
+            out.status.success(),
+            "{url}: {}{head}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            head.starts_with(&format!("http/2 {status}")),
+            "{url}: {head}"
+        );
+        assert!(head.contains("content-length: "), "{url}: {head}");
+    }
+}

@@ -23,9 +23,15 @@ pub(super) async fn serve(
 ) {
     let _busy = Busy::enter(engine);
     let proxy = Arc::clone(&engine.h2_proxy);
-    let service = service_fn(move |req| {
+    let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let proxy = Arc::clone(&proxy);
-        async move { Ok::<_, Infallible>(proxy.handle(req, client).await) }
+        let head = req.method() == http::Method::HEAD;
+        async move {
+            Ok::<_, Infallible>(crate::server::head_has_no_body(
+                head,
+                proxy.handle(req, client).await,
+            ))
+        }
     });
     let conn = engine
         .h2
