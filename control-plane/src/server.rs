@@ -16,7 +16,7 @@ use crate::admin_api::AdminService;
 use crate::controller::Controller;
 use crate::discovery::DiscoveryService;
 use crate::nodes::Nodes;
-use crate::status_api::{self, ServeOptions, StatusApi};
+use crate::status_api::{self, StatusApi};
 use crate::store::Store;
 
 #[derive(Debug, Clone)]
@@ -49,7 +49,6 @@ pub async fn run(
             Arc::clone(&controller),
             Arc::clone(&nodes),
         ))),
-        ServeOptions::default(),
         stopped(),
     ));
     let grpc_server = Server::builder()

@@ -20,10 +20,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode, Uri, header};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use routemaster_runtime::http::HttpOptions;
 use serde::Serialize;
 use tokio::net::TcpListener;
 
@@ -172,83 +170,14 @@ fn with_type(status: StatusCode, content_type: &'static str, body: Bytes) -> Res
         .into_response()
 }
 
-/// Limits of the status server's connections.
-#[derive(Debug, Clone)]
-pub struct ServeOptions {
-    /// Largest request header block (431 beyond it over HTTP/1.1).
-    pub max_header_bytes: usize,
-    /// A client must send its whole header block within this time.
-    pub header_read_timeout: Duration,
-    /// On shutdown, requests in progress get this long to finish.
-    pub drain_timeout: Duration,
-}
-
-impl Default for ServeOptions {
-    fn default() -> Self {
-        Self {
-            max_header_bytes: 64 * 1024,
-            header_read_timeout: Duration::from_secs(10),
-            drain_timeout: Duration::from_secs(5),
-        }
-    }
-}
-
 /// Serves `router` on `listener` (HTTP/1.1, and h2c with prior knowledge) until
-/// `shutdown` resolves; then stops accepting, closes idle connections and gives requests
-/// in progress up to the drain timeout. (`axum::serve` has neither a header-read
-/// timeout nor a bounded drain, hence this loop around hyper-util's server.)
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    options: ServeOptions,
-    shutdown: impl Future<Output = ()>,
-) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(options.header_read_timeout)
-        // hyper answers 431 when the header block outgrows its read buffer.
-        .max_buf_size(options.max_header_bytes.max(8192));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(options.max_header_bytes).unwrap_or(u32::MAX));
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    let mut pause = Duration::from_millis(5);
-    loop {
-        let (stream, client) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of descriptors (EMFILE) and the like: back off, never spin.
-                    tracing::warn!(error = %e, "status API: accept failed; backing off");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(1));
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        pause = Duration::from_millis(5);
-        let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, %client, "status API connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    tokio::select! {
-        () = graceful.shutdown() => tracing::debug!("status API drained"),
-        () = tokio::time::sleep(options.drain_timeout) => {
-            tracing::warn!(timeout = ?options.drain_timeout, "status API drain timed out; closing remaining connections");
-        }
-    }
+/// `shutdown` resolves, with the header limits, header-read timeout and bounded drain
+/// (5 s) of `routemaster_runtime::http::serve`, which the proxy's admin API shares.
+pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<Output = ()>) {
+    let options = HttpOptions {
+        drain_timeout: Duration::from_secs(5),
+        ..HttpOptions::default()
+    };
+    let make = move |_client| TowerToHyperService::new(router.clone());
+    routemaster_runtime::http::serve(listener, make, options, shutdown).await;
 }

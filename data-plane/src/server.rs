@@ -1,21 +1,18 @@
-//! Listeners: accept loop, per-connection HTTP/1.1 + h2c (prior knowledge) serving with
-//! header limits and a header-read timeout, and graceful drain on shutdown. Servers take
-//! an already-bound listener and a shutdown future, so tests bind port 0.
+//! The proxy's side of serving: the server options every listener shares, the
+//! client-connection limit, and the admin API's server (the accept loop and the HTTP
+//! server itself are `routemaster_runtime::http`, shared with the control plane).
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{LazyLock, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use routemaster_runtime::http::HttpOptions;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::body::ProxyBody;
@@ -133,45 +130,7 @@ pub fn refuse_overloaded(stream: TcpStream) {
     let _ = stream.try_write(BUSY);
 }
 
-/// The next connection, with Nagle off (we write whole heads). Accept errors (EMFILE
-/// when out of file descriptors, ENOBUFS…) back off, from 5 ms doubling to 1 s, instead
-/// of spinning, and are logged at most once per [`ACCEPT_LOG_INTERVAL`] with a count.
-pub async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
-    let mut pause = Duration::from_millis(5);
-    loop {
-        match listener.accept().await {
-            Ok((stream, client)) => {
-                let _ = stream.set_nodelay(true);
-                return (stream, client);
-            }
-            Err(e) => {
-                log_accept_error(&e);
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(1));
-            }
-        }
-    }
-}
-
-pub const ACCEPT_LOG_INTERVAL: Duration = Duration::from_secs(10);
-
-/// One log line per interval for accept errors, process-wide (every worker's listener
-/// fails at once when the process is out of descriptors): the last log time and how
-/// many errors it did not show.
-fn log_accept_error(e: &std::io::Error) {
-    static LAST: LazyLock<Mutex<(Option<Instant>, u64)>> = LazyLock::new(|| Mutex::new((None, 0)));
-    let Ok(mut last) = LAST.lock() else { return };
-    let now = Instant::now();
-    if last
-        .0
-        .is_some_and(|t| now.duration_since(t) < ACCEPT_LOG_INTERVAL)
-    {
-        last.1 += 1;
-        return;
-    }
-    tracing::warn!(error = %e, suppressed = last.1, "accept failed; backing off (logged once per 10s)");
-    *last = (Some(now), 0);
-}
+pub use routemaster_runtime::http::{ACCEPT_LOG_INTERVAL, accept};
 
 /// A response to HEAD carries its headers (`content-length` included) and no body:
 /// hyper sends what the body holds, and over HTTP/2 DATA after a HEAD is a protocol
@@ -189,53 +148,26 @@ pub fn head_has_no_body(head: bool, resp: Response<ProxyBody>) -> Response<Proxy
     Response::from_parts(parts, ProxyBody::empty())
 }
 
-/// Serves `listener` until `shutdown` resolves, then stops accepting and waits (up to
-/// the drain timeout) for open connections to finish their requests.
+/// Serves `listener` with `handler` until `shutdown` resolves, then drains (up to the
+/// drain timeout); the loop is [`routemaster_runtime::http::serve`].
 pub async fn serve<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
     options: ServerOptions,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(options.header_read_timeout)
-        // hyper answers 431 when the header block outgrows its read buffer.
-        .max_buf_size(options.max_header_bytes.max(8192));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(options.max_header_bytes).unwrap_or(u32::MAX));
-
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            (stream, client) = accept(&listener) => {
-                let handler = Arc::clone(&handler);
-                let service = service_fn(move |req: Request<Incoming>| {
-                    let handler = Arc::clone(&handler);
-                    let head = req.method() == Method::HEAD;
-                    async move { Ok::<_, Infallible>(head_has_no_body(head, handler.handle(req, client).await)) }
-                });
-                let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, %client, "connection ended with an error");
-                    }
-                });
-            }
-            () = &mut shutdown => break,
-        }
-    }
-    drop(listener);
-    tokio::select! {
-        () = graceful.shutdown() => tracing::debug!("all connections drained"),
-        () = tokio::time::sleep(options.drain_timeout) => {
-            tracing::warn!(timeout = ?options.drain_timeout, "drain timed out; closing remaining connections");
-        }
-    }
+    let http = HttpOptions {
+        max_header_bytes: options.max_header_bytes,
+        header_read_timeout: options.header_read_timeout,
+        drain_timeout: options.drain_timeout,
+    };
+    let make = move |client: SocketAddr| {
+        let handler = Arc::clone(&handler);
+        service_fn(move |req: Request<Incoming>| {
+            let handler = Arc::clone(&handler);
+            let head = req.method() == Method::HEAD;
+            async move { Ok::<_, Infallible>(head_has_no_body(head, handler.handle(req, client).await)) }
+        })
+    };
+    routemaster_runtime::http::serve(listener, make, http, shutdown).await;
 }
