@@ -92,6 +92,7 @@ fn fixture(n: usize) -> Fixture {
             name: format!("s{s}"),
             instances: Vec::new(),
             load_balancing: None,
+            protocol: None,
         })
         .collect();
     let mut routes = Vec::with_capacity(n);

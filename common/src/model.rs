@@ -44,11 +44,24 @@ pub enum LoadBalancing {
     Random,
 }
 
+/// How the proxy speaks to a service's instances. TLS to upstreams (`h2`, `https`) is
+/// not supported yet: the route file's `protocol` names them only to refuse them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// HTTP/1.1 over plain TCP.
+    #[default]
+    Http1,
+    /// HTTP/2 over plain TCP with prior knowledge (what gRPC servers speak without TLS).
+    H2c,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Service {
     pub(crate) name: Name,
     pub(crate) instances: Vec<Instance>,
     pub(crate) load_balancing: LoadBalancing,
+    pub(crate) protocol: Protocol,
 }
 
 impl Service {
@@ -60,6 +73,9 @@ impl Service {
     }
     pub fn load_balancing(&self) -> LoadBalancing {
         self.load_balancing
+    }
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
     }
 }
 

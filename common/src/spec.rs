@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::duration;
 use crate::model::{
-    Action, Config, Filters, HeaderFilter, HeaderValueMatch, LoadBalancing, PathMatch,
+    Action, Config, Filters, HeaderFilter, HeaderValueMatch, LoadBalancing, PathMatch, Protocol,
     QueryValueMatch, RedirectPath, Rewrite, Route, Service,
 };
 use crate::validate::{ObjectRef, ValidationError};
@@ -35,6 +35,43 @@ pub struct ServiceSpec {
     pub instances: Vec<InstanceSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_balancing: Option<LoadBalancing>,
+    /// `http1` (default) or `h2c`; `h2` and `https` (TLS to upstreams) are read so
+    /// that validation can refuse them by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<ProtocolSpec>,
+}
+
+/// `services[].protocol` as written in a route file: every value the format names,
+/// including those validation refuses for now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProtocolSpec {
+    Http1,
+    H2c,
+    /// HTTP/2 over TLS (ALPN h2): not supported yet.
+    H2,
+    /// HTTP/1.1 over TLS: not supported yet.
+    Https,
+}
+
+impl ProtocolSpec {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProtocolSpec::Http1 => "http1",
+            ProtocolSpec::H2c => "h2c",
+            ProtocolSpec::H2 => "h2",
+            ProtocolSpec::Https => "https",
+        }
+    }
+}
+
+impl From<Protocol> for ProtocolSpec {
+    fn from(p: Protocol) -> Self {
+        match p {
+            Protocol::Http1 => ProtocolSpec::Http1,
+            Protocol::H2c => ProtocolSpec::H2c,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -227,6 +264,7 @@ impl From<&Service> for ServiceSpec {
                 .collect(),
             load_balancing: (s.load_balancing != LoadBalancing::default())
                 .then_some(s.load_balancing),
+            protocol: (s.protocol != Protocol::default()).then(|| s.protocol.into()),
         }
     }
 }
@@ -402,13 +440,14 @@ pub const DEFAULT_GROUP: &str = "default";
 
 impl ServiceSpec {
     /// The same service with every default written out (`weight: 1`,
-    /// `load_balancing: round_robin`), so a reader sees what is in force. Applying it
-    /// back changes nothing.
+    /// `load_balancing: round_robin`, `protocol: http1`), so a reader sees what is in
+    /// force. Applying it back changes nothing.
     pub fn with_defaults(mut self) -> Self {
         for i in &mut self.instances {
             i.weight.get_or_insert(1);
         }
         self.load_balancing.get_or_insert(LoadBalancing::default());
+        self.protocol.get_or_insert(Protocol::default().into());
         self
     }
 }

@@ -199,6 +199,20 @@ fn service(spec: &ServiceSpec, errors: &mut Vec<ValidationError>) -> Option<Serv
             "all weights are 0; at least one must be positive",
         );
     }
+    let protocol = match spec.protocol {
+        None | Some(ProtocolSpec::Http1) => Protocol::Http1,
+        Some(ProtocolSpec::H2c) => Protocol::H2c,
+        Some(tls @ (ProtocolSpec::H2 | ProtocolSpec::Https)) => {
+            p.add(
+                "protocol",
+                format_args!(
+                    "{:?} is not supported yet: TLS to upstreams is not supported (use http1 or h2c)",
+                    tls.as_str()
+                ),
+            );
+            Protocol::Http1
+        }
+    };
     if errors.len() > before {
         return None;
     }
@@ -206,6 +220,7 @@ fn service(spec: &ServiceSpec, errors: &mut Vec<ValidationError>) -> Option<Serv
         name: name?,
         instances,
         load_balancing: spec.load_balancing.unwrap_or_default(),
+        protocol,
     })
 }
 

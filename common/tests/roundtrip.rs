@@ -64,6 +64,7 @@ fn the_generator_covers_every_field() {
         let spec = specgen::config(seed);
         for s in &spec.services {
             note("load_balancing", s.load_balancing.is_some());
+            note("protocol", s.protocol.is_some());
             for i in &s.instances {
                 note("weight", i.weight.is_some());
             }
@@ -113,5 +114,5 @@ fn the_generator_covers_every_field() {
             "{field}: present {present}, absent {absent}"
         );
     }
-    assert_eq!(seen.len(), 27, "{seen:?}");
+    assert_eq!(seen.len(), 28, "{seen:?}");
 }

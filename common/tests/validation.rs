@@ -19,6 +19,7 @@ services:
   - name: lms-v2
     instances: [{ address: "localhost:9003" }]
     load_balancing: least_request
+    protocol: h2c
 routes:
   - id: lms-courses
     hosts: [www.example.com, "*.example.org"]
@@ -209,6 +210,15 @@ fn bad_services_are_named() {
             "services:\n  - { name: lms, load_balancing: fastest }",
             "parse: ",
         ),
+        (
+            "services:\n  - { name: grpc, protocol: h2 }",
+            r#"service "grpc": protocol: "h2" is not supported yet: TLS to upstreams is not supported"#,
+        ),
+        (
+            "services:\n  - { name: web, protocol: https }",
+            r#"service "web": protocol: "https" is not supported yet: TLS to upstreams is not supported"#,
+        ),
+        ("services:\n  - { name: lms, protocol: http3 }", "parse: "),
     ];
     for (yaml, want) in cases {
         let err = validate(yaml).expect_err(yaml);

@@ -143,6 +143,7 @@ fn service() -> v1::Service {
             weight: None,
         }],
         load_balancing: 0,
+        protocol: 0,
     }
 }
 

@@ -75,7 +75,7 @@ use routemaster_common::model::LoadBalancing;
 use routemaster_common::snapshot::{Snapshot, Source};
 use routemaster_common::spec::{
     BackendSpec, ConfigSpec, FiltersSpec, ForwardSpec, HeaderFilterSpec, HeaderSpec, InstanceSpec,
-    PathSpec, QuerySpec, RedirectSpec, RouteSpec, ServiceSpec,
+    PathSpec, ProtocolSpec, QuerySpec, RedirectSpec, RouteSpec, ServiceSpec,
 };
 use routemaster_common::{Config, ObjectRef, Route, Service, ValidationErrors};
 
@@ -117,6 +117,20 @@ impl TryFrom<v1::Service> for ServiceSpec {
                 });
             }
         };
+        let protocol = match v1::Protocol::try_from(s.protocol) {
+            Ok(v1::Protocol::Unspecified) => None,
+            Ok(v1::Protocol::Http1) => Some(ProtocolSpec::Http1),
+            Ok(v1::Protocol::H2c) => Some(ProtocolSpec::H2c),
+            Ok(v1::Protocol::H2) => Some(ProtocolSpec::H2),
+            Ok(v1::Protocol::Https) => Some(ProtocolSpec::Https),
+            Err(_) => {
+                return Err(ConversionError::Field {
+                    object: ObjectRef::Service(s.name),
+                    field: "protocol",
+                    reason: format!("unknown value {} (expected http1 or h2c)", s.protocol),
+                });
+            }
+        };
         Ok(ServiceSpec {
             name: s.name,
             instances: s
@@ -128,6 +142,7 @@ impl TryFrom<v1::Service> for ServiceSpec {
                 })
                 .collect(),
             load_balancing,
+            protocol,
         })
     }
 }
@@ -319,6 +334,13 @@ fn service_message(s: &ServiceSpec) -> v1::Service {
         Some(LoadBalancing::LeastRequest) => v1::LoadBalancing::LeastRequest,
         Some(LoadBalancing::Random) => v1::LoadBalancing::Random,
     };
+    let protocol = match s.protocol {
+        None => v1::Protocol::Unspecified,
+        Some(ProtocolSpec::Http1) => v1::Protocol::Http1,
+        Some(ProtocolSpec::H2c) => v1::Protocol::H2c,
+        Some(ProtocolSpec::H2) => v1::Protocol::H2,
+        Some(ProtocolSpec::Https) => v1::Protocol::Https,
+    };
     v1::Service {
         name: s.name.clone(),
         instances: s
@@ -330,6 +352,7 @@ fn service_message(s: &ServiceSpec) -> v1::Service {
             })
             .collect(),
         load_balancing: lb as i32,
+        protocol: protocol as i32,
     }
 }
 
@@ -659,6 +682,34 @@ routes:
         );
         // The whole request is refused, not the one object dropped.
         assert!(config_spec(vec![service], vec![]).is_err());
+        let err = Service::try_from(v1::Service {
+            name: "s".into(),
+            protocol: 42,
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            r#"service "s": protocol: unknown value 42 (expected http1 or h2c)"#
+        );
+        // TLS protocols are named by the message but refused by validation, as in a file.
+        let err = Service::try_from(v1::Service {
+            name: "s".into(),
+            protocol: v1::Protocol::H2 as i32,
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("TLS to upstreams is not supported"), "{err}");
+        let h2c = Service::try_from(v1::Service {
+            name: "s".into(),
+            protocol: v1::Protocol::H2c as i32,
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(h2c.protocol(), routemaster_common::model::Protocol::H2c);
+        assert_eq!(v1::Service::from(&h2c).protocol, v1::Protocol::H2c as i32);
     }
 
     #[test]

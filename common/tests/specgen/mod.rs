@@ -15,7 +15,7 @@ use routemaster_common::duration;
 use routemaster_common::model::LoadBalancing;
 use routemaster_common::spec::{
     BackendSpec, ConfigSpec, FiltersSpec, ForwardSpec, HeaderFilterSpec, HeaderSpec, InstanceSpec,
-    PathSpec, QuerySpec, RedirectSpec, RouteSpec, ServiceSpec,
+    PathSpec, ProtocolSpec, QuerySpec, RedirectSpec, RouteSpec, ServiceSpec,
 };
 
 /// splitmix64: small, seedable, good enough to pick shapes.
@@ -190,6 +190,7 @@ fn service(g: &mut Gen, i: usize) -> ServiceSpec {
                 LoadBalancing::Random,
             ])
         }),
+        protocol: g.maybe(50, |g| g.pick(&[ProtocolSpec::Http1, ProtocolSpec::H2c])),
     }
 }
 

@@ -558,7 +558,7 @@ routes:
         .unwrap();
         assert_eq!(
             render_plan(&plan),
-            "~ service/lms\n    name: lms\n    instances:\n  - - address: 127.0.0.1:9001\n  + - address: 127.0.0.1:9009\n      weight: 1\n    load_balancing: round_robin\n0 to create, 1 to update, 0 unchanged\n"
+            "~ service/lms\n    name: lms\n    instances:\n  - - address: 127.0.0.1:9001\n  + - address: 127.0.0.1:9009\n      weight: 1\n    load_balancing: round_robin\n    protocol: http1\n0 to create, 1 to update, 0 unchanged\n"
         );
     }
 

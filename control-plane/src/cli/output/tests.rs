@@ -99,11 +99,13 @@ fn services_table_shows_counts_weights_and_balancing() {
                 },
             ],
             load_balancing: Some(LoadBalancing::LeastRequest),
+            protocol: None,
         },
         ServiceSpec {
             name: "empty".into(),
             instances: vec![],
             load_balancing: None,
+            protocol: None,
         },
     ];
     let got = services_table(&services, &[], None, false);
@@ -126,6 +128,7 @@ fn narrow_terminal_wraps_instead_of_overflowing() {
             })
             .collect(),
         load_balancing: None,
+        protocol: None,
     }];
     let got = services_table(&services, &[], Some(60), false);
     assert!(got.lines().count() > 2, "\n{got}");
@@ -316,6 +319,7 @@ fn list_documents_read_back_as_route_files() {
             weight: None,
         }],
         load_balancing: None,
+        protocol: None,
     }];
     for text in [
         to_yaml(&RoutesDoc { routes: &routes }).unwrap(),
