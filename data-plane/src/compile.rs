@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use routemaster_common::balance::Balancer;
-use routemaster_common::model::{Action, LoadBalancing, Service};
+use routemaster_common::model::{Action, LoadBalancing, Protocol, Service};
 use routemaster_common::snapshot::Snapshot;
 use routemaster_common::table::RouteTable;
 
@@ -40,6 +40,8 @@ pub struct Cluster {
     endpoints: Vec<Arc<Endpoint>>,
     /// `None` when the service has no instance with a positive weight.
     balancer: Option<Balancer>,
+    /// How its instances are spoken to (HTTP/1.1 or h2c).
+    protocol: Protocol,
 }
 
 #[derive(Debug)]
@@ -64,11 +66,16 @@ impl Cluster {
                 })
                 .collect(),
             balancer: Balancer::new(service.load_balancing(), &weights),
+            protocol: service.protocol(),
         }
     }
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
     }
 
     /// The endpoint for the next request, counted in flight until the guard drops.
@@ -118,6 +125,7 @@ pub fn compile(snapshot: Arc<Snapshot>) -> Compiled {
         name: "unknown".into(),
         endpoints: Vec::new(),
         balancer: None,
+        protocol: Protocol::Http1,
     });
     let snap = Arc::clone(&snapshot);
     let table = RouteTable::build(snap, |route| match route.action() {

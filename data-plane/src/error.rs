@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering;
 
-use http::{Response, StatusCode};
+use http::{HeaderName, HeaderValue, Response, StatusCode, header};
 use routemaster_common::host::AuthorityError;
 use routemaster_common::path::PathError;
 
@@ -52,6 +52,8 @@ pub enum ProxyError {
     UpstreamProtocol(&'static str),
     #[error("upstream timed out")]
     UpstreamTimeout,
+    #[error("upstream speaks HTTP/2 only; use an HTTP/2 client")]
+    Http2OnlyUpstream,
     #[error("internal error: {0}")]
     Internal(&'static str),
 }
@@ -71,6 +73,7 @@ impl ProxyError {
             | ProxyError::UpstreamReset(_)
             | ProxyError::UpstreamProtocol(_)
             | ProxyError::UpstreamTimeout => Side::Upstream,
+            ProxyError::Http2OnlyUpstream => Side::Downstream,
             ProxyError::NotReady | ProxyError::NoInstances(_) | ProxyError::Internal(_) => {
                 Side::Internal
             }
@@ -92,7 +95,8 @@ impl ProxyError {
             ProxyError::NotReady | ProxyError::NoInstances(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamConnect(_)
             | ProxyError::UpstreamReset(_)
-            | ProxyError::UpstreamProtocol(_) => StatusCode::BAD_GATEWAY,
+            | ProxyError::UpstreamProtocol(_)
+            | ProxyError::Http2OnlyUpstream => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -101,12 +105,7 @@ impl ProxyError {
     /// The response the client gets: status, and a one-line body naming the reason and
     /// the request id. Counted by side.
     pub fn into_response(self, request_id: &[u8], stats: &Stats) -> Response<ProxyBody> {
-        let counter = match self.side() {
-            Side::Downstream => &stats.downstream_errors,
-            Side::Upstream => &stats.upstream_errors,
-            Side::Internal => &stats.internal_errors,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        self.count(stats);
         let status = self.status();
         let body = format!(
             "{} {}: {}; request id {}\n",
@@ -116,5 +115,170 @@ impl ProxyError {
             String::from_utf8_lossy(request_id)
         );
         crate::responses::text(status, body)
+    }
+
+    /// The answer to a gRPC request (`content-type: application/grpc…`) the proxy
+    /// fails itself, as Envoy gives it: HTTP 200, `content-type: application/grpc`,
+    /// `grpc-status` from [`grpc_status`] and a non-empty `grpc-message`, all in the
+    /// headers of an otherwise empty response (trailers-only: one HEADERS frame with
+    /// END_STREAM). Counted by side like [`ProxyError::into_response`].
+    pub fn into_grpc_response(self, request_id: &[u8], stats: &Stats) -> Response<ProxyBody> {
+        self.count(stats);
+        let code = grpc_status(self.status());
+        let message = format!(
+            "routemaster: {}; request id {}",
+            self,
+            String::from_utf8_lossy(request_id)
+        );
+        let mut resp = Response::new(ProxyBody::empty());
+        let headers = resp.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert(GRPC_STATUS.clone(), HeaderValue::from(code as u32));
+        if let Ok(v) = HeaderValue::from_str(&grpc_percent_encode(&message)) {
+            headers.insert(GRPC_MESSAGE.clone(), v);
+        }
+        resp
+    }
+
+    fn count(&self, stats: &Stats) {
+        let counter = match self.side() {
+            Side::Downstream => &stats.downstream_errors,
+            Side::Upstream => &stats.upstream_errors,
+            Side::Internal => &stats.internal_errors,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+static GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+
+/// Whether a request is gRPC: its `content-type` is `application/grpc` or
+/// `application/grpc+…` / `application/grpc;…` (not gRPC-Web).
+pub fn is_grpc(headers: &http::HeaderMap) -> bool {
+    let Some(v) = headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes) else {
+        return false;
+    };
+    v.get(..16)
+        .is_some_and(|p| p.eq_ignore_ascii_case(b"application/grpc"))
+        && matches!(v.get(16), None | Some(b'+' | b';'))
+}
+
+/// gRPC status codes the proxy answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum GrpcCode {
+    Internal = 13,
+    Unknown = 2,
+    Unauthenticated = 16,
+    PermissionDenied = 7,
+    Unimplemented = 12,
+    Unavailable = 14,
+}
+
+/// The gRPC status for the HTTP status the proxy would have answered, by gRPC's own
+/// HTTP-to-status table (doc/http-grpc-status-mapping.md): 404 (no route) is
+/// UNIMPLEMENTED; 429, 502 (upstream refused or reset), 503 (no instances) and 504
+/// (route timeout) are UNAVAILABLE; 400 is INTERNAL; anything else UNKNOWN.
+pub fn grpc_status(status: StatusCode) -> GrpcCode {
+    match status.as_u16() {
+        400 => GrpcCode::Internal,
+        401 => GrpcCode::Unauthenticated,
+        403 => GrpcCode::PermissionDenied,
+        404 => GrpcCode::Unimplemented,
+        429 | 502 | 503 | 504 => GrpcCode::Unavailable,
+        _ => GrpcCode::Unknown,
+    }
+}
+
+/// `grpc-message` is percent-encoded: bytes outside visible ASCII and space, and `%`.
+fn grpc_percent_encode(message: &str) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(message.len());
+    for b in message.bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn boxed(msg: &str) -> BoxError {
+        msg.to_owned().into()
+    }
+
+    #[test]
+    fn proxy_errors_map_to_grpc_status_codes() {
+        let cases: Vec<(ProxyError, GrpcCode)> = vec![
+            (ProxyError::NoRoute, GrpcCode::Unimplemented),
+            (ProxyError::NoInstances("s".into()), GrpcCode::Unavailable),
+            (ProxyError::NotReady, GrpcCode::Unavailable),
+            (
+                ProxyError::UpstreamConnect(boxed("refused")),
+                GrpcCode::Unavailable,
+            ),
+            (
+                ProxyError::UpstreamReset(boxed("reset")),
+                GrpcCode::Unavailable,
+            ),
+            (ProxyError::UpstreamProtocol("bad"), GrpcCode::Unavailable),
+            (ProxyError::UpstreamTimeout, GrpcCode::Unavailable),
+            (ProxyError::Http2OnlyUpstream, GrpcCode::Unavailable),
+            (ProxyError::MissingHost, GrpcCode::Internal),
+            (ProxyError::MethodNotAllowed, GrpcCode::Unknown),
+            (ProxyError::Internal("x"), GrpcCode::Unknown),
+        ];
+        let stats = Stats::default();
+        for (error, want) in cases {
+            let name = error.to_string();
+            assert_eq!(grpc_status(error.status()), want, "{name}");
+            let resp = error.into_grpc_response(b"rid-1", &stats);
+            assert_eq!(resp.status(), StatusCode::OK, "{name}");
+            let h = resp.headers();
+            assert_eq!(h["content-type"], "application/grpc", "{name}");
+            assert_eq!(
+                h["grpc-status"],
+                (want as u32).to_string().as_str(),
+                "{name}"
+            );
+            let message = h["grpc-message"].to_str().unwrap();
+            assert!(message.contains(&name), "{name}: {message}");
+            assert!(message.contains("rid-1"), "{name}: {message}");
+            // Trailers-only: no body at all.
+            assert_eq!(resp.body().as_full(), Some(&[][..]), "{name}");
+            assert!(http_body::Body::is_end_stream(resp.body()), "{name}");
+        }
+    }
+
+    #[test]
+    fn grpc_requests_are_recognised_by_content_type() {
+        for (ct, want) in [
+            ("application/grpc", true),
+            ("application/grpc+proto", true),
+            ("Application/GRPC;charset=x", true),
+            ("application/grpc-web", false),
+            ("application/json", false),
+            ("application/grp", false),
+        ] {
+            let mut h = http::HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+            assert_eq!(is_grpc(&h), want, "{ct}");
+        }
+        assert!(!is_grpc(&http::HeaderMap::new()));
+    }
+
+    #[test]
+    fn grpc_messages_are_percent_encoded() {
+        assert_eq!(grpc_percent_encode("no route 100%"), "no route 100%25");
+        assert_eq!(grpc_percent_encode("é\n"), "%C3%A9%0A");
     }
 }

@@ -53,6 +53,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// True when the request's `te` is exactly one `trailers` (any case): the one `te`
+/// HTTP/2 allows (RFC 9113 §8.2.2) and gRPC servers require. [`strip_hop_by_hop`]
+/// removes `te` like every hop-by-hop field; the HTTP/2 path puts this one back for
+/// h2c upstreams.
+pub fn te_is_trailers(headers: &HeaderMap) -> bool {
+    let mut te = headers.get_all(header::TE).iter();
+    matches!((te.next(), te.next()), (Some(v), None) if v.as_bytes().eq_ignore_ascii_case(b"trailers"))
+}
+
 /// A request id: the client's `x-request-id` when sane (≤ 128 visible ASCII bytes),
 /// else a new UUID v4. Stored inline so the request path does not allocate for it.
 #[derive(Clone)]
@@ -196,6 +205,20 @@ mod tests {
         strip_hop_by_hop(&mut h);
         let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, vec!["x-keep"]);
+    }
+
+    #[test]
+    fn only_a_lone_te_trailers_is_trailers() {
+        for (lines, want) in [
+            (&[("te", "trailers")][..], true),
+            (&[("te", "Trailers")][..], true),
+            (&[][..], false),
+            (&[("te", "gzip")][..], false),
+            (&[("te", "trailers, gzip")][..], false),
+            (&[("te", "trailers"), ("te", "gzip")][..], false),
+        ] {
+            assert_eq!(te_is_trailers(&map(lines)), want, "{lines:?}");
+        }
     }
 
     #[test]

@@ -5,11 +5,14 @@
 //!    shared by both engines (400/404/503 and redirects come from there);
 //! 5. **upstream request** — rewritten path, hop-by-hop headers out, `x-forwarded-*`,
 //!    `Host`, `x-request-id` in;
-//! 6. **send** — pooled HTTP/1.1 with the route deadline (502/504 on failure);
+//! 6. **send** — pooled HTTP/1.1, or HTTP/2 with prior knowledge for `h2c` services
+//!    (gRPC: `te: trailers` kept, trailers relayed both ways as body frames), with the
+//!    route deadline (502/504 on failure);
 //! 7. **response** — hop-by-hop headers out, body streamed back under the same deadline.
 //!
 //! Every failure is a [`ProxyError`]; [`Proxy::handle`] turns it into a response in one
-//! place and always echoes the request id.
+//! place and always echoes the request id (gRPC requests get a trailers-only gRPC
+//! status instead of a text page).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,11 +24,14 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use routemaster_common::model::Protocol;
 use tokio::time::Instant;
 
 use crate::body::ProxyBody;
-use crate::error::ProxyError;
-use crate::forwarding::{X_REQUEST_ID, add_forwarded, apply_filter, request_id, strip_hop_by_hop};
+use crate::error::{ProxyError, is_grpc};
+use crate::forwarding::{
+    X_REQUEST_ID, add_forwarded, apply_filter, request_id, strip_hop_by_hop, te_is_trailers,
+};
 use crate::h1::request::Rejected;
 use crate::routing::{Decision, Inbound, decide};
 use crate::server::Handler;
@@ -51,7 +57,11 @@ impl Default for UpstreamOptions {
 #[derive(Debug, Clone)]
 pub struct Proxy {
     state: Arc<ProxyState>,
+    /// HTTP/1.1 upstreams (`protocol: http1`).
     client: Client<HttpConnector, Incoming>,
+    /// HTTP/2 with prior knowledge (`protocol: h2c`): multiplexed, one connection per
+    /// endpoint.
+    h2c: Client<HttpConnector, Incoming>,
 }
 
 impl Proxy {
@@ -63,8 +73,14 @@ impl Proxy {
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .pool_idle_timeout(options.idle_timeout)
+            .build(connector.clone());
+        let h2c = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(options.idle_timeout)
+            .http2_only(true)
             .build(connector);
-        Self { state, client }
+        Self { state, client, h2c }
     }
 
     pub fn state(&self) -> &Arc<ProxyState> {
@@ -140,8 +156,21 @@ impl Proxy {
         uri_parts.path_and_query = Some(path_and_query);
         parts.uri = Uri::from_parts(uri_parts)
             .map_err(|_| ProxyError::Internal("cannot build upstream uri"))?;
-        parts.version = Version::HTTP_11;
+        let h2c = upstream.protocol == Protocol::H2c;
+        // `te` is hop-by-hop, but HTTP/2 allows exactly `te: trailers` (RFC 9113
+        // §8.2.2) and gRPC servers require it: kept for h2c upstreams only.
+        let te_trailers = h2c && te_is_trailers(&parts.headers);
+        parts.version = if h2c {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
         strip_hop_by_hop(&mut parts.headers);
+        if te_trailers {
+            parts
+                .headers
+                .insert(header::TE, HeaderValue::from_static("trailers"));
+        }
         add_forwarded(&mut parts.headers, client.ip(), Some(&original_host));
         let upstream_host = upstream.host_rewrite.unwrap_or(original_host);
         parts.headers.insert(header::HOST, upstream_host);
@@ -155,7 +184,8 @@ impl Proxy {
         }
 
         // 6. Send.
-        let sent = self.client.request(Request::from_parts(parts, body));
+        let client = if h2c { &self.h2c } else { &self.client };
+        let sent = client.request(Request::from_parts(parts, body));
         let result = match deadline {
             Some(at) => tokio::time::timeout_at(at, sent)
                 .await
@@ -192,13 +222,18 @@ impl Handler for Proxy {
         let stats = &self.state.stats;
         let _in_flight = InFlight::start(stats);
         let request_id = request_id(req.headers());
+        let grpc = is_grpc(req.headers());
         // A proxied response has its x-request-id (and the route's response filter)
         // already; our own answers get it here.
         match self.proxy(req, client, &request_id).await {
             Ok(resp) => resp,
             Err(e) => {
                 tracing::debug!(error = %e, side = ?e.side(), request_id = ?request_id, "request failed");
-                let mut resp = e.into_response(request_id.as_bytes(), stats);
+                let mut resp = if grpc {
+                    e.into_grpc_response(request_id.as_bytes(), stats)
+                } else {
+                    e.into_response(request_id.as_bytes(), stats)
+                };
                 resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
                 resp
             }

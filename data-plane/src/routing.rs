@@ -11,7 +11,7 @@ use std::time::Duration;
 use http::{HeaderValue, Method, StatusCode};
 use routemaster_common::headers::RequestHeaders;
 use routemaster_common::host::{authority_port, check_authority, normalize_host};
-use routemaster_common::model::{Action, Filters, Rewrite, Scheme as RedirectScheme};
+use routemaster_common::model::{Action, Filters, Protocol, Rewrite, Scheme as RedirectScheme};
 use routemaster_common::path::normalize_path;
 use routemaster_common::rewrite::{RequestTarget, redirect_location, replace_prefix};
 use routemaster_common::table::RequestHead;
@@ -56,6 +56,8 @@ pub struct Upstream {
     pub timeout: Option<Duration>,
     /// The route's header filters, if it has any (an `Arc` clone, no copy).
     pub filters: Option<Arc<Filters>>,
+    /// The chosen service's protocol: HTTP/1.1, or HTTP/2 with prior knowledge.
+    pub protocol: Protocol,
 }
 
 /// Phases 1–4 for one request against the table current right now.
@@ -134,6 +136,7 @@ pub fn decide(state: &ProxyState, req: &Inbound<'_>) -> Result<Decision, ProxyEr
         host_rewrite: forward.host_rewrite().cloned(),
         timeout: forward.timeout(),
         filters: matched.route.filters().cloned(),
+        protocol: cluster.protocol(),
     }))
 }
 

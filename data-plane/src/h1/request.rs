@@ -11,7 +11,7 @@ use std::time::Duration;
 use http::{Method, Response, header};
 use routemaster_common::headers::{RequestHeaders, value_str};
 use routemaster_common::host::check_authority;
-use routemaster_common::model::Filters;
+use routemaster_common::model::{Filters, Protocol};
 
 use super::head::{
     ConnectionOptions, Field, FieldLines, Framing, RequestId, classify, connection_options,
@@ -19,6 +19,7 @@ use super::head::{
 };
 use crate::body::ProxyBody;
 use crate::compile::EndpointGuard;
+use crate::error::ProxyError;
 use crate::forwarding::put_ip;
 use crate::routing::{Decision, Inbound, decide};
 use crate::state::ProxyState;
@@ -251,6 +252,12 @@ pub fn prepare(
             *resp.status_mut() = status;
             resp.headers_mut().insert(header::LOCATION, location);
             Next::Respond(Box::new(resp))
+        }
+        // This engine speaks HTTP/1.1 upstream only; h2c services need an HTTP/2 client.
+        Ok(Decision::Forward(upstream)) if upstream.protocol == Protocol::H2c => {
+            Next::Respond(Box::new(
+                ProxyError::Http2OnlyUpstream.into_response(request_id.as_bytes(), &state.stats),
+            ))
         }
         Ok(Decision::Forward(upstream)) => {
             // `decide` refuses requests without an authority, so there is one here.
