@@ -221,7 +221,10 @@ def start_proxy(name: str, workdir: Path, tag: str = "") -> Target:
 def start_routemaster(conf: Path, port: int, admin: int, name: str, workdir: Path, timeout: float = 120) -> Target:
     """routemaster-proxy with one worker on `conf`; ready when its admin /readyz answers 200."""
     argv = [str(PROXY_BIN), "--config", str(conf), "--listen", f"127.0.0.1:{port}",
-            "--admin-listen", f"127.0.0.1:{admin}", "--workers", "1", "--drain-timeout", "1s"]
+            "--admin-listen", f"127.0.0.1:{admin}", "--workers", "1", "--drain-timeout", "1s",
+            # The same connection cap as HAProxy's `maxconn 10200` (the default, half the
+            # open-file limit, refuses part of the 10k idle-connection test).
+            "--max-connections", "10200"]
     s = Server(name, argv, PROXY_CPU, workdir)
     wait_http_200(admin, timeout, s, "/readyz")
     return Target("routemaster", s, port, port, admin)
