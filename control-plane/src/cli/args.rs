@@ -58,14 +58,8 @@ pub enum Command {
     /// Objects are validated like the proxy's route file before anything is sent.
     #[command(after_help = EXIT_CODES)]
     Apply {
-        /// Route file, directory of route files, or `-` for standard input (repeatable).
-        #[arg(
-            short = 'f',
-            long = "filename",
-            value_name = "FILE|DIR|-",
-            required = true
-        )]
-        files: Vec<PathBuf>,
+        #[command(flatten)]
+        input: Inputs,
         /// Validate and report what would change without writing anything.
         #[arg(long)]
         dry_run: bool,
@@ -79,14 +73,8 @@ pub enum Command {
     /// never deletes.
     #[command(after_help = EXIT_CODES)]
     Diff {
-        /// Route file, directory of route files, or `-` for standard input (repeatable).
-        #[arg(
-            short = 'f',
-            long = "filename",
-            value_name = "FILE|DIR|-",
-            required = true
-        )]
-        files: Vec<PathBuf>,
+        #[command(flatten)]
+        input: Inputs,
     },
     /// Show routes, services or proxy nodes: `get routes`, `get route/x`, `get svc a b`.
     #[command(after_help = RESOURCES)]
@@ -265,6 +253,19 @@ pub fn parse_one(args: &[String]) -> Result<(Kind, String), UsageError> {
     }
 }
 
+/// The `-f` arguments `apply` and `diff` share.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Inputs {
+    /// Route file, directory of route files, or `-` for standard input (repeatable).
+    #[arg(
+        short = 'f',
+        long = "filename",
+        value_name = "FILE|DIR|-",
+        required = true
+    )]
+    pub files: Vec<PathBuf>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,7 +361,7 @@ mod tests {
         ));
         let cli = Cli::try_parse_from(words("routemaster apply -f a.yaml -f -")).unwrap();
         assert!(
-            matches!(cli.command, Command::Apply { ref files, dry_run: false } if files.len() == 2)
+            matches!(cli.command, Command::Apply { ref input, dry_run: false } if input.files.len() == 2)
         );
         for bad in [
             "routemaster apply",

@@ -64,8 +64,8 @@ impl std::fmt::Debug for Io<'_> {
 pub async fn run(cli: &Cli, io: &mut Io<'_>) -> Result<Outcome, CliError> {
     let url = control_plane_url(&cli.control_plane)?;
     let outcome = match &cli.command {
-        Command::Apply { files, dry_run } => apply(&url, files, *dry_run, io).await?,
-        Command::Diff { files } => diff(&url, files, io).await?,
+        Command::Apply { input, dry_run } => apply(&url, &input.files, *dry_run, io).await?,
+        Command::Diff { input } => diff(&url, &input.files, io).await?,
         Command::Get { args, output } => get(&url, args, *output, io).await?,
         Command::Delete { args } => delete(&url, args, io).await?,
         Command::Status {
