@@ -4,7 +4,8 @@
 //! terminal), [`lifecycle`] (SIGTERM/SIGINT and the stop future every server and task
 //! takes) and [`route_files`] (reading a route file or a directory of them from disk into
 //! `common`'s [`Sources`](routemaster_common::spec::Sources) and
-//! [`Config`](routemaster_common::Config)).
+//! [`Config`](routemaster_common::Config)) and [`tls`] (the workspace's one rustls crypto
+//! provider).
 //!
 //! Both planes depend on this crate; it depends only on `common`, so the control plane
 //! can share these with the proxy without depending on the data plane.
@@ -13,3 +14,4 @@ pub mod http;
 pub mod lifecycle;
 pub mod logging;
 pub mod route_files;
+pub mod tls;
