@@ -106,7 +106,11 @@ fn fixture(n: usize) -> Fixture {
         routes.push(spec);
     }
     Fixture {
-        spec: ConfigSpec { services, routes },
+        spec: ConfigSpec {
+            services,
+            routes,
+            tls: None,
+        },
         requests,
     }
 }

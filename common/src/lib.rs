@@ -21,6 +21,7 @@ pub mod snapshot;
 pub mod spec;
 pub mod table;
 pub mod time;
+pub mod tls;
 mod validate;
 
 pub use model::{Config, Route, Service};

@@ -17,6 +17,8 @@ use crate::name::Name;
 pub struct Config {
     pub(crate) services: Vec<Service>,
     pub(crate) routes: Vec<Route>,
+    /// `tls.certificates`, sorted by name.
+    pub(crate) certificates: Vec<crate::tls::Certificate>,
 }
 
 impl Config {
@@ -24,7 +26,26 @@ impl Config {
         Self {
             services: Vec::new(),
             routes: Vec::new(),
+            certificates: Vec::new(),
         }
+    }
+    /// The certificates the proxy terminates TLS with, sorted by name.
+    pub fn certificates(&self) -> &[crate::tls::Certificate] {
+        &self.certificates
+    }
+    /// The same configuration with these certificates (checked as a set: unique names,
+    /// at most one `default`, no host listed twice).
+    pub fn with_certificates(
+        mut self,
+        mut certificates: Vec<crate::tls::Certificate>,
+    ) -> Result<Self, crate::ValidationErrors> {
+        let mut errors = Vec::new();
+        crate::tls::check_set(&mut certificates, &mut errors);
+        if !errors.is_empty() {
+            return Err(crate::ValidationErrors(errors));
+        }
+        self.certificates = certificates;
+        Ok(self)
     }
     pub fn services(&self) -> &[Service] {
         &self.services

@@ -25,6 +25,57 @@ pub struct ConfigSpec {
     pub services: Vec<ServiceSpec>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<RouteSpec>,
+    /// Certificates the proxy terminates TLS with (`--tls-listen`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+}
+
+/// The top-level `tls:` section.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSpec {
+    #[serde(default)]
+    pub certificates: Vec<CertificateSpec>,
+}
+
+/// One `tls.certificates[]` entry: exactly one of `cert_pem`/`cert_file` and one of
+/// `key_pem`/`key_file`. Files are read by the proxy, relative to its working directory.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateSpec {
+    pub name: String,
+    /// SNI names it serves: DNS names or one-label wildcards (`*.example.org`).
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_pem: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_pem: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<String>,
+    /// The certificate for SNI names no certificate lists (and for no SNI).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<bool>,
+}
+
+impl fmt::Debug for CertificateSpec {
+    /// Never prints `key_pem`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CertificateSpec")
+            .field("name", &self.name)
+            .field("hosts", &self.hosts)
+            .field("cert_pem", &self.cert_pem.as_ref().map(|p| p.len()))
+            .field("cert_file", &self.cert_file)
+            .field(
+                "key_pem",
+                &self.key_pem.as_ref().map(|_| crate::tls::REDACTED),
+            )
+            .field("key_file", &self.key_file)
+            .field("default", &self.default)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -427,6 +478,9 @@ impl From<&Config> for ConfigSpec {
         ConfigSpec {
             services: c.services.iter().map(ServiceSpec::from).collect(),
             routes: c.routes.iter().map(RouteSpec::from).collect(),
+            tls: (!c.certificates.is_empty()).then(|| TlsSpec {
+                certificates: c.certificates.iter().map(CertificateSpec::from).collect(),
+            }),
         }
     }
 }
@@ -491,7 +545,19 @@ impl ConfigSpec {
                 .into_iter()
                 .map(RouteSpec::with_defaults)
                 .collect(),
+            tls: self.tls,
         }
+    }
+
+    /// The same configuration with every `key_pem` replaced by
+    /// [`crate::tls::REDACTED`]: what is shown to people.
+    pub fn redacted(mut self) -> Self {
+        if let Some(tls) = &mut self.tls {
+            for c in &mut tls.certificates {
+                *c = c.clone().redacted();
+            }
+        }
+        self
     }
 }
 
@@ -582,6 +648,15 @@ struct Document {
     services: Vec<serde_saphyr::Spanned<ServiceSpec>>,
     #[serde(default)]
     routes: Vec<serde_saphyr::Spanned<RouteSpec>>,
+    #[serde(default)]
+    tls: Option<DocumentTls>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DocumentTls {
+    #[serde(default)]
+    certificates: Vec<serde_saphyr::Spanned<CertificateSpec>>,
 }
 
 /// The objects of one or more route files (each may hold several YAML documents,
@@ -599,6 +674,8 @@ pub struct Sources {
     /// Parallel to `spec.services` / `spec.routes`.
     service_origins: Vec<Origin>,
     route_origins: Vec<Origin>,
+    /// Parallel to `spec.tls.certificates`.
+    certificate_origins: Vec<Origin>,
 }
 
 impl Sources {
@@ -625,6 +702,17 @@ impl Sources {
                 });
                 out.spec.routes.push(r.value);
             }
+            for c in doc.tls.into_iter().flat_map(|t| t.certificates) {
+                out.certificate_origins.push(Origin {
+                    file: Arc::clone(&file),
+                    line: c.referenced.line(),
+                });
+                out.spec
+                    .tls
+                    .get_or_insert_with(TlsSpec::default)
+                    .certificates
+                    .push(c.value);
+            }
         }
         Ok(out)
     }
@@ -639,6 +727,12 @@ impl Sources {
         Sources {
             service_origins: spec.services.iter().map(|_| origin()).collect(),
             route_origins: spec.routes.iter().map(|_| origin()).collect(),
+            certificate_origins: spec
+                .tls
+                .iter()
+                .flat_map(|t| &t.certificates)
+                .map(|_| origin())
+                .collect(),
             spec,
         }
     }
@@ -647,16 +741,29 @@ impl Sources {
     pub fn extend(&mut self, other: Sources) {
         self.spec.services.extend(other.spec.services);
         self.spec.routes.extend(other.spec.routes);
+        if let Some(tls) = other.spec.tls {
+            self.spec
+                .tls
+                .get_or_insert_with(TlsSpec::default)
+                .certificates
+                .extend(tls.certificates);
+        }
         self.service_origins.extend(other.service_origins);
         self.route_origins.extend(other.route_origins);
+        self.certificate_origins.extend(other.certificate_origins);
     }
 
     pub fn object_count(&self) -> usize {
-        self.spec.services.len() + self.spec.routes.len()
+        self.spec.services.len() + self.spec.routes.len() + self.certificates().len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.object_count() == 0
+    }
+
+    /// `tls.certificates`, empty when there is no `tls:` section.
+    pub fn certificates(&self) -> &[CertificateSpec] {
+        self.spec.tls.as_ref().map_or(&[], |t| &t.certificates)
     }
 
     /// Where `object` is (first) declared.
@@ -674,6 +781,11 @@ impl Sources {
                 .iter()
                 .position(|r| &r.id == id)
                 .and_then(|i| self.route_origins.get(i)),
+            ObjectRef::Certificate(name) => self
+                .certificates()
+                .iter()
+                .position(|c| &c.name == name)
+                .and_then(|i| self.certificate_origins.get(i)),
         }
     }
 
@@ -684,6 +796,8 @@ impl Sources {
         find_duplicates("service", names, &self.service_origins, &mut out);
         let ids = self.spec.routes.iter().map(|r| r.id.as_str());
         find_duplicates("route", ids, &self.route_origins, &mut out);
+        let certs = self.certificates().iter().map(|c| c.name.as_str());
+        find_duplicates("certificate", certs, &self.certificate_origins, &mut out);
         out
     }
 
@@ -698,8 +812,9 @@ impl Sources {
             spec,
             service_origins,
             route_origins,
+            certificate_origins,
         } = self;
-        let at = OriginIndex::new(&spec, service_origins, route_origins);
+        let at = OriginIndex::new(&spec, service_origins, route_origins, certificate_origins);
         Config::try_from(spec).map_err(|errors| at.locate(errors.0))
     }
 
@@ -781,10 +896,16 @@ fn find_duplicates<'a>(
 struct OriginIndex {
     services: HashMap<String, Origin>,
     routes: HashMap<String, Origin>,
+    certificates: HashMap<String, Origin>,
 }
 
 impl OriginIndex {
-    fn new(spec: &ConfigSpec, services: Vec<Origin>, routes: Vec<Origin>) -> Self {
+    fn new(
+        spec: &ConfigSpec,
+        services: Vec<Origin>,
+        routes: Vec<Origin>,
+        certificates: Vec<Origin>,
+    ) -> Self {
         OriginIndex {
             services: spec
                 .services
@@ -798,6 +919,13 @@ impl OriginIndex {
                 .map(|r| r.id.clone())
                 .zip(routes)
                 .collect(),
+            certificates: spec
+                .tls
+                .iter()
+                .flat_map(|t| &t.certificates)
+                .map(|c| c.name.clone())
+                .zip(certificates)
+                .collect(),
         }
     }
 
@@ -809,6 +937,7 @@ impl OriginIndex {
                     origin: match &error.object {
                         ObjectRef::Service(name) => self.services.get(name).cloned(),
                         ObjectRef::Route(id) => self.routes.get(id).cloned(),
+                        ObjectRef::Certificate(name) => self.certificates.get(name).cloned(),
                     },
                     error,
                 })
@@ -857,10 +986,10 @@ fn plain_reason(message: &str, top_level: bool) -> String {
     let top_level = message
         .strip_prefix("unknown field `")
         .and_then(|rest| rest.split_once("`, expected "))
-        .filter(|(_, expected)| *expected == "one of services, routes");
+        .filter(|(_, expected)| *expected == "one of services, routes, tls");
     match top_level {
         Some((field, _)) => format!(
-            "unknown field `{field}` at the top level; a route file has only `services:` and `routes:` (a single route or service goes in one of those lists)"
+            "unknown field `{field}` at the top level; a route file has only `services:`, `routes:` and `tls:` (a single route or service goes in one of those lists)"
         ),
         None => message.to_owned(),
     }

@@ -17,6 +17,8 @@ use crate::spec::*;
 pub enum ObjectRef {
     Route(String),
     Service(String),
+    /// A `tls.certificates[]` entry, by name.
+    Certificate(String),
 }
 
 impl fmt::Display for ObjectRef {
@@ -24,6 +26,7 @@ impl fmt::Display for ObjectRef {
         match self {
             ObjectRef::Route(id) => write!(f, "route {id:?}"),
             ObjectRef::Service(name) => write!(f, "service {name:?}"),
+            ObjectRef::Certificate(name) => write!(f, "certificate {name:?}"),
         }
     }
 }
@@ -86,10 +89,17 @@ impl TryFrom<ConfigSpec> for Config {
             .iter()
             .filter_map(|r| route(r, &mut errors))
             .collect();
+        let now = std::time::SystemTime::now();
+        let certificates: Vec<crate::tls::Certificate> = spec
+            .tls
+            .iter()
+            .flat_map(|t| &t.certificates)
+            .filter_map(|c| crate::tls::certificate(c, now, &mut errors))
+            .collect();
         if !errors.is_empty() {
             return Err(ValidationErrors(errors));
         }
-        Config::new(services, routes)
+        Config::new(services, routes)?.with_certificates(certificates)
     }
 }
 
@@ -150,7 +160,11 @@ impl Config {
             }
         }
         if errors.is_empty() {
-            Ok(Self { services, routes })
+            Ok(Self {
+                services,
+                routes,
+                certificates: Vec::new(),
+            })
         } else {
             Err(ValidationErrors(errors))
         }

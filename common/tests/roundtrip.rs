@@ -34,7 +34,7 @@ proptest! {
 
     #[test]
     fn generated_files_round_trip_with_defaults_written_out(seed in any::<u64>()) {
-        let spec = specgen::config(seed);
+        let spec = specgen::config_with_tls(seed);
         let yaml = spec.to_yaml();
         let shown = through_the_model(&yaml);
         prop_assert_eq!(&shown, &spec.clone().with_defaults(), "seed {}\n{}", seed, yaml);
@@ -61,7 +61,7 @@ fn the_generator_covers_every_field() {
         }
     };
     for seed in 0..500 {
-        let spec = specgen::config(seed);
+        let spec = specgen::config_with_tls(seed);
         for s in &spec.services {
             note("load_balancing", s.load_balancing.is_some());
             note("protocol", s.protocol.is_some());
@@ -107,6 +107,14 @@ fn the_generator_covers_every_field() {
                 note("code", rd.code.is_some());
             }
         }
+        note("tls", spec.tls.is_some());
+        for c in spec.tls.iter().flat_map(|t| &t.certificates) {
+            note("tls.cert_pem", c.cert_pem.is_some());
+            note("tls.cert_file", c.cert_file.is_some());
+            note("tls.key_pem", c.key_pem.is_some());
+            note("tls.key_file", c.key_file.is_some());
+            note("tls.default", c.default.is_some());
+        }
     }
     for (field, &(present, absent)) in &seen {
         assert!(
@@ -114,5 +122,5 @@ fn the_generator_covers_every_field() {
             "{field}: present {present}, absent {absent}"
         );
     }
-    assert_eq!(seen.len(), 28, "{seen:?}");
+    assert_eq!(seen.len(), 34, "{seen:?}");
 }

@@ -35,7 +35,7 @@ fn files_that_are_not_route_files_say_why_and_where() {
         (
             "a bare route",
             "id: b\nforward: { service: x }\n",
-            "f.yaml:1:1: unknown field `id` at the top level; a route file has only `services:` and `routes:`",
+            "f.yaml:1:1: unknown field `id` at the top level; a route file has only `services:`, `routes:` and `tls:`",
         ),
         (
             "markdown",

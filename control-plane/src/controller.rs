@@ -447,6 +447,7 @@ fn plan(store: &Store, stored: &Stored, command: &Command) -> Result<Plan, Dispa
             let merged = ConfigSpec {
                 services: services.values().cloned().collect(),
                 routes: routes.values().cloned().collect(),
+                tls: None,
             };
             let config = Config::try_from(merged).map_err(DispatchError::Invalid)?;
             // Compare normalised forms so `weight: 1` and no weight are "unchanged".

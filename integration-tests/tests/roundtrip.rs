@@ -64,6 +64,7 @@ async fn generated_files_come_back_from_etcd_with_their_defaults_written_out() {
         let shown = ConfigSpec {
             services: get(&url, "services", &names).await.services,
             routes: get(&url, "routes", &ids).await.routes,
+            tls: None,
         };
         assert_eq!(
             specgen::sorted(shown.clone()),

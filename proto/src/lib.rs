@@ -497,6 +497,8 @@ pub fn config_spec(
             .into_iter()
             .map(RouteSpec::try_from)
             .collect::<Result<_, _>>()?,
+        // Certificates are not carried by the control-plane protocol yet: route files only.
+        tls: None,
     })
 }
 

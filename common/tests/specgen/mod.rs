@@ -17,6 +17,7 @@ use routemaster_common::spec::{
     BackendSpec, ConfigSpec, FiltersSpec, ForwardSpec, HeaderFilterSpec, HeaderSpec, InstanceSpec,
     PathSpec, ProtocolSpec, QuerySpec, RedirectSpec, RouteSpec, ServiceSpec,
 };
+use routemaster_common::spec::{CertificateSpec, TlsSpec};
 
 /// splitmix64: small, seedable, good enough to pick shapes.
 #[derive(Debug, Clone)]
@@ -158,7 +159,73 @@ pub fn config(seed: u64) -> ConfigSpec {
     let routes = (0..g.range(0, 5) as usize)
         .map(|i| route(&mut g, i, &names))
         .collect();
-    ConfigSpec { services, routes }
+    ConfigSpec {
+        services,
+        routes,
+        tls: None,
+    }
+}
+
+/// [`config`] with a `tls:` section in most seeds: inline certificates (a fixture
+/// valid until 2126 for `gen.test` and `*.gen.test`) and file-based ones, in the
+/// canonical form (sorted by name, `default` only when true). Kept apart from
+/// [`config`] until the control plane stores certificates.
+pub fn config_with_tls(seed: u64) -> ConfigSpec {
+    let mut spec = config(seed);
+    let mut g = Gen::new(seed ^ 0x5EED_7150);
+    spec.tls = tls(&mut g);
+    spec
+}
+
+const GEN_CERT: &str = include_str!("gen-cert.pem");
+const GEN_KEY: &str = include_str!("gen-key.pem");
+
+fn tls(g: &mut Gen) -> Option<TlsSpec> {
+    if g.chance(20) {
+        return None;
+    }
+    let n = g.range(1, 4) as usize;
+    let default = g.chance(50).then(|| g.below(n as u64) as usize);
+    let certificates = (0..n)
+        .map(|i| {
+            let hosts: Vec<String> = match g.below(3) {
+                0 => vec![format!("c{i}.gen.test")],
+                1 => vec![format!("c{i}.gen.test"), format!("d{i}.gen.test")],
+                _ if i == 0 => vec!["gen.test".to_owned(), "*.gen.test".to_owned()],
+                _ => vec![format!("e{i}.gen.test")],
+            };
+            let (cert_pem, cert_file, key_pem, key_file) = match g.below(3) {
+                0 => (
+                    Some(GEN_CERT.to_owned()),
+                    None,
+                    Some(GEN_KEY.to_owned()),
+                    None,
+                ),
+                1 => (
+                    None,
+                    Some(format!("/etc/routemaster/c{i}.pem")),
+                    None,
+                    Some(format!("/etc/routemaster/c{i}.key")),
+                ),
+                _ => (
+                    Some(GEN_CERT.to_owned()),
+                    None,
+                    None,
+                    Some(format!("keys/c{i} key.pem")),
+                ),
+            };
+            CertificateSpec {
+                name: format!("cert-{i}"),
+                hosts,
+                cert_pem,
+                cert_file,
+                key_pem,
+                key_file,
+                default: (default == Some(i)).then_some(true),
+            }
+        })
+        .collect();
+    Some(TlsSpec { certificates })
 }
 
 fn service(g: &mut Gen, i: usize) -> ServiceSpec {

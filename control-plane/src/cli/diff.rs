@@ -237,6 +237,7 @@ fn check_against_server(
                     .filter(|err| match &err.object {
                         ObjectRef::Service(name) => file_services.contains(name.as_str()),
                         ObjectRef::Route(id) => file_routes.contains(id.as_str()),
+                        ObjectRef::Certificate(_) => false,
                     })
                     .collect();
             if ours.is_empty() {
