@@ -3,7 +3,7 @@
 # Installs what a fresh Debian machine with Rust lacks (protoc; etcd for the
 # control-plane tests; HAProxy as the load balancer in the fault test; Python's
 # websockets as a real WebSocket client and server; Python gRPC as a real gRPC client
-# and server).
+# and server; promtool to check /metrics; headless Chromium for the dashboard).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -13,6 +13,8 @@ need_pkg haproxy haproxy
 need_pkg curl curl
 need_py_module websockets python3-websockets
 need_py_module grpc python3-grpcio
+need_pkg promtool prometheus
+need_pkg chromium chromium
 # Integration tests start the real binaries from target/debug.
 cargo build --workspace --bins
 cargo test --workspace "$@"

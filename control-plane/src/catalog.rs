@@ -95,14 +95,27 @@ impl Catalog {
 
     /// [`Catalog::snapshot`], encoded once per group and version.
     pub fn encoded_snapshot(&self, group: &str) -> EncodedSnapshot {
+        self.encoded_snapshot_with(group, |_, _| {})
+    }
+
+    /// [`Catalog::encoded_snapshot`], calling `observe(time taken, bytes)` when it
+    /// encodes (not when the group's encoding is already cached).
+    pub fn encoded_snapshot_with(
+        &self,
+        group: &str,
+        observe: impl FnOnce(std::time::Duration, usize),
+    ) -> EncodedSnapshot {
+        let encode = || {
+            let start = std::time::Instant::now();
+            let encoded = EncodedSnapshot::new(&self.snapshot(group));
+            observe(start.elapsed(), encoded.len());
+            encoded
+        };
         let Ok(mut cache) = self.encoded.lock() else {
             // Poisoned only if an encode panicked; encoding afresh is always correct.
-            return EncodedSnapshot::new(&self.snapshot(group));
+            return encode();
         };
-        cache
-            .entry(group.to_owned())
-            .or_insert_with(|| EncodedSnapshot::new(&self.snapshot(group)))
-            .clone()
+        cache.entry(group.to_owned()).or_insert_with(encode).clone()
     }
 
     /// The configuration as route-file objects with their defaults written out (what

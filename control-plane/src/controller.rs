@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::catalog::Catalog;
+use crate::metrics::Metrics;
 use crate::store::{Change, Store, StoreError, Stored, encode};
 
 /// A write, as the admin API receives it.
@@ -95,6 +96,20 @@ fn routes_named(ids: &[String]) -> String {
     }
 }
 
+impl DispatchError {
+    /// The `result` label of `routemaster_control_writes_total`.
+    pub fn result_label(&self) -> &'static str {
+        match self {
+            DispatchError::Invalid(_) | DispatchError::Duplicate { .. } => "invalid",
+            DispatchError::InUse { .. } => "in_use",
+            DispatchError::NotFound { .. } => "not_found",
+            DispatchError::Unavailable(_) => "unavailable",
+            DispatchError::TooLarge(_) => "too_large",
+            DispatchError::Contended => "contended",
+        }
+    }
+}
+
 impl From<StoreError> for DispatchError {
     fn from(e: StoreError) -> Self {
         match e {
@@ -130,9 +145,42 @@ impl Freshness {
     }
 }
 
+/// One version this replica published: when, and which objects changed (as the watch
+/// saw them; a full reload lists none).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Published {
+    pub version: u64,
+    /// RFC 3339, UTC.
+    pub published_at: String,
+    /// `true` for a full load (start, or after the watch was lost), which lists no changes.
+    pub reload: bool,
+    pub routes: usize,
+    pub services: usize,
+    /// At most [`MAX_CHANGES_LISTED`]; `more` counts the rest.
+    pub changes: Vec<ObjectEvent>,
+    pub more: usize,
+}
+
+/// One object write seen by the watch.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ObjectEvent {
+    /// `service` or `route`.
+    pub kind: &'static str,
+    pub name: String,
+    /// `created`, `updated` or `deleted`.
+    pub change: &'static str,
+}
+
+/// Versions kept for `/v1/changes`.
+pub const HISTORY: usize = 20;
+/// Object changes listed per version.
+pub const MAX_CHANGES_LISTED: usize = 50;
+
 #[derive(Debug)]
 pub struct Controller {
     store: Store,
+    /// The last [`HISTORY`] published versions, oldest first.
+    history: std::sync::Mutex<std::collections::VecDeque<Published>>,
     catalog: watch::Sender<Arc<Catalog>>,
     etcd_connected: AtomicBool,
     /// Coalescing window for bursts of watch events.
@@ -146,6 +194,7 @@ impl Controller {
             store,
             catalog,
             etcd_connected: AtomicBool::new(false),
+            history: std::sync::Mutex::default(),
             coalesce: Duration::from_millis(5),
         })
     }
@@ -221,9 +270,41 @@ impl Controller {
         }
     }
 
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        self.store.metrics()
+    }
+
+    /// The configuration versions this replica published most recently, newest first.
+    pub fn recent_changes(&self) -> Vec<Published> {
+        self.history
+            .lock()
+            .map(|h| h.iter().rev().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// The single write path: validate against a fresh read, then one fenced etcd
-    /// transaction (retried if another writer got in between).
+    /// transaction (retried if another writer got in between). Counted in
+    /// `routemaster_control_writes_total` by operation and result.
     pub async fn dispatch(&self, command: Command) -> Result<Outcome, DispatchError> {
+        let operation = match &command {
+            Command::Apply { dry_run: true, .. } => "dry_run",
+            Command::Apply { .. } => "apply",
+            Command::DeleteService(_) | Command::DeleteRoute(_) => "delete",
+        };
+        let result = self.dispatch_once(command).await;
+        let label = match &result {
+            Ok(o) if o.changes.iter().all(|c| c.change == ChangeKind::Unchanged) => "unchanged",
+            Ok(_) => "ok",
+            Err(e) => e.result_label(),
+        };
+        self.metrics()
+            .writes
+            .with_label_values(&[operation, label])
+            .inc();
+        result
+    }
+
+    async fn dispatch_once(&self, command: Command) -> Result<Outcome, DispatchError> {
         for _ in 0..5 {
             let stored = match self.store.load().await {
                 Ok(s) => s,
@@ -273,7 +354,12 @@ impl Controller {
     pub async fn run_watch(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         let mut backoff = Duration::from_millis(100);
+        let mut first = true;
         loop {
+            if !first {
+                self.metrics().watch_restarts.inc();
+            }
+            first = false;
             tokio::select! {
                 result = self.watch_once() => {
                     if let Err(e) = result {
@@ -306,7 +392,7 @@ impl Controller {
             ..
         } = stored;
         let mut version = version.max(0) as u64;
-        self.publish(version, &services, &routes);
+        self.publish(version, &services, &routes, None);
         let mut stream = self.store.watch(revision + 1).await?;
         loop {
             let Some(resp) = stream.message().await? else {
@@ -319,7 +405,8 @@ impl Controller {
                 );
                 return Ok(());
             }
-            if !self.fold(&resp, &mut version, &mut services, &mut routes)? {
+            let mut events = Vec::new();
+            if !self.fold(&resp, &mut version, &mut services, &mut routes, &mut events)? {
                 continue; // watch created / progress notifications
             }
             // Coalesce a burst: take whatever else arrives within the window.
@@ -330,14 +417,14 @@ impl Controller {
                         if more.canceled() || more.compact_revision() > 0 {
                             return Ok(());
                         }
-                        self.fold(&more, &mut version, &mut services, &mut routes)?;
+                        self.fold(&more, &mut version, &mut services, &mut routes, &mut events)?;
                     }
                     Ok(Ok(None)) => return Ok(()),
                     Ok(Err(e)) => return Err(e.into()),
                     Err(_) => break,
                 }
             }
-            self.publish(version, &services, &routes);
+            self.publish(version, &services, &routes, Some(events));
         }
     }
 
@@ -347,7 +434,15 @@ impl Controller {
         version: &mut u64,
         services: &mut BTreeMap<String, ServiceSpec>,
         routes: &mut BTreeMap<String, RouteSpec>,
+        events: &mut Vec<ObjectEvent>,
     ) -> Result<bool, StoreError> {
+        let mut note = |kind, name: &str, change| {
+            events.push(ObjectEvent {
+                kind,
+                name: name.to_owned(),
+                change,
+            });
+        };
         let mut changed = false;
         for event in resp.events() {
             let (change, rev) = match self.store.decode_event(event) {
@@ -361,16 +456,24 @@ impl Controller {
             changed = true;
             match change {
                 Change::PutService(s) => {
-                    services.insert(s.name.clone(), s);
+                    let name = s.name.clone();
+                    let old = services.insert(name.clone(), s);
+                    note("service", &name, put_change(old.is_some()));
                 }
                 Change::PutRoute(r) => {
-                    routes.insert(r.id.clone(), *r);
+                    let id = r.id.clone();
+                    let old = routes.insert(id.clone(), *r);
+                    note("route", &id, put_change(old.is_some()));
                 }
                 Change::DeleteService(name) => {
-                    services.remove(&name);
+                    if services.remove(&name).is_some() {
+                        note("service", &name, "deleted");
+                    }
                 }
                 Change::DeleteRoute(id) => {
-                    routes.remove(&id);
+                    if routes.remove(&id).is_some() {
+                        note("route", &id, "deleted");
+                    }
                 }
                 Change::Meta => {}
             }
@@ -383,6 +486,7 @@ impl Controller {
         version: u64,
         services: &BTreeMap<String, ServiceSpec>,
         routes: &BTreeMap<String, RouteSpec>,
+        events: Option<Vec<ObjectEvent>>,
     ) {
         let (catalog, problems) = Catalog::build(version, services, routes);
         for p in problems {
@@ -394,8 +498,31 @@ impl Controller {
             services = catalog.service_count(),
             "snapshot published"
         );
+        let mut changes = events.clone().unwrap_or_default();
+        let more = changes.len().saturating_sub(MAX_CHANGES_LISTED);
+        changes.truncate(MAX_CHANGES_LISTED);
+        let entry = Published {
+            version,
+            published_at: crate::nodes::rfc3339(crate::nodes::now_ms()),
+            reload: events.is_none(),
+            routes: catalog.route_count(),
+            services: catalog.service_count(),
+            changes,
+            more,
+        };
+        if let Ok(mut history) = self.history.lock() {
+            if history.len() == HISTORY {
+                history.pop_front();
+            }
+            history.push_back(entry);
+        }
+        self.metrics().versions_published.inc();
         self.catalog.send_replace(Arc::new(catalog));
     }
+}
+
+fn put_change(existed: bool) -> &'static str {
+    if existed { "updated" } else { "created" }
 }
 
 /// What a command would write, computed from one consistent read.

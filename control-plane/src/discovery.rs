@@ -100,6 +100,17 @@ impl Session {
         tx: mpsc::Sender<Result<EncodedSnapshot, Status>>,
     ) {
         self.report().await;
+        let streams = self.controller.metrics().streams.clone();
+        let open = streams.with_label_values(&[self.record.group.as_str()]);
+        open.inc();
+        // Decremented however the session ends.
+        struct Open(prometheus::IntGauge);
+        impl Drop for Open {
+            fn drop(&mut self) {
+                self.0.dec();
+            }
+        }
+        let _open = Open(open);
         let mut catalogs = self.controller.subscribe();
         catalogs.mark_changed();
         loop {
@@ -110,7 +121,11 @@ impl Session {
                     }
                     let catalog = catalogs.borrow_and_update().clone();
                     if catalog.is_loaded() && Some(catalog.version) != self.last_sent {
-                        let snapshot = catalog.encoded_snapshot(&self.record.group);
+                        let metrics = self.controller.metrics();
+                        let snapshot = catalog.encoded_snapshot_with(&self.record.group, |took, bytes| {
+                            metrics.encode_duration.observe(took.as_secs_f64());
+                            metrics.snapshot_bytes.observe(bytes as f64);
+                        });
                         self.last_sent = Some(catalog.version);
                         if tx.send(Ok(snapshot)).await.is_err() {
                             break;

@@ -278,6 +278,8 @@ pub struct Nodes {
     pub retention: Duration,
     /// The nodes streaming to this replica right now, by id.
     local: Mutex<HashMap<String, NodeRecord>>,
+    /// Woken by every report (the convergence metric re-checks the fleet).
+    reported: tokio::sync::Notify,
 }
 
 impl Nodes {
@@ -287,6 +289,7 @@ impl Nodes {
             ttl,
             retention,
             local: Mutex::new(HashMap::new()),
+            reported: tokio::sync::Notify::new(),
         }
     }
 
@@ -299,6 +302,12 @@ impl Nodes {
         if let Err(e) = self.store.put_node(&node.id, json).await {
             tracing::debug!(error = %e, node = %node.id, "node status not stored");
         }
+        self.reported.notify_waiters();
+    }
+
+    /// Resolves at the next [`Nodes::report`] on this replica.
+    pub async fn next_report(&self) {
+        self.reported.notified().await;
     }
 
     /// The node's stream here ended. Without a goodbye the record stays in etcd and ages

@@ -15,6 +15,7 @@ use tonic::transport::server::TcpIncoming;
 use crate::admin_api::AdminService;
 use crate::controller::Controller;
 use crate::discovery::DiscoveryService;
+use crate::metrics::Metrics;
 use crate::nodes::Nodes;
 use crate::status_api::{self, StatusApi};
 use crate::store::Store;
@@ -36,13 +37,19 @@ pub async fn run(
     http: TcpListener,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let store = Store::connect(&options.etcd, &options.prefix).await?;
+    let metrics = Arc::new(Metrics::new()?);
+    let store = Store::connect(&options.etcd, &options.prefix, metrics).await?;
     let controller = Controller::new(store.clone());
     let nodes = Arc::new(Nodes::new(store, options.node_ttl, options.node_retention));
     let replica = grpc.local_addr()?.to_string();
     let stopped = || lifecycle::stopped(&shutdown);
 
     let watcher = tokio::spawn(Arc::clone(&controller).run_watch(stopped()));
+    let convergence = tokio::spawn(crate::metrics::track_convergence(
+        Arc::clone(&controller),
+        Arc::clone(&nodes),
+        stopped(),
+    ));
     let status = tokio::spawn(status_api::serve(
         http,
         status_api::router(Arc::new(StatusApi::new(
@@ -73,6 +80,7 @@ pub async fn run(
         .serve_with_incoming_shutdown(TcpIncoming::from(grpc).with_nodelay(Some(true)), stopped());
     let result = grpc_server.await;
     let _ = watcher.await;
+    let _ = convergence.await;
     let _ = status.await;
     result?;
     Ok(())

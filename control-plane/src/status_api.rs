@@ -1,6 +1,9 @@
 //! The read-only HTTP/JSON status API for dashboards, an axum [`Router`]:
 //! `/healthz`, `/readyz`, `/v1/status`, `/v1/nodes`, `/v1/nodes/{id}`, `/v1/routes`,
-//! `/v1/services`. JSON is pretty-printed with a trailing newline; errors are one line
+//! `/v1/services`, `/v1/map` (the route map, [`crate::map`]), `/v1/changes` (versions
+//! this replica published recently), `/metrics` (Prometheus, [`crate::metrics`]), and
+//! the dashboard at `/` ([`crate::dashboard`]: static assets compiled in, a client of
+//! the `/v1` API like any other). JSON is pretty-printed with a trailing newline; errors are one line
 //! of `text/plain`; anything but GET/HEAD is `405 read-only: use GET`, on every path.
 //! Routes and services use the route file's field names.
 //!
@@ -26,6 +29,7 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 
 use crate::controller::Controller;
+use crate::map::RouteMap;
 use crate::nodes::{Convergence, NodeView, Nodes, NodesView, convergence};
 
 #[derive(Debug)]
@@ -72,10 +76,14 @@ pub fn router(api: Arc<StatusApi>) -> Router {
         .route("/v1/nodes/{*id}", get(node))
         .route("/v1/routes", get(routes))
         .route("/v1/services", get(services))
+        .route("/v1/map", get(route_map))
+        .route("/v1/changes", get(changes))
+        .route("/metrics", get(metrics))
+        .merge(crate::dashboard::router())
         .fallback(async || {
             text(
                 StatusCode::NOT_FOUND,
-                "not found; try /v1/status, /v1/nodes, /v1/nodes/{id}, /v1/routes, /v1/services\n",
+                "not found; try /v1/status, /v1/nodes, /v1/nodes/{id}, /v1/routes, /v1/services, /v1/map, /v1/changes, /metrics, or / for the dashboard\n",
             )
         })
         .with_state(api);
@@ -142,6 +150,51 @@ async fn routes(State(api): Api) -> Response {
 
 async fn services(State(api): Api) -> Response {
     json(&api.controller.catalog().spec().services)
+}
+
+/// `GET /v1/map[?host=H]`: the route map ([`RouteMap`]), all hosts or as a request for
+/// `H` sees it.
+async fn route_map(State(api): Api, uri: Uri) -> Response {
+    let catalog = api.controller.catalog();
+    let map = RouteMap::build(catalog.version, &catalog.spec(), &api.nodes.list().await);
+    let host = uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .find_map(|p| p.strip_prefix("host="));
+    match host {
+        Some(h) if !h.is_empty() => json(&map.for_host(h)),
+        _ => json(&map),
+    }
+}
+
+/// `GET /v1/changes`: the versions this replica published recently, newest first.
+async fn changes(State(api): Api) -> Response {
+    #[derive(Serialize)]
+    struct Changes {
+        version: u64,
+        changes: Vec<crate::controller::Published>,
+    }
+    json(&Changes {
+        version: api.controller.catalog().version,
+        changes: api.controller.recent_changes(),
+    })
+}
+
+/// `GET /metrics`: the fleet gauges are set from the node list, then everything is
+/// encoded in the Prometheus text format 0.0.4.
+async fn metrics(State(api): Api) -> Response {
+    let catalog = api.controller.catalog();
+    let fleet = convergence(&api.nodes.list().await, catalog.version);
+    let metrics = api.controller.metrics();
+    metrics.set_fleet(catalog.version, api.controller.etcd_connected(), fleet);
+    match metrics.render() {
+        Ok(body) => with_type(StatusCode::OK, crate::metrics::CONTENT_TYPE, body.into()),
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("metrics could not be encoded: {e}\n"),
+        ),
+    }
 }
 
 /// A `text/plain` response.

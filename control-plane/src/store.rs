@@ -22,6 +22,8 @@ use etcd_client::{
 };
 use routemaster_common::spec::{RouteSpec, ServiceSpec};
 
+use crate::metrics::Metrics;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("etcd is unreachable ({0})")]
@@ -84,6 +86,7 @@ pub struct Store {
     /// Index into `clients` of the endpoint to try first.
     preferred: Arc<AtomicUsize>,
     prefix: String,
+    metrics: Arc<Metrics>,
 }
 
 impl fmt::Debug for Store {
@@ -104,7 +107,12 @@ enum Key<'a> {
 impl Store {
     /// Connects lazily (etcd may be down at start); `require_leader` makes a watch on a
     /// member cut off from the quorum fail instead of hanging.
-    pub async fn connect(endpoints: &[String], prefix: &str) -> Result<Self, StoreError> {
+    /// Every request is timed and counted in `metrics`.
+    pub async fn connect(
+        endpoints: &[String],
+        prefix: &str,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, StoreError> {
         let options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(2))
             .with_timeout(Duration::from_secs(5))
@@ -122,7 +130,12 @@ impl Store {
             clients: clients.into(),
             preferred: Arc::new(AtomicUsize::new(0)),
             prefix: prefix.trim_end_matches('/').to_owned(),
+            metrics,
         })
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Runs `op` on the preferred endpoint's client, then on each other one in turn
@@ -130,7 +143,25 @@ impl Store {
     /// for every request we make: reads and lease calls are idempotent, and the write
     /// transaction is fenced (a retry of one that had landed fails the fence and the
     /// caller re-reads).
-    async fn call<T, F, Fut>(&self, mut op: F) -> Result<T, StoreError>
+    /// `operation` names the request in the metrics (time covers the failover too).
+    async fn call<T, F, Fut>(&self, operation: &str, op: F) -> Result<T, StoreError>
+    where
+        F: FnMut(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let start = std::time::Instant::now();
+        let result = self.call_any(op).await;
+        let error = match &result {
+            Ok(_) => None,
+            Err(StoreError::Unavailable(_)) => Some("unavailable"),
+            Err(StoreError::Rejected(_)) => Some("rejected"),
+            Err(StoreError::Corrupt { .. }) => Some("corrupt"),
+        };
+        self.metrics.etcd_request(operation, start.elapsed(), error);
+        result
+    }
+
+    async fn call_any<T, F, Fut>(&self, mut op: F) -> Result<T, StoreError>
     where
         F: FnMut(Client) -> Fut,
         Fut: Future<Output = Result<T, etcd_client::Error>>,
@@ -192,7 +223,7 @@ impl Store {
     pub async fn load(&self) -> Result<Stored, StoreError> {
         let prefix = self.config_prefix();
         let resp = self
-            .call(|mut c| {
+            .call("load", |mut c| {
                 let prefix = prefix.clone();
                 async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
             })
@@ -228,7 +259,7 @@ impl Store {
     pub async fn config_version(&self) -> Result<i64, StoreError> {
         let meta = self.meta_key();
         let resp = self
-            .call(|mut c| {
+            .call("config_version", |mut c| {
                 let meta = meta.clone();
                 async move { c.get(meta, Some(GetOptions::new().with_keys_only())).await }
             })
@@ -256,7 +287,7 @@ impl Store {
             .when([Compare::mod_revision(meta, CompareOp::Equal, meta_revision)])
             .and_then(ops);
         let resp = self
-            .call(|mut c| {
+            .call("txn", |mut c| {
                 let txn = txn.clone();
                 async move { c.txn(txn).await }
             })
@@ -269,7 +300,7 @@ impl Store {
     /// Watches configuration keys from `revision` (inclusive).
     pub async fn watch(&self, revision: i64) -> Result<WatchStream, StoreError> {
         let prefix = self.config_prefix();
-        self.call(|mut c| {
+        self.call("watch", |mut c| {
             let prefix = prefix.clone();
             async move {
                 c.watch(
@@ -311,7 +342,7 @@ impl Store {
     /// `last_seen`, so an etcd outage cannot expire it).
     pub async fn put_node(&self, id: &str, json: String) -> Result<(), StoreError> {
         let key = self.node_key(id);
-        self.call(|mut c| {
+        self.call("put_node", |mut c| {
             let (key, json) = (key.clone(), json.clone());
             async move { c.put(key, json, None::<PutOptions>).await }
         })
@@ -323,7 +354,7 @@ impl Store {
     pub async fn delete_node(&self, id: &str) -> Result<bool, StoreError> {
         let key = self.node_key(id);
         let resp = self
-            .call(|mut c| {
+            .call("delete_node", |mut c| {
                 let key = key.clone();
                 async move { c.delete(key, None::<DeleteOptions>).await }
             })
@@ -335,7 +366,7 @@ impl Store {
     pub async fn list_nodes(&self) -> Result<Vec<Vec<u8>>, StoreError> {
         let prefix = self.nodes_prefix();
         let resp = self
-            .call(|mut c| {
+            .call("list_nodes", |mut c| {
                 let prefix = prefix.clone();
                 async move { c.get(prefix, Some(GetOptions::new().with_prefix())).await }
             })

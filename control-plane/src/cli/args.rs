@@ -109,8 +109,30 @@ pub enum Command {
         output: StatusFormat,
         /// Poll until etcd is connected and the fleet has converged, for at most this
         /// long (e.g. 30s); without it, status checks once.
-        #[arg(long, alias = "timeout", value_name = "DURATION", value_parser = parse_duration)]
+        #[arg(long, alias = "timeout", value_name = "DURATION", value_parser = parse_duration, conflicts_with = "watch")]
         wait_converged: Option<Duration>,
+        /// Refresh every --interval until interrupted (Ctrl-C exits 0): redrawn in place
+        /// on a terminal, one block per refresh otherwise. Errors are shown in the frame
+        /// and the watch goes on.
+        #[arg(short, long)]
+        watch: bool,
+        /// Time between refreshes of --watch (at least 200ms).
+        #[arg(long, value_name = "DURATION", value_parser = parse_interval, default_value = "2s", requires = "watch")]
+        interval: Duration,
+    },
+    /// The route map: host → path → route → service → instances, and the proxies
+    /// serving each route (those of the route's group, with their state).
+    ///
+    /// The same map as the status API's GET /v1/map and the dashboard, built from the
+    /// same data read over the admin API.
+    Map {
+        /// Only what a request for HOST could match: HOST's own entries, the wildcards
+        /// that match it and the routes for any host.
+        #[arg(long, value_name = "HOST")]
+        host: Option<String>,
+        /// tree (default) or json (GET /v1/map's document).
+        #[arg(short, long, value_enum, default_value_t = MapFormat::Tree)]
+        output: MapFormat,
     },
 }
 
@@ -124,6 +146,13 @@ pub enum Format {
     Yaml,
 }
 
+/// Output format of `map`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MapFormat {
+    Tree,
+    Json,
+}
+
 /// Output format of `status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum StatusFormat {
@@ -134,6 +163,17 @@ pub enum StatusFormat {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration (e.g. 30s): {e}"))
+}
+
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < super::watch::MIN_INTERVAL {
+        return Err(format!(
+            "{s:?} is too short; the shortest interval is {}",
+            humantime::format_duration(super::watch::MIN_INTERVAL)
+        ));
+    }
+    Ok(d)
 }
 
 /// The kinds of object the CLI shows and deletes.
@@ -347,6 +387,10 @@ mod tests {
             "routemaster --control-plane http://h:1 status",
             "routemaster status -o json --wait-converged 30s",
             "routemaster status --timeout 2m",
+            "routemaster status --watch",
+            "routemaster status -w --interval 500ms -o json",
+            "routemaster map",
+            "routemaster map --host example.com -o json",
         ];
         for line in cases {
             Cli::try_parse_from(words(line)).unwrap_or_else(|e| panic!("{line}: {e}"));
@@ -356,7 +400,9 @@ mod tests {
             cli.command,
             Command::Status {
                 wait_converged: Some(d),
-                output: StatusFormat::Text
+                output: StatusFormat::Text,
+                watch: false,
+                ..
             } if d == Duration::from_secs(90)
         ));
         let cli = Cli::try_parse_from(words("routemaster apply -f a.yaml -f -")).unwrap();
@@ -370,6 +416,10 @@ mod tests {
             "routemaster delete",
             "routemaster delete route a b",
             "routemaster status --wait-converged soon",
+            "routemaster status --watch --wait-converged 1s",
+            "routemaster status --interval 1s",
+            "routemaster status --watch --interval 10ms",
+            "routemaster map -o yaml",
         ] {
             assert!(Cli::try_parse_from(words(bad)).is_err(), "{bad}");
         }

@@ -5,17 +5,18 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use routemaster_common::spec::{RouteSpec, ServiceSpec, Sources};
+use routemaster_common::spec::{ConfigSpec, RouteSpec, ServiceSpec, Sources};
 use routemaster_common::{ObjectRef, ValidationError};
 use routemaster_proto::v1;
 use routemaster_proto::v1::admin_client::AdminClient;
 use tonic::transport::{Channel, Endpoint};
 
-use super::args::{Cli, Command, Format, Kind, StatusFormat, parse_one, parse_target};
+use super::args::{Cli, Command, Format, Kind, MapFormat, StatusFormat, parse_one, parse_target};
 use super::diff::{self, DiffError};
 use super::error::CliError;
 use super::input::read_sources;
 use super::output::{self, NodesDoc, RoutesDoc, ServicesDoc, StatusDoc};
+use crate::map::RouteMap;
 use crate::nodes::Node;
 
 /// Largest admin message accepted either way.
@@ -70,8 +71,16 @@ pub async fn run(cli: &Cli, io: &mut Io<'_>) -> Result<Outcome, CliError> {
         Command::Delete { args } => delete(&url, args, io).await?,
         Command::Status {
             output,
+            wait_converged: _,
+            watch: true,
+            interval,
+        } => watch_status(&url, *output, *interval, io).await?,
+        Command::Status {
+            output,
             wait_converged,
+            ..
         } => status(&url, *output, *wait_converged, io).await?,
+        Command::Map { host, output } => map(&url, host.as_deref(), *output, io).await?,
     };
     io.out.flush()?;
     Ok(outcome)
@@ -459,6 +468,96 @@ async fn status(
             None => problem,
         })),
     }
+}
+
+/// `map`: the route map from the admin API's list and status, built by the same
+/// function as `GET /v1/map`.
+async fn map(
+    url: &str,
+    host: Option<&str>,
+    format: MapFormat,
+    io: &mut Io<'_>,
+) -> Result<Outcome, CliError> {
+    let mut admin = connect(url).await?;
+    let list = admin.list(io.err).await?;
+    let status = admin.status().await?;
+    let config = ConfigSpec {
+        services: listed_services(list.services)?,
+        routes: listed_routes(list.routes)?,
+        ..ConfigSpec::default()
+    };
+    let nodes: Vec<Node> = status.nodes.iter().map(Node::from).collect();
+    let mut map = RouteMap::build(status.version, &config, &nodes);
+    if let Some(h) = host {
+        map = map.for_host(h);
+    }
+    let text = match format {
+        MapFormat::Tree => crate::map::render_tree(&map),
+        MapFormat::Json => output::to_json(&map).map_err(CliError::Other)?,
+    };
+    io.out.write_all(text.as_bytes())?;
+    Ok(Outcome::Success)
+}
+
+/// `status --watch`: a frame every `interval` until Ctrl-C (SIGINT), which ends it with
+/// success. A failed refresh (control plane away) is shown in its frame; the next one
+/// reconnects.
+async fn watch_status(
+    url: &str,
+    format: StatusFormat,
+    interval: Duration,
+    io: &mut Io<'_>,
+) -> Result<Outcome, CliError> {
+    use std::io::IsTerminal;
+    let tty = std::io::stdout().is_terminal();
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
+    let mut admin: Option<Admin> = None;
+    let mut first = true;
+    loop {
+        let refresh = async {
+            let client = match admin.take() {
+                Some(a) => a,
+                None => connect(url).await?,
+            };
+            let mut client = client;
+            let resp = client.status().await;
+            admin = Some(client);
+            resp
+        };
+        let body = tokio::select! {
+            resp = refresh => match resp {
+                Ok(resp) => {
+                    let doc = StatusDoc::new(&resp);
+                    let mut body = String::new();
+                    if !resp.stale_reason.is_empty() {
+                        body.push_str(&format!("warning: {}\n", resp.stale_reason));
+                    }
+                    body.push_str(&match format {
+                        StatusFormat::Text => output::render_status(&doc, now_ms()),
+                        StatusFormat::Json => output::to_json(&doc).map_err(CliError::Other)?,
+                        StatusFormat::Yaml => output::to_yaml(&doc).map_err(CliError::Other)?,
+                    });
+                    body
+                }
+                Err(e) => {
+                    admin = None;
+                    format!("error: {e}\n")
+                }
+            },
+            _ = &mut interrupted => break,
+        };
+        let at = crate::nodes::rfc3339(now_ms());
+        io.out
+            .write_all(super::watch::frame(&body, &at, interval, tty, first).as_bytes())?;
+        io.out.flush()?;
+        first = false;
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            _ = &mut interrupted => break,
+        }
+    }
+    Ok(Outcome::Success)
 }
 
 /// The terminal's width when stdout is one (tables then wrap long cells), else `None`.

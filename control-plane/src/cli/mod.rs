@@ -18,6 +18,7 @@ pub mod diff;
 pub mod error;
 pub mod input;
 pub mod output;
+pub mod watch;
 
 pub use args::Cli;
 pub use commands::{Io, Outcome, run};

@@ -1,0 +1,571 @@
+//! The route map: host → path → route → service → instances, and which proxies serve
+//! each route. One pure builder ([`RouteMap::build`]) from the configuration (route
+//! file objects with defaults written out) and the node list, used by the status API's
+//! `GET /v1/map` (and so the dashboard) and by `routemaster map`, which builds it from
+//! the same data read over the admin API: the same input gives the same JSON. The
+//! terminal tree ([`render_tree`]) is pure too.
+//!
+//! A route with several hosts appears under each; a route without hosts under `*` (any
+//! host). Proxies serve a route when their `--group` is the route's group; nodes that
+//! left are not listed, lost ones are (with their state). The map holds no timestamps,
+//! so two reads of an unchanged system are equal.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use routemaster_common::spec::{ConfigSpec, PathSpec, RouteSpec, ServiceSpec};
+use serde::Serialize;
+
+use crate::nodes::{Node, NodeState};
+
+/// What `GET /v1/map` and `routemaster map -o json` return.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RouteMap {
+    /// The configuration version the map (and the nodes' states) are against.
+    pub version: u64,
+    /// Sorted by host name, `*` (routes for any host) last.
+    pub hosts: Vec<HostEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HostEntry {
+    /// A host name, a `*.suffix` wildcard, or `*` for routes without hosts.
+    pub host: String,
+    /// In the order the proxy tries them: priority, then the more specific path.
+    pub paths: Vec<PathEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PathEntry {
+    /// `prefix`, `exact` or `regex`.
+    pub kind: &'static str,
+    pub path: String,
+    pub routes: Vec<RouteEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RouteEntry {
+    pub id: String,
+    pub group: String,
+    pub priority: i32,
+    /// Empty: any method.
+    pub methods: Vec<String>,
+    /// Header and query conditions, one line each (`header x-env = canary`).
+    pub conditions: Vec<String>,
+    /// `forward` or `redirect`.
+    pub action: &'static str,
+    /// Where a redirect route sends clients (`https://{host}…`), if it is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<String>,
+    /// The services a forward route splits traffic over (one, or weighted backends).
+    pub services: Vec<ServiceEntry>,
+    /// The proxies of the route's group.
+    pub proxies: Vec<ProxyEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServiceEntry {
+    pub name: String,
+    /// Share of the route's traffic, in percent (100 for a single service).
+    pub share_percent: f64,
+    pub protocol: String,
+    pub instances: Vec<InstanceEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InstanceEntry {
+    pub address: String,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProxyEntry {
+    pub id: String,
+    /// `connected | behind | nacked | lost`.
+    pub state: NodeState,
+    pub applied_version: u64,
+}
+
+/// The host key of routes without `hosts`.
+pub const ANY_HOST: &str = "*";
+
+impl RouteMap {
+    /// `config` as `/v1/routes` + `/v1/services` show it (defaults written out; missing
+    /// defaults are filled in here too); `nodes` as `/v1/nodes`.
+    pub fn build(version: u64, config: &ConfigSpec, nodes: &[Node]) -> Self {
+        let services: BTreeMap<&str, &ServiceSpec> = config
+            .services
+            .iter()
+            .map(|s| (s.name.as_str(), s))
+            .collect();
+        let mut by_host: BTreeMap<String, BTreeMap<(String, &'static str), Vec<RouteEntry>>> =
+            BTreeMap::new();
+        for route in &config.routes {
+            let route = route.clone().with_defaults();
+            let entry = route_entry(&route, &services, nodes, version);
+            let (kind, path) = path_of(route.path.as_ref());
+            let hosts = match &route.hosts {
+                Some(h) if !h.is_empty() => h.iter().map(|h| h.to_ascii_lowercase()).collect(),
+                _ => vec![ANY_HOST.to_owned()],
+            };
+            for host in hosts {
+                by_host
+                    .entry(host)
+                    .or_default()
+                    .entry((path.clone(), kind))
+                    .or_default()
+                    .push(entry.clone());
+            }
+        }
+        let mut hosts: Vec<HostEntry> = by_host
+            .into_iter()
+            .map(|(host, paths)| {
+                let mut paths: Vec<PathEntry> = paths
+                    .into_iter()
+                    .map(|((path, kind), mut routes)| {
+                        routes.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.id.cmp(&b.id)));
+                        PathEntry { kind, path, routes }
+                    })
+                    .collect();
+                paths.sort_by(|a, b| {
+                    let top = |p: &PathEntry| p.routes.first().map_or(0, |r| r.priority);
+                    top(b)
+                        .cmp(&top(a))
+                        .then(kind_rank(a.kind).cmp(&kind_rank(b.kind)))
+                        .then(b.path.len().cmp(&a.path.len()))
+                        .then(a.path.cmp(&b.path))
+                });
+                HostEntry { host, paths }
+            })
+            .collect();
+        // `*` sorts before letters; it is the fallback, so it goes last.
+        hosts.sort_by_key(|h| (h.host == ANY_HOST, h.host.clone()));
+        RouteMap { version, hosts }
+    }
+
+    /// The map as a request for `host` sees it: that host's entries, the wildcards that
+    /// match it, and the routes for any host.
+    pub fn for_host(mut self, host: &str) -> Self {
+        let host = host.to_ascii_lowercase();
+        self.hosts.retain(|h| host_matches(&h.host, &host));
+        self
+    }
+}
+
+fn host_matches(pattern: &str, host: &str) -> bool {
+    if pattern == ANY_HOST || pattern == host {
+        return true;
+    }
+    pattern.strip_prefix("*.").is_some_and(|suffix| {
+        host.len() > suffix.len() + 1 && host.ends_with(&format!(".{suffix}"))
+    })
+}
+
+fn kind_rank(kind: &str) -> u8 {
+    match kind {
+        "exact" => 0,
+        "regex" => 1,
+        _ => 2,
+    }
+}
+
+fn path_of(path: Option<&PathSpec>) -> (&'static str, String) {
+    match path {
+        Some(PathSpec { exact: Some(p), .. }) => ("exact", p.clone()),
+        Some(PathSpec { regex: Some(p), .. }) => ("regex", p.clone()),
+        Some(PathSpec {
+            prefix: Some(p), ..
+        }) => ("prefix", p.clone()),
+        _ => ("prefix", "/".to_owned()),
+    }
+}
+
+fn route_entry(
+    route: &RouteSpec,
+    services: &BTreeMap<&str, &ServiceSpec>,
+    nodes: &[Node],
+    version: u64,
+) -> RouteEntry {
+    let group = route.group.clone().unwrap_or_default();
+    let mut conditions = Vec::new();
+    for h in route.headers.iter().flatten() {
+        conditions.push(condition("header", &h.name, &h.exact, &h.regex, h.present));
+    }
+    for q in route.query.iter().flatten() {
+        conditions.push(condition("query", &q.name, &q.exact, &q.regex, q.present));
+    }
+    let (action, redirect, backends) = match (&route.forward, &route.redirect) {
+        (Some(f), _) => {
+            let backends: Vec<(String, u32)> = match (&f.service, &f.backends) {
+                (Some(s), _) => vec![(s.clone(), 1)],
+                (None, Some(b)) => b
+                    .iter()
+                    .map(|b| (b.service.clone(), b.weight.unwrap_or(1)))
+                    .collect(),
+                (None, None) => Vec::new(),
+            };
+            ("forward", None, backends)
+        }
+        (None, Some(r)) => {
+            let mut to = String::new();
+            let _ = write!(
+                to,
+                "{}://{}",
+                r.scheme.as_deref().unwrap_or("{scheme}"),
+                r.host.as_deref().unwrap_or("{host}")
+            );
+            if let Some(port) = r.port {
+                let _ = write!(to, ":{port}");
+            }
+            match (&r.path, &r.prefix) {
+                (Some(p), _) => to.push_str(p),
+                (None, Some(p)) => {
+                    let _ = write!(to, "{p}…");
+                }
+                (None, None) => to.push_str("{path}"),
+            }
+            if let Some(code) = r.code {
+                let _ = write!(to, " ({code})");
+            }
+            ("redirect", Some(to), Vec::new())
+        }
+        (None, None) => ("forward", None, Vec::new()),
+    };
+    let total: u64 = backends.iter().map(|(_, w)| u64::from(*w)).sum();
+    let services = backends
+        .into_iter()
+        .map(|(name, weight)| {
+            let spec = services.get(name.as_str());
+            ServiceEntry {
+                share_percent: if total == 0 {
+                    0.0
+                } else {
+                    (f64::from(weight) * 1000.0 / total as f64).round() / 10.0
+                },
+                protocol: spec
+                    .and_then(|s| s.protocol)
+                    .map_or("http1", |p| p.as_str())
+                    .to_owned(),
+                instances: spec
+                    .map(|s| {
+                        s.instances
+                            .iter()
+                            .map(|i| InstanceEntry {
+                                address: i.address.clone(),
+                                weight: i.weight.unwrap_or(1),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                name,
+            }
+        })
+        .collect();
+    let proxies = nodes
+        .iter()
+        .filter(|n| n.record.group == group)
+        .map(|n| (n, n.state(version)))
+        .filter(|(_, state)| *state != NodeState::Left)
+        .map(|(n, state)| ProxyEntry {
+            id: n.record.id.clone(),
+            state,
+            applied_version: n.record.applied_version,
+        })
+        .collect();
+    RouteEntry {
+        id: route.id.clone(),
+        group,
+        priority: route.priority.unwrap_or(0),
+        methods: route.methods.clone().unwrap_or_default(),
+        conditions,
+        action,
+        redirect,
+        services,
+        proxies,
+    }
+}
+
+fn condition(
+    what: &str,
+    name: &str,
+    exact: &Option<String>,
+    regex: &Option<String>,
+    present: Option<bool>,
+) -> String {
+    match (exact, regex, present) {
+        (Some(v), _, _) => format!("{what} {name} = {v}"),
+        (None, Some(r), _) => format!("{what} {name} ~ {r}"),
+        (None, None, Some(false)) => format!("{what} {name} absent"),
+        _ => format!("{what} {name} present"),
+    }
+}
+
+/// The map as a tree for the terminal:
+///
+/// ```text
+/// example.com
+/// └── /api (prefix)
+///     └── route api  [group default]
+///         ├── service api-svc  100%
+///         │   └── 127.0.0.1:8080
+///         └── proxies: p1 (connected v42)
+/// ```
+pub fn render_tree(map: &RouteMap) -> String {
+    let mut out = format!("version {}\n", map.version);
+    if map.hosts.is_empty() {
+        out.push_str("(no routes)\n");
+        return out;
+    }
+    for host in &map.hosts {
+        let label = if host.host == ANY_HOST {
+            "* (any host)"
+        } else {
+            host.host.as_str()
+        };
+        let _ = writeln!(out, "{label}");
+        for (i, path) in host.paths.iter().enumerate() {
+            let last_path = i + 1 == host.paths.len();
+            line(
+                &mut out,
+                &[last_path],
+                &format!("{} ({})", path.path, path.kind),
+            );
+            for (j, route) in path.routes.iter().enumerate() {
+                let last_route = j + 1 == path.routes.len();
+                let mut head = format!("route {}  [group {}", route.id, route.group);
+                if route.priority != 0 {
+                    let _ = write!(head, ", priority {}", route.priority);
+                }
+                head.push(']');
+                if !route.methods.is_empty() {
+                    let _ = write!(head, " {}", route.methods.join(" "));
+                }
+                for c in &route.conditions {
+                    let _ = write!(head, " if {c}");
+                }
+                line(&mut out, &[last_path, last_route], &head);
+                let mut children: Vec<(String, Vec<String>)> = Vec::new();
+                if let Some(to) = &route.redirect {
+                    children.push((format!("redirect → {to}"), Vec::new()));
+                }
+                for s in &route.services {
+                    let mut head = format!("service {}  {}%", s.name, s.share_percent);
+                    if s.protocol != "http1" {
+                        let _ = write!(head, " ({})", s.protocol);
+                    }
+                    let instances = if s.instances.is_empty() {
+                        vec!["(no instances)".to_owned()]
+                    } else {
+                        s.instances
+                            .iter()
+                            .map(|i| {
+                                if i.weight == 1 {
+                                    i.address.clone()
+                                } else {
+                                    format!("{}  weight {}", i.address, i.weight)
+                                }
+                            })
+                            .collect()
+                    };
+                    children.push((head, instances));
+                }
+                let proxies = if route.proxies.is_empty() {
+                    "proxies: none in this group".to_owned()
+                } else {
+                    let list: Vec<String> = route
+                        .proxies
+                        .iter()
+                        .map(|p| format!("{} ({} v{})", p.id, p.state.as_str(), p.applied_version))
+                        .collect();
+                    format!("proxies: {}", list.join(", "))
+                };
+                children.push((proxies, Vec::new()));
+                for (k, (head, leaves)) in children.iter().enumerate() {
+                    let last_child = k + 1 == children.len();
+                    line(&mut out, &[last_path, last_route, last_child], head);
+                    for (l, leaf) in leaves.iter().enumerate() {
+                        let last_leaf = l + 1 == leaves.len();
+                        line(
+                            &mut out,
+                            &[last_path, last_route, last_child, last_leaf],
+                            leaf,
+                        );
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// One tree line: a column per level, `last[i]` whether the node at level i is the last
+/// of its siblings.
+fn line(out: &mut String, last: &[bool], text: &str) {
+    let Some((&me, above)) = last.split_last() else {
+        return;
+    };
+    for &l in above {
+        out.push_str(if l { "    " } else { "│   " });
+    }
+    out.push_str(if me { "└── " } else { "├── " });
+    out.push_str(text);
+    out.push('\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nodes::NodeRecord;
+
+    fn node(id: &str, group: &str, applied: u64, liveness: NodeState) -> Node {
+        Node {
+            record: NodeRecord {
+                id: id.into(),
+                group: group.into(),
+                applied_version: applied,
+                ..NodeRecord::default()
+            },
+            liveness,
+        }
+    }
+
+    fn config() -> ConfigSpec {
+        ConfigSpec::from_yaml(
+            r#"
+services:
+  - { name: api, instances: [{ address: "10.0.0.1:80" }, { address: "10.0.0.2:80", weight: 3 }] }
+  - { name: api-v2, protocol: h2c, instances: [{ address: "10.0.0.3:80" }] }
+  - { name: web, instances: [] }
+routes:
+  - id: api
+    hosts: [example.com, Api.Example.com]
+    path: { prefix: /api }
+    methods: [GET]
+    headers: [{ name: x-env, exact: canary }]
+    forward: { backends: [{ service: api, weight: 3 }, { service: api-v2, weight: 1 }] }
+  - { id: api-exact, hosts: [example.com], path: { exact: /api/health }, forward: { service: api } }
+  - { id: web, group: edge, forward: { service: web } }
+  - { id: old, hosts: ["*.example.com"], path: { prefix: /old }, redirect: { scheme: https, prefix: /new, code: 301 } }
+"#,
+        )
+        .unwrap()
+    }
+
+    fn nodes() -> Vec<Node> {
+        vec![
+            node("p1", "default", 7, NodeState::Connected),
+            node("p2", "default", 6, NodeState::Connected),
+            node("e1", "edge", 7, NodeState::Lost),
+            node("gone", "edge", 7, NodeState::Left),
+        ]
+    }
+
+    #[test]
+    fn the_map_goes_host_path_route_service_instance_proxy() {
+        let map = RouteMap::build(7, &config(), &nodes());
+        let hosts: Vec<&str> = map.hosts.iter().map(|h| h.host.as_str()).collect();
+        assert_eq!(
+            hosts,
+            ["*.example.com", "api.example.com", "example.com", "*"]
+        );
+        let example = &map.hosts[2];
+        // The exact path is tried before the prefix.
+        let paths: Vec<(&str, &str)> = example
+            .paths
+            .iter()
+            .map(|p| (p.kind, p.path.as_str()))
+            .collect();
+        assert_eq!(paths, [("exact", "/api/health"), ("prefix", "/api")]);
+        let api = &example.paths[1].routes[0];
+        assert_eq!(api.id, "api");
+        assert_eq!(api.methods, ["GET"]);
+        assert_eq!(api.conditions, ["header x-env = canary"]);
+        let shares: Vec<(&str, f64, &str)> = api
+            .services
+            .iter()
+            .map(|s| (s.name.as_str(), s.share_percent, s.protocol.as_str()))
+            .collect();
+        assert_eq!(shares, [("api", 75.0, "http1"), ("api-v2", 25.0, "h2c")]);
+        assert_eq!(
+            api.services[0].instances,
+            [
+                InstanceEntry {
+                    address: "10.0.0.1:80".into(),
+                    weight: 1
+                },
+                InstanceEntry {
+                    address: "10.0.0.2:80".into(),
+                    weight: 3
+                }
+            ]
+        );
+        let proxies: Vec<(&str, NodeState)> = api
+            .proxies
+            .iter()
+            .map(|p| (p.id.as_str(), p.state))
+            .collect();
+        assert_eq!(
+            proxies,
+            [("p1", NodeState::Connected), ("p2", NodeState::Behind)]
+        );
+        // The edge route: any host, its lost proxy listed, the one that left not.
+        let web = &map.hosts[3].paths[0].routes[0];
+        assert_eq!((web.id.as_str(), web.group.as_str()), ("web", "edge"));
+        assert_eq!(web.proxies.len(), 1);
+        assert_eq!(web.proxies[0].state, NodeState::Lost);
+        let old = &map.hosts[0].paths[0].routes[0];
+        assert_eq!(
+            (old.action, old.redirect.as_deref()),
+            ("redirect", Some("https://{host}/new… (301)"))
+        );
+    }
+
+    #[test]
+    fn host_filter_keeps_the_host_its_wildcards_and_any_host() {
+        let cases = [
+            ("example.com", vec!["example.com", "*"]),
+            (
+                "API.example.com",
+                vec!["*.example.com", "api.example.com", "*"],
+            ),
+            ("other.org", vec!["*"]),
+        ];
+        for (host, want) in cases {
+            let map = RouteMap::build(7, &config(), &nodes()).for_host(host);
+            let got: Vec<&str> = map.hosts.iter().map(|h| h.host.as_str()).collect();
+            assert_eq!(got, want, "{host}");
+        }
+    }
+
+    #[test]
+    fn the_tree() {
+        let map = RouteMap::build(7, &config(), &nodes()).for_host("example.com");
+        let want = "\
+version 7
+example.com
+├── /api/health (exact)
+│   └── route api-exact  [group default]
+│       ├── service api  100%
+│       │   ├── 10.0.0.1:80
+│       │   └── 10.0.0.2:80  weight 3
+│       └── proxies: p1 (connected v7), p2 (behind v6)
+└── /api (prefix)
+    └── route api  [group default] GET if header x-env = canary
+        ├── service api  75%
+        │   ├── 10.0.0.1:80
+        │   └── 10.0.0.2:80  weight 3
+        ├── service api-v2  25% (h2c)
+        │   └── 10.0.0.3:80
+        └── proxies: p1 (connected v7), p2 (behind v6)
+* (any host)
+└── / (prefix)
+    └── route web  [group edge]
+        ├── service web  100%
+        │   └── (no instances)
+        └── proxies: e1 (lost v7)
+";
+        assert_eq!(render_tree(&map), want);
+        let empty = RouteMap::build(1, &ConfigSpec::default(), &[]);
+        assert_eq!(render_tree(&empty), "version 1\n(no routes)\n");
+    }
+}
