@@ -6,7 +6,8 @@
 //!   gauges, the convergence histogram;
 //! - the dashboard at `GET /`, rendered by headless Chromium, shows the nodes, the
 //!   version and a route's way through the map (host → route → service → instance →
-//!   proxy); a screenshot is written to the test's temp dir;
+//!   proxy); a screenshot is written to the test's temp dir (copied to
+//!   `$ROUTEMASTER_KEEP_SCREENSHOT` when set);
 //! - `routemaster map` prints that map as a tree and, with `-o json`, exactly what
 //!   `GET /v1/map` returns;
 //! - `routemaster status --watch` prints refreshes until SIGINT, then exits 0.
@@ -252,6 +253,10 @@ async fn the_dashboard_renders_the_fleet_version_and_route_map_in_chromium() {
         "version missing:\n{dom}"
     );
     assert!(dom.contains("2/2 converged"), "{dom}");
+    // Nothing rendered from a missing value.
+    for bad in ["null", "undefined", "NaN", "[object"] {
+        assert!(!dom.contains(bad), "{bad} in the page:\n{dom}");
+    }
     // Both nodes, with their group and state.
     let nodes = rows(&dom, "node-row");
     assert_eq!(nodes.len(), 2, "{dom}");
@@ -301,6 +306,10 @@ async fn the_dashboard_renders_the_fleet_version_and_route_map_in_chromium() {
     assert!(dom.contains("change-row"), "{dom}");
 
     let png = std::fs::read(&screenshot).expect("no screenshot written");
+    // To look at it: ROUTEMASTER_KEEP_SCREENSHOT=/tmp/dashboard.png (the temp dir goes).
+    if let Some(keep) = std::env::var_os("ROUTEMASTER_KEEP_SCREENSHOT") {
+        std::fs::write(keep, &png).unwrap();
+    }
     assert!(
         png.starts_with(b"\x89PNG") && png.len() > 10_000,
         "{} bytes",

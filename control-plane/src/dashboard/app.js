@@ -184,13 +184,13 @@ function renderSummary(status) {
   const n = status.nodes;
   const converged = n.total > 0 && n.converged === n.total;
   const el = document.getElementById('summary');
-  el.replaceChildren(
+  el.replaceChildren(h('span', {},
     h('span', { id: 'version' }, `version ${status.version}`), ' · ',
     `${status.routes} routes, ${status.services} services`, ' · etcd ',
     h('span', { class: `badge ${status.etcd.connected ? 'ok' : 'bad'}` }, status.etcd.connected ? 'connected' : 'unreachable'),
     ' · fleet ',
     h('span', { class: `badge ${converged ? 'ok' : n.total ? 'warn' : ''}` }, `${n.converged}/${n.total} converged`),
-    n.lost ? [' ', h('span', { class: 'badge bad' }, `${n.lost} lost`)] : null);
+    n.lost ? [' ', h('span', { class: 'badge bad' }, `${n.lost} lost`)] : null));
 }
 
 async function fetchJson(path) {
