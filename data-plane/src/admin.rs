@@ -106,7 +106,11 @@ impl Admin {
             // credentials) must never be dumped here: when the model gains any, redact
             // them in this view (Envoy's config_dump shows them as `[redacted]`).
             config: full
-                .then(|| snapshot.as_ref().map(|s| ConfigSpec::from(s.config())))
+                .then(|| {
+                    snapshot
+                        .as_ref()
+                        .map(|s| ConfigSpec::from(s.config()).redacted())
+                })
                 .flatten(),
         }
     }

@@ -73,6 +73,10 @@ pub struct Args {
     /// Address for proxied traffic.
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
+    /// Address for HTTPS traffic (TLS 1.2/1.3; HTTP/1.1 or HTTP/2 by ALPN), with the
+    /// route file's `tls.certificates`. Off when not given.
+    #[arg(long, value_name = "ADDR")]
+    pub tls_listen: Option<SocketAddr>,
     /// Address for /healthz, /readyz, /config, /stats.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9901")]
     pub admin_listen: SocketAddr,

@@ -40,6 +40,10 @@ pub enum ProxyError {
     ClientTimeout,
     #[error("no route matched")]
     NoRoute,
+    /// The request's host is served with another certificate than this TLS connection
+    /// negotiated (RFC 9110 §15.5.20): the client must connect again for it.
+    #[error("misdirected request: this connection's certificate is not the one for that host")]
+    Misdirected,
     #[error("no configuration loaded yet")]
     NotReady,
     #[error("service {0:?} has no instances")]
@@ -68,7 +72,8 @@ impl ProxyError {
             | ProxyError::Rejected(_)
             | ProxyError::MalformedBody
             | ProxyError::ClientTimeout
-            | ProxyError::NoRoute => Side::Downstream,
+            | ProxyError::NoRoute
+            | ProxyError::Misdirected => Side::Downstream,
             ProxyError::UpstreamConnect(_)
             | ProxyError::UpstreamReset(_)
             | ProxyError::UpstreamProtocol(_)
@@ -92,6 +97,7 @@ impl ProxyError {
             ProxyError::Rejected(Rejected::Malformed(_)) => StatusCode::BAD_REQUEST,
             ProxyError::Rejected(Rejected::UnsupportedCoding) => StatusCode::NOT_IMPLEMENTED,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::NotReady | ProxyError::NoInstances(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamConnect(_)
             | ProxyError::UpstreamReset(_)

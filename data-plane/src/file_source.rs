@@ -175,10 +175,28 @@ pub async fn watch(
         let parsed = tokio::task::spawn_blocking(move || config_of(&files)).await;
         match parsed {
             Ok(Ok(config)) => {
+                // Certificate files are read and checked before anything is applied.
+                let snap = snapshot(&path, version + 1, config);
+                let st = Arc::clone(&state);
+                let done = tokio::task::spawn_blocking(move || crate::tls::apply(&st, snap)).await;
+                let applied = match done {
+                    Ok(Ok(applied)) => applied,
+                    Err(_) => {
+                        pending = true;
+                        continue;
+                    }
+                    Ok(Err(e)) => {
+                        pending = true;
+                        if rejected_hash != Some(hash) {
+                            rejected_hash = Some(hash);
+                            tracing::error!(error = %e, "route file rejected; keeping the last good table");
+                        }
+                        continue;
+                    }
+                };
                 pending = false;
                 applied_hash = hash;
                 version += 1;
-                let applied = state.apply(snapshot(&path, version, config));
                 tracing::info!(
                     version = applied.version,
                     routes = applied.routes,

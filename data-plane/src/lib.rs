@@ -8,7 +8,7 @@
 //! status in one place. [`workers`] runs one engine per thread, [`server`] serves the
 //! admin API, [`admin`] the admin endpoints, [`file_source`] loading and watching the
 //! route file, and [`control_plane`] the discovery stream to the control plane
-//! (connected mode). What the proxy shares with the control plane as a process
+//! (connected mode), and [`tls`] the certificates `--tls-listen` terminates TLS with. What the proxy shares with the control plane as a process
 //! (logging, signals, reading route files) is `routemaster-runtime`.
 
 pub mod admin;
@@ -25,6 +25,7 @@ pub mod routing;
 pub mod server;
 pub mod state;
 pub mod stats;
+pub mod tls;
 pub mod workers;
 
 /// Signals and the stop future, shared with the control plane.

@@ -66,6 +66,14 @@ fn run(args: Args) -> anyhow::Result<()> {
         });
     let (listeners, listen_addr) = workers::bind(args.listen, workers)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let (tls_listeners, tls_addr) = match args.tls_listen {
+        Some(addr) => {
+            let (l, a) = workers::bind(addr, workers)
+                .with_context(|| format!("--tls-listen: cannot listen on {addr}"))?;
+            (l, Some(a))
+        }
+        None => (Vec::new(), None),
+    };
     // The main runtime only runs the admin API, the snapshot source and signal handling;
     // proxied traffic runs on the worker threads.
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -76,7 +84,11 @@ fn run(args: Args) -> anyhow::Result<()> {
         let state = Arc::new(ProxyState::with_max_connections(max_connections));
         let initial_hash = initial.as_ref().map_or(0, |l| l.hash);
         if let (Source::File(path), Some(loaded)) = (&source, initial) {
-            let applied = state.apply(file_source::snapshot(path, 1, loaded.config));
+            let applied = routemaster_data_plane::tls::apply(
+                &state,
+                file_source::snapshot(path, 1, loaded.config),
+            )
+            .with_context(|| format!("{}", path.display()))?;
             tracing::info!(
                 routes = applied.routes,
                 services = applied.services,
@@ -90,10 +102,12 @@ fn run(args: Args) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {}", args.admin_listen))?;
         // One machine-readable line on stdout, so scripts and tests that bind port 0
         // learn the real addresses.
+        // Tests and scripts read this line: `tls ADDR` is appended with --tls-listen.
         println!(
-            "routemaster-proxy listening on {} admin {}",
+            "routemaster-proxy listening on {} admin {}{}",
             listen_addr,
-            admin_listener.local_addr()?
+            admin_listener.local_addr()?,
+            tls_addr.map(|a| format!(" tls {a}")).unwrap_or_default()
         );
 
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -112,6 +126,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         };
         let workers = Workers::spawn(
             listeners,
+            tls_listeners,
             &state,
             &UpstreamOptions::default(),
             &server_options,
@@ -123,6 +138,12 @@ fn run(args: Args) -> anyhow::Result<()> {
             admin_listener,
             Arc::new(Admin::new(Arc::clone(&state))),
             server_options,
+            stopped(),
+        ));
+        // Certificate files are watched like the route file (in either mode).
+        let _certificate_files = tokio::spawn(routemaster_data_plane::tls::watch(
+            Arc::clone(&state),
+            args.watch_interval,
             stopped(),
         ));
         let snapshots = match source {

@@ -117,6 +117,7 @@ impl Proxy {
                 query: parts.uri.query(),
                 method: &parts.method,
                 headers: &parts.headers,
+                tls: parts.extensions.get::<crate::tls::Session>(),
             },
         )?;
         let upstream = match decision {
@@ -172,6 +173,12 @@ impl Proxy {
                 .insert(header::TE, HeaderValue::from_static("trailers"));
         }
         add_forwarded(&mut parts.headers, client.ip(), Some(&original_host));
+        if parts.extensions.get::<crate::tls::Session>().is_some() {
+            parts.headers.insert(
+                crate::forwarding::X_FORWARDED_PROTO.clone(),
+                HeaderValue::from_static("https"),
+            );
+        }
         let upstream_host = upstream.host_rewrite.unwrap_or(original_host);
         parts.headers.insert(header::HOST, upstream_host);
         parts

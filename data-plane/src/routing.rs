@@ -30,6 +30,8 @@ pub struct Inbound<'a> {
     pub query: Option<&'a str>,
     pub method: &'a Method,
     pub headers: &'a dyn RequestHeaders,
+    /// The TLS session it came on (`None`: plain HTTP).
+    pub tls: Option<&'a crate::tls::Session>,
 }
 
 /// What to do with a request.
@@ -70,6 +72,9 @@ pub fn decide(state: &ProxyState, req: &Inbound<'_>) -> Result<Decision, ProxyEr
     let authority = req.authority.ok_or(ProxyError::MissingHost)?;
     check_authority(authority)?;
     let host = normalize_host(authority);
+    if let Some(tls) = req.tls {
+        tls.check_host(&host)?;
+    }
     let path = normalize_path(req.path)?;
 
     // 2. Route. The table stays loaded only for this function: the decision owns
@@ -94,7 +99,11 @@ pub fn decide(state: &ProxyState, req: &Inbound<'_>) -> Result<Decision, ProxyEr
             let location = redirect_location(
                 rule,
                 &RequestTarget {
-                    scheme: RedirectScheme::Http,
+                    scheme: if req.tls.is_some() {
+                        RedirectScheme::Https
+                    } else {
+                        RedirectScheme::Http
+                    },
                     host: &host,
                     port: authority_port(authority),
                     path: &path,

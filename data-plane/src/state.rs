@@ -30,6 +30,8 @@ pub struct ProxyState {
     pub started: Instant,
     /// Open client connections across workers, against `--max-connections`.
     pub connections: Arc<ConnectionLimit>,
+    /// The certificates `--tls-listen` serves ([`crate::tls`]).
+    pub tls: crate::tls::Terminator,
     draining: AtomicBool,
 }
 
@@ -147,6 +149,7 @@ impl ProxyState {
             stats: Stats::default(),
             started: Instant::now(),
             connections: ConnectionLimit::new(max),
+            tls: crate::tls::Terminator::default(),
             draining: AtomicBool::new(false),
         }
     }

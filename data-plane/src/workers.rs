@@ -48,15 +48,19 @@ pub struct Workers {
 }
 
 impl Workers {
+    /// `tls_listeners`: one per worker for `--tls-listen`, or none.
     pub fn spawn(
         listeners: Vec<std::net::TcpListener>,
+        tls_listeners: Vec<std::net::TcpListener>,
         state: &Arc<ProxyState>,
         upstream: &UpstreamOptions,
         server: &ServerOptions,
         stop: &watch::Receiver<bool>,
     ) -> io::Result<Self> {
         let mut threads = Vec::with_capacity(listeners.len());
+        let mut tls_listeners = tls_listeners.into_iter();
         for (i, listener) in listeners.into_iter().enumerate() {
+            let tls = tls_listeners.next();
             let state = Arc::clone(state);
             let upstream = upstream.clone();
             let server = server.clone();
@@ -75,8 +79,15 @@ impl Workers {
                                 return;
                             }
                         };
+                        let tls = match tls.map(tokio::net::TcpListener::from_std).transpose() {
+                            Ok(l) => l,
+                            Err(e) => {
+                                tracing::error!(worker = i, error = %e, "worker cannot use its TLS listener");
+                                return;
+                            }
+                        };
                         let engine = Arc::new(Engine::new(state, &upstream, server));
-                        h1::serve(listener, engine, stopped).await;
+                        h1::serve(listener, tls, engine, stopped).await;
                     });
                 })?;
             threads.push(thread);

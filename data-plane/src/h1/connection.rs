@@ -25,6 +25,7 @@ use super::io::{lingering_close, within, write_all_2};
 use super::relay::{self, Failure, ResponseCtx};
 use super::request::{self, Next, Rejected, Request};
 use super::response::{ClientSide, write_own};
+use super::stream::ClientStream;
 use crate::compile::EndpointGuard;
 use crate::error::ProxyError;
 use crate::server::ConnectionSlot;
@@ -34,15 +35,19 @@ use routemaster_common::model::Filters;
 /// The HTTP/2 connection preface; a connection starting with it is handed to hyper.
 pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-pub(super) struct Conn {
+/// Generic over the client stream ([`ClientStream`]: plain TCP, or TLS from
+/// `--tls-listen`), monomorphised: plain TCP pays nothing for TLS.
+pub(super) struct Conn<S = TcpStream> {
     engine: Arc<Engine>,
-    stream: TcpStream,
+    stream: S,
     client: SocketAddr,
     /// Bytes read from the client not yet consumed; no capacity while idle.
     inbuf: Vec<u8>,
     first: bool,
     /// This connection's place under `--max-connections`, held until it closes.
     _slot: ConnectionSlot,
+    /// What the TLS handshake settled (`None`: plain HTTP).
+    tls: Option<crate::tls::Session>,
 }
 
 /// Why reading the next request stopped without one.
@@ -69,10 +74,10 @@ struct Progress {
     undrained: usize,
 }
 
-impl Conn {
+impl<S: ClientStream> Conn<S> {
     pub(super) fn new(
         engine: Arc<Engine>,
-        stream: TcpStream,
+        stream: S,
         client: SocketAddr,
         slot: ConnectionSlot,
     ) -> Self {
@@ -83,7 +88,14 @@ impl Conn {
             inbuf: Vec::new(),
             first: true,
             _slot: slot,
+            tls: None,
         }
+    }
+
+    /// This connection came through a TLS handshake that settled `session`.
+    pub(super) fn with_tls(mut self, session: crate::tls::Session) -> Self {
+        self.tls = Some(session);
+        self
     }
 
     /// Serves requests until the connection ends.
@@ -119,11 +131,12 @@ impl Conn {
                         client,
                         inbuf,
                         _slot,
+                        tls,
                         ..
                     } = self;
                     // Boxed: hyper's connection state would otherwise enlarge every
                     // HTTP/1.1 connection's future too.
-                    Box::pin(super::h2::serve(&engine, stream, inbuf, client)).await;
+                    Box::pin(super::h2::serve(&engine, stream, inbuf, client, tls)).await;
                     return;
                 }
             };
@@ -155,11 +168,12 @@ impl Conn {
                     if self.inbuf.len() >= H2_PREFACE.len() {
                         return Err(Stop::H2);
                     }
-                } else if let Some(req) = request::prepare(
+                } else if let Some(req) = request::prepare_on(
                     &self.inbuf,
                     options.max_header_bytes,
                     self.client,
                     &self.engine.state,
+                    self.tls.as_ref(),
                 )
                 .map_err(Stop::Rejected)?
                 {

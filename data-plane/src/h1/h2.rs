@@ -8,23 +8,26 @@ use std::sync::Arc;
 
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
 use super::Engine;
 use super::connection::Busy;
 use super::io::Prefixed;
 use crate::server::Handler;
 
-pub(super) async fn serve(
+pub(super) async fn serve<S: super::stream::ClientStream>(
     engine: &Arc<Engine>,
-    stream: TcpStream,
+    stream: S,
     prefix: Vec<u8>,
     client: SocketAddr,
+    tls: Option<crate::tls::Session>,
 ) {
     let _busy = Busy::enter(engine);
     let proxy = Arc::clone(&engine.h2_proxy);
-    let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+    let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
         let proxy = Arc::clone(&proxy);
+        if let Some(tls) = &tls {
+            req.extensions_mut().insert(tls.clone());
+        }
         let head = req.method() == http::Method::HEAD;
         async move {
             Ok::<_, Infallible>(crate::server::head_has_no_body(

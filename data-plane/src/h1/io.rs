@@ -9,7 +9,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
 
 /// One socket operation with a progress deadline: `TimedOut` if it has not completed
 /// within `limit`. The timer is only registered if the operation has to wait.
@@ -50,7 +49,7 @@ pub async fn write_all_2<W: AsyncWrite + Unpin>(
 /// makes the kernel send RST, which can discard the response before the client reads
 /// it. So: half-close, then read and drop what the client still sends, bounded in
 /// time and bytes.
-pub async fn lingering_close(stream: &mut TcpStream) {
+pub async fn lingering_close<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) {
     const LINGER: Duration = Duration::from_secs(2);
     const MAX_DISCARD: usize = 1 << 20;
     if stream.shutdown().await.is_err() {
@@ -74,14 +73,14 @@ pub async fn lingering_close(stream: &mut TcpStream) {
 /// A stream whose first bytes were already read (the HTTP/2 preface and whatever
 /// followed it in the same read).
 #[derive(Debug)]
-pub struct Prefixed {
+pub struct Prefixed<S> {
     prefix: Vec<u8>,
     pos: usize,
-    inner: TcpStream,
+    inner: S,
 }
 
-impl Prefixed {
-    pub fn new(prefix: Vec<u8>, inner: TcpStream) -> Self {
+impl<S> Prefixed<S> {
+    pub fn new(prefix: Vec<u8>, inner: S) -> Self {
         Self {
             prefix,
             pos: 0,
@@ -90,7 +89,7 @@ impl Prefixed {
     }
 }
 
-impl AsyncRead for Prefixed {
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -111,7 +110,7 @@ impl AsyncRead for Prefixed {
     }
 }
 
-impl AsyncWrite for Prefixed {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

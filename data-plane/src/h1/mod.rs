@@ -9,7 +9,9 @@
 //! [`request`] / [`response`] (heads), [`head`] (field rules shared by both),
 //! [`chunked`] (strict chunked framing), [`relay`] (bodies), [`pool`] (upstream
 //! connections), [`tunnel`] (WebSocket after a 101), [`h2`] (hands HTTP/2
-//! prior-knowledge connections to hyper).
+//! prior-knowledge connections to hyper), [`stream`] (the client stream: TCP or TLS)
+//! and [`secure`] (a `--tls-listen` connection: handshake, then h2 or HTTP/1.1 by
+//! ALPN).
 //!
 //! Invariants: a message whose framing two parsers could read differently is refused
 //! (no smuggling through us); a reused upstream connection is retried only when the
@@ -28,6 +30,8 @@ mod properties;
 mod relay;
 pub mod request;
 mod response;
+mod secure;
+mod stream;
 mod tunnel;
 
 use std::future::Future;
@@ -91,11 +95,26 @@ impl Engine {
     }
 }
 
-/// Serves `listener` until `shutdown` resolves; then stops accepting, lets in-flight
+/// Accepts on `listener`, or never when there is none.
+async fn accept_if(
+    listener: Option<&TcpListener>,
+) -> (tokio::net::TcpStream, std::net::SocketAddr) {
+    match listener {
+        Some(l) => accept(l).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Serves `listener` (and `tls`, the `--tls-listen` one) until `shutdown` resolves; then stops accepting, lets in-flight
 /// requests finish (their responses say `connection: close`) and returns when none is
 /// left or the drain timeout passes. Idle connections are not waited for: the worker's
 /// runtime drops (closes) them when this returns.
-pub async fn serve(listener: TcpListener, engine: Arc<Engine>, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<TcpListener>,
+    engine: Arc<Engine>,
+    shutdown: impl Future<Output = ()>,
+) {
     let sweeper = {
         let engine = Arc::clone(&engine);
         tokio::spawn(async move {
@@ -119,10 +138,20 @@ pub async fn serve(listener: TcpListener, engine: Arc<Engine>, shutdown: impl Fu
                     None => refuse_overloaded(stream),
                 }
             }
+            (stream, client) = accept_if(tls.as_ref()) => {
+                match engine.state.connections.try_acquire() {
+                    Some(slot) => {
+                        tokio::spawn(secure::run(Arc::clone(&engine), stream, client, slot));
+                    }
+                    // Over the limit: closed before the handshake costs anything.
+                    None => drop(stream),
+                }
+            }
             () = &mut shutdown => break,
         }
     }
     drop(listener);
+    drop(tls);
     sweeper.abort();
     let all_done = engine.drain.all_done.notified();
     tokio::pin!(all_done);

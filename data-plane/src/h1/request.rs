@@ -94,6 +94,18 @@ pub fn prepare(
     client: SocketAddr,
     state: &ProxyState,
 ) -> Result<Option<Request>, Rejected> {
+    prepare_on(buf, max_head, client, state, None)
+}
+
+/// [`prepare`] for a request that came on a TLS connection (`tls`) or plain HTTP
+/// (`None`): the 421 rule, the redirect scheme and `x-forwarded-proto` follow it.
+pub fn prepare_on(
+    buf: &[u8],
+    max_head: usize,
+    client: SocketAddr,
+    state: &ProxyState,
+    tls: Option<&crate::tls::Session>,
+) -> Result<Option<Request>, Rejected> {
     let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
     let head_len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(
@@ -241,6 +253,7 @@ pub fn prepare(
             query,
             method: &method,
             headers: &RawHeaders(headers),
+            tls,
         },
     );
     let next = match decided {
@@ -311,7 +324,11 @@ pub fn prepare(
                 out.extend_from_slice(b"\r\n");
             }
             if ours("x-forwarded-proto") {
-                out.extend_from_slice(b"x-forwarded-proto: http\r\n");
+                out.extend_from_slice(if tls.is_some() {
+                    b"x-forwarded-proto: https\r\n"
+                } else {
+                    b"x-forwarded-proto: http\r\n"
+                });
             }
             if ours("x-forwarded-host") {
                 put_field(&mut out, b"x-forwarded-host", original_host);
