@@ -424,4 +424,38 @@ shop.example.com
         .unwrap();
     assert_eq!(stderr, "");
     assert!(!seen.contains('\x1b'), "escape codes on a pipe: {seen:?}");
+
+    // On a terminal (a pty from util-linux `script`), frames redraw in place: the screen
+    // is cleared once, then each frame starts at the cursor home and clears to the end
+    // of every line and below. `timeout` interrupts the watch with SIGINT after 2 s.
+    let cli = routemaster_integration_tests::process::binary("routemaster");
+    let out = tokio::time::timeout(
+        Duration::from_secs(20),
+        Command::new("script")
+            .args(["-q", "-e", "-c"])
+            .arg(format!(
+                "timeout --preserve-status -s INT 2 '{}' --control-plane {cp} status --watch --interval 200ms",
+                cli.display()
+            ))
+            .arg("/dev/null")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("script did not finish in 20s")
+    .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{shown:?}");
+    assert_eq!(shown.matches("\x1b[2J").count(), 1, "{shown:?}");
+    let frames = shown
+        .matches("\x1b[Hevery 200ms: routemaster status")
+        .count();
+    assert!(frames >= 2, "{frames} frames: {shown:?}");
+    assert_eq!(shown.matches("\x1b[J").count(), frames, "{shown:?}");
+    assert!(
+        shown.contains(&format!("version         {version}\x1b[K")),
+        "{shown:?}"
+    );
 }
