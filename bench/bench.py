@@ -73,7 +73,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="short runs, 1 round (smoke test)")
     ap.add_argument("--profile", action="store_true", help="perf/strace the proxies under load; writes bench/PROFILE.md")
     ap.add_argument("--workdir", type=Path, help="temp dir for configs and logs (default: a new one, removed at exit)")
-    ap.add_argument("--only", help="comma-separated subset: scenarios keys (%s), tables, idle" % ",".join(s.key for s in SCENARIOS))
+    ap.add_argument("--only", help="comma-separated subset: scenarios keys (%s), tables, obs, idle" % ",".join(s.key for s in SCENARIOS))
     ap.add_argument("--command", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
 
@@ -117,6 +117,8 @@ def main() -> int:
                 b.scenario(scn)
         if only is None or "tables" in only:
             b.tables()
+        if only is None or "obs" in only:
+            b.observability()
         if only is None or "idle" in only:
             b.idle()
         if not backend.alive():

@@ -1,6 +1,7 @@
 """The measured phases of a run and the raw results they collect: per scenario, peak
 throughput and fixed-rate latency of every proxy (rounds rotating the proxy order, CPU
-accounted from /proc); route-table sizes (routemaster only); idle-connection memory."""
+accounted from /proc); route-table sizes (routemaster only); the observability cost
+(metrics + access log on vs off, nginx with its access log); idle-connection memory."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from .loadgen import h2load, h2load_fixed_rate, oha, wrk, wrk_fixed_rate
 from .procstats import CLK_TCK, cpu_busy_jiffies, proc_status_kb, proc_ticks
 from .progress import log
 from .scenarios import TABLE_HOST, TABLE_PATH, TABLE_SIZES, Scenario, Settings, gen_route_table
-from .servers import Target, backend_counters, http_get, start_proxy, start_routemaster
+from .servers import Target, backend_counters, http_get, render, start_proxy, start_routemaster
 
 
 @dataclass
@@ -205,6 +206,52 @@ class Bench:
             for t in targets.values():
                 t.server.stop()
         self.results["tables"] = res
+
+    def observability(self) -> None:
+        """The logging hook's cost: the 64-connection HTTP/1.1 scenario against routemaster
+        with metrics and the access log off, with both on, and nginx with its access log on,
+        in the same run (interleaved rounds)."""
+        st = self.settings
+        scn = Scenario("obs64", "HTTP/1.1 keep-alive, 64 conns: observability", 64)
+        log("observability: routemaster metrics+access log off vs on, nginx access log on")
+        d = self.workdir / "obs"
+        d.mkdir(exist_ok=True)
+        conf = render("routemaster-routes.yaml", d / "routes.yaml", BACKEND_PORT=PORTS["backend"])
+        variants = {
+            "routemaster-off": ("--metrics", "off", "--access-log", "off"),
+            "routemaster-on": ("--metrics", "on", "--access-log", str(d / "routemaster-access.log")),
+        }
+        targets = {}
+        res = {}
+        try:
+            for i, (name, extra) in enumerate(variants.items()):
+                targets[name] = start_routemaster(conf, PORTS["table_base"] + 5 + i, PORTS["table_admin_base"] + 5 + i,
+                                                  name, self.workdir, extra=extra)
+            targets["nginx-log"] = start_proxy("nginx", self.workdir, tag="-log",
+                                               nginx_access_log=d / "nginx-access.log")
+            names = list(targets)
+            for name in names:
+                res[name] = {"throughput": [], "errors": []}
+                self.throughput(targets[name], scn, st.warmup_s)
+            for rnd in range(st.rounds):
+                order = names[rnd % len(names):] + names[: rnd % len(names)]
+                for name in order:
+                    try:
+                        r = self.throughput(targets[name], scn, st.run_s)
+                        res[name]["throughput"].append(r)
+                        log(f"  round {rnd + 1} {name:16s} {r['rps']:10.0f} req/s  "
+                            f"{fmt_num(r['cpu_us_per_req'], 2)} µs CPU/req")
+                    except Exception as e:  # noqa: BLE001
+                        res[name]["errors"].append(f"round {rnd + 1}: {e}")
+                        log(f"  round {rnd + 1} {name}: FAILED {e}")
+            for name in names:
+                res[name]["peak_rss_kb"] = proc_status_kb(targets[name].server.pids(), "VmHWM")
+            lines = d / "routemaster-access.log"
+            res["routemaster_access_log_lines"] = sum(1 for _ in lines.open()) if lines.exists() else 0
+        finally:
+            for t in targets.values():
+                t.server.stop()
+        self.results["observability"] = res
 
     def idle(self) -> None:
         st = self.settings

@@ -141,6 +141,25 @@ def report(b: Bench, meta: dict) -> str:
               f"| {'n/a' if r_ is None else f'{r_:.2f}x'}{verdict} | {fmt_num(cpu, 1)} |")
         w("")
 
+    obs = R.get("observability")
+    if obs:
+        w("")
+        w("## Observability cost (HTTP/1.1 keep-alive, 64 connections)")
+        w("")
+        w("routemaster with `--metrics off --access-log off`, with metrics and `--access-log FILE` on, and nginx "
+          "with its access log on (`buffer=64k flush=1s`), same run, rounds interleaved. Goal: on ≤ 1.05× off "
+          "CPU/request, and ≤ nginx with its log.")
+        w("")
+        w("| Variant | req/s | µs CPU/req | vs off |")
+        w("|---|---:|---:|---:|")
+        off = med([r["cpu_us_per_req"] for r in obs.get("routemaster-off", {}).get("throughput", [])])
+        for name in ["routemaster-off", "routemaster-on", "nginx-log"]:
+            thr = obs.get(name, {}).get("throughput", [])
+            cpu = med([r["cpu_us_per_req"] for r in thr])
+            w(f"| {name} | {fmt_num(med([r['rps'] for r in thr]), 0)} | {fmt_num(cpu, 2)} | "
+              f"{fmt_num(cpu / off, 3) + '×' if cpu and off else '–'} |")
+        w("")
+        w(f"Access log lines written by routemaster-on: {obs.get('routemaster_access_log_lines', 0)}.")
     idle = R.get("idle")
     if idle:
         w("## Idle memory")

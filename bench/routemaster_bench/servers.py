@@ -183,7 +183,7 @@ def start_backend(workdir: Path) -> Server:
     return s
 
 
-def start_proxy(name: str, workdir: Path, tag: str = "") -> Target:
+def start_proxy(name: str, workdir: Path, tag: str = "", nginx_access_log: Path | None = None) -> Target:
     """Start one proxy under test (fresh config dir `<name><tag>`), wait until it listens,
     then record its start time and idle RSS."""
     d = workdir / f"{name}{tag}"
@@ -195,6 +195,12 @@ def start_proxy(name: str, workdir: Path, tag: str = "") -> Target:
         conf = render("nginx-proxy.conf", d / "nginx.conf", DIR=d, BACKEND_PORT=PORTS["backend"],
                       H1_PORT=PORTS["nginx"], H2_PORT=PORTS["nginx_h2"], H2_LISTEN=listen,
                       H2_SYNTAX=syntax, NGINX_VERSION=v)
+        if nginx_access_log is not None:
+            # The access-log comparison: nginx's usual buffered log (64 KiB, flushed every
+            # second), like routemaster's per-worker buffer.
+            text = conf.read_text().replace(
+                "access_log off;", f"access_log {nginx_access_log} combined buffer=64k flush=1s;")
+            conf.write_text(text)
         s = Server(f"nginx{tag}", ["nginx", "-p", str(d), "-c", str(conf)], PROXY_CPU, workdir)
         t = Target(name, s, PORTS["nginx"], PORTS["nginx_h2"])
         wait_port(t.h1_port, 10, s)
@@ -218,13 +224,15 @@ def start_proxy(name: str, workdir: Path, tag: str = "") -> Target:
     return t
 
 
-def start_routemaster(conf: Path, port: int, admin: int, name: str, workdir: Path, timeout: float = 120) -> Target:
-    """routemaster-proxy with one worker on `conf`; ready when its admin /readyz answers 200."""
+def start_routemaster(conf: Path, port: int, admin: int, name: str, workdir: Path, timeout: float = 120,
+                      extra: tuple[str, ...] = ()) -> Target:
+    """routemaster-proxy with one worker on `conf` (plus `extra` flags); ready when its admin
+    /readyz answers 200."""
     argv = [str(PROXY_BIN), "--config", str(conf), "--listen", f"127.0.0.1:{port}",
             "--admin-listen", f"127.0.0.1:{admin}", "--workers", "1", "--drain-timeout", "1s",
             # The same connection cap as HAProxy's `maxconn 10200` (the default, half the
             # open-file limit, refuses part of the 10k idle-connection test).
-            "--max-connections", "10200"]
+            "--max-connections", "10200", *extra]
     s = Server(name, argv, PROXY_CPU, workdir)
     wait_http_200(admin, timeout, s, "/readyz")
     return Target("routemaster", s, port, port, admin)

@@ -46,6 +46,9 @@ pub struct ConfigView {
     pub applied_at: Option<String>,
     /// Connected mode only (`null` with a route file).
     pub control_plane: Option<ControlPlaneView>,
+    /// Each service's endpoints with their health as this proxy sees it, and whether
+    /// the service is in panic mode ([`crate::health`]).
+    pub upstreams: Vec<crate::health::UpstreamView>,
     /// The whole serving configuration in the route file's field names (`?full=1`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub config: Option<ConfigSpec>,
@@ -76,6 +79,8 @@ pub struct StatsView {
     pub open_connections: usize,
     /// Client connections turned away by `--max-connections`.
     pub refused_connections: u64,
+    /// Per service: panic-mode picks, `limits` refusals, retries, ejections.
+    pub upstreams: Vec<crate::health::UpstreamStats>,
 }
 
 impl Admin {
@@ -102,6 +107,11 @@ impl Admin {
                 last_snapshot_at: c.last_snapshot_at.map(rfc3339),
                 last_error: c.last_error,
             }),
+            upstreams: self
+                .state
+                .load()
+                .map(|c| crate::health::upstream_views(&c))
+                .unwrap_or_default(),
             // Everything in the model is routing data today. Secrets (TLS keys, upstream
             // credentials) must never be dumped here: when the model gains any, redact
             // them in this view (Envoy's config_dump shows them as `[redacted]`).
@@ -112,6 +122,26 @@ impl Admin {
                         .map(|s| ConfigSpec::from(s.config()).redacted())
                 })
                 .flatten(),
+        }
+    }
+
+    /// `GET /metrics`: Prometheus text format 0.0.4. A scraper that asks for
+    /// OpenMetrics (`Accept: application/openmetrics-text`) gets this format too, as
+    /// the `content-type` says; every Prometheus reads it.
+    fn metrics(&self) -> Response<ProxyBody> {
+        match crate::observe::metrics::render(&self.state) {
+            Ok(body) => {
+                let mut resp = text(StatusCode::OK, body);
+                resp.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static(prometheus::TEXT_FORMAT),
+                );
+                resp
+            }
+            Err(e) => text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot encode the metrics: {e}\n"),
+            ),
         }
     }
 
@@ -126,6 +156,11 @@ impl Admin {
             internal_errors: Stats::get(&s.internal_errors),
             open_connections: self.state.connections.open(),
             refused_connections: self.state.connections.refused(),
+            upstreams: self
+                .state
+                .load()
+                .map(|c| crate::health::upstream_stats(&c))
+                .unwrap_or_default(),
         }
     }
 }
@@ -146,9 +181,10 @@ impl Handler for Admin {
             },
             "/config" => json(&self.config_view(wants_full(req.uri().query()))),
             "/stats" => json(&self.stats_view()),
+            "/metrics" => self.metrics(),
             _ => text(
                 StatusCode::NOT_FOUND,
-                "not found; try /healthz, /readyz, /config, /stats\n",
+                "not found; try /healthz, /readyz, /config, /stats, /metrics\n",
             ),
         }
     }

@@ -108,11 +108,80 @@ pub struct Args {
     /// gets a 503 and is closed. Default: half the open-file limit, less 32.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_connections: Option<u64>,
+    /// Access log: one JSON line per proxied request (per WebSocket tunnel, per gRPC
+    /// stream) to standard output or appended to a file (reopened on SIGHUP). Lines are
+    /// dropped (and counted) rather than ever slowing requests.
+    #[arg(long, value_name = "stdout|PATH|off", default_value = "off", value_parser = parse_access_log)]
+    pub access_log: AccessLogArg,
+    /// Share of new traces (requests without a valid `traceparent`) started with the
+    /// sampled flag set, 0 to 1. Incoming sampled flags are always kept.
+    #[arg(long, value_name = "RATIO", default_value = "0", value_parser = parse_ratio)]
+    pub trace_sample_ratio: f64,
+    /// Record request metrics (`off` only to measure what they cost; /metrics still
+    /// answers, without per-request series moving).
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_on_off)]
+    pub metrics: OnOff,
     /// How often the route file is checked for changes.
     #[arg(long, value_name = "DURATION", default_value = "200ms", value_parser = parse_duration)]
     pub watch_interval: Duration,
     #[command(flatten)]
     pub log: LogArgs,
+}
+
+/// `--access-log`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogArg {
+    Off,
+    Stdout,
+    File(PathBuf),
+}
+
+impl AccessLogArg {
+    pub fn target(&self) -> Option<routemaster_data_plane::observe::access_log::Target> {
+        use routemaster_data_plane::observe::access_log::Target;
+        match self {
+            AccessLogArg::Off => None,
+            AccessLogArg::Stdout => Some(Target::Stdout),
+            AccessLogArg::File(p) => Some(Target::File(p.clone())),
+        }
+    }
+}
+
+fn parse_access_log(s: &str) -> Result<AccessLogArg, String> {
+    match s {
+        "" => Err("expected stdout, off or a file path".into()),
+        "off" => Ok(AccessLogArg::Off),
+        "stdout" | "-" => Ok(AccessLogArg::Stdout),
+        path => Ok(AccessLogArg::File(PathBuf::from(path))),
+    }
+}
+
+fn parse_ratio(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("{s:?} is not a ratio between 0 and 1")),
+    }
+}
+
+/// `on` or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+impl OnOff {
+    pub fn is_on(self) -> bool {
+        self == OnOff::On
+    }
+}
+
+fn parse_on_off(s: &str) -> Result<OnOff, String> {
+    match s {
+        "on" => Ok(OnOff::On),
+        "off" => Ok(OnOff::Off),
+        _ => Err(format!("{s:?}: expected on or off")),
+    }
 }
 
 /// Where snapshots come from.

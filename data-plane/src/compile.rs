@@ -1,26 +1,61 @@
 //! Snapshot → [`Compiled`]: the route table with each route's upstream clusters
-//! resolved, so the request path does no name lookups.
+//! resolved, so the request path does no name lookups. Each route also gets its metric
+//! series ([`crate::observe::metrics`]) here: a request finds its counters through the
+//! route it matched, never by name.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use routemaster_common::balance::Balancer;
-use routemaster_common::model::{Action, LoadBalancing, Protocol, Service};
+use routemaster_common::model::{
+    Action, HealthCheck, Limits, LoadBalancing, Outlier, Protocol, Retry, Service,
+};
 use routemaster_common::snapshot::Snapshot;
 use routemaster_common::table::RouteTable;
+
+use crate::error::ProxyError;
+use crate::health::{EndpointHealth, HealthRegistry, ServiceLoad, Wanted, now_ms};
+use crate::observe::metrics::{Metrics, PairMetrics, ServiceMetrics};
 
 /// One applied snapshot, ready to serve.
 #[derive(Debug)]
 pub struct Compiled {
-    pub table: RouteTable<Option<ForwardTarget>>,
+    pub table: RouteTable<RouteEntry>,
+    /// Every service's cluster, by name (for the metrics' endpoint gauges).
+    clusters: Vec<Arc<Cluster>>,
+}
+
+impl Compiled {
+    pub fn clusters(&self) -> impl Iterator<Item = &Cluster> {
+        self.clusters.iter().map(|c| &**c)
+    }
+
+    /// Every service's cluster, in name order.
+    pub fn all_clusters(&self) -> impl Iterator<Item = &Arc<Cluster>> {
+        self.clusters.iter()
+    }
+}
+
+/// A route's compiled payload.
+#[derive(Debug)]
+pub struct RouteEntry {
+    /// The route's counters for requests with no service (redirects, failures before
+    /// a backend is chosen).
+    pub metrics: Arc<PairMetrics>,
+    /// `None` for a redirect route.
+    pub forward: Option<ForwardTarget>,
 }
 
 /// Where a forwarding route sends traffic: one or more clusters, split by weight.
 #[derive(Debug)]
 pub struct ForwardTarget {
     clusters: Vec<Arc<Cluster>>,
+    /// The route's counters per backend, beside `clusters`.
+    metrics: Vec<Arc<PairMetrics>>,
     /// `None` for a single backend.
     split: Option<Balancer>,
+    /// The route's `forward.retry`, shared by its requests.
+    retry: Option<Arc<Retry>>,
 }
 
 impl ForwardTarget {
@@ -31,6 +66,19 @@ impl ForwardTarget {
         };
         self.clusters.get(i).map(|c| &**c)
     }
+
+    pub fn retry(&self) -> Option<&Arc<Retry>> {
+        self.retry.as_ref()
+    }
+
+    /// [`ForwardTarget::pick_cluster`], with the route's counters for that backend.
+    pub fn pick_backend(&self) -> Option<(&Arc<Cluster>, &Arc<PairMetrics>)> {
+        let i = match &self.split {
+            Some(b) => b.pick(|i| self.clusters.get(i).map_or(0, |c| c.in_flight())),
+            None => 0,
+        };
+        Some((self.clusters.get(i)?, self.metrics.get(i)?))
+    }
 }
 
 /// A service's instances with their balancer and in-flight counts.
@@ -40,21 +88,54 @@ pub struct Cluster {
     endpoints: Vec<Arc<Endpoint>>,
     /// `None` when the service has no instance with a positive weight.
     balancer: Option<Balancer>,
-    /// How its instances are spoken to (HTTP/1.1 or h2c).
+    /// How its instances are spoken to (HTTP/1.1 or HTTP/2, plain or TLS).
     protocol: Protocol,
+    /// For `h2`/`https`: the rustls config and server name, built once per snapshot.
+    tls: Option<Arc<crate::upstream::ServiceTls>>,
+    metrics: Arc<ServiceMetrics>,
+    /// Counters across workers and snapshots (limits, retry budget, panic picks).
+    load: Arc<ServiceLoad>,
+    outlier: Option<Outlier>,
+    limits: Option<Limits>,
+    health_check: Option<HealthCheck>,
+    /// Health can take endpoints out (a health check or outlier detection is set):
+    /// without it, picking reads no health at all.
+    guarded: bool,
 }
 
 #[derive(Debug)]
 pub struct Endpoint {
     pub authority: http::uri::Authority,
     in_flight: AtomicUsize,
+    weight: u32,
+    /// Shared with every snapshot that has this endpoint (see [`crate::health`]).
+    pub health: Arc<EndpointHealth>,
+}
+
+/// Why no endpoint was picked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PickError {
+    /// No instance with a positive weight.
+    NoInstances,
+    /// `limits.max_connections` requests are in flight already.
+    Overloaded,
+}
+
+impl PickError {
+    pub fn into_error(self, cluster: &Cluster) -> ProxyError {
+        match self {
+            PickError::NoInstances => ProxyError::NoInstances(cluster.name().into()),
+            PickError::Overloaded => ProxyError::Overloaded(cluster.name().into()),
+        }
+    }
 }
 
 impl Cluster {
-    fn new(service: &Service) -> Self {
+    fn new(service: &Service, metrics: &Metrics, health: &HealthRegistry) -> Self {
         let weights: Vec<u32> = service.instances().iter().map(|i| i.weight()).collect();
+        let name = service.name().as_str();
         Self {
-            name: service.name().as_str().into(),
+            name: name.into(),
             endpoints: service
                 .instances()
                 .iter()
@@ -62,12 +143,104 @@ impl Cluster {
                     Arc::new(Endpoint {
                         authority: i.address().clone(),
                         in_flight: AtomicUsize::new(0),
+                        weight: i.weight(),
+                        health: health.endpoint(name, i.address().as_str()),
                     })
                 })
                 .collect(),
             balancer: Balancer::new(service.load_balancing(), &weights),
             protocol: service.protocol(),
+            tls: service
+                .protocol()
+                .is_tls()
+                .then(|| crate::upstream::ServiceTls::build(service)),
+            metrics: metrics.service(name),
+            load: health.service(name),
+            outlier: service.outlier().cloned(),
+            limits: service.limits().cloned(),
+            health_check: service.health_check().cloned(),
+            guarded: service.health_check().is_some() || service.outlier().is_some(),
         }
+    }
+
+    /// Per-service counters (limits, retry budget, panic picks).
+    pub fn load(&self) -> &Arc<ServiceLoad> {
+        &self.load
+    }
+
+    pub fn limits(&self) -> Option<&Limits> {
+        self.limits.as_ref()
+    }
+
+    pub fn health_check(&self) -> Option<&HealthCheck> {
+        self.health_check.as_ref()
+    }
+
+    /// What [`HealthRegistry::reconcile`] needs about each endpoint.
+    pub fn wanted(&self) -> impl Iterator<Item = Wanted<'_>> {
+        self.endpoints.iter().map(|e| Wanted {
+            service: &self.name,
+            authority: &e.authority,
+            check: self.health_check.as_ref(),
+            protocol: self.protocol,
+            health: &e.health,
+        })
+    }
+
+    /// Panic mode: fewer than half the endpoints (with a positive weight) are healthy,
+    /// so health is ignored and every endpoint takes its share (Envoy's panic threshold).
+    pub fn in_panic(&self, now: u64) -> bool {
+        if !self.guarded {
+            return false;
+        }
+        let mut total = 0usize;
+        let mut healthy = 0usize;
+        for e in self.endpoints.iter().filter(|e| e.weight > 0) {
+            total += 1;
+            healthy += usize::from(e.health.available(now));
+        }
+        healthy * 2 < total
+    }
+
+    /// A real request's outcome at endpoint `i`, for outlier detection.
+    pub fn record(&self, i: usize, ok: bool) {
+        let (Some(outlier), Some(endpoint)) = (&self.outlier, self.endpoints.get(i)) else {
+            return;
+        };
+        let now = now_ms();
+        let may_eject = || {
+            let ejected = self
+                .endpoints
+                .iter()
+                .filter(|e| e.health.ejected(now))
+                .count();
+            (ejected + 1) * 100 <= outlier.max_ejected_percent() as usize * self.endpoints.len()
+        };
+        if let Some(period) = endpoint.health.record(
+            ok,
+            outlier.consecutive_failures(),
+            outlier.base_ejection(),
+            now,
+            may_eject,
+        ) {
+            self.load.ejections.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                service = %self.name,
+                endpoint = %endpoint.authority,
+                ejected_for_ms = u64::try_from(period.as_millis()).unwrap_or(u64::MAX),
+                ejections = endpoint.health.ejections(),
+                "outlier detection: endpoint ejected"
+            );
+        }
+    }
+
+    pub fn endpoints(&self) -> impl Iterator<Item = &Endpoint> {
+        self.endpoints.iter().map(|e| &**e)
+    }
+
+    /// Its upstream connection counters.
+    pub fn metrics(&self) -> &ServiceMetrics {
+        &self.metrics
     }
 
     pub fn name(&self) -> &str {
@@ -78,13 +251,54 @@ impl Cluster {
         self.protocol
     }
 
+    pub fn tls(&self) -> Option<&Arc<crate::upstream::ServiceTls>> {
+        self.tls.as_ref()
+    }
+
     /// The endpoint for the next request, counted in flight until the guard drops.
-    pub fn pick(&self) -> Option<EndpointGuard> {
-        let balancer = self.balancer.as_ref()?;
-        let i = balancer.pick(|i| self.endpoints[i].in_flight.load(Ordering::Relaxed));
-        let endpoint = Arc::clone(&self.endpoints[i]);
-        endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
-        Some(EndpointGuard(endpoint))
+    /// Healthy endpoints only, unless in panic mode; `tried` (bit `i` for endpoint `i`,
+    /// the first 64) are avoided while an untried healthy one exists. Only atomics.
+    pub fn pick(self: &Arc<Self>, tried: u64) -> Result<EndpointGuard, PickError> {
+        let balancer = self.balancer.as_ref().ok_or(PickError::NoInstances)?;
+        if let Some(limits) = &self.limits
+            && self.load.active.load(Ordering::Relaxed) >= limits.max_connections() as usize
+        {
+            self.load.overflows.fetch_add(1, Ordering::Relaxed);
+            return Err(PickError::Overloaded);
+        }
+        let load = |i: usize| self.endpoints[i].in_flight.load(Ordering::Relaxed);
+        let mut i = balancer.pick(load);
+        let untried = |i: usize| i >= 64 || tried & (1 << i) == 0;
+        if self.guarded || tried != 0 {
+            let now = if self.guarded { now_ms() } else { 0 };
+            let panic = self.in_panic(now);
+            if panic {
+                self.load.panic_picks.fetch_add(1, Ordering::Relaxed);
+            }
+            let healthy = |i: usize| {
+                let e = &self.endpoints[i];
+                e.weight > 0 && (!self.guarded || panic || e.health.available(now))
+            };
+            if !(healthy(i) && untried(i)) {
+                let n = self.endpoints.len();
+                let start = fastrand::usize(..n.max(1));
+                let scan =
+                    |ok: &dyn Fn(usize) -> bool| (0..n).map(|k| (start + k) % n).find(|&j| ok(j));
+                // The balancer's own choice first (weights, load), then any endpoint.
+                i = (0..n)
+                    .map(|_| balancer.pick(load))
+                    .find(|&j| healthy(j) && untried(j))
+                    .or_else(|| scan(&|j| healthy(j) && untried(j)))
+                    .or_else(|| scan(&healthy))
+                    .unwrap_or(i);
+            }
+        }
+        self.endpoints[i].in_flight.fetch_add(1, Ordering::Relaxed);
+        self.load.active.fetch_add(1, Ordering::Relaxed);
+        Ok(EndpointGuard {
+            cluster: Arc::clone(self),
+            index: i,
+        })
     }
 
     fn in_flight(&self) -> usize {
@@ -98,26 +312,58 @@ impl Cluster {
 /// Holds one in-flight slot on an endpoint (for least-request) until dropped, which
 /// happens when the response body ends or the request fails.
 #[derive(Debug)]
-pub struct EndpointGuard(Arc<Endpoint>);
+pub struct EndpointGuard {
+    cluster: Arc<Cluster>,
+    index: usize,
+}
+
+impl Endpoint {
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+}
 
 impl EndpointGuard {
     pub fn authority(&self) -> &http::uri::Authority {
-        &self.0.authority
+        &self.cluster.endpoints[self.index].authority
+    }
+
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
+    }
+
+    /// The endpoint's bit for [`Cluster::pick`]'s `tried` (0 past the first 64).
+    pub fn bit(&self) -> u64 {
+        if self.index < 64 { 1 << self.index } else { 0 }
+    }
+
+    /// This request's outcome here, for outlier detection: `ok` unless the endpoint
+    /// failed to connect, reset, timed out or answered 5xx.
+    pub fn record(&self, ok: bool) {
+        self.cluster.record(self.index, ok);
     }
 }
 
 impl Drop for EndpointGuard {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.cluster.endpoints[self.index]
+            .in_flight
+            .fetch_sub(1, Ordering::Relaxed);
+        self.cluster.load.active.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
-pub fn compile(snapshot: Arc<Snapshot>) -> Compiled {
+pub fn compile(snapshot: Arc<Snapshot>, metrics: &Metrics, health: &HealthRegistry) -> Compiled {
     let clusters: std::collections::HashMap<&str, Arc<Cluster>> = snapshot
         .config()
         .services()
         .iter()
-        .map(|s| (s.name().as_str(), Arc::new(Cluster::new(s))))
+        .map(|s| {
+            (
+                s.name().as_str(),
+                Arc::new(Cluster::new(s, metrics, health)),
+            )
+        })
         .collect();
     // A route naming an undeclared service cannot pass validation; should one slip
     // through, it behaves like a service with no instances (503), never a panic.
@@ -126,9 +372,34 @@ pub fn compile(snapshot: Arc<Snapshot>) -> Compiled {
         endpoints: Vec::new(),
         balancer: None,
         protocol: Protocol::Http1,
+        tls: None,
+        metrics: metrics.service("unknown"),
+        load: Arc::default(),
+        outlier: None,
+        limits: None,
+        health_check: None,
+        guarded: false,
     });
     let snap = Arc::clone(&snapshot);
-    let table = RouteTable::build(snap, |route| match route.action() {
+    let table = RouteTable::build(snap, |route| RouteEntry {
+        metrics: metrics.pair(route.id().as_str(), ""),
+        forward: forward_target(route, &clusters, &missing, metrics),
+    });
+    let mut all: Vec<Arc<Cluster>> = clusters.values().cloned().collect();
+    all.sort_by(|a, b| a.name.cmp(&b.name));
+    Compiled {
+        clusters: all,
+        table,
+    }
+}
+
+fn forward_target(
+    route: &routemaster_common::model::Route,
+    clusters: &std::collections::HashMap<&str, Arc<Cluster>>,
+    missing: &Arc<Cluster>,
+    metrics: &Metrics,
+) -> Option<ForwardTarget> {
+    match route.action() {
         Action::Redirect(_) => None,
         Action::Forward(f) => {
             let targets: Vec<Arc<Cluster>> = f
@@ -138,7 +409,7 @@ pub fn compile(snapshot: Arc<Snapshot>) -> Compiled {
                     clusters
                         .get(b.service().as_str())
                         .cloned()
-                        .unwrap_or_else(|| Arc::clone(&missing))
+                        .unwrap_or_else(|| Arc::clone(missing))
                 })
                 .collect();
             let split = (targets.len() > 1)
@@ -147,11 +418,16 @@ pub fn compile(snapshot: Arc<Snapshot>) -> Compiled {
                     Balancer::new(LoadBalancing::RoundRobin, &weights)
                 })
                 .flatten();
+            let pairs = targets
+                .iter()
+                .map(|c| metrics.pair(route.id().as_str(), c.name()))
+                .collect();
             Some(ForwardTarget {
                 clusters: targets,
+                metrics: pairs,
                 split,
+                retry: f.retry().cloned().map(Arc::new),
             })
         }
-    });
-    Compiled { table }
+    }
 }

@@ -434,6 +434,9 @@ async fn session<S: Future<Output = ()>>(
                     progress.received = true;
                     state.update_control_plane(|s| s.last_snapshot_at = Some(SystemTime::now()));
                     if let Some(reply) = handle_snapshot(snapshot, config, url, state).await {
+                        if matches!(reply, Message::Nack(_)) {
+                            state.observe.metrics.nacks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
                         let reply = v1::ProxyMessage { message: Some(reply) };
                         if tx.send(reply).await.is_err() {
                             return Disconnect::Outbound;
@@ -614,6 +617,34 @@ fn health_report(state: &ProxyState) -> v1::HealthReport {
         downstream_errors: Stats::get(&stats.downstream_errors),
         upstream_errors: Stats::get(&stats.upstream_errors),
         internal_errors: Stats::get(&stats.internal_errors),
+        shadow: state
+            .shadow
+            .counts()
+            .into_iter()
+            .map(|c| v1::ShadowCounts {
+                route: c.route,
+                fingerprint: c.fingerprint,
+                hit: c.hit,
+                miss: c.miss,
+                unknown: c.unknown,
+                recent: c
+                    .recent
+                    .into_iter()
+                    .map(|m| v1::ShadowMiss {
+                        at_unix_ms: m
+                            .at
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_millis() as u64),
+                        request_id: m.request_id,
+                        method: m.method,
+                        path: m.path,
+                        expected: m.expected,
+                        actual: m.actual,
+                        node: String::new(),
+                    })
+                    .collect(),
+            })
+            .collect(),
     }
 }
 

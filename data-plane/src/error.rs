@@ -48,14 +48,28 @@ pub enum ProxyError {
     NotReady,
     #[error("service {0:?} has no instances")]
     NoInstances(Box<str>),
+    /// The upstream answered with this status, on a try meant to be retried, and the
+    /// retry could not happen (budget, deadline): the client gets the same status.
+    #[error("upstream answered {0}")]
+    UpstreamStatus(u16),
+    /// The service's `limits` are reached (503 at once, nothing queued).
+    #[error("service {0:?} is at its concurrency limit")]
+    Overloaded(Box<str>),
     #[error("upstream connect failed")]
     UpstreamConnect(#[source] BoxError),
     #[error("upstream connection failed")]
     UpstreamReset(#[source] BoxError),
+    /// The TLS handshake failed (certificate, name, ALPN) or the service's TLS
+    /// settings cannot be used; the detail is in the log, not in the answer.
+    #[error("upstream TLS connection failed")]
+    UpstreamTls(#[source] BoxError),
     #[error("upstream sent a malformed response")]
     UpstreamProtocol(&'static str),
     #[error("upstream timed out")]
     UpstreamTimeout,
+    /// The gRPC client's own deadline (`grpc-timeout`, shorter than the route's) passed.
+    #[error("the call's grpc-timeout deadline passed before the upstream answered")]
+    DeadlineExceeded,
     #[error("upstream speaks HTTP/2 only; use an HTTP/2 client")]
     Http2OnlyUpstream,
     #[error("internal error: {0}")]
@@ -76,12 +90,16 @@ impl ProxyError {
             | ProxyError::Misdirected => Side::Downstream,
             ProxyError::UpstreamConnect(_)
             | ProxyError::UpstreamReset(_)
+            | ProxyError::UpstreamTls(_)
             | ProxyError::UpstreamProtocol(_)
-            | ProxyError::UpstreamTimeout => Side::Upstream,
+            | ProxyError::UpstreamTimeout
+            | ProxyError::UpstreamStatus(_)
+            | ProxyError::DeadlineExceeded => Side::Upstream,
             ProxyError::Http2OnlyUpstream => Side::Downstream,
-            ProxyError::NotReady | ProxyError::NoInstances(_) | ProxyError::Internal(_) => {
-                Side::Internal
-            }
+            ProxyError::NotReady
+            | ProxyError::NoInstances(_)
+            | ProxyError::Overloaded(_)
+            | ProxyError::Internal(_) => Side::Internal,
         }
     }
 
@@ -98,23 +116,45 @@ impl ProxyError {
             ProxyError::Rejected(Rejected::UnsupportedCoding) => StatusCode::NOT_IMPLEMENTED,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
-            ProxyError::NotReady | ProxyError::NoInstances(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NotReady | ProxyError::NoInstances(_) | ProxyError::Overloaded(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::UpstreamConnect(_)
             | ProxyError::UpstreamReset(_)
+            | ProxyError::UpstreamTls(_)
             | ProxyError::UpstreamProtocol(_)
             | ProxyError::Http2OnlyUpstream => StatusCode::BAD_GATEWAY,
-            ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::UpstreamTimeout | ProxyError::DeadlineExceeded => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
             ProxyError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ProxyError::UpstreamStatus(s) => {
+                StatusCode::from_u16(*s).unwrap_or(StatusCode::BAD_GATEWAY)
+            }
         }
     }
 
     /// The response the client gets: status, and a one-line body naming the reason and
     /// the request id. Counted by side.
     pub fn into_response(self, request_id: &[u8], stats: &Stats) -> Response<ProxyBody> {
+        self.into_traced_response(request_id, None, stats)
+    }
+
+    /// [`ProxyError::into_response`], with the request's trace id in the body too.
+    pub fn into_traced_response(
+        self,
+        request_id: &[u8],
+        trace_id: Option<&[u8]>,
+        stats: &Stats,
+    ) -> Response<ProxyBody> {
         self.count(stats);
         let status = self.status();
+        let trace = match trace_id {
+            Some(t) => format!("; trace id {}", String::from_utf8_lossy(t)),
+            None => String::new(),
+        };
         let body = format!(
-            "{} {}: {}; request id {}\n",
+            "{} {}: {}; request id {}{trace}\n",
             status.as_u16(),
             status.canonical_reason().unwrap_or(""),
             self,
@@ -130,7 +170,7 @@ impl ProxyError {
     /// END_STREAM). Counted by side like [`ProxyError::into_response`].
     pub fn into_grpc_response(self, request_id: &[u8], stats: &Stats) -> Response<ProxyBody> {
         self.count(stats);
-        let code = grpc_status(self.status());
+        let code = self.grpc_code();
         let message = format!(
             "routemaster: {}; request id {}",
             self,
@@ -147,6 +187,15 @@ impl ProxyError {
             headers.insert(GRPC_MESSAGE.clone(), v);
         }
         resp
+    }
+
+    /// The gRPC status for this failure: [`grpc_status`] of its HTTP status, except an
+    /// expired `grpc-timeout`, which is DEADLINE_EXCEEDED.
+    pub fn grpc_code(&self) -> GrpcCode {
+        match self {
+            ProxyError::DeadlineExceeded => GrpcCode::DeadlineExceeded,
+            _ => grpc_status(self.status()),
+        }
     }
 
     fn count(&self, stats: &Stats) {
@@ -179,6 +228,7 @@ pub fn is_grpc(headers: &http::HeaderMap) -> bool {
 pub enum GrpcCode {
     Internal = 13,
     Unknown = 2,
+    DeadlineExceeded = 4,
     Unauthenticated = 16,
     PermissionDenied = 7,
     Unimplemented = 12,
@@ -198,6 +248,18 @@ pub fn grpc_status(status: StatusCode) -> GrpcCode {
         429 | 502 | 503 | 504 => GrpcCode::Unavailable,
         _ => GrpcCode::Unknown,
     }
+}
+
+/// The `grpc-status` / `grpc-message` pair for `code` and `message` (percent-encoded).
+pub fn grpc_status_fields(code: GrpcCode, message: &str) -> [(HeaderName, HeaderValue); 2] {
+    [
+        (GRPC_STATUS.clone(), HeaderValue::from(code as u32)),
+        (
+            GRPC_MESSAGE.clone(),
+            HeaderValue::from_str(&grpc_percent_encode(message))
+                .unwrap_or_else(|_| HeaderValue::from_static("routemaster")),
+        ),
+    ]
 }
 
 /// `grpc-message` is percent-encoded: bytes outside visible ASCII and space, and `%`.
@@ -238,6 +300,7 @@ mod tests {
             ),
             (ProxyError::UpstreamProtocol("bad"), GrpcCode::Unavailable),
             (ProxyError::UpstreamTimeout, GrpcCode::Unavailable),
+            (ProxyError::DeadlineExceeded, GrpcCode::DeadlineExceeded),
             (ProxyError::Http2OnlyUpstream, GrpcCode::Unavailable),
             (ProxyError::MissingHost, GrpcCode::Internal),
             (ProxyError::MethodNotAllowed, GrpcCode::Unknown),
@@ -246,7 +309,7 @@ mod tests {
         let stats = Stats::default();
         for (error, want) in cases {
             let name = error.to_string();
-            assert_eq!(grpc_status(error.status()), want, "{name}");
+            assert_eq!(error.grpc_code(), want, "{name}");
             let resp = error.into_grpc_response(b"rid-1", &stats);
             assert_eq!(resp.status(), StatusCode::OK, "{name}");
             let h = resp.headers();

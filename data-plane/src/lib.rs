@@ -19,13 +19,17 @@ pub mod error;
 pub mod file_source;
 pub mod forwarding;
 pub mod h1;
+pub mod health;
+pub mod observe;
 pub mod proxy;
 pub mod responses;
 pub mod routing;
 pub mod server;
+pub mod shadow;
 pub mod state;
 pub mod stats;
 pub mod tls;
+pub mod upstream;
 pub mod workers;
 
 /// Signals and the stop future, shared with the control plane.

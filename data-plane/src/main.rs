@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use routemaster_data_plane::admin::Admin;
+use routemaster_data_plane::observe::access_log::AccessLog;
 use routemaster_data_plane::proxy::UpstreamOptions;
 use routemaster_data_plane::server::{
     ServerOptions, default_max_connections, raise_file_limit, serve,
@@ -80,8 +81,30 @@ fn run(args: Args) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
-    let workers = runtime.block_on(async move {
-        let state = Arc::new(ProxyState::with_max_connections(max_connections));
+    let (workers, state) = runtime.block_on(async move {
+        let state = Arc::new(ProxyState::with_limits(max_connections, workers));
+        state.observe.set_metrics(args.metrics.is_on());
+        state
+            .observe
+            .set_trace_sample_ratio(args.trace_sample_ratio);
+        if let Some(target) = args.access_log.target() {
+            let log = AccessLog::start(target).context("--access-log: cannot open it")?;
+            state.observe.set_access_log(log);
+        }
+        // SIGHUP reopens the access log (logrotate); it never stops the proxy.
+        let hangups = {
+            let state = Arc::clone(&state);
+            let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .context("cannot install the SIGHUP handler")?;
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    match state.observe.access_log() {
+                        Some(log) => log.reopen(),
+                        None => tracing::info!("SIGHUP: no access log to reopen"),
+                    }
+                }
+            })
+        };
         let initial_hash = initial.as_ref().map_or(0, |l| l.hash);
         if let (Source::File(path), Some(loaded)) = (&source, initial) {
             let applied = routemaster_data_plane::tls::apply(
@@ -189,9 +212,14 @@ fn run(args: Args) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
         let _ = admin_server.await;
         let _ = snapshots.await;
-        Ok::<_, anyhow::Error>(workers)
+        hangups.abort();
+        Ok::<_, anyhow::Error>((workers, state))
     })?;
     workers.join();
+    // The workers handed over their last lines as they stopped: write them out.
+    if let Some(log) = state.observe.access_log() {
+        log.sync(std::time::Duration::from_secs(5));
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -5,82 +5,74 @@
 //!    shared by both engines (400/404/503 and redirects come from there);
 //! 5. **upstream request** — rewritten path, hop-by-hop headers out, `x-forwarded-*`,
 //!    `Host`, `x-request-id` in;
-//! 6. **send** — pooled HTTP/1.1, or HTTP/2 with prior knowledge for `h2c` services
-//!    (gRPC: `te: trailers` kept, trailers relayed both ways as body frames), with the
-//!    route deadline (502/504 on failure);
-//! 7. **response** — hop-by-hop headers out, body streamed back under the same deadline.
+//! 6. **send** — on the client for the service's protocol ([`crate::upstream`]:
+//!    HTTP/1.1 or HTTP/2, plain or TLS; gRPC: `te: trailers` kept, trailers relayed
+//!    both ways as body frames), under the deadline (the route's `timeout`, or a
+//!    shorter `grpc-timeout`) and `--io-timeout` (502/504, DEADLINE_EXCEEDED);
+//! 7. **response** — hop-by-hop headers out, body streamed back under the same limits.
+//!
+//! [`Proxy::forward`] (phases 5–7) is also what the HTTP/1.1 engine calls for services
+//! its own pool does not speak (`h2c`, `h2`, `https`).
 //!
 //! Every failure is a [`ProxyError`]; [`Proxy::handle`] turns it into a response in one
 //! place and always echoes the request id (gRPC requests get a trailers-only gRPC
 //! status instead of a text page).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use http::uri::{PathAndQuery, Scheme};
-use http::{HeaderValue, Request, Response, Uri, Version, header};
+use http::{HeaderMap, HeaderValue, Request, Response, Uri, Version, header};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-use routemaster_common::model::Protocol;
 use tokio::time::Instant;
 
-use crate::body::ProxyBody;
+use crate::body::{BodyLimits, ProxyBody};
 use crate::error::{ProxyError, is_grpc};
 use crate::forwarding::{
     X_REQUEST_ID, add_forwarded, apply_filter, request_id, strip_hop_by_hop, te_is_trailers,
 };
 use crate::h1::request::Rejected;
-use crate::routing::{Decision, Inbound, decide};
+use crate::observe::TraceContext;
+use crate::observe::h2::Facts;
+use crate::routing::{Decision, Inbound, Upstream, decide};
 use crate::server::Handler;
 use crate::state::ProxyState;
 use crate::stats::InFlight;
 
-/// Upstream connection settings.
-#[derive(Debug, Clone)]
-pub struct UpstreamOptions {
-    pub connect_timeout: Duration,
-    pub idle_timeout: Duration,
-}
+static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+static TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
+pub use crate::upstream::UpstreamOptions;
+use crate::upstream::{Clients, RequestBody, TlsConnectError};
 
-impl Default for UpstreamOptions {
-    fn default() -> Self {
-        Self {
-            connect_timeout: Duration::from_secs(5),
-            idle_timeout: Duration::from_secs(60),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Proxy {
     state: Arc<ProxyState>,
-    /// HTTP/1.1 upstreams (`protocol: http1`).
-    client: Client<HttpConnector, Incoming>,
-    /// HTTP/2 with prior knowledge (`protocol: h2c`): multiplexed, one connection per
-    /// endpoint.
-    h2c: Client<HttpConnector, Incoming>,
+    /// One pooled client per upstream protocol (HTTP/2 ones multiplexed).
+    clients: Clients,
+    /// `--io-timeout`: the longest wait for the response head (once the request body
+    /// is all sent) and between response body frames, as on the HTTP/1.1 engine.
+    io_timeout: Duration,
+}
+
+/// Who the request is for, beside the request itself: what phase 5 adds.
+#[derive(Debug)]
+pub struct Origin<'a> {
+    pub client: IpAddr,
+    /// The client's host (its `Host` or `:authority`), sent up as `host` unless the
+    /// route rewrites it, and as `x-forwarded-host`.
+    pub host: HeaderValue,
+    pub request_id: &'a HeaderValue,
 }
 
 impl Proxy {
-    pub fn new(state: Arc<ProxyState>, options: &UpstreamOptions) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(options.connect_timeout));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(options.idle_timeout)
-            .build(connector.clone());
-        let h2c = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(options.idle_timeout)
-            .http2_only(true)
-            .build(connector);
-        Self { state, client, h2c }
+    pub fn new(state: Arc<ProxyState>, options: &UpstreamOptions, io_timeout: Duration) -> Self {
+        Self {
+            clients: Clients::new(options),
+            state,
+            io_timeout,
+        }
     }
 
     pub fn state(&self) -> &Arc<ProxyState> {
@@ -92,6 +84,7 @@ impl Proxy {
         req: Request<Incoming>,
         client: SocketAddr,
         request_id: &HeaderValue,
+        facts: &mut Facts,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         // 1–4. Normalise, route, act, select (shared with the HTTP/1.1 engine).
         let (mut parts, body) = req.into_parts();
@@ -117,11 +110,14 @@ impl Proxy {
                 query: parts.uri.query(),
                 method: &parts.method,
                 headers: &parts.headers,
+                request_id: request_id.as_bytes(),
                 tls: parts.extensions.get::<crate::tls::Session>(),
             },
+            &mut facts.tag,
         )?;
         let upstream = match decision {
             Decision::Redirect { status, location } => {
+                facts.reason = Some(crate::observe::Reason::Redirect);
                 let mut resp = Response::new(ProxyBody::empty());
                 *resp.status_mut() = status;
                 resp.headers_mut().insert(header::LOCATION, location);
@@ -132,7 +128,48 @@ impl Proxy {
             Decision::Forward(upstream) => upstream,
         };
         let authority = authority.ok_or(ProxyError::MissingHost)?;
+        // Reuse the client's Host value when there is one (a cheap clone, no copy).
+        let host = match parts.headers.get(header::HOST) {
+            Some(h) if parts.uri.authority().is_none() => h.clone(),
+            _ => HeaderValue::from_str(authority)
+                .map_err(|_| ProxyError::Internal("host is not a header value"))?,
+        };
+        let origin = Origin {
+            client: client.ip(),
+            host,
+            request_id,
+        };
+        // Trace context: ours goes up (the caller's tracestate only with its trace).
+        if let Some(trace) = &facts.trace {
+            parts
+                .headers
+                .insert(TRACEPARENT.clone(), trace.traceparent());
+        }
+        if !facts.keep_tracestate {
+            parts.headers.remove(&TRACESTATE);
+        }
+        if self.state.observe.logging() {
+            facts.endpoint = Some(upstream.endpoint.authority().clone());
+        }
+        let started = Instant::now();
+        let resp = self
+            .forward(parts, RequestBody::incoming(body), upstream, origin)
+            .await;
+        facts.upstream_time = Some(started.elapsed());
+        resp
+    }
 
+    /// Phases 5–7 for a routed request, whichever engine read it and whatever the
+    /// upstream speaks: the upstream request, the send under the deadline and the I/O
+    /// timeout, the response. `parts` is the request as the client sent it (its URI's
+    /// path and query are used unless the route rewrote them).
+    pub async fn forward(
+        &self,
+        mut parts: http::request::Parts,
+        body: RequestBody,
+        upstream: Upstream,
+        origin: Origin<'_>,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
         // 5. Upstream request.
         let path_and_query = match upstream.path_and_query {
             Some(pq) => PathAndQuery::try_from(pq)
@@ -142,26 +179,29 @@ impl Proxy {
                 None => PathAndQuery::from_static("/"),
             },
         };
-        // Reuse the client's Host value when there is one (a cheap clone, no copy).
-        let original_host = match parts.headers.get(header::HOST) {
-            Some(h) if parts.uri.authority().is_none() => h.clone(),
-            _ => HeaderValue::from_str(authority)
-                .map_err(|_| ProxyError::Internal("host is not a header value"))?,
-        };
-        let deadline = upstream.timeout.map(|t| Instant::now() + t);
+        let now = Instant::now();
+        let grpc = is_grpc(&parts.headers);
+        let (deadline, grpc_deadline) = deadline(now, upstream.timeout, grpc, &parts.headers);
         let endpoint = upstream.endpoint;
+        let protocol = upstream.protocol;
+        let tls = upstream.tls;
+        let shadow = upstream.shadow;
 
         let mut uri_parts = http::uri::Parts::default();
-        uri_parts.scheme = Some(Scheme::HTTP);
+        uri_parts.scheme = Some(if protocol.is_tls() {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        });
         uri_parts.authority = Some(endpoint.authority().clone());
         uri_parts.path_and_query = Some(path_and_query);
         parts.uri = Uri::from_parts(uri_parts)
             .map_err(|_| ProxyError::Internal("cannot build upstream uri"))?;
-        let h2c = upstream.protocol == Protocol::H2c;
+        let http2 = protocol.is_http2();
         // `te` is hop-by-hop, but HTTP/2 allows exactly `te: trailers` (RFC 9113
-        // §8.2.2) and gRPC servers require it: kept for h2c upstreams only.
-        let te_trailers = h2c && te_is_trailers(&parts.headers);
-        parts.version = if h2c {
+        // §8.2.2) and gRPC servers require it: kept for HTTP/2 upstreams only.
+        let te_trailers = http2 && te_is_trailers(&parts.headers);
+        parts.version = if http2 {
             Version::HTTP_2
         } else {
             Version::HTTP_11
@@ -172,55 +212,132 @@ impl Proxy {
                 .headers
                 .insert(header::TE, HeaderValue::from_static("trailers"));
         }
-        add_forwarded(&mut parts.headers, client.ip(), Some(&original_host));
+        add_forwarded(&mut parts.headers, origin.client, Some(&origin.host));
         if parts.extensions.get::<crate::tls::Session>().is_some() {
             parts.headers.insert(
                 crate::forwarding::X_FORWARDED_PROTO.clone(),
                 HeaderValue::from_static("https"),
             );
         }
-        let upstream_host = upstream.host_rewrite.unwrap_or(original_host);
+        let upstream_host = upstream.host_rewrite.unwrap_or(origin.host);
         parts.headers.insert(header::HOST, upstream_host);
         parts
             .headers
-            .insert(X_REQUEST_ID.clone(), request_id.clone());
+            .insert(X_REQUEST_ID.clone(), origin.request_id.clone());
         // The route's request filter runs last, over the proxy's own fields too.
         let filters = upstream.filters;
         if let Some(f) = filters.as_deref() {
             apply_filter(&mut parts.headers, f.request_headers());
         }
 
-        // 6. Send.
-        let client = if h2c { &self.h2c } else { &self.client };
-        let sent = client.request(Request::from_parts(parts, body));
-        let result = match deadline {
-            Some(at) => tokio::time::timeout_at(at, sent)
-                .await
-                .map_err(|_| ProxyError::UpstreamTimeout)?,
-            None => sent.await,
+        // 6. Send: the deadline bounds the whole exchange; the I/O timeout bounds the
+        // wait for the head once the request body is all sent.
+        let body_finished = body.finished_flag();
+        let sent = self
+            .clients
+            .request(protocol, tls.as_ref(), Request::from_parts(parts, body));
+        tokio::pin!(sent);
+        let timed_out = if grpc_deadline {
+            ProxyError::DeadlineExceeded
+        } else {
+            ProxyError::UpstreamTimeout
         };
-        let resp = result.map_err(|e| {
-            if e.is_connect() {
-                ProxyError::UpstreamConnect(e.into())
-            } else {
-                ProxyError::UpstreamReset(e.into())
+        let result = loop {
+            let idle_at = Instant::now() + self.io_timeout;
+            let wake = deadline.map_or(idle_at, |d| d.min(idle_at));
+            tokio::select! {
+                r = &mut sent => break r,
+                () = tokio::time::sleep_until(wake) => {
+                    if deadline.is_some_and(|d| d <= Instant::now()) {
+                        return Err(timed_out);
+                    }
+                    let streaming = body_finished
+                        .as_ref()
+                        .is_some_and(|f| !f.load(Ordering::Acquire));
+                    if !streaming {
+                        return Err(ProxyError::UpstreamTimeout);
+                    }
+                }
             }
-        })?;
+        };
+        let resp = result.map_err(upstream_error)?;
 
         // 7. Response.
         let (mut rparts, rbody) = resp.into_parts();
+        if let Some(probe) = shadow {
+            probe.judge_map(rparts.status.as_u16(), &rparts.headers);
+        }
         strip_hop_by_hop(&mut rparts.headers);
         rparts
             .headers
-            .insert(X_REQUEST_ID.clone(), request_id.clone());
+            .insert(X_REQUEST_ID.clone(), origin.request_id.clone());
         if let Some(f) = filters.as_deref() {
             apply_filter(&mut rparts.headers, f.response_headers());
         }
-        let deadline = deadline.map(tokio::time::sleep_until);
+        let limits = BodyLimits {
+            deadline,
+            grpc_deadline,
+            idle: self.io_timeout,
+            grpc,
+        };
         Ok(Response::from_parts(
             rparts,
-            ProxyBody::upstream(rbody, deadline, endpoint),
+            ProxyBody::upstream(rbody, limits, endpoint),
         ))
+    }
+}
+
+/// The exchange's deadline: the route's `timeout`, or for a gRPC request a shorter
+/// `grpc-timeout` (then the second value is true: expiry is DEADLINE_EXCEEDED).
+fn deadline(
+    now: Instant,
+    route: Option<Duration>,
+    grpc: bool,
+    headers: &HeaderMap,
+) -> (Option<Instant>, bool) {
+    let client = grpc
+        .then(|| headers.get("grpc-timeout").and_then(grpc_timeout))
+        .flatten();
+    match (route, client) {
+        (Some(r), Some(c)) if c < r => (Some(now + c), true),
+        (None, Some(c)) => (Some(now + c), true),
+        (r, _) => (r.map(|r| now + r), false),
+    }
+}
+
+/// `grpc-timeout` (gRPC over HTTP/2: 1–8 digits and a unit, `H` `M` `S` `m` `u` `n`).
+/// A malformed value is not a deadline (it is passed on as it came).
+pub fn grpc_timeout(value: &HeaderValue) -> Option<Duration> {
+    let v = value.as_bytes();
+    let (digits, unit) = v.split_at_checked(v.len().checked_sub(1)?)?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(match unit {
+        b"H" => Duration::from_secs(n * 3600),
+        b"M" => Duration::from_secs(n * 60),
+        b"S" => Duration::from_secs(n),
+        b"m" => Duration::from_millis(n),
+        b"u" => Duration::from_micros(n),
+        b"n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// A hyper client failure as the proxy reports it: TLS, connect, or reset.
+fn upstream_error(e: hyper_util::client::legacy::Error) -> ProxyError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(s) = source {
+        if let Some(tls) = s.downcast_ref::<TlsConnectError>() {
+            return ProxyError::UpstreamTls(tls.0.clone().into());
+        }
+        source = s.source();
+    }
+    if e.is_connect() {
+        ProxyError::UpstreamConnect(e.into())
+    } else {
+        ProxyError::UpstreamReset(e.into())
     }
 }
 
@@ -230,20 +347,99 @@ impl Handler for Proxy {
         let _in_flight = InFlight::start(stats);
         let request_id = request_id(req.headers());
         let grpc = is_grpc(req.headers());
+        let mut traceparents = req.headers().get_all(&TRACEPARENT).iter();
+        let incoming = match (traceparents.next(), traceparents.next()) {
+            (Some(one), None) => Some(one.as_bytes()),
+            _ => None,
+        };
+        let (trace, keep_tracestate) =
+            TraceContext::for_request(incoming, self.state.observe.sample_threshold());
+        let mut facts = Facts {
+            trace: Some(trace),
+            keep_tracestate,
+            ..Facts::default()
+        };
         // A proxied response has its x-request-id (and the route's response filter)
         // already; our own answers get it here.
-        match self.proxy(req, client, &request_id).await {
+        let mut resp = match self.proxy(req, client, &request_id, &mut facts).await {
             Ok(resp) => resp,
             Err(e) => {
                 tracing::debug!(error = %e, side = ?e.side(), request_id = ?request_id, "request failed");
+                facts.reason = Some(crate::observe::Reason::of(&e));
+                facts.upstream_time = None;
                 let mut resp = if grpc {
                     e.into_grpc_response(request_id.as_bytes(), stats)
                 } else {
-                    e.into_response(request_id.as_bytes(), stats)
+                    e.into_traced_response(
+                        request_id.as_bytes(),
+                        Some(&trace.trace_id_hex()),
+                        stats,
+                    )
                 };
                 resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
                 resp
             }
+        };
+        resp.extensions_mut().insert(facts);
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_are_read_by_the_spec() {
+        let cases: &[(&str, Option<Duration>)] = &[
+            ("1H", Some(Duration::from_secs(3600))),
+            ("2M", Some(Duration::from_secs(120))),
+            ("30S", Some(Duration::from_secs(30))),
+            ("250m", Some(Duration::from_millis(250))),
+            ("7u", Some(Duration::from_micros(7))),
+            ("99999999n", Some(Duration::from_nanos(99_999_999))),
+            ("123456789m", None), // nine digits
+            ("m", None),
+            ("10", None),
+            ("10s", None),
+            ("-1S", None),
+            ("1.5S", None),
+            ("", None),
+        ];
+        for (value, want) in cases {
+            assert_eq!(
+                grpc_timeout(&HeaderValue::from_static(value)),
+                *want,
+                "{value:?}"
+            );
         }
+    }
+
+    #[test]
+    fn the_shorter_of_route_timeout_and_grpc_timeout_is_the_deadline() {
+        let now = Instant::now();
+        let mut h = HeaderMap::new();
+        h.insert("grpc-timeout", HeaderValue::from_static("100m"));
+        let ms = Duration::from_millis;
+        let cases = [
+            // (route timeout, grpc request, want deadline, want it to be the client's)
+            (Some(ms(5000)), true, Some(now + ms(100)), true),
+            (Some(ms(50)), true, Some(now + ms(50)), false),
+            (None, true, Some(now + ms(100)), true),
+            // Only gRPC requests have a grpc-timeout.
+            (Some(ms(5000)), false, Some(now + ms(5000)), false),
+            (None, false, None, false),
+        ];
+        for (route, grpc, want, client) in cases {
+            assert_eq!(
+                deadline(now, route, grpc, &h),
+                (want, client),
+                "{route:?} {grpc}"
+            );
+        }
+        assert_eq!(
+            deadline(now, Some(ms(10)), true, &HeaderMap::new()),
+            (Some(now + ms(10)), false)
+        );
     }
 }

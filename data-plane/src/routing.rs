@@ -11,13 +11,17 @@ use std::time::Duration;
 use http::{HeaderValue, Method, StatusCode};
 use routemaster_common::headers::RequestHeaders;
 use routemaster_common::host::{authority_port, check_authority, normalize_host};
-use routemaster_common::model::{Action, Filters, Protocol, Rewrite, Scheme as RedirectScheme};
+use routemaster_common::model::{
+    Action, Filters, Protocol, Retry, Rewrite, Scheme as RedirectScheme,
+};
 use routemaster_common::path::normalize_path;
 use routemaster_common::rewrite::{RequestTarget, redirect_location, replace_prefix};
 use routemaster_common::table::RequestHead;
 
 use crate::compile::EndpointGuard;
 use crate::error::ProxyError;
+use crate::observe::PairMetrics;
+use crate::shadow::ShadowProbe;
 use crate::state::ProxyState;
 
 /// What routing looks at, as received.
@@ -30,6 +34,8 @@ pub struct Inbound<'a> {
     pub query: Option<&'a str>,
     pub method: &'a Method,
     pub headers: &'a dyn RequestHeaders,
+    /// The request's id (the client's `x-request-id`, else ours), for shadow misses.
+    pub request_id: &'a [u8],
     /// The TLS session it came on (`None`: plain HTTP).
     pub tls: Option<&'a crate::tls::Session>,
 }
@@ -58,12 +64,25 @@ pub struct Upstream {
     pub timeout: Option<Duration>,
     /// The route's header filters, if it has any (an `Arc` clone, no copy).
     pub filters: Option<Arc<Filters>>,
-    /// The chosen service's protocol: HTTP/1.1, or HTTP/2 with prior knowledge.
+    /// The chosen service's protocol: HTTP/1.1 or HTTP/2, plain or TLS.
     pub protocol: Protocol,
+    /// The service's TLS settings (`h2`, `https`).
+    pub tls: Option<Arc<crate::upstream::ServiceTls>>,
+    /// The route's retry policy; the endpoint's cluster picks the next tries.
+    pub retry: Option<Arc<Retry>>,
+    /// A shadow route's expectation, judged against the upstream's response head
+    /// (dropped unjudged: `unknown`).
+    pub shadow: Option<Box<ShadowProbe>>,
 }
 
-/// Phases 1–4 for one request against the table current right now.
-pub fn decide(state: &ProxyState, req: &Inbound<'_>) -> Result<Decision, ProxyError> {
+/// Phases 1–4 for one request against the table current right now. `tag` gets the
+/// counters the request's outcome goes to as soon as a route matched (also when it
+/// fails after that), for [`crate::observe`].
+pub fn decide(
+    state: &ProxyState,
+    req: &Inbound<'_>,
+    tag: &mut Option<Arc<PairMetrics>>,
+) -> Result<Decision, ProxyError> {
     // 1. Downstream: what is being asked for, checked and normalised. Whatever two
     // parsers could read differently is refused, so what we route on is what goes up.
     if *req.method == Method::CONNECT {
@@ -80,41 +99,63 @@ pub fn decide(state: &ProxyState, req: &Inbound<'_>) -> Result<Decision, ProxyEr
     // 2. Route. The table stays loaded only for this function: the decision owns
     // everything the rest of the request needs.
     let compiled = state.load().ok_or(ProxyError::NotReady)?;
-    let matched = compiled
-        .table
-        .lookup(&RequestHead {
-            host: &host,
-            path: &path,
-            method: req.method,
-            headers: req.headers,
-            query: req.query,
-        })
-        .ok_or(ProxyError::NoRoute)?;
+    let found = compiled.table.lookup_shadowed(&RequestHead {
+        host: &host,
+        path: &path,
+        method: req.method,
+        headers: req.headers,
+        query: req.query,
+    });
+    let request_target = RequestTarget {
+        scheme: if req.tls.is_some() {
+            RedirectScheme::Https
+        } else {
+            RedirectScheme::Http
+        },
+        host: &host,
+        port: authority_port(authority),
+        path: &path,
+        query: req.query,
+    };
+    // A shadow route that would have won: its outcome is computed now and judged
+    // against what really answers (here for our own answers, else on the upstream's
+    // response head).
+    let shadow = found.shadow.and_then(|m| {
+        let tally = state.shadow.tally(m.route.id().as_str())?;
+        let len = m.route.path().replaceable_len().unwrap_or(path.len());
+        Some(Box::new(ShadowProbe::new(
+            tally,
+            m.route,
+            &request_target,
+            len,
+            req.method,
+            req.request_id,
+        )))
+    });
+    let Some(matched) = found.active else {
+        if let Some(probe) = shadow {
+            probe.judge(StatusCode::NOT_FOUND.as_u16(), |_| None);
+        }
+        return Err(ProxyError::NoRoute);
+    };
     let replaceable = matched.route.path().replaceable_len();
+    *tag = Some(Arc::clone(&matched.payload.metrics));
 
     // 3. Action.
-    let (forward, target) = match (matched.route.action(), matched.payload) {
+    let (forward, target) = match (matched.route.action(), &matched.payload.forward) {
         (Action::Forward(f), Some(target)) => (f, target),
         (Action::Redirect(rule), _) => {
-            let location = redirect_location(
-                rule,
-                &RequestTarget {
-                    scheme: if req.tls.is_some() {
-                        RedirectScheme::Https
-                    } else {
-                        RedirectScheme::Http
-                    },
-                    host: &host,
-                    port: authority_port(authority),
-                    path: &path,
-                    query: req.query,
-                },
-                replaceable.unwrap_or(path.len()),
-            );
+            let location =
+                redirect_location(rule, &request_target, replaceable.unwrap_or(path.len()));
             let location = HeaderValue::try_from(location)
                 .map_err(|_| ProxyError::Internal("redirect target is not a header value"))?;
             let status = StatusCode::from_u16(rule.code().get())
                 .map_err(|_| ProxyError::Internal("bad redirect code"))?;
+            if let Some(probe) = shadow {
+                probe.judge(status.as_u16(), |name| {
+                    (name == "location").then_some(location.as_bytes())
+                });
+            }
             return Ok(Decision::Redirect { status, location });
         }
         (Action::Forward(_), None) => {
@@ -123,12 +164,11 @@ pub fn decide(state: &ProxyState, req: &Inbound<'_>) -> Result<Decision, ProxyEr
     };
 
     // 4. Upstream selection.
-    let cluster = target
-        .pick_cluster()
+    let (cluster, metrics) = target
+        .pick_backend()
         .ok_or(ProxyError::Internal("route without backends"))?;
-    let endpoint = cluster
-        .pick()
-        .ok_or_else(|| ProxyError::NoInstances(cluster.name().into()))?;
+    *tag = Some(Arc::clone(metrics));
+    let endpoint = cluster.pick(0).map_err(|e| e.into_error(cluster))?;
 
     let path_and_query = match (forward.rewrite(), replaceable, path) {
         (Some(Rewrite::Prefix(replacement)), Some(len), path) => Some(with_query(
@@ -146,6 +186,9 @@ pub fn decide(state: &ProxyState, req: &Inbound<'_>) -> Result<Decision, ProxyEr
         timeout: forward.timeout(),
         filters: matched.route.filters().cloned(),
         protocol: cluster.protocol(),
+        tls: cluster.tls().cloned(),
+        retry: target.retry().cloned(),
+        shadow,
     }))
 }
 

@@ -16,7 +16,10 @@ use routemaster_common::snapshot::{Snapshot, Source};
 use serde::Serialize;
 
 use crate::compile::{Compiled, compile};
+use crate::health::HealthRegistry;
+use crate::observe::Observer;
 use crate::server::ConnectionLimit;
+use crate::shadow::ShadowBook;
 use crate::stats::Stats;
 
 #[derive(Debug)]
@@ -27,6 +30,12 @@ pub struct ProxyState {
     applied: Mutex<AppliedMeta>,
     control_plane: Mutex<Option<ControlPlaneStatus>>,
     pub stats: Stats,
+    /// Metrics, the access log and trace settings: what observes each request's outcome.
+    pub observe: Observer,
+    /// Shadow routes' tallies, kept per declaration across applies.
+    pub shadow: ShadowBook,
+    /// Upstream health and per-service load, kept across snapshots ([`crate::health`]).
+    pub health: HealthRegistry,
     pub started: Instant,
     /// Open client connections across workers, against `--max-connections`.
     pub connections: Arc<ConnectionLimit>,
@@ -142,11 +151,19 @@ impl ProxyState {
     }
 
     pub fn with_max_connections(max: usize) -> Self {
+        Self::with_limits(max, 1)
+    }
+
+    /// `max` client connections, `workers` worker threads (one metrics shard each).
+    pub fn with_limits(max: usize, workers: usize) -> Self {
         Self {
             current: ArcSwapOption::empty(),
             applied: Mutex::new(AppliedMeta::default()),
             control_plane: Mutex::new(None),
             stats: Stats::default(),
+            observe: Observer::new(workers),
+            health: HealthRegistry::default(),
+            shadow: ShadowBook::default(),
             started: Instant::now(),
             connections: ConnectionLimit::new(max),
             tls: crate::tls::Terminator::default(),
@@ -167,7 +184,7 @@ impl ProxyState {
     /// Compiles `snapshot` and makes it the table new requests see.
     pub fn apply(&self, snapshot: Arc<Snapshot>) -> Applied {
         let kind = SourceKind::of(&snapshot);
-        let (applied, compiled) = Self::compile(snapshot);
+        let (applied, compiled) = self.compile(snapshot);
         let mut meta = lock(&self.applied);
         self.swap(&mut meta, compiled, kind);
         applied
@@ -180,7 +197,7 @@ impl ProxyState {
         if self.current.load().is_some() {
             return None;
         }
-        let (applied, compiled) = Self::compile(snapshot);
+        let (applied, compiled) = self.compile(snapshot);
         let mut meta = lock(&self.applied);
         if self.current.load().is_some() {
             return None;
@@ -189,12 +206,12 @@ impl ProxyState {
         Some(applied)
     }
 
-    fn compile(snapshot: Arc<Snapshot>) -> (Applied, Arc<Compiled>) {
+    fn compile(&self, snapshot: Arc<Snapshot>) -> (Applied, Arc<Compiled>) {
         let t0 = Instant::now();
         let version = snapshot.version();
         let routes = snapshot.config().routes().len();
         let services = snapshot.config().services().len();
-        let compiled = Arc::new(compile(snapshot));
+        let compiled = Arc::new(compile(snapshot, &self.observe.metrics, &self.health));
         let applied = Applied {
             version,
             routes,
@@ -205,6 +222,12 @@ impl ProxyState {
     }
 
     fn swap(&self, meta: &mut AppliedMeta, compiled: Arc<Compiled>, kind: SourceKind) {
+        // Health checkers follow the table: started for new endpoints, stopped for gone
+        // ones (under the meta lock, so in apply order).
+        self.health
+            .reconcile(compiled.all_clusters().flat_map(|c| c.wanted()));
+        // Shadow tallies first, so a request routed by the new table finds its tally.
+        self.shadow.sync(compiled.table.snapshot().config());
         // The old table is dropped by whichever request releases it last.
         self.current.store(Some(compiled));
         *meta = AppliedMeta {

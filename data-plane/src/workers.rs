@@ -86,8 +86,12 @@ impl Workers {
                                 return;
                             }
                         };
-                        let engine = Arc::new(Engine::new(state, &upstream, server));
+                        crate::observe::metrics::set_worker(i);
+                        let engine = Arc::new(Engine::new(Arc::clone(&state), &upstream, server));
                         h1::serve(listener, tls, engine, stopped).await;
+                        if let Some(log) = state.observe.access_log() {
+                            log.flush_local();
+                        }
                     });
                 })?;
             threads.push(thread);

@@ -21,16 +21,20 @@ use super::Engine;
 use super::buffers;
 use super::chunked::Chunked;
 use super::head::{Framing, RequestId};
-use super::io::{lingering_close, within, write_all_2};
-use super::relay::{self, Failure, ResponseCtx};
-use super::request::{self, Next, Rejected, Request};
+use super::io::{Counted, lingering_close, within, write_all_2};
+use super::relay::{self, Failure, ResponseCtx, Seen};
+use super::request::{self, Next, Rejected, Request, Spans, set_attempts};
 use super::response::{ClientSide, write_own};
 use super::stream::ClientStream;
-use crate::compile::EndpointGuard;
+use crate::compile::{Cluster, EndpointGuard};
 use crate::error::ProxyError;
+use crate::health::RetrySlot;
+use crate::observe::metrics::ServiceMetrics;
+use crate::observe::{Outcome, PairMetrics, Protocol, Reason, RequestInfo, TraceContext};
 use crate::server::ConnectionSlot;
+use crate::shadow::ShadowSlot;
 use crate::stats::InFlight;
-use routemaster_common::model::Filters;
+use routemaster_common::model::{Filters, Retry};
 
 /// The HTTP/2 connection preface; a connection starting with it is handed to hyper.
 pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -231,6 +235,11 @@ impl<S: ClientStream> Conn<S> {
         let engine = Arc::clone(&self.engine);
         let _busy = Busy::enter(&engine);
         let _in_flight = InFlight::start(&engine.state.stats);
+        let observer = &engine.state.observe;
+        // What the access log shows of the request, copied while the head is here.
+        let line = observer
+            .logging()
+            .then(|| RequestLine::copy(&self.inbuf, &req.spans));
         let client = ClientSide {
             http10: req.http10,
             head_method: req.head_method,
@@ -246,28 +255,70 @@ impl<S: ClientStream> Conn<S> {
             next,
             expect_continue,
             idempotent,
+            tag,
+            trace,
             ..
         } = req;
-        match next {
-            Next::Respond(resp) => {
+        let mut facts = Facts {
+            started: std::time::Instant::now(),
+            status: 499,
+            reason: Reason::ClientClosed,
+            bytes_in: head_len as u64,
+            bytes_out: 0,
+            upstream_time: None,
+            protocol: Protocol::Http1,
+            endpoint: None,
+        };
+        let keep = match next {
+            Next::Respond(resp, reason) => {
                 // A body we do not read would be taken for the next request: close.
                 let keep = client.keep_alive && matches!(body, Framing::Empty | Framing::Length(0));
                 let client = ClientSide {
                     keep_alive: keep,
                     ..client
                 };
-                let keep = self.answer(&resp, &request_id, client).await;
+                facts.status = resp.status().as_u16();
+                facts.reason = reason;
+                let keep = self
+                    .answer(&resp, &request_id, client, &mut facts.bytes_out)
+                    .await;
                 if keep {
                     self.inbuf.drain(..head_len);
                 }
                 keep
+            }
+            // Services this engine's pool does not speak: the shared upstream clients.
+            Next::Bridge(bridged) => {
+                let exchange = super::bridge::Exchange {
+                    proxy: &engine.h2_proxy,
+                    client_ip: self.client.ip(),
+                    client,
+                    request_id: &request_id,
+                    head_len,
+                    body,
+                    expect_continue,
+                    io_timeout: engine.options.io_timeout,
+                };
+                let outcome =
+                    super::bridge::run(&mut self.stream, &mut self.inbuf, *bridged, exchange).await;
+                facts.status = outcome.status;
+                if outcome.keep_alive {
+                    self.inbuf.drain(..outcome.consumed);
+                }
+                outcome.keep_alive
             }
             Next::Forward {
                 head,
                 endpoint,
                 timeout,
                 filters,
+                shadow,
+                retry,
             } => {
+                let pending = endpoint
+                    .cluster()
+                    .limits()
+                    .map(|_| Arc::clone(endpoint.cluster()));
                 let forward = Forward {
                     head_len,
                     body,
@@ -276,39 +327,210 @@ impl<S: ClientStream> Conn<S> {
                     upstream_head: head,
                     timeout,
                     filters,
+                    shadow,
+                    retry,
+                    pending,
                 };
-                self.forward(forward, endpoint, client, &request_id, timer)
+                let exchange = Exchange {
+                    client,
+                    request_id: &request_id,
+                    trace: &trace,
+                    tag: tag.as_deref(),
+                    log: line.is_some(),
+                };
+                self.forward(forward, endpoint, exchange, timer, &mut facts)
                     .await
             }
+        };
+        observer.observe(&Outcome {
+            started: facts.started,
+            request_id: request_id.as_bytes(),
+            trace: Some(&trace),
+            client: self.client,
+            request: line
+                .as_ref()
+                .map_or_else(RequestInfo::default, RequestLine::info),
+            protocol: facts.protocol,
+            tag: tag.as_deref(),
+            endpoint: facts.endpoint.as_ref().map(http::uri::Authority::as_str),
+            status: facts.status,
+            reason: facts.reason,
+            bytes_in: facts.bytes_in,
+            bytes_out: facts.bytes_out,
+            upstream_time: facts.upstream_time,
+        });
+        if let Some(line) = line {
+            buffers::give(line.buf);
         }
+        keep
     }
 
-    /// Phase 6–7 and the one place where an exchange failure becomes a response.
+    /// Phase 6–7 and the one place where an exchange failure becomes a response. With a
+    /// retry policy, failed tries are retried here (on another endpoint where one
+    /// exists) as long as nothing was relayed, the request is safe to send again and its
+    /// body is all in hand, the budget allows and the route deadline has not passed.
     async fn forward(
         &mut self,
-        fwd: Forward,
+        mut fwd: Forward,
         endpoint: EndpointGuard,
-        client: ClientSide,
-        request_id: &RequestId,
-        timer: Pin<&mut Sleep>,
+        ex: Exchange<'_>,
+        mut timer: Pin<&mut Sleep>,
+        facts: &mut Facts,
     ) -> bool {
-        let mut progress = Progress::default();
-        let exchange = self.exchange(
-            &fwd,
-            endpoint.authority().as_str(),
+        let Exchange {
             client,
             request_id,
-            &mut progress,
-            timer,
-        );
-        let result = match fwd.timeout {
-            Some(t) => tokio::time::timeout(t, exchange)
-                .await
-                .unwrap_or(Err(Failure::Respond(ProxyError::UpstreamTimeout))),
-            None => exchange.await,
+            trace,
+            tag,
+            log,
+        } = ex;
+        let mut progress = Progress::default();
+        let seen = Seen::new(facts.started);
+        let started = Instant::now();
+        let deadline = fwd.timeout.map(|t| started + t);
+        let retry = fwd.retry.take();
+        // Retries need the whole request in hand: a body that came with the head.
+        let body_kept = match fwd.body {
+            Framing::Empty => true,
+            Framing::Length(n) => self.inbuf.len().saturating_sub(fwd.head_len) as u64 >= n,
+            Framing::Chunked | Framing::UntilClose => false,
+        };
+        let mut endpoint = endpoint;
+        let mut tried = 0u64;
+        let mut attempt = 1u32;
+        let mut _budget: Option<RetrySlot> = None;
+        let result = loop {
+            tried |= endpoint.bit();
+            if log {
+                facts.endpoint = Some(endpoint.authority().clone());
+            }
+            let more = retry
+                .as_deref()
+                .filter(|r| attempt <= r.attempts() && body_kept && !client.websocket);
+            let idempotent_ok = more.is_some_and(|r| fwd.idempotent || r.non_idempotent());
+            let per_try = more
+                .and_then(Retry::per_try_timeout)
+                .map(|p| Instant::now() + p);
+            let limit = match (deadline, per_try) {
+                (Some(d), Some(p)) => Some(d.min(p)),
+                (d, p) => d.or(p),
+            };
+            let exchange = self.exchange(
+                &fwd,
+                endpoint.authority().as_str(),
+                client,
+                request_id,
+                &mut progress,
+                timer.as_mut(),
+                Observed {
+                    seen: &seen,
+                    service: tag.and_then(PairMetrics::service),
+                    facts: &mut *facts,
+                },
+                more.filter(|_| idempotent_ok),
+            );
+            let result = match limit {
+                Some(at) => tokio::time::timeout_at(at, exchange)
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(if deadline.is_some_and(|d| at >= d) {
+                            Failure::Respond(ProxyError::UpstreamTimeout)
+                        } else {
+                            Failure::PerTryTimeout
+                        })
+                    }),
+                None => exchange.await,
+            };
+            // Outlier detection hears every try's outcome from the upstream.
+            match &result {
+                Ok(_) => endpoint.record(seen.status().is_none_or(|s| s < 500)),
+                Err(Failure::Status(s)) => endpoint.record(*s < 500),
+                Err(Failure::PerTryTimeout) => endpoint.record(false),
+                Err(Failure::Respond(e) | Failure::Retryable(e))
+                    if e.side() == crate::error::Side::Upstream =>
+                {
+                    endpoint.record(false)
+                }
+                Err(_) => {}
+            }
+            let Some(policy) = more else { break result };
+            if progress.response_started {
+                break result;
+            }
+            let wanted = match &result {
+                Err(Failure::Status(_)) => true,
+                Err(Failure::PerTryTimeout) => policy.on_per_try_timeout() && idempotent_ok,
+                // Nothing was sent: safe whatever the method.
+                Err(Failure::Respond(ProxyError::UpstreamConnect(_))) => {
+                    policy.on_connect_failure()
+                }
+                Err(
+                    Failure::Respond(
+                        ProxyError::UpstreamReset(_) | ProxyError::UpstreamProtocol(_),
+                    )
+                    | Failure::Retryable(ProxyError::UpstreamReset(_)),
+                ) => policy.on_reset() && idempotent_ok,
+                _ => false,
+            };
+            if !wanted || deadline.is_some_and(|d| Instant::now() >= d) {
+                break result;
+            }
+            let cluster = Arc::clone(endpoint.cluster());
+            if _budget.is_none() {
+                _budget = cluster.load().try_retry();
+                if _budget.is_none() {
+                    break result;
+                }
+            }
+            // Backoff: base × 2^(retry−1), jittered ×0.5–1.5, within the deadline.
+            let base = policy
+                .backoff()
+                .saturating_mul(1 << (attempt - 1).min(10))
+                .mul_f64(0.5 + fastrand::f64());
+            if !base.is_zero() {
+                let wake = Instant::now() + base;
+                tokio::time::sleep_until(deadline.map_or(wake, |d| d.min(wake))).await;
+            }
+            // Assigning releases the previous endpoint's slot.
+            endpoint = match cluster.pick(tried) {
+                Ok(next) => next,
+                Err(e) => break Err(Failure::Respond(e.into_error(&cluster))),
+            };
+            attempt += 1;
+            cluster.load().retries.fetch_add(1, Ordering::Relaxed);
+            set_attempts(&mut fwd.upstream_head, attempt);
+            tracing::debug!(
+                request_id = ?request_id,
+                attempt,
+                endpoint = %endpoint.authority(),
+                "retrying"
+            );
+        };
+        // A status given back for a retry that then could not happen is answered with
+        // the same status (the body is gone with its connection).
+        let result = match result {
+            Err(Failure::Status(s)) => Err(Failure::Respond(ProxyError::UpstreamStatus(s))),
+            Err(Failure::PerTryTimeout) => Err(Failure::Respond(ProxyError::UpstreamTimeout)),
+            other => other,
         };
         drop(endpoint);
         buffers::give(fwd.upstream_head);
+        facts.upstream_time = seen.upstream_time();
+        match (&result, seen.status()) {
+            (Ok(_), Some(status)) => {
+                facts.status = status;
+                facts.reason = Reason::Upstream;
+            }
+            (Err(Failure::Respond(e) | Failure::Retryable(e)), _) if !progress.response_started => {
+                facts.status = e.status().as_u16();
+                facts.reason = Reason::of(e);
+            }
+            (_, Some(status)) => {
+                facts.status = status;
+                facts.reason = Reason::Aborted;
+            }
+            (_, None) => {}
+        }
         let keep = match result {
             Ok(keep) if progress.request_done => keep,
             Ok(_) => {
@@ -321,12 +543,17 @@ impl<S: ClientStream> Conn<S> {
             Err(Failure::Abort) => false,
             Err(Failure::Respond(e) | Failure::Retryable(e)) if !progress.response_started => {
                 tracing::debug!(error = %e, side = ?e.side(), request_id = ?request_id, "request failed");
-                let resp = e.into_response(request_id.as_bytes(), &self.engine.state.stats);
+                let resp = e.into_traced_response(
+                    request_id.as_bytes(),
+                    Some(&trace.trace_id_hex()),
+                    &self.engine.state.stats,
+                );
                 let client = ClientSide {
                     keep_alive: client.keep_alive && progress.request_done,
                     ..client
                 };
-                self.answer(&resp, request_id, client).await
+                self.answer(&resp, request_id, client, &mut facts.bytes_out)
+                    .await
             }
             Err(_) => false,
         };
@@ -336,6 +563,7 @@ impl<S: ClientStream> Conn<S> {
         keep
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn exchange(
         &mut self,
         fwd: &Forward,
@@ -344,10 +572,19 @@ impl<S: ClientStream> Conn<S> {
         request_id: &RequestId,
         progress: &mut Progress,
         mut timer: Pin<&mut Sleep>,
+        obs: Observed<'_>,
+        retry_on: Option<&Retry>,
     ) -> Result<bool, Failure> {
+        let Observed {
+            seen,
+            service,
+            facts,
+        } = obs;
         let pool = &self.engine.pool;
         let io_timeout = self.engine.options.io_timeout;
         let ctx = ResponseCtx {
+            shadow: fwd.shadow.as_ref(),
+            seen,
             side: client,
             request_id,
             filter: fwd
@@ -359,6 +596,7 @@ impl<S: ClientStream> Conn<S> {
             io_timeout,
             body_sent: None,
             body_streaming: None,
+            retry_on,
         };
         // What of the body is here already.
         let avail = &self.inbuf[fwd.head_len..];
@@ -377,13 +615,33 @@ impl<S: ClientStream> Conn<S> {
             }
         };
         let sent_len = fwd.head_len + initial;
+        facts.bytes_in = sent_len as u64;
         if body_done {
             // Set before anything can fail: a 502 for an unreachable upstream need not
             // cost the client its connection.
             progress.request_done = true;
             progress.undrained = sent_len;
         }
-        let mut up = pool.checkout(authority).await.map_err(Failure::Respond)?;
+        // `limits.max_pending`: requests waiting for an upstream connection (a pooled
+        // one is taken at once; a new one waits for its connect).
+        let pending = match &fwd.pending {
+            Some(cluster) => {
+                let max = cluster.limits().map(|l| l.max_pending());
+                Some(cluster.load().try_pending(max).ok_or_else(|| {
+                    Failure::Respond(ProxyError::Overloaded(cluster.name().into()))
+                })?)
+            }
+            None => None,
+        };
+        let checkout = pool.checkout(authority).await;
+        drop(pending);
+        if let Some(s) = service {
+            match &checkout {
+                Ok(up) => s.connection(up.reused),
+                Err(_) => s.connect_failed(),
+            }
+        }
+        let mut up = checkout.map_err(Failure::Respond)?;
         if body_done {
             // Everything is in hand: an upstream that closed an idle connection under
             // us gets the request again on a fresh one — if it could not have been
@@ -391,10 +649,11 @@ impl<S: ClientStream> Conn<S> {
             loop {
                 let body = &self.inbuf[fwd.head_len..sent_len];
                 let write = write_all_2(&mut up.stream, &fwd.upstream_head, body);
+                let mut down = Counted::new(&mut self.stream);
                 let outcome = match within(io_timeout, write).await {
                     Ok(()) => relay::response(
                         &mut up.stream,
-                        &mut self.stream,
+                        &mut down,
                         ResponseCtx {
                             body_sent: None,
                             body_streaming: None,
@@ -410,21 +669,35 @@ impl<S: ClientStream> Conn<S> {
                     }),
                     Err(e) => Err(Failure::Retryable(ProxyError::UpstreamReset(e.into()))),
                 };
+                facts.bytes_out += down.written;
                 match outcome {
                     Err(Failure::Retryable(_)) if up.reused => {
-                        up.stream = pool.connect(authority).await.map_err(Failure::Respond)?;
+                        let fresh = pool.connect(authority).await;
+                        if let Some(s) = service {
+                            match &fresh {
+                                Ok(_) => s.connection(false),
+                                Err(_) => s.connect_failed(),
+                            }
+                        }
+                        up.stream = fresh.map_err(Failure::Respond)?;
                         up.reused = false;
                     }
                     Ok(done) if done.switched => {
+                        // One outcome for the whole tunnel, logged when it closes.
+                        facts.protocol = Protocol::Websocket;
                         let options = &self.engine.options;
+                        let early = &self.inbuf[sent_len..];
+                        let mut client = Counted::new(&mut self.stream);
                         super::tunnel::run(
-                            &mut self.stream,
+                            &mut client,
                             &mut up.stream,
-                            &self.inbuf[sent_len..],
+                            early,
                             options.tunnel_idle_timeout,
                             io_timeout,
                         )
                         .await;
+                        facts.bytes_in += early.len() as u64 + client.read;
+                        facts.bytes_out += client.written;
                         return Ok(false);
                     }
                     Ok(done) => {
@@ -468,54 +741,61 @@ impl<S: ClientStream> Conn<S> {
         let sent = AtomicBool::new(false);
         let streaming = AtomicBool::new(true);
         let mut send_failed = false;
-        let done = {
-            let (mut client_read, mut client_write) = self.stream.split();
+        let (done, read, written) = {
+            let (client_read, client_write) = self.stream.split();
+            let mut client_read = Counted::new(client_read);
+            let mut client_write = Counted::new(client_write);
             let (mut up_read, mut up_write) = up.stream.split();
-            let send = relay::request_body(
-                &mut client_read,
-                &mut up_write,
-                &mut self.inbuf,
-                left,
-                ctx.io_timeout,
-            );
-            let recv = relay::response(
-                &mut up_read,
-                &mut client_write,
-                ResponseCtx {
-                    body_sent: Some(&sent),
-                    body_streaming: Some(&streaming),
-                    ..ctx
-                },
-                &mut progress.response_started,
-                None,
-            );
-            tokio::pin!(send, recv);
-            loop {
-                let pending = !sent.load(Ordering::Relaxed) && !send_failed;
-                // The body side first: when a stalled client and the upstream's wait
-                // for it time out together, the client is the one to blame (408).
-                tokio::select! {
-                    biased;
-                    s = &mut send, if pending => match s {
-                        Ok(()) => {
-                            sent.store(true, Ordering::Relaxed);
-                            streaming.store(false, Ordering::Relaxed);
-                        }
-                        // The upstream stopped reading: its answer (or its failure,
-                        // a 502) still comes through `recv`.
-                        Err(relay::SendError::Upstream) => {
-                            send_failed = true;
-                            streaming.store(false, Ordering::Relaxed);
-                        }
-                        Err(relay::SendError::ClientTimeout) => {
-                            return Err(Failure::Respond(ProxyError::ClientTimeout));
-                        }
-                        Err(relay::SendError::Client) => return Err(Failure::Abort),
+            let done = {
+                let send = relay::request_body(
+                    &mut client_read,
+                    &mut up_write,
+                    &mut self.inbuf,
+                    left,
+                    ctx.io_timeout,
+                );
+                let recv = relay::response(
+                    &mut up_read,
+                    &mut client_write,
+                    ResponseCtx {
+                        body_sent: Some(&sent),
+                        body_streaming: Some(&streaming),
+                        ..ctx
                     },
-                    r = &mut recv => break r,
+                    &mut progress.response_started,
+                    None,
+                );
+                tokio::pin!(send, recv);
+                loop {
+                    let pending = !sent.load(Ordering::Relaxed) && !send_failed;
+                    // The body side first: when a stalled client and the upstream's wait
+                    // for it time out together, the client is the one to blame (408).
+                    tokio::select! {
+                        biased;
+                        s = &mut send, if pending => match s {
+                            Ok(()) => {
+                                sent.store(true, Ordering::Relaxed);
+                                streaming.store(false, Ordering::Relaxed);
+                            }
+                            // The upstream stopped reading: its answer (or its failure,
+                            // a 502) still comes through `recv`.
+                            Err(relay::SendError::Upstream) => {
+                                send_failed = true;
+                                streaming.store(false, Ordering::Relaxed);
+                            }
+                            Err(relay::SendError::ClientTimeout) => {
+                                return Err(Failure::Respond(ProxyError::ClientTimeout));
+                            }
+                            Err(relay::SendError::Client) => return Err(Failure::Abort),
+                        },
+                        r = &mut recv => break r,
+                    }
                 }
-            }
+            };
+            (done, client_read.read, client_write.written)
         };
+        facts.bytes_in += read;
+        facts.bytes_out += written;
         let sent = sent.into_inner();
         let done = done.map_err(|f| match f {
             Failure::Retryable(e) => Failure::Respond(e),
@@ -539,7 +819,7 @@ impl<S: ClientStream> Conn<S> {
             keep_alive: false,
             websocket: false,
         };
-        self.answer(&resp, &id, client).await;
+        self.answer(&resp, &id, client, &mut 0).await;
     }
 
     /// Writes a response of our own. Unless the connection stays open, closes it
@@ -549,10 +829,14 @@ impl<S: ClientStream> Conn<S> {
         resp: &http::Response<crate::body::ProxyBody>,
         request_id: &RequestId,
         client: ClientSide,
+        bytes_out: &mut u64,
     ) -> bool {
         let mut out = buffers::take_small();
         write_own(&mut out, resp, request_id, client);
         let written = within(self.engine.options.io_timeout, self.stream.write_all(&out)).await;
+        if written.is_ok() {
+            *bytes_out += out.len() as u64;
+        }
         buffers::give(out);
         match (written.is_ok(), client.keep_alive) {
             (true, true) => true,
@@ -561,6 +845,83 @@ impl<S: ClientStream> Conn<S> {
                 false
             }
             (false, _) => false,
+        }
+    }
+}
+
+/// What the request's outcome is made of, filled in as the exchange goes.
+#[derive(Debug)]
+struct Facts {
+    started: std::time::Instant,
+    status: u16,
+    reason: Reason,
+    bytes_in: u64,
+    bytes_out: u64,
+    upstream_time: Option<Duration>,
+    protocol: Protocol,
+    /// Only kept for the access log.
+    endpoint: Option<http::uri::Authority>,
+}
+
+/// Who the exchange is for.
+#[derive(Debug, Clone, Copy)]
+struct Exchange<'a> {
+    client: ClientSide,
+    request_id: &'a RequestId,
+    trace: &'a TraceContext,
+    tag: Option<&'a PairMetrics>,
+    /// The access log is on: keep what it shows.
+    log: bool,
+}
+
+/// What the exchange reports into.
+struct Observed<'a> {
+    seen: &'a Seen,
+    service: Option<&'a ServiceMetrics>,
+    facts: &'a mut Facts,
+}
+
+/// The request line's parts the access log shows, copied out of the read buffer (into
+/// a buffer from the worker's free list) before the head is consumed.
+#[derive(Debug)]
+struct RequestLine {
+    buf: Vec<u8>,
+    method: std::ops::Range<usize>,
+    authority: std::ops::Range<usize>,
+    path: std::ops::Range<usize>,
+}
+
+impl RequestLine {
+    fn copy(inbuf: &[u8], spans: &Spans) -> Self {
+        let mut buf = buffers::take_small();
+        buf.clear();
+        let mut put = |r: &std::ops::Range<usize>| {
+            let start = buf.len();
+            buf.extend_from_slice(inbuf.get(r.clone()).unwrap_or_default());
+            start..buf.len()
+        };
+        let method = put(&spans.method);
+        let authority = put(&spans.authority);
+        let path = put(&spans.path);
+        Self {
+            buf,
+            method,
+            authority,
+            path,
+        }
+    }
+
+    fn info(&self) -> RequestInfo<'_> {
+        let part = |r: &std::ops::Range<usize>| {
+            self.buf
+                .get(r.clone())
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .unwrap_or_default()
+        };
+        RequestInfo {
+            method: part(&self.method),
+            authority: part(&self.authority),
+            path: part(&self.path),
         }
     }
 }
@@ -574,6 +935,11 @@ struct Forward {
     upstream_head: Vec<u8>,
     timeout: Option<Duration>,
     filters: Option<Arc<Filters>>,
+    shadow: Option<ShadowSlot>,
+    /// The route's retry policy (taken by [`Conn::forward`]).
+    retry: Option<Arc<Retry>>,
+    /// The service when it has `limits` (for `max_pending`).
+    pending: Option<Arc<Cluster>>,
 }
 
 /// Counts a request (or an HTTP/2 connection) in progress, so a drain can wait for

@@ -12,6 +12,7 @@ use hyper_util::rt::TokioIo;
 use super::Engine;
 use super::connection::Busy;
 use super::io::Prefixed;
+use crate::observe::h2::{Finish, ObservedBody, RequestCopy};
 use crate::server::Handler;
 
 pub(super) async fn serve<S: super::stream::ClientStream>(
@@ -29,11 +30,20 @@ pub(super) async fn serve<S: super::stream::ClientStream>(
             req.extensions_mut().insert(tls.clone());
         }
         let head = req.method() == http::Method::HEAD;
+        // The logging hook: the outcome is reported when hyper is done with the body.
+        let started = std::time::Instant::now();
+        let state = Arc::clone(proxy.state());
+        let copy = state.observe.logging().then(|| RequestCopy::of(&req));
+        let grpc = crate::error::is_grpc(req.headers());
+        let bytes_in = req
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .unwrap_or(0);
         async move {
-            Ok::<_, Infallible>(crate::server::head_has_no_body(
-                head,
-                proxy.handle(req, client).await,
-            ))
+            let mut resp = crate::server::head_has_no_body(head, proxy.handle(req, client).await);
+            let finish = Finish::new(state, started, client, copy, grpc, bytes_in, &mut resp);
+            Ok::<_, Infallible>(resp.map(|body| ObservedBody::new(body, finish)))
         }
     });
     let conn = engine

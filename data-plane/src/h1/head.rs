@@ -33,6 +33,10 @@ pub enum Field {
     XForwardedHost,
     /// Hop-by-hop, but read: `Upgrade: websocket` switches the connection to a tunnel.
     Upgrade,
+    /// W3C trace context: replaced by the proxy's own (see [`crate::observe::trace`]).
+    TraceParent,
+    /// Passed on only beside a valid `traceparent`.
+    TraceState,
     /// Connection-specific (RFC 9110 §7.6.1) or legacy hop-by-hop: never forwarded.
     HopByHop,
     /// A framing field's name with `_` for `-` (`Transfer_Encoding`, `Content_Length`):
@@ -51,6 +55,8 @@ pub fn classify(name: &str) -> Field {
         6 if is("expect") => Field::Expect,
         7 if is("upgrade") => Field::Upgrade,
         10 if is("connection") => Field::Connection,
+        10 if is("tracestate") => Field::TraceState,
+        11 if is("traceparent") => Field::TraceParent,
         12 if is("x-request-id") => Field::XRequestId,
         14 if is("content-length") => Field::ContentLength,
         15 if is("x-forwarded-for") => Field::XForwardedFor,

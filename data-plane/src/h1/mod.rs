@@ -18,6 +18,7 @@
 //! whole request is still in hand and no response byte arrived; an idle client
 //! connection holds no buffer.
 
+mod bridge;
 mod buffers;
 mod chunked;
 mod connection;
@@ -84,7 +85,7 @@ impl Engine {
         h2.timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(options.max_header_bytes).unwrap_or(u32::MAX));
         Self {
-            h2_proxy: Arc::new(Proxy::new(Arc::clone(&state), upstream)),
+            h2_proxy: Arc::new(Proxy::new(Arc::clone(&state), upstream, options.io_timeout)),
             state,
             pool: UpstreamPool::new(upstream.connect_timeout, upstream.idle_timeout),
             options,
@@ -126,12 +127,28 @@ pub async fn serve(
             }
         })
     };
+    // The access log: this worker's lines go to the writer at least this often.
+    // The task ends with the worker's runtime; the worker flushes once more after the
+    // drain.
+    let _log_flusher = engine.state.observe.access_log().map(|_| {
+        let engine = Arc::clone(&engine);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(crate::observe::access_log::FLUSH_EVERY);
+            loop {
+                tick.tick().await;
+                if let Some(log) = engine.state.observe.access_log() {
+                    log.flush_local();
+                }
+            }
+        })
+    });
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             (stream, client) = accept(&listener) => {
                 match engine.state.connections.try_acquire() {
                     Some(slot) => {
+                        engine.state.observe.metrics.connection_accepted();
                         let conn = connection::Conn::new(Arc::clone(&engine), stream, client, slot);
                         tokio::spawn(conn.run());
                     }

@@ -69,7 +69,7 @@ fn ours(buf: &[u8]) -> Ours {
     };
     let mut upstream = match req.next {
         Next::Forward { head, .. } => head,
-        Next::Respond(_) => return Ours::Refused,
+        Next::Respond(..) => return Ours::Refused,
     };
     let mut rest = buf[req.head_len..].to_vec();
     let (end, payload) = match req.body {

@@ -5,7 +5,7 @@
 use std::io;
 use std::ops::Range;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -17,7 +17,8 @@ use super::head::{Framing, RequestId};
 use super::io::{within, write_all_2};
 use super::response::{self, ClientSide, Parsed};
 use crate::error::ProxyError;
-use routemaster_common::model::HeaderFilter;
+use crate::shadow::ShadowSlot;
+use routemaster_common::model::{HeaderFilter, Retry};
 
 /// How an exchange failed.
 #[derive(Debug)]
@@ -30,6 +31,12 @@ pub enum Failure {
     /// The client cannot get a clean answer any more (response already started, or
     /// the client went away): close the connection.
     Abort,
+    /// The upstream answered with a status the route retries on (`retry.on`); nothing
+    /// of it was relayed and the upstream connection is dropped unread.
+    Status(u16),
+    /// A try ran out of `retry.per_try_timeout` (set by the retry loop, which turns it
+    /// into a 504 when it does not retry).
+    PerTryTimeout,
 }
 
 /// A response relayed in full.
@@ -76,6 +83,49 @@ pub struct ResponseCtx<'a> {
     /// The upstream owes no answer before it has the body, so while this holds the wait
     /// for the response head is not timed out (the body side has its own timeouts).
     pub body_streaming: Option<&'a AtomicBool>,
+    /// Told the response's status when its head arrives.
+    pub seen: &'a Seen,
+    /// A shadow route's expectation, judged on the final response head.
+    pub shadow: Option<&'a ShadowSlot>,
+    /// Final statuses to give back as [`Failure::Status`] instead of relaying (a try that
+    /// may be retried); `None` on the last try.
+    pub retry_on: Option<&'a Retry>,
+}
+
+/// What the response side saw of the upstream's answer, for the request's outcome
+/// ([`crate::observe`]).
+#[derive(Debug)]
+pub struct Seen {
+    start: std::time::Instant,
+    status: AtomicU16,
+    head_nanos: AtomicU64,
+}
+
+impl Seen {
+    pub fn new(start: std::time::Instant) -> Self {
+        Self {
+            start,
+            status: AtomicU16::new(0),
+            head_nanos: AtomicU64::new(0),
+        }
+    }
+
+    fn head(&self, status: u16) {
+        let nanos = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.head_nanos.store(nanos, Ordering::Relaxed);
+        self.status.store(status, Ordering::Relaxed);
+    }
+
+    /// The upstream's final status, once its head arrived.
+    pub fn status(&self) -> Option<u16> {
+        Some(self.status.load(Ordering::Relaxed)).filter(|&s| s != 0)
+    }
+
+    /// From the request's start to the upstream response head.
+    pub fn upstream_time(&self) -> Option<Duration> {
+        self.status()
+            .map(|_| Duration::from_nanos(self.head_nanos.load(Ordering::Relaxed)))
+    }
 }
 
 /// Reads the upstream response and relays it to the client. `started` turns true
@@ -177,8 +227,18 @@ where
             }
         }
     };
+    if !head.switched
+        && let Some(retry) = ctx.retry_on
+        && retry.on_status(head.status)
+    {
+        return Err(Failure::Status(head.status));
+    }
+    if let Some(slot) = ctx.shadow {
+        slot.judge_head(&buf[..head.len]);
+    }
 
     *started = true;
+    ctx.seen.head(head.status);
     let start = head.len;
     if head.switched {
         // The 101 head, then whatever frames the upstream sent right behind it.

@@ -5,13 +5,14 @@
 
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Method, Response, header};
 use routemaster_common::headers::{RequestHeaders, value_str};
 use routemaster_common::host::check_authority;
-use routemaster_common::model::{Filters, Protocol};
+use routemaster_common::model::{Filters, Protocol, Retry};
 
 use super::head::{
     ConnectionOptions, Field, FieldLines, Framing, RequestId, classify, connection_options,
@@ -21,8 +22,25 @@ use crate::body::ProxyBody;
 use crate::compile::EndpointGuard;
 use crate::error::ProxyError;
 use crate::forwarding::put_ip;
+use crate::observe::{PairMetrics, Reason, TraceContext};
 use crate::routing::{Decision, Inbound, decide};
+use crate::shadow::ShadowSlot;
 use crate::state::ProxyState;
+
+/// Which try of the request this is (1 for the first), on routes with `forward.retry`.
+pub const ATTEMPTS_FIELD: &[u8] = b"x-routemaster-attempts: ";
+
+/// Rewrites the `x-routemaster-attempts` value that ends an upstream head.
+pub fn set_attempts(head: &mut Vec<u8>, attempt: u32) {
+    let end = head.len().saturating_sub(4);
+    let start = head[..end]
+        .iter()
+        .rposition(|&b| b == b' ')
+        .map_or(end, |p| p + 1);
+    head.truncate(start);
+    super::head::put_u64(head, u64::from(attempt));
+    head.extend_from_slice(b"\r\n\r\n");
+}
 
 /// Most header fields a request may carry (431 beyond).
 pub const MAX_HEADERS: usize = 128;
@@ -57,7 +75,32 @@ pub struct Request {
     /// an upgrade; a 101 turns the connection into a tunnel.
     pub websocket: bool,
     pub request_id: RequestId,
+    /// The route's counters, once a route matched (see [`crate::observe`]).
+    pub tag: Option<Arc<PairMetrics>>,
+    /// The trace this request is part of; its `traceparent` went upstream.
+    pub trace: TraceContext,
+    /// Where the method, authority and path are in the head, for the access log.
+    pub spans: Spans,
     pub next: Next,
+}
+
+/// Byte ranges in the request head (empty when not there, e.g. an absolute-form
+/// target's authority).
+#[derive(Debug, Clone, Default)]
+pub struct Spans {
+    pub method: Range<usize>,
+    pub authority: Range<usize>,
+    pub path: Range<usize>,
+}
+
+/// Where `part` lies in `buf`, if it is a piece of it.
+fn span(buf: &[u8], part: &[u8]) -> Range<usize> {
+    let start = (part.as_ptr() as usize).wrapping_sub(buf.as_ptr() as usize);
+    if start <= buf.len() && part.len() <= buf.len() - start {
+        start..start + part.len()
+    } else {
+        0..0
+    }
 }
 
 /// What happens next.
@@ -70,9 +113,17 @@ pub enum Next {
         timeout: Option<Duration>,
         /// The route's filters; the response filter is applied to the response head.
         filters: Option<Arc<Filters>>,
+        /// A shadow route's expectation, judged on the upstream's response head.
+        shadow: Option<ShadowSlot>,
+        /// The route's retry policy; the head then ends with
+        /// `x-routemaster-attempts: 1` (rewritten for each further try).
+        retry: Option<Arc<Retry>>,
     },
     /// We answer ourselves (redirect, or a routing error already counted).
-    Respond(Box<Response<ProxyBody>>),
+    Respond(Box<Response<ProxyBody>>, Reason),
+    /// For a service this engine's pool does not speak (`h2c`, `h2`, `https`): the
+    /// request as `http` types, for [`super::bridge`].
+    Bridge(Box<super::bridge::Bridged>),
 }
 
 /// The raw fields, as routing sees them.
@@ -124,6 +175,7 @@ pub fn prepare_on(
     let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
         return Err(Rejected::Malformed("request line"));
     };
+    let method_span = span(buf, method.as_bytes());
     let headers: &[httparse::Header<'_>] = req.headers;
     let http10 = version == 0;
 
@@ -136,6 +188,7 @@ pub fn prepare_on(
     let mut expect_continue = false;
     let mut client_id: Option<&[u8]> = None;
     let mut upgrade = FieldLines::new();
+    let mut traceparent: Option<Option<&[u8]>> = None;
     for (i, h) in headers.iter().enumerate() {
         let kind = classify(h.name);
         kinds[i] = kind;
@@ -154,6 +207,10 @@ pub fn prepare_on(
                 .push(h.value)
                 .map_err(|()| Rejected::Malformed("too many Upgrade fields"))?,
             Field::XRequestId if client_id.is_none() => client_id = Some(h.value),
+            // More than one is invalid: a new trace starts.
+            Field::TraceParent => {
+                traceparent = Some(traceparent.map_or(Some(h.value), |_| None));
+            }
             Field::Confusable => {
                 return Err(Rejected::Malformed("'_' in the name of a framing field"));
             }
@@ -244,6 +301,14 @@ pub fn prepare_on(
     let method =
         Method::from_bytes(method.as_bytes()).map_err(|_| Rejected::Malformed("method"))?;
     let request_id = RequestId::from_client_or_new(client_id);
+    let (trace, keep_tracestate) =
+        TraceContext::for_request(traceparent.flatten(), state.observe.sample_threshold());
+    let spans = Spans {
+        method: method_span,
+        authority: host.map_or(0..0, |h| span(buf, h)),
+        path: span(buf, path.as_bytes()),
+    };
+    let mut tag = None;
 
     let decided = decide(
         state,
@@ -253,24 +318,46 @@ pub fn prepare_on(
             query,
             method: &method,
             headers: &RawHeaders(headers),
+            request_id: request_id.as_bytes(),
             tls,
         },
+        &mut tag,
     );
+    let error = |e: ProxyError| {
+        let reason = Reason::of(&e);
+        let resp = e.into_traced_response(
+            request_id.as_bytes(),
+            Some(&trace.trace_id_hex()),
+            &state.stats,
+        );
+        Next::Respond(Box::new(resp), reason)
+    };
     let next = match decided {
-        Err(e) => Next::Respond(Box::new(
-            e.into_response(request_id.as_bytes(), &state.stats),
-        )),
+        Err(e) => error(e),
         Ok(Decision::Redirect { status, location }) => {
             let mut resp = Response::new(ProxyBody::empty());
             *resp.status_mut() = status;
             resp.headers_mut().insert(header::LOCATION, location);
-            Next::Respond(Box::new(resp))
+            Next::Respond(Box::new(resp), Reason::Redirect)
         }
-        // This engine speaks HTTP/1.1 upstream only; h2c services need an HTTP/2 client.
-        Ok(Decision::Forward(upstream)) if upstream.protocol == Protocol::H2c => {
-            Next::Respond(Box::new(
-                ProxyError::Http2OnlyUpstream.into_response(request_id.as_bytes(), &state.stats),
-            ))
+        // This engine's own pool speaks HTTP/1.1 over TCP; `h2c`, `h2` and `https`
+        // services get the request through the shared upstream clients.
+        Ok(Decision::Forward(upstream)) if upstream.protocol != Protocol::Http1 => {
+            match super::bridge::parts(
+                &method,
+                original_pq,
+                headers,
+                &kinds,
+                body,
+                authority.unwrap_or_default(),
+            ) {
+                Ok((parts, host)) => Next::Bridge(Box::new(super::bridge::Bridged {
+                    parts,
+                    upstream,
+                    host,
+                })),
+                Err(r) => return Err(r),
+            }
         }
         Ok(Decision::Forward(upstream)) => {
             // `decide` refuses requests without an authority, so there is one here.
@@ -294,12 +381,17 @@ pub fn prepare_on(
                 match kind {
                     Field::Other
                         if (connection.is_empty() || !named_in(connection, h.name))
-                            && ours(h.name) =>
+                            && ours(h.name)
+                            && (upstream.retry.is_none()
+                                || !h.name.eq_ignore_ascii_case("x-routemaster-attempts")) =>
                     {
                         put_field(&mut out, h.name.as_bytes(), h.value);
                     }
                     Field::XForwardedFor if !h.value.trim_ascii().is_empty() => {
                         forwarded_for = true;
+                    }
+                    Field::TraceState if keep_tracestate && ours(h.name) => {
+                        put_field(&mut out, h.name.as_bytes(), h.value);
                     }
                     _ => {}
                 }
@@ -336,6 +428,11 @@ pub fn prepare_on(
             if ours("x-request-id") {
                 put_field(&mut out, b"x-request-id", request_id.as_bytes());
             }
+            if ours("traceparent") {
+                out.extend_from_slice(b"traceparent: ");
+                trace.put_traceparent(&mut out);
+                out.extend_from_slice(b"\r\n");
+            }
             for (name, value) in filter.into_iter().flat_map(|f| f.lines()) {
                 put_field(&mut out, name.as_str().as_bytes(), value.as_bytes());
             }
@@ -351,12 +448,19 @@ pub fn prepare_on(
                 Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
                 Framing::Empty | Framing::UntilClose => {}
             }
+            // Last, so that a retry rewrites only the tail of the head.
+            if upstream.retry.is_some() {
+                out.extend_from_slice(ATTEMPTS_FIELD);
+                out.extend_from_slice(b"1\r\n");
+            }
             out.extend_from_slice(b"\r\n");
             Next::Forward {
                 head: out,
                 endpoint: upstream.endpoint,
                 timeout: upstream.timeout,
                 filters: upstream.filters,
+                shadow: upstream.shadow.map(ShadowSlot::new),
+                retry: upstream.retry,
             }
         }
     };
@@ -373,6 +477,9 @@ pub fn prepare_on(
             && !matches!(body, Framing::Empty | Framing::Length(0)),
         websocket,
         request_id,
+        tag,
+        trace,
+        spans,
         next,
     }))
 }

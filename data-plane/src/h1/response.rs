@@ -33,6 +33,8 @@ pub struct ClientSide {
 pub struct Head {
     /// Bytes of the upstream head in the read buffer.
     pub len: usize,
+    /// The upstream's status code.
+    pub status: u16,
     /// How the upstream frames the body.
     pub body: Framing,
     /// The client gets the chunked framing stripped (HTTP/1.0 client).
@@ -99,6 +101,7 @@ pub fn prepare(
         out.extend_from_slice(b"connection: upgrade\r\nupgrade: websocket\r\n\r\n");
         return Ok(Parsed::Final(Head {
             len,
+            status: 101,
             body: Framing::Empty,
             dechunk: false,
             upstream_reusable: false,
@@ -194,9 +197,12 @@ pub fn prepare(
     let ours = |name: &str| filter.is_none_or(|f| !f.overrides(name));
     for (h, kind) in headers.iter().zip(&kinds) {
         let keep = match kind {
-            Field::Other | Field::Confusable | Field::Host | Field::Expect => {
-                connection.is_empty() || !named_in(connection, h.name)
-            }
+            Field::Other
+            | Field::Confusable
+            | Field::Host
+            | Field::Expect
+            | Field::TraceParent
+            | Field::TraceState => connection.is_empty() || !named_in(connection, h.name),
             Field::XForwardedFor | Field::XForwardedProto | Field::XForwardedHost => true,
             _ => false,
         };
@@ -231,6 +237,7 @@ pub fn prepare(
     out.extend_from_slice(b"\r\n");
     Ok(Parsed::Final(Head {
         len,
+        status: code,
         body,
         dechunk,
         upstream_reusable,
