@@ -77,6 +77,8 @@ fn route(i: usize, n: usize) -> (RouteSpec, String, String) {
             ..Default::default()
         }),
         redirect: None,
+        mode: None,
+        shadow: None,
     };
     (spec, req_host, req_path)
 }
@@ -93,6 +95,7 @@ fn fixture(n: usize) -> Fixture {
             instances: Vec::new(),
             load_balancing: None,
             protocol: None,
+            ..Default::default()
         })
         .collect();
     let mut routes = Vec::with_capacity(n);

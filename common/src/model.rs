@@ -65,9 +65,27 @@ pub enum LoadBalancing {
     Random,
 }
 
-/// How the proxy speaks to a service's instances. TLS to upstreams (`h2`, `https`) is
-/// not supported yet: the route file's `protocol` names them only to refuse them.
+/// Whether a route serves (`active`) or is only evaluated and compared with what
+/// actually answers (`shadow`, see [`crate::shadow`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteMode {
+    #[default]
+    Active,
+    Shadow,
+}
+
+impl RouteMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteMode::Active => "active",
+            RouteMode::Shadow => "shadow",
+        }
+    }
+}
+
+/// How the proxy speaks to a service's instances.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Protocol {
     /// HTTP/1.1 over plain TCP.
@@ -75,6 +93,40 @@ pub enum Protocol {
     Http1,
     /// HTTP/2 over plain TCP with prior knowledge (what gRPC servers speak without TLS).
     H2c,
+    /// HTTP/2 over TLS (ALPN `h2`).
+    H2,
+    /// HTTP/1.1 over TLS (ALPN `http/1.1`).
+    Https,
+}
+
+impl Protocol {
+    /// Spoken over TLS (`h2`, `https`).
+    pub fn is_tls(self) -> bool {
+        matches!(self, Protocol::H2 | Protocol::Https)
+    }
+    /// Spoken as HTTP/2 (`h2c`, `h2`).
+    pub fn is_http2(self) -> bool {
+        matches!(self, Protocol::H2c | Protocol::H2)
+    }
+}
+
+/// `services[].tls`: how the proxy checks a TLS upstream (`h2`, `https`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    pub(crate) server_name: Option<Box<str>>,
+    pub(crate) ca_pem: Option<Box<str>>,
+}
+
+impl UpstreamTls {
+    /// The name sent as SNI and checked against the certificate; `None`: each
+    /// instance's own host.
+    pub fn server_name(&self) -> Option<&str> {
+        self.server_name.as_deref()
+    }
+    /// PEM certificates that replace the system roots; `None`: the system roots.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -83,6 +135,15 @@ pub struct Service {
     pub(crate) instances: Vec<Instance>,
     pub(crate) load_balancing: LoadBalancing,
     pub(crate) protocol: Protocol,
+    /// TLS settings for `h2`/`https` services; `None`: defaults (system roots, SNI = the
+    /// instance's host) for those, and always for plain-text protocols.
+    pub(crate) tls: Option<UpstreamTls>,
+    /// Active HTTP health checks; `None`: none (every instance counts as healthy).
+    pub(crate) health_check: Option<HealthCheck>,
+    /// Passive outlier detection; `None`: no ejection.
+    pub(crate) outlier: Option<Outlier>,
+    /// Concurrency caps per proxy; `None`: unlimited.
+    pub(crate) limits: Option<Limits>,
 }
 
 impl Service {
@@ -98,6 +159,175 @@ impl Service {
     pub fn protocol(&self) -> Protocol {
         self.protocol
     }
+    pub fn tls(&self) -> Option<&UpstreamTls> {
+        self.tls.as_ref()
+    }
+    pub fn health_check(&self) -> Option<&HealthCheck> {
+        self.health_check.as_ref()
+    }
+    pub fn outlier(&self) -> Option<&Outlier> {
+        self.outlier.as_ref()
+    }
+    pub fn limits(&self) -> Option<&Limits> {
+        self.limits.as_ref()
+    }
+}
+
+/// An inclusive range of HTTP status codes (`200-399`, or one code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusRange {
+    pub(crate) lo: u16,
+    pub(crate) hi: u16,
+}
+
+impl StatusRange {
+    pub fn lo(&self) -> u16 {
+        self.lo
+    }
+    pub fn hi(&self) -> u16 {
+        self.hi
+    }
+    pub fn contains(&self, code: u16) -> bool {
+        (self.lo..=self.hi).contains(&code)
+    }
+}
+
+/// `services[].health_check`: the proxy sends `GET path` to every instance each
+/// `interval` (jittered); `unhealthy` consecutive failures (no answer within `timeout`, or
+/// a status outside `expect`) mark it down, `healthy` consecutive successes up again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub(crate) path: Box<str>,
+    pub(crate) interval: Duration,
+    pub(crate) timeout: Duration,
+    pub(crate) healthy: u32,
+    pub(crate) unhealthy: u32,
+    pub(crate) expect: Vec<StatusRange>,
+}
+
+impl HealthCheck {
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+    pub fn healthy(&self) -> u32 {
+        self.healthy
+    }
+    pub fn unhealthy(&self) -> u32 {
+        self.unhealthy
+    }
+    pub fn expect(&self) -> &[StatusRange] {
+        &self.expect
+    }
+    /// Whether an answer with this status counts as healthy.
+    pub fn expects(&self, code: u16) -> bool {
+        self.expect.iter().any(|r| r.contains(code))
+    }
+}
+
+/// `services[].outlier`: `consecutive_failures` 5xx answers or connection failures in a
+/// row eject an instance for `base_ejection` × the times it was ejected, while at most
+/// `max_ejected_percent` of the instances are ejected at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outlier {
+    pub(crate) consecutive_failures: u32,
+    pub(crate) base_ejection: Duration,
+    pub(crate) max_ejected_percent: u32,
+}
+
+impl Outlier {
+    pub fn consecutive_failures(&self) -> u32 {
+        self.consecutive_failures
+    }
+    pub fn base_ejection(&self) -> Duration {
+        self.base_ejection
+    }
+    pub fn max_ejected_percent(&self) -> u32 {
+        self.max_ejected_percent
+    }
+}
+
+/// `services[].limits`, per proxy: requests in flight to the service
+/// (`max_connections`: each holds one upstream connection) and requests waiting for a new
+/// upstream connection to open (`max_pending`). Over either → 503 at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub(crate) max_connections: u32,
+    pub(crate) max_pending: u32,
+}
+
+impl Limits {
+    pub fn max_connections(&self) -> u32 {
+        self.max_connections
+    }
+    pub fn max_pending(&self) -> u32 {
+        self.max_pending
+    }
+}
+
+/// One `forward.retry.on` condition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryOn {
+    /// The upstream connection could not be opened.
+    ConnectFailure,
+    /// The connection was reset or closed before any response byte.
+    Reset,
+    /// No response head within `per_try_timeout`.
+    PerTryTimeout,
+    /// The upstream answered with this status.
+    Status(u16),
+}
+
+impl RetryOn {
+    pub const CONNECT_FAILURE: &'static str = "connect-failure";
+    pub const RESET: &'static str = "reset";
+    pub const PER_TRY_TIMEOUT: &'static str = "per-try-timeout";
+}
+
+/// `forward.retry`: up to `attempts` more tries after the first, each after `backoff`
+/// (jittered) and on another endpoint where one exists, for the conditions in `on`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retry {
+    pub(crate) attempts: u32,
+    pub(crate) on: Vec<RetryOn>,
+    pub(crate) per_try_timeout: Option<Duration>,
+    pub(crate) backoff: Duration,
+    pub(crate) non_idempotent: bool,
+}
+
+impl Retry {
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+    pub fn on(&self) -> &[RetryOn] {
+        &self.on
+    }
+    pub fn per_try_timeout(&self) -> Option<Duration> {
+        self.per_try_timeout
+    }
+    pub fn backoff(&self) -> Duration {
+        self.backoff
+    }
+    pub fn non_idempotent(&self) -> bool {
+        self.non_idempotent
+    }
+    pub fn on_connect_failure(&self) -> bool {
+        self.on.contains(&RetryOn::ConnectFailure)
+    }
+    pub fn on_reset(&self) -> bool {
+        self.on.contains(&RetryOn::Reset)
+    }
+    pub fn on_per_try_timeout(&self) -> bool {
+        self.on.contains(&RetryOn::PerTryTimeout)
+    }
+    pub fn on_status(&self, code: u16) -> bool {
+        self.on.contains(&RetryOn::Status(code))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +335,8 @@ pub struct Instance {
     /// `host:port`; the host may be an IP literal or a DNS name resolved at connect time.
     pub(crate) address: http::uri::Authority,
     pub(crate) weight: u32,
+    /// `labels` (validated keys and values; empty when none).
+    pub(crate) labels: std::collections::BTreeMap<String, String>,
 }
 
 impl Instance {
@@ -113,6 +345,9 @@ impl Instance {
     }
     pub fn weight(&self) -> u32 {
         self.weight
+    }
+    pub fn labels(&self) -> &std::collections::BTreeMap<String, String> {
+        &self.labels
     }
 }
 
@@ -129,6 +364,9 @@ pub struct Route {
     pub(crate) action: Action,
     /// Header edits, compiled once; `None` for the common route without any.
     pub(crate) filters: Option<std::sync::Arc<Filters>>,
+    pub(crate) mode: RouteMode,
+    /// `shadow.expect_header`: where the upstream reports the path it computed.
+    pub(crate) shadow: Option<HeaderName>,
 }
 
 impl Route {
@@ -163,6 +401,16 @@ impl Route {
     }
     pub fn filters(&self) -> Option<&std::sync::Arc<Filters>> {
         self.filters.as_ref()
+    }
+    pub fn mode(&self) -> RouteMode {
+        self.mode
+    }
+    pub fn is_shadow(&self) -> bool {
+        self.mode == RouteMode::Shadow
+    }
+    /// The response header a shadow forward route is compared against.
+    pub fn shadow_expect_header(&self) -> Option<&HeaderName> {
+        self.shadow.as_ref()
     }
 
     /// The services this route can send traffic to.
@@ -455,6 +703,8 @@ pub struct Forward {
     pub(crate) timeout: Option<Duration>,
     /// True when the route was written `service: x` rather than `backends: [...]`.
     pub(crate) single_service: bool,
+    /// `None`: no retries (beyond resending on a stale pooled connection).
+    pub(crate) retry: Option<Retry>,
 }
 
 impl Forward {
@@ -469,6 +719,9 @@ impl Forward {
     }
     pub fn timeout(&self) -> Option<Duration> {
         self.timeout
+    }
+    pub fn retry(&self) -> Option<&Retry> {
+        self.retry.as_ref()
     }
 }
 

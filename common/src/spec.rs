@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::duration;
 use crate::model::{
     Action, Config, Filters, HeaderFilter, HeaderValueMatch, LoadBalancing, PathMatch, Protocol,
-    QueryValueMatch, RedirectPath, Rewrite, Route, Service,
+    QueryValueMatch, RedirectPath, Retry, RetryOn, Rewrite, Route, RouteMode, Service, StatusRange,
 };
 use crate::validate::{ObjectRef, ValidationError};
 
@@ -78,7 +78,7 @@ impl fmt::Debug for CertificateSpec {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceSpec {
     pub name: String,
@@ -86,22 +86,118 @@ pub struct ServiceSpec {
     pub instances: Vec<InstanceSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_balancing: Option<LoadBalancing>,
-    /// `http1` (default) or `h2c`; `h2` and `https` (TLS to upstreams) are read so
-    /// that validation can refuse them by name.
+    /// `http1` (default), `h2c`, `h2` (TLS, ALPN h2) or `https` (TLS, ALPN http/1.1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<ProtocolSpec>,
+    /// For `h2`/`https`: the name to verify and the roots to verify it with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<UpstreamTlsSpec>,
+    /// Active HTTP health checks (none when left out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheckSpec>,
+    /// Passive outlier detection (none when left out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier: Option<OutlierSpec>,
+    /// Concurrency caps per proxy (none when left out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<LimitsSpec>,
 }
 
-/// `services[].protocol` as written in a route file: every value the format names,
-/// including those validation refuses for now.
+/// An item of `expect: [200-399]` or `retry.on: [reset, 503]`: a status code, or a word
+/// (a range `lo-hi`, a condition name).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum CodeOrWord {
+    Code(u16),
+    Word(String),
+}
+
+impl fmt::Display for CodeOrWord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CodeOrWord::Code(c) => write!(f, "{c}"),
+            CodeOrWord::Word(w) => write!(f, "{w:?}"),
+        }
+    }
+}
+
+/// `services[].health_check`; every field has a default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unhealthy: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<Vec<CodeOrWord>>,
+}
+
+/// `services[].outlier`; every field has a default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_failures: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_ejection: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ejected_percent: Option<u32>,
+}
+
+/// `services[].limits`; every field has a default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_pending: Option<u32>,
+}
+
+/// `routes[].forward.retry`; every field but `per_try_timeout` has a default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on: Option<Vec<CodeOrWord>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_try_timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub non_idempotent: Option<bool>,
+}
+
+/// `services[].tls`: `server_name` (SNI and the name the certificate must carry;
+/// default: the instance's host) and `ca_pem` (PEM certificates that replace the system
+/// roots).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_pem: Option<String>,
+}
+
+/// `services[].protocol` as written in a route file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProtocolSpec {
     Http1,
     H2c,
-    /// HTTP/2 over TLS (ALPN h2): not supported yet.
+    /// HTTP/2 over TLS (ALPN h2).
     H2,
-    /// HTTP/1.1 over TLS: not supported yet.
+    /// HTTP/1.1 over TLS (ALPN http/1.1).
     Https,
 }
 
@@ -121,16 +217,22 @@ impl From<Protocol> for ProtocolSpec {
         match p {
             Protocol::Http1 => ProtocolSpec::Http1,
             Protocol::H2c => ProtocolSpec::H2c,
+            Protocol::H2 => ProtocolSpec::H2,
+            Protocol::Https => ProtocolSpec::Https,
         }
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InstanceSpec {
     pub address: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<u32>,
+    /// `labels: {region: eu-west-1}`: what locality and `select` match proxies' labels
+    /// against (empty: none).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -157,6 +259,22 @@ pub struct RouteSpec {
     pub forward: Option<ForwardSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redirect: Option<RedirectSpec>,
+    /// `active` (default) or `shadow`: a shadow route is evaluated and compared with
+    /// what actually answers, but never serves ([`crate::shadow`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<RouteMode>,
+    /// How a shadow forward route learns what the upstream decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowSpec>,
+}
+
+/// `routes[].shadow`: `expect_header` names the response header in which the upstream
+/// reports the path and query it computed, compared with a shadow forward route's.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_header: Option<String>,
 }
 
 /// A query-parameter condition: `name` plus exactly one of `exact`, `regex`,
@@ -238,6 +356,8 @@ pub struct ForwardSpec {
     /// A duration such as `30s` or `500ms`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetrySpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -311,11 +431,62 @@ impl From<&Service> for ServiceSpec {
                 .map(|i| InstanceSpec {
                     address: i.address.to_string(),
                     weight: (i.weight != 1).then_some(i.weight),
+                    labels: i.labels.clone(),
                 })
                 .collect(),
             load_balancing: (s.load_balancing != LoadBalancing::default())
                 .then_some(s.load_balancing),
             protocol: (s.protocol != Protocol::default()).then(|| s.protocol.into()),
+            tls: s.tls.as_ref().map(|t| UpstreamTlsSpec {
+                server_name: t.server_name.as_deref().map(str::to_owned),
+                ca_pem: t.ca_pem.as_deref().map(str::to_owned),
+            }),
+            health_check: s.health_check.as_ref().map(|h| HealthCheckSpec {
+                path: Some(h.path.to_string()),
+                interval: Some(duration::format(h.interval)),
+                timeout: Some(duration::format(h.timeout)),
+                healthy: Some(h.healthy),
+                unhealthy: Some(h.unhealthy),
+                expect: Some(h.expect.iter().map(status_range_spec).collect()),
+            }),
+            outlier: s.outlier.as_ref().map(|o| OutlierSpec {
+                consecutive_failures: Some(o.consecutive_failures),
+                base_ejection: Some(duration::format(o.base_ejection)),
+                max_ejected_percent: Some(o.max_ejected_percent),
+            }),
+            limits: s.limits.as_ref().map(|l| LimitsSpec {
+                max_connections: Some(l.max_connections),
+                max_pending: Some(l.max_pending),
+            }),
+        }
+    }
+}
+
+fn status_range_spec(r: &StatusRange) -> CodeOrWord {
+    if r.lo == r.hi {
+        CodeOrWord::Code(r.lo)
+    } else {
+        CodeOrWord::Word(format!("{}-{}", r.lo, r.hi))
+    }
+}
+
+fn retry_on_spec(on: &RetryOn) -> CodeOrWord {
+    match on {
+        RetryOn::ConnectFailure => CodeOrWord::Word(RetryOn::CONNECT_FAILURE.into()),
+        RetryOn::Reset => CodeOrWord::Word(RetryOn::RESET.into()),
+        RetryOn::PerTryTimeout => CodeOrWord::Word(RetryOn::PER_TRY_TIMEOUT.into()),
+        RetryOn::Status(c) => CodeOrWord::Code(*c),
+    }
+}
+
+impl From<&Retry> for RetrySpec {
+    fn from(r: &Retry) -> Self {
+        RetrySpec {
+            attempts: Some(r.attempts),
+            on: Some(r.on.iter().map(retry_on_spec).collect()),
+            per_try_timeout: r.per_try_timeout.map(duration::format),
+            backoff: Some(duration::format(r.backoff)),
+            non_idempotent: Some(r.non_idempotent),
         }
     }
 }
@@ -368,6 +539,7 @@ impl From<&Route> for RouteSpec {
                         .and_then(|h| h.to_str().ok())
                         .map(str::to_owned),
                     timeout: f.timeout.map(duration::format),
+                    retry: f.retry.as_ref().map(RetrySpec::from),
                 };
                 (Some(fwd), None)
             }
@@ -439,6 +611,10 @@ impl From<&Route> for RouteSpec {
             filters: r.filters.as_deref().map(FiltersSpec::from),
             forward,
             redirect,
+            mode: (r.mode != RouteMode::default()).then_some(r.mode),
+            shadow: r.shadow.as_ref().map(|h| ShadowSpec {
+                expect_header: Some(h.as_str().to_owned()),
+            }),
         }
     }
 }
@@ -492,6 +668,32 @@ pub const DEFAULT_REDIRECT_CODE: u16 = 301;
 /// The group a route is in when it names none.
 pub const DEFAULT_GROUP: &str = "default";
 
+/// `health_check` defaults.
+pub const DEFAULT_HEALTH_PATH: &str = "/healthz";
+pub const DEFAULT_HEALTH_INTERVAL: &str = "5s";
+pub const DEFAULT_HEALTH_TIMEOUT: &str = "1s";
+pub const DEFAULT_HEALTHY: u32 = 2;
+pub const DEFAULT_UNHEALTHY: u32 = 3;
+pub const DEFAULT_EXPECT: &str = "200-399";
+/// `outlier` defaults.
+pub const DEFAULT_CONSECUTIVE_FAILURES: u32 = 5;
+pub const DEFAULT_BASE_EJECTION: &str = "30s";
+pub const DEFAULT_MAX_EJECTED_PERCENT: u32 = 50;
+/// `limits` defaults.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 1024;
+pub const DEFAULT_MAX_PENDING: u32 = 256;
+/// `retry` defaults (`per_try_timeout` has none: the route's `timeout` bounds every try).
+pub const DEFAULT_RETRY_ATTEMPTS: u32 = 2;
+pub const DEFAULT_RETRY_BACKOFF: &str = "25ms";
+/// `retry.on` when left out.
+pub fn default_retry_on() -> Vec<CodeOrWord> {
+    vec![
+        CodeOrWord::Word(RetryOn::CONNECT_FAILURE.into()),
+        CodeOrWord::Word(RetryOn::RESET.into()),
+        CodeOrWord::Code(503),
+    ]
+}
+
 impl ServiceSpec {
     /// The same service with every default written out (`weight: 1`,
     /// `load_balancing: round_robin`, `protocol: http1`), so a reader sees what is in
@@ -502,6 +704,29 @@ impl ServiceSpec {
         }
         self.load_balancing.get_or_insert(LoadBalancing::default());
         self.protocol.get_or_insert(Protocol::default().into());
+        if let Some(h) = &mut self.health_check {
+            h.path.get_or_insert_with(|| DEFAULT_HEALTH_PATH.into());
+            h.interval
+                .get_or_insert_with(|| DEFAULT_HEALTH_INTERVAL.into());
+            h.timeout
+                .get_or_insert_with(|| DEFAULT_HEALTH_TIMEOUT.into());
+            h.healthy.get_or_insert(DEFAULT_HEALTHY);
+            h.unhealthy.get_or_insert(DEFAULT_UNHEALTHY);
+            h.expect
+                .get_or_insert_with(|| vec![CodeOrWord::Word(DEFAULT_EXPECT.into())]);
+        }
+        if let Some(o) = &mut self.outlier {
+            o.consecutive_failures
+                .get_or_insert(DEFAULT_CONSECUTIVE_FAILURES);
+            o.base_ejection
+                .get_or_insert_with(|| DEFAULT_BASE_EJECTION.into());
+            o.max_ejected_percent
+                .get_or_insert(DEFAULT_MAX_EJECTED_PERCENT);
+        }
+        if let Some(l) = &mut self.limits {
+            l.max_connections.get_or_insert(DEFAULT_MAX_CONNECTIONS);
+            l.max_pending.get_or_insert(DEFAULT_MAX_PENDING);
+        }
         self
     }
 }
@@ -518,9 +743,17 @@ impl RouteSpec {
         });
         self.priority.get_or_insert(0);
         self.group.get_or_insert_with(|| DEFAULT_GROUP.into());
+        self.mode.get_or_insert(RouteMode::default());
         if let Some(f) = &mut self.forward {
             for b in f.backends.iter_mut().flatten() {
                 b.weight.get_or_insert(1);
+            }
+            if let Some(r) = &mut f.retry {
+                r.attempts.get_or_insert(DEFAULT_RETRY_ATTEMPTS);
+                r.on.get_or_insert_with(default_retry_on);
+                r.backoff
+                    .get_or_insert_with(|| DEFAULT_RETRY_BACKOFF.into());
+                r.non_idempotent.get_or_insert(false);
             }
         }
         if let Some(r) = &mut self.redirect {

@@ -76,6 +76,13 @@ struct Bucket {
     regex: Vec<u32>,
 }
 
+/// What [`RouteTable::lookup_shadowed`] found.
+#[derive(Debug)]
+pub struct Lookup<'a, T> {
+    pub active: Option<Matched<'a, T>>,
+    pub shadow: Option<Matched<'a, T>>,
+}
+
 /// The route a request matched, and its payload.
 #[derive(Debug)]
 pub struct Matched<'a, T> {
@@ -135,46 +142,66 @@ impl<T> RouteTable<T> {
         self.payloads.is_empty()
     }
 
+    /// The active route that serves `req` (shadow routes never serve).
     pub fn lookup(&self, req: &RequestHead<'_>) -> Option<Matched<'_, T>> {
-        let rank = self.find_rank(req)?;
-        let idx = self.by_rank[rank as usize] as usize;
-        Some(Matched {
-            route: &self.snapshot.config().routes()[idx],
-            payload: &self.payloads[idx],
-        })
+        self.lookup_shadowed(req).active
     }
 
-    fn find_rank(&self, req: &RequestHead<'_>) -> Option<u32> {
-        if let Some(rank) = self
-            .exact_hosts
-            .get(req.host)
-            .and_then(|bucket| self.search(bucket, req))
-        {
-            return Some(rank);
+    /// The active route that serves `req`, and the shadow route that would have served
+    /// it had it been active (one that outranks the active route), if any.
+    pub fn lookup_shadowed(&self, req: &RequestHead<'_>) -> Lookup<'_, T> {
+        let (active, shadow) = self.find_rank(req);
+        Lookup {
+            active: active.map(|rank| self.matched(rank)),
+            shadow: shadow.map(|rank| self.matched(rank)),
+        }
+    }
+
+    fn matched(&self, rank: u32) -> Matched<'_, T> {
+        let idx = self.by_rank[rank as usize] as usize;
+        Matched {
+            route: &self.snapshot.config().routes()[idx],
+            payload: &self.payloads[idx],
+        }
+    }
+
+    /// (active, shadow): buckets are searched most specific first; the first bucket
+    /// with a matching active route serves, and a shadow route counts only if it
+    /// would have won — in an earlier bucket, or ranked above the active one in its.
+    fn find_rank(&self, req: &RequestHead<'_>) -> (Option<u32>, Option<u32>) {
+        let mut shadow = None;
+        let mut visit = |bucket: Option<&Bucket>| {
+            let (active, s) = bucket.map_or((None, None), |b| self.search(b, req));
+            if shadow.is_none() {
+                shadow = s;
+            }
+            active
+        };
+        if let Some(rank) = visit(self.exact_hosts.get(req.host)) {
+            return (Some(rank), shadow);
         }
         if !self.wildcard_hosts.is_empty() {
             // Leftmost dot first = longest suffix first; a dot at 0 would leave an
             // empty first label, which no wildcard covers.
             for (i, _) in req.host.match_indices('.').filter(|(i, _)| *i > 0) {
-                if let Some(rank) = self
-                    .wildcard_hosts
-                    .get(&req.host[i..])
-                    .and_then(|bucket| self.search(bucket, req))
-                {
-                    return Some(rank);
+                if let Some(rank) = visit(self.wildcard_hosts.get(&req.host[i..])) {
+                    return (Some(rank), shadow);
                 }
             }
         }
-        self.search(&self.any_host, req)
+        let active = visit(Some(&self.any_host));
+        (active, shadow)
     }
 
     fn route(&self, rank: u32) -> &Route {
         &self.snapshot.config().routes()[self.by_rank[rank as usize] as usize]
     }
 
-    /// The best-ranked route in `bucket` that matches, if any.
-    fn search(&self, bucket: &Bucket, req: &RequestHead<'_>) -> Option<u32> {
+    /// The best-ranked active route in `bucket` that matches, if any, and the best
+    /// matching shadow route ranked above it.
+    fn search(&self, bucket: &Bucket, req: &RequestHead<'_>) -> (Option<u32>, Option<u32>) {
         let mut best = u32::MAX;
+        let mut best_shadow = u32::MAX;
         let mut consider = |list: &[u32], check_path: bool| {
             for &rank in list {
                 if rank >= best {
@@ -184,6 +211,10 @@ impl<T> RouteTable<T> {
                 if (!check_path || route.path().matches(req.path))
                     && route.matches_conditions(req.method, req.headers, req.query)
                 {
+                    if route.is_shadow() {
+                        best_shadow = best_shadow.min(rank);
+                        continue;
+                    }
                     best = rank;
                     break;
                 }
@@ -213,7 +244,10 @@ impl<T> RouteTable<T> {
             }
         }
         consider(&bucket.regex, true);
-        (best != u32::MAX).then_some(best)
+        (
+            (best != u32::MAX).then_some(best),
+            (best_shadow < best).then_some(best_shadow),
+        )
     }
 }
 

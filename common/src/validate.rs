@@ -196,9 +196,15 @@ fn service(spec: &ServiceSpec, errors: &mut Vec<ValidationError>) -> Option<Serv
                 instances.push(Instance {
                     address,
                     weight: inst.weight.unwrap_or(1),
+                    labels: inst.labels.clone(),
                 });
             }
             Err(reason) => p.add(field, reason),
+        }
+        for (key, value) in &inst.labels {
+            if let Err(reason) = check_label(key, value) {
+                p.add(format!("instances[{i}].labels"), reason);
+            }
         }
         if inst.weight.is_some_and(|w| w > MAX_WEIGHT) {
             p.add(
@@ -216,17 +222,19 @@ fn service(spec: &ServiceSpec, errors: &mut Vec<ValidationError>) -> Option<Serv
     let protocol = match spec.protocol {
         None | Some(ProtocolSpec::Http1) => Protocol::Http1,
         Some(ProtocolSpec::H2c) => Protocol::H2c,
-        Some(tls @ (ProtocolSpec::H2 | ProtocolSpec::Https)) => {
-            p.add(
-                "protocol",
-                format_args!(
-                    "{:?} is not supported yet: TLS to upstreams is not supported (use http1 or h2c)",
-                    tls.as_str()
-                ),
-            );
-            Protocol::Http1
-        }
+        Some(ProtocolSpec::H2) => Protocol::H2,
+        Some(ProtocolSpec::Https) => Protocol::Https,
     };
+    let tls = spec
+        .tls
+        .as_ref()
+        .and_then(|t| upstream_tls(&mut p, protocol, t));
+    let health_check = spec
+        .health_check
+        .as_ref()
+        .and_then(|h| health_check(&mut p, h));
+    let outlier = spec.outlier.as_ref().and_then(|o| outlier(&mut p, o));
+    let limits = spec.limits.as_ref().and_then(|l| limits(&mut p, l));
     if errors.len() > before {
         return None;
     }
@@ -235,13 +243,360 @@ fn service(spec: &ServiceSpec, errors: &mut Vec<ValidationError>) -> Option<Serv
         instances,
         load_balancing: spec.load_balancing.unwrap_or_default(),
         protocol,
+        tls,
+        health_check,
+        outlier,
+        limits,
     })
+}
+
+/// `services[].tls`: only for TLS protocols; `server_name` a DNS name or an IP address;
+/// `ca_pem` one or more PEM certificates that parse as X.509.
+fn upstream_tls(
+    p: &mut Problems<'_>,
+    protocol: Protocol,
+    spec: &UpstreamTlsSpec,
+) -> Option<UpstreamTls> {
+    let mut ok = true;
+    if !protocol.is_tls() {
+        p.add(
+            "tls",
+            format_args!(
+                "only for protocol h2 or https (this service's protocol is {:?})",
+                crate::spec::ProtocolSpec::from(protocol).as_str()
+            ),
+        );
+        ok = false;
+    }
+    if let Some(name) = &spec.server_name
+        && rustls_pki_types::ServerName::try_from(name.as_str()).is_err()
+    {
+        p.add(
+            "tls.server_name",
+            format_args!("{name:?} is not a DNS name or an IP address"),
+        );
+        ok = false;
+    }
+    if let Some(pem) = &spec.ca_pem
+        && let Err(reason) = check_ca_pem(pem)
+    {
+        p.add("tls.ca_pem", reason);
+        ok = false;
+    }
+    ok.then(|| UpstreamTls {
+        server_name: spec.server_name.as_deref().map(Into::into),
+        ca_pem: spec.ca_pem.as_deref().map(Into::into),
+    })
+}
+
+/// At least one `CERTIFICATE` block, each an X.509 certificate.
+fn check_ca_pem(pem: &str) -> Result<(), String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut count = 0;
+    for (i, cert) in CertificateDer::pem_slice_iter(pem.as_bytes()).enumerate() {
+        let cert = cert.map_err(|e| format!("certificate {}: not valid PEM: {e}", i + 1))?;
+        x509_parser::parse_x509_certificate(&cert)
+            .map_err(|e| format!("certificate {}: not an X.509 certificate: {e}", i + 1))?;
+        count += 1;
+    }
+    if count == 0 {
+        return Err("no PEM certificate (-----BEGIN CERTIFICATE-----) in it".into());
+    }
+    Ok(())
+}
+
+/// A positive duration, or the default when left out.
+fn positive_duration(
+    p: &mut Problems<'_>,
+    field: &str,
+    value: Option<&str>,
+    default: &str,
+) -> Option<std::time::Duration> {
+    match duration::parse(value.unwrap_or(default)) {
+        Ok(d) if !d.is_zero() => Some(d),
+        Ok(_) => {
+            p.add(field, "must be greater than 0");
+            None
+        }
+        Err(e) => {
+            p.add(field, e);
+            None
+        }
+    }
+}
+
+/// A count in `lo..=hi`, or the default when left out.
+fn count(
+    p: &mut Problems<'_>,
+    field: &str,
+    value: Option<u32>,
+    default: u32,
+    lo: u32,
+    hi: u32,
+) -> u32 {
+    let v = value.unwrap_or(default);
+    if !(lo..=hi).contains(&v) {
+        p.add(field, format_args!("{v} must be {lo}-{hi}"));
+    }
+    v
+}
+
+fn status_range(item: &CodeOrWord) -> Option<StatusRange> {
+    let ok = |c: u16| (100..=599).contains(&c);
+    let (lo, hi) = match item {
+        CodeOrWord::Code(c) => (*c, *c),
+        CodeOrWord::Word(w) => match w.split_once('-') {
+            Some((a, b)) => (a.trim().parse().ok()?, b.trim().parse().ok()?),
+            None => {
+                let c = w.trim().parse().ok()?;
+                (c, c)
+            }
+        },
+    };
+    (ok(lo) && ok(hi) && lo <= hi).then_some(StatusRange { lo, hi })
+}
+
+fn health_check(p: &mut Problems<'_>, spec: &HealthCheckSpec) -> Option<HealthCheck> {
+    let before = p.out.len();
+    let path = spec.path.as_deref().unwrap_or(DEFAULT_HEALTH_PATH);
+    let path = normalised_path(p, "health_check.path", path);
+    let interval = positive_duration(
+        p,
+        "health_check.interval",
+        spec.interval.as_deref(),
+        DEFAULT_HEALTH_INTERVAL,
+    );
+    let timeout = positive_duration(
+        p,
+        "health_check.timeout",
+        spec.timeout.as_deref(),
+        DEFAULT_HEALTH_TIMEOUT,
+    );
+    if let (Some(i), Some(t)) = (interval, timeout)
+        && t > i
+    {
+        p.add(
+            "health_check.timeout",
+            format_args!(
+                "{} is longer than the interval ({})",
+                duration::format(t),
+                duration::format(i)
+            ),
+        );
+    }
+    let healthy = count(
+        p,
+        "health_check.healthy",
+        spec.healthy,
+        DEFAULT_HEALTHY,
+        1,
+        100,
+    );
+    let unhealthy = count(
+        p,
+        "health_check.unhealthy",
+        spec.unhealthy,
+        DEFAULT_UNHEALTHY,
+        1,
+        100,
+    );
+    let mut expect = Vec::new();
+    match &spec.expect {
+        None => expect.push(StatusRange { lo: 200, hi: 399 }),
+        Some(list) if list.is_empty() => p.add(
+            "health_check.expect",
+            "is empty; list at least one status or range",
+        ),
+        Some(list) => {
+            for (i, item) in list.iter().enumerate() {
+                match status_range(item) {
+                    Some(r) => expect.push(r),
+                    None => p.add(
+                        format!("health_check.expect[{i}]"),
+                        format_args!(
+                            "{item} is not a status code or range of them (e.g. 200 or 200-399, within 100-599)"
+                        ),
+                    ),
+                }
+            }
+        }
+    }
+    (p.out.len() == before).then(|| HealthCheck {
+        path: path.unwrap_or_default().into(),
+        interval: interval.unwrap_or_default(),
+        timeout: timeout.unwrap_or_default(),
+        healthy,
+        unhealthy,
+        expect,
+    })
+}
+
+fn outlier(p: &mut Problems<'_>, spec: &OutlierSpec) -> Option<Outlier> {
+    let before = p.out.len();
+    let consecutive_failures = count(
+        p,
+        "outlier.consecutive_failures",
+        spec.consecutive_failures,
+        DEFAULT_CONSECUTIVE_FAILURES,
+        1,
+        1000,
+    );
+    let base_ejection = positive_duration(
+        p,
+        "outlier.base_ejection",
+        spec.base_ejection.as_deref(),
+        DEFAULT_BASE_EJECTION,
+    );
+    let max_ejected_percent = count(
+        p,
+        "outlier.max_ejected_percent",
+        spec.max_ejected_percent,
+        DEFAULT_MAX_EJECTED_PERCENT,
+        0,
+        100,
+    );
+    (p.out.len() == before).then(|| Outlier {
+        consecutive_failures,
+        base_ejection: base_ejection.unwrap_or_default(),
+        max_ejected_percent,
+    })
+}
+
+fn limits(p: &mut Problems<'_>, spec: &LimitsSpec) -> Option<Limits> {
+    let before = p.out.len();
+    let max_connections = count(
+        p,
+        "limits.max_connections",
+        spec.max_connections,
+        DEFAULT_MAX_CONNECTIONS,
+        1,
+        1_000_000,
+    );
+    let max_pending = count(
+        p,
+        "limits.max_pending",
+        spec.max_pending,
+        DEFAULT_MAX_PENDING,
+        1,
+        1_000_000,
+    );
+    (p.out.len() == before).then_some(Limits {
+        max_connections,
+        max_pending,
+    })
+}
+
+/// Most retries a route may ask for.
+pub const MAX_RETRY_ATTEMPTS: u32 = 10;
+
+fn retry(p: &mut Problems<'_>, spec: &RetrySpec) -> Option<Retry> {
+    let before = p.out.len();
+    let attempts = count(
+        p,
+        "forward.retry.attempts",
+        spec.attempts,
+        DEFAULT_RETRY_ATTEMPTS,
+        1,
+        MAX_RETRY_ATTEMPTS,
+    );
+    let mut on = Vec::new();
+    let items = spec.on.clone().unwrap_or_else(default_retry_on);
+    if items.is_empty() {
+        p.add("forward.retry.on", "is empty; list at least one condition");
+    }
+    for (i, item) in items.iter().enumerate() {
+        let field = format!("forward.retry.on[{i}]");
+        let cond = match item {
+            CodeOrWord::Code(c) if (400..=599).contains(c) => Some(RetryOn::Status(*c)),
+            CodeOrWord::Word(w) if w == RetryOn::CONNECT_FAILURE => Some(RetryOn::ConnectFailure),
+            CodeOrWord::Word(w) if w == RetryOn::RESET => Some(RetryOn::Reset),
+            CodeOrWord::Word(w) if w == RetryOn::PER_TRY_TIMEOUT => Some(RetryOn::PerTryTimeout),
+            other => {
+                p.add(
+                    field.clone(),
+                    format_args!(
+                        "{other} is not a retry condition (expected connect-failure, reset, per-try-timeout or a status 400-599)"
+                    ),
+                );
+                None
+            }
+        };
+        if let Some(c) = cond {
+            if on.contains(&c) {
+                p.add(field, format_args!("{item} is listed twice"));
+            } else {
+                on.push(c);
+            }
+        }
+    }
+    let per_try_timeout = spec.per_try_timeout.as_deref().and_then(|t| {
+        positive_duration(
+            p,
+            "forward.retry.per_try_timeout",
+            Some(t),
+            DEFAULT_RETRY_BACKOFF,
+        )
+    });
+    if on.contains(&RetryOn::PerTryTimeout) && spec.per_try_timeout.is_none() {
+        p.add(
+            "forward.retry.on",
+            "per-try-timeout needs forward.retry.per_try_timeout",
+        );
+    }
+    let backoff = match duration::parse(spec.backoff.as_deref().unwrap_or(DEFAULT_RETRY_BACKOFF)) {
+        Ok(d) if d <= std::time::Duration::from_secs(10) => Some(d),
+        Ok(_) => {
+            p.add("forward.retry.backoff", "must be at most 10s");
+            None
+        }
+        Err(e) => {
+            p.add("forward.retry.backoff", e);
+            None
+        }
+    };
+    (p.out.len() == before).then(|| Retry {
+        attempts,
+        on,
+        per_try_timeout,
+        backoff: backoff.unwrap_or_default(),
+        non_idempotent: spec.non_idempotent.unwrap_or(false),
+    })
+}
+
+/// The longest label key or value.
+pub const MAX_LABEL_LEN: usize = 63;
+
+/// A label as instances carry it (`labels: {region: eu-west-1}`): the key is 1-63 of
+/// `A-Z a-z 0-9 . _ - /`, starting with a letter or digit; the value is 0-63 of
+/// `A-Z a-z 0-9 . _ -` (what proxies' `--label` values are matched against).
+pub fn check_label(key: &str, value: &str) -> Result<(), String> {
+    let key_ok = key.len() <= MAX_LABEL_LEN
+        && key.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'));
+    if !key_ok {
+        return Err(format!(
+            "key {key:?} must be 1-{MAX_LABEL_LEN} of A-Z a-z 0-9 . _ - /, starting with a letter or digit"
+        ));
+    }
+    let value_ok = value.len() <= MAX_LABEL_LEN
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !value_ok {
+        return Err(format!(
+            "value {value:?} of {key:?} must be at most {MAX_LABEL_LEN} of A-Z a-z 0-9 . _ -"
+        ));
+    }
+    Ok(())
 }
 
 /// Weights above this gain nothing and would only make round-robin schedules long.
 pub const MAX_WEIGHT: u32 = 10_000;
 
-fn parse_address(s: &str) -> Result<http::uri::Authority, String> {
+pub(crate) fn parse_address(s: &str) -> Result<http::uri::Authority, String> {
     let a: http::uri::Authority = s.parse().map_err(|_| format!("{s:?} is not host:port"))?;
     if a.port_u16().is_none() {
         return Err(format!("{s:?} has no port; expected host:port"));
@@ -327,6 +682,33 @@ fn route(spec: &RouteSpec, errors: &mut Vec<ValidationError>) -> Option<Route> {
         }
     };
 
+    let shadow = spec.shadow.as_ref().and_then(|sh| {
+        let Some(name) = &sh.expect_header else {
+            p.add(
+                "shadow",
+                "is set but empty; name expect_header (the response header holding the upstream's path)",
+            );
+            return None;
+        };
+        if spec.forward.is_none() {
+            p.add(
+                "shadow.expect_header",
+                "applies to forward routes; a shadow redirect is compared with the upstream's redirect",
+            );
+            return None;
+        }
+        match HeaderName::from_bytes(name.as_bytes()) {
+            Ok(h) if h.as_str() == name.to_ascii_lowercase() => Some(h),
+            _ => {
+                p.add(
+                    "shadow.expect_header",
+                    format_args!("{name:?} is not a header name"),
+                );
+                None
+            }
+        }
+    });
+
     if errors.len() > before {
         return None;
     }
@@ -341,6 +723,8 @@ fn route(spec: &RouteSpec, errors: &mut Vec<ValidationError>) -> Option<Route> {
         group: group?,
         action: action?,
         filters: filters.filter(|f| **f != Filters::default()),
+        mode: spec.mode.unwrap_or_default(),
+        shadow,
     })
 }
 
@@ -699,12 +1083,14 @@ fn forward(p: &mut Problems<'_>, spec: &ForwardSpec, path: Option<&PathMatch>) -
                 None
             }
         });
+    let retry = spec.retry.as_ref().and_then(|r| retry(p, r));
     (p.out.len() == before).then_some(Forward {
         backends,
         rewrite,
         host_rewrite,
         timeout,
         single_service,
+        retry,
     })
 }
 

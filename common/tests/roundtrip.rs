@@ -65,8 +65,40 @@ fn the_generator_covers_every_field() {
         for s in &spec.services {
             note("load_balancing", s.load_balancing.is_some());
             note("protocol", s.protocol.is_some());
+            note("tls", s.tls.is_some());
+            if let Some(t) = &s.tls {
+                note("tls.server_name", t.server_name.is_some());
+                note("tls.ca_pem", t.ca_pem.is_some());
+            }
+            note("health_check", s.health_check.is_some());
+            if let Some(h) = &s.health_check {
+                note("health_check.path", h.path.is_some());
+                note("health_check.interval", h.interval.is_some());
+                note("health_check.timeout", h.timeout.is_some());
+                note("health_check.healthy", h.healthy.is_some());
+                note("health_check.unhealthy", h.unhealthy.is_some());
+                note("health_check.expect", h.expect.is_some());
+            }
+            note("outlier", s.outlier.is_some());
+            if let Some(o) = &s.outlier {
+                note(
+                    "outlier.consecutive_failures",
+                    o.consecutive_failures.is_some(),
+                );
+                note("outlier.base_ejection", o.base_ejection.is_some());
+                note(
+                    "outlier.max_ejected_percent",
+                    o.max_ejected_percent.is_some(),
+                );
+            }
+            note("limits", s.limits.is_some());
+            if let Some(l) = &s.limits {
+                note("limits.max_connections", l.max_connections.is_some());
+                note("limits.max_pending", l.max_pending.is_some());
+            }
             for i in &s.instances {
                 note("weight", i.weight.is_some());
+                note("labels", !i.labels.is_empty());
             }
         }
         for r in &spec.routes {
@@ -90,12 +122,22 @@ fn the_generator_covers_every_field() {
                 }
             }
             note("redirect", r.redirect.is_some());
+            note("mode", r.mode.is_some());
+            note("shadow", r.shadow.is_some());
             if let Some(f) = &r.forward {
                 note("service", f.service.is_some());
                 note("backends", f.backends.is_some());
                 note("rewrite_prefix", f.rewrite_prefix.is_some());
                 note("rewrite_path", f.rewrite_path.is_some());
                 note("host_rewrite", f.host_rewrite.is_some());
+                note("retry", f.retry.is_some());
+                if let Some(r) = &f.retry {
+                    note("retry.attempts", r.attempts.is_some());
+                    note("retry.on", r.on.is_some());
+                    note("retry.per_try_timeout", r.per_try_timeout.is_some());
+                    note("retry.backoff", r.backoff.is_some());
+                    note("retry.non_idempotent", r.non_idempotent.is_some());
+                }
                 note("timeout", f.timeout.is_some());
             }
             if let Some(rd) = &r.redirect {
@@ -122,5 +164,5 @@ fn the_generator_covers_every_field() {
             "{field}: present {present}, absent {absent}"
         );
     }
-    assert_eq!(seen.len(), 34, "{seen:?}");
+    assert_eq!(seen.len(), 59, "{seen:?}");
 }

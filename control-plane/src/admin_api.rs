@@ -153,4 +153,36 @@ impl v1::admin_server::Admin for AdminService {
         }
         Ok(Response::new(v1::DeleteNodeResponse { existed }))
     }
+
+    async fn shadow(
+        &self,
+        request: Request<v1::ShadowRequest>,
+    ) -> Result<Response<v1::ShadowResponse>, Status> {
+        let only = request.into_inner().route;
+        self.controller.catch_up(CATCH_UP).await;
+        let catalog = self.controller.catalog();
+        let Some(config) = catalog.config.as_ref() else {
+            return Err(Status::unavailable(
+                "the control plane has not loaded the configuration from etcd yet",
+            ));
+        };
+        if let Some(id) = &only {
+            match config.routes().iter().find(|r| r.id().as_str() == id) {
+                None => return Err(Status::not_found(format!("route {id:?} not found"))),
+                Some(r) if !r.is_shadow() => {
+                    return Err(Status::failed_precondition(format!(
+                        "route {id:?} is not a shadow route (mode: {})",
+                        r.mode().as_str()
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
+        let nodes = self.nodes.list().await;
+        let routes = crate::shadow::fleet(config, &nodes, only.as_deref());
+        Ok(Response::new(v1::ShadowResponse {
+            version: catalog.version,
+            routes: routes.iter().map(v1::ShadowRoute::from).collect(),
+        }))
+    }
 }

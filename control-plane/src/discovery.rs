@@ -23,7 +23,12 @@ pub struct DiscoveryService {
     nodes: Arc<Nodes>,
     /// This replica's gRPC address, recorded in node status.
     replica: String,
+    /// The least time between two snapshots sent on one stream (flood control).
+    pace: std::time::Duration,
 }
+
+/// `--max-snapshots-per-second`'s default.
+pub const DEFAULT_MAX_SNAPSHOTS_PER_SECOND: u32 = 10;
 
 impl DiscoveryService {
     pub fn new(controller: Arc<Controller>, nodes: Arc<Nodes>, replica: String) -> Self {
@@ -31,8 +36,22 @@ impl DiscoveryService {
             controller,
             nodes,
             replica,
+            pace: pace(DEFAULT_MAX_SNAPSHOTS_PER_SECOND),
         }
     }
+
+    /// Coalesces versions so that each proxy of a group gets at most `per_second`
+    /// snapshots a second: a version published sooner than that after the last send
+    /// waits, and only the newest waiting one is sent. A registration flood then costs
+    /// the fleet `per_second` snapshots a second, however many versions it makes.
+    pub fn with_max_snapshots_per_second(mut self, per_second: u32) -> Self {
+        self.pace = pace(per_second);
+        self
+    }
+}
+
+fn pace(per_second: u32) -> std::time::Duration {
+    std::time::Duration::from_secs(1) / per_second.max(1)
 }
 
 #[tonic::async_trait]
@@ -77,6 +96,7 @@ impl shared::discovery_server::Discovery for DiscoveryService {
             // version 0 (an empty store): otherwise it would never become ready.
             last_sent: (hello.version > 0).then_some(hello.version),
             left: false,
+            pace: self.pace,
         };
         tracing::info!(node = %hello.node_id, group = %session.record.group, version = hello.version, "proxy connected");
         tokio::spawn(session.run(inbound, tx));
@@ -91,6 +111,8 @@ struct Session {
     last_sent: Option<u64>,
     /// The node said goodbye: its record is gone and must not be written again.
     left: bool,
+    /// The least time between two sends ([`DiscoveryService::with_max_snapshots_per_second`]).
+    pace: std::time::Duration,
 }
 
 impl Session {
@@ -113,12 +135,22 @@ impl Session {
         let _open = Open(open);
         let mut catalogs = self.controller.subscribe();
         catalogs.mark_changed();
+        // When the last snapshot went out, and when the next may (a newer version is
+        // waiting for it).
+        let mut sent_at: Option<tokio::time::Instant> = None;
+        let mut due: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 changed = catalogs.changed() => {
                     if changed.is_err() {
                         break;
                     }
+                    let now = tokio::time::Instant::now();
+                    let at = sent_at.map_or(now, |t| (t + self.pace).max(now));
+                    due.get_or_insert(at);
+                }
+                () = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
+                    due = None;
                     let catalog = catalogs.borrow_and_update().clone();
                     if catalog.is_loaded() && Some(catalog.version) != self.last_sent {
                         let metrics = self.controller.metrics();
@@ -127,6 +159,7 @@ impl Session {
                             metrics.snapshot_bytes.observe(bytes as f64);
                         });
                         self.last_sent = Some(catalog.version);
+                        sent_at = Some(tokio::time::Instant::now());
                         if tx.send(Ok(snapshot)).await.is_err() {
                             break;
                         }
@@ -176,6 +209,7 @@ impl Session {
                 record.in_flight = h.in_flight;
                 record.requests_total = h.requests_total;
                 record.errors_total = h.downstream_errors + h.upstream_errors + h.internal_errors;
+                record.shadow = h.shadow.into_iter().map(Into::into).collect();
             }
             Some(Message::Goodbye(bye)) => {
                 tracing::info!(node = %record.id, reason = %bye.reason, "proxy says goodbye");

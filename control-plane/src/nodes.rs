@@ -46,6 +46,9 @@ pub struct NodeRecord {
     pub errors_total: u64,
     /// The control-plane replica the node is connected to.
     pub control_plane: String,
+    /// Its shadow routes' tallies, from its last health report.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shadow: Vec<crate::shadow::NodeShadow>,
 }
 
 /// A node's state as the status API and the CLI show it.
@@ -169,6 +172,7 @@ impl From<&v1::NodeStatus> for Node {
                 requests_total: n.requests_total,
                 errors_total: n.errors_total,
                 control_plane: n.control_plane.clone(),
+                shadow: Vec::new(),
             },
             liveness,
         }

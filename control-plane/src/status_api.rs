@@ -36,11 +36,23 @@ use crate::nodes::{Convergence, NodeView, Nodes, NodesView, convergence};
 pub struct StatusApi {
     controller: Arc<Controller>,
     nodes: Arc<Nodes>,
+    /// The registry's write routes ([`crate::registry_http`]), when served here.
+    registry: Option<crate::registry_http::RegistryHttp>,
 }
 
 impl StatusApi {
     pub fn new(controller: Arc<Controller>, nodes: Arc<Nodes>) -> Self {
-        Self { controller, nodes }
+        Self {
+            controller,
+            nodes,
+            registry: None,
+        }
+    }
+
+    /// Serves the registry's routes too (the status port's only writes).
+    pub fn with_registry(mut self, registry: crate::registry_http::RegistryHttp) -> Self {
+        self.registry = Some(registry);
+        self
     }
 }
 
@@ -65,6 +77,7 @@ const NODE_PREFIX: &str = "/v1/nodes/";
 /// The status API: its routes (GET routes also answer HEAD, without the body) behind
 /// one read-only gate.
 pub fn router(api: Arc<StatusApi>) -> Router {
+    let registry = api.registry.clone();
     let routes = Router::new()
         .route("/healthz", get(async || text(StatusCode::OK, "ok\n")))
         .route("/readyz", get(readyz))
@@ -78,6 +91,8 @@ pub fn router(api: Arc<StatusApi>) -> Router {
         .route("/v1/services", get(services))
         .route("/v1/map", get(route_map))
         .route("/v1/changes", get(changes))
+        .route("/v1/shadow", get(shadow))
+        .route("/v1/shadow/{route}", get(shadow_route))
         .route("/metrics", get(metrics))
         .merge(crate::dashboard::router())
         .fallback(async || {
@@ -90,9 +105,14 @@ pub fn router(api: Arc<StatusApi>) -> Router {
     // The gate wraps the whole router, so it runs before routing: every method but
     // GET/HEAD gets the same answer on every path (a `Router::layer` would run per route,
     // after axum's own method matching).
-    Router::new()
+    let gated = Router::new()
         .fallback_service(routes)
-        .layer(middleware::from_fn(read_only))
+        .layer(middleware::from_fn(read_only));
+    // The registry's paths are routed first; everything else meets the gate.
+    match registry {
+        Some(r) => crate::registry_http::router(r).fallback_service(gated),
+        None => gated,
+    }
 }
 
 type Api = State<Arc<StatusApi>>;
@@ -166,6 +186,40 @@ async fn route_map(State(api): Api, uri: Uri) -> Response {
         Some(h) if !h.is_empty() => json(&map.for_host(h)),
         _ => json(&map),
     }
+}
+
+/// `GET /v1/shadow`: every shadow route with its fleet-wide evidence
+/// ([`crate::shadow::ShadowView`]).
+async fn shadow(State(api): Api) -> Response {
+    shadow_view(&api, None).await
+}
+
+/// `GET /v1/shadow/{route}`: one shadow route (404 when there is no such shadow route).
+async fn shadow_route(
+    State(api): Api,
+    axum::extract::Path(route): axum::extract::Path<String>,
+) -> Response {
+    shadow_view(&api, Some(&route)).await
+}
+
+async fn shadow_view(api: &StatusApi, only: Option<&str>) -> Response {
+    let catalog = api.controller.catalog();
+    let Some(config) = catalog.config.as_ref() else {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "configuration not loaded yet\n".to_owned(),
+        );
+    };
+    let routes = crate::shadow::fleet(config, &api.nodes.list().await, only);
+    if let Some(id) = only
+        && routes.is_empty()
+    {
+        return text(StatusCode::NOT_FOUND, format!("no shadow route {id:?}\n"));
+    }
+    json(&crate::shadow::ShadowView {
+        version: catalog.version,
+        routes,
+    })
 }
 
 /// `GET /v1/changes`: the versions this replica published recently, newest first.

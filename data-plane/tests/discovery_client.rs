@@ -141,9 +141,11 @@ fn service() -> v1::Service {
         instances: vec![v1::Instance {
             address: "127.0.0.1:9".into(),
             weight: None,
+            labels: Default::default(),
         }],
         load_balancing: 0,
         protocol: 0,
+        ..Default::default()
     }
 }
 

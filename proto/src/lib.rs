@@ -71,11 +71,12 @@ impl prost::Message for EncodedSnapshot {
     }
 }
 
-use routemaster_common::model::LoadBalancing;
+use routemaster_common::model::{LoadBalancing, RouteMode};
 use routemaster_common::snapshot::{Snapshot, Source};
 use routemaster_common::spec::{
-    BackendSpec, ConfigSpec, FiltersSpec, ForwardSpec, HeaderFilterSpec, HeaderSpec, InstanceSpec,
-    PathSpec, ProtocolSpec, QuerySpec, RedirectSpec, RouteSpec, ServiceSpec,
+    BackendSpec, CodeOrWord, ConfigSpec, FiltersSpec, ForwardSpec, HeaderFilterSpec, HeaderSpec,
+    HealthCheckSpec, InstanceSpec, LimitsSpec, OutlierSpec, PathSpec, ProtocolSpec, QuerySpec,
+    RedirectSpec, RetrySpec, RouteSpec, ServiceSpec, ShadowSpec, UpstreamTlsSpec,
 };
 use routemaster_common::{Config, ObjectRef, Route, Service, ValidationErrors};
 
@@ -127,7 +128,10 @@ impl TryFrom<v1::Service> for ServiceSpec {
                 return Err(ConversionError::Field {
                     object: ObjectRef::Service(s.name),
                     field: "protocol",
-                    reason: format!("unknown value {} (expected http1 or h2c)", s.protocol),
+                    reason: format!(
+                        "unknown value {} (expected http1, h2c, h2 or https)",
+                        s.protocol
+                    ),
                 });
             }
         };
@@ -139,12 +143,59 @@ impl TryFrom<v1::Service> for ServiceSpec {
                 .map(|i| InstanceSpec {
                     address: i.address,
                     weight: i.weight,
+                    labels: i.labels.into_iter().collect(),
                 })
                 .collect(),
             load_balancing,
             protocol,
+            tls: s.tls.map(|t| UpstreamTlsSpec {
+                server_name: t.server_name,
+                ca_pem: t.ca_pem,
+            }),
+            health_check: s.health_check.map(|h| HealthCheckSpec {
+                path: h.path,
+                interval: h.interval,
+                timeout: h.timeout,
+                healthy: h.healthy,
+                unhealthy: h.unhealthy,
+                expect: codes_or_words(h.expect),
+            }),
+            outlier: s.outlier.map(|o| OutlierSpec {
+                consecutive_failures: o.consecutive_failures,
+                base_ejection: o.base_ejection,
+                max_ejected_percent: o.max_ejected_percent,
+            }),
+            limits: s.limits.map(|l| LimitsSpec {
+                max_connections: l.max_connections,
+                max_pending: l.max_pending,
+            }),
         })
     }
+}
+
+/// `expect` / `retry.on` items travel as strings; all digits is a status code. An empty
+/// list is how a message leaves the field out (a file's empty list does not validate).
+fn codes_or_words(items: Vec<String>) -> Option<Vec<CodeOrWord>> {
+    (!items.is_empty()).then(|| {
+        items
+            .into_iter()
+            .map(|w| match w.parse::<u16>() {
+                Ok(c) if !w.starts_with('+') => CodeOrWord::Code(c),
+                _ => CodeOrWord::Word(w),
+            })
+            .collect()
+    })
+}
+
+fn code_or_word_strings(items: &Option<Vec<CodeOrWord>>) -> Vec<String> {
+    items
+        .iter()
+        .flatten()
+        .map(|i| match i {
+            CodeOrWord::Code(c) => c.to_string(),
+            CodeOrWord::Word(w) => w.clone(),
+        })
+        .collect()
 }
 
 impl TryFrom<v1::Route> for RouteSpec {
@@ -230,6 +281,13 @@ impl TryFrom<v1::Route> for RouteSpec {
                     rewrite_path: f.rewrite_path,
                     host_rewrite: f.host_rewrite,
                     timeout: f.timeout,
+                    retry: f.retry.map(|r| RetrySpec {
+                        attempts: r.attempts,
+                        on: codes_or_words(r.on),
+                        per_try_timeout: r.per_try_timeout,
+                        backoff: r.backoff,
+                        non_idempotent: r.non_idempotent,
+                    }),
                 };
                 (Some(spec), None)
             }
@@ -289,7 +347,23 @@ impl TryFrom<v1::Route> for RouteSpec {
                 response_headers: one(f.response_headers),
             }
         });
+        let mode = match v1::RouteMode::try_from(r.mode) {
+            Ok(v1::RouteMode::Unspecified) => None,
+            Ok(v1::RouteMode::Active) => Some(RouteMode::Active),
+            Ok(v1::RouteMode::Shadow) => Some(RouteMode::Shadow),
+            Err(_) => {
+                return Err(field_error(
+                    "mode",
+                    format!("unknown value {} (expected active or shadow)", r.mode),
+                ));
+            }
+        };
+        let shadow = r.shadow.map(|s| ShadowSpec {
+            expect_header: s.expect_header,
+        });
         Ok(RouteSpec {
+            mode,
+            shadow,
             id: r.id,
             hosts: (!r.hosts.is_empty()).then_some(r.hosts),
             path,
@@ -349,10 +423,36 @@ fn service_message(s: &ServiceSpec) -> v1::Service {
             .map(|i| v1::Instance {
                 address: i.address.clone(),
                 weight: i.weight,
+                labels: i
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
             })
             .collect(),
         load_balancing: lb as i32,
         protocol: protocol as i32,
+        tls: s.tls.as_ref().map(|t| v1::UpstreamTls {
+            server_name: t.server_name.clone(),
+            ca_pem: t.ca_pem.clone(),
+        }),
+        health_check: s.health_check.as_ref().map(|h| v1::HealthCheck {
+            path: h.path.clone(),
+            interval: h.interval.clone(),
+            timeout: h.timeout.clone(),
+            healthy: h.healthy,
+            unhealthy: h.unhealthy,
+            expect: code_or_word_strings(&h.expect),
+        }),
+        outlier: s.outlier.as_ref().map(|o| v1::Outlier {
+            consecutive_failures: o.consecutive_failures,
+            base_ejection: o.base_ejection.clone(),
+            max_ejected_percent: o.max_ejected_percent,
+        }),
+        limits: s.limits.as_ref().map(|l| v1::Limits {
+            max_connections: l.max_connections,
+            max_pending: l.max_pending,
+        }),
     }
 }
 
@@ -403,6 +503,13 @@ fn route_message(r: &RouteSpec) -> v1::Route {
                 rewrite_path: f.rewrite_path.clone(),
                 host_rewrite: f.host_rewrite.clone(),
                 timeout: f.timeout.clone(),
+                retry: f.retry.as_ref().map(|r| v1::Retry {
+                    attempts: r.attempts,
+                    on: code_or_word_strings(&r.on),
+                    per_try_timeout: r.per_try_timeout.clone(),
+                    backoff: r.backoff.clone(),
+                    non_idempotent: r.non_idempotent,
+                }),
             }))
         }
         (None, Some(rd)) => Some(v1::route::Action::Redirect(v1::Redirect {
@@ -434,6 +541,14 @@ fn route_message(r: &RouteSpec) -> v1::Route {
         filters: r.filters.as_ref().map(|f| v1::Filters {
             request_headers: filter(&f.request_headers),
             response_headers: filter(&f.response_headers),
+        }),
+        mode: match r.mode {
+            None => v1::RouteMode::Unspecified,
+            Some(RouteMode::Active) => v1::RouteMode::Active,
+            Some(RouteMode::Shadow) => v1::RouteMode::Shadow,
+        } as i32,
+        shadow: r.shadow.as_ref().map(|s| v1::Shadow {
+            expect_header: s.expect_header.clone(),
         }),
         query: r
             .query
@@ -693,17 +808,39 @@ routes:
         .to_string();
         assert_eq!(
             err,
-            r#"service "s": protocol: unknown value 42 (expected http1 or h2c)"#
+            r#"service "s": protocol: unknown value 42 (expected http1, h2c, h2 or https)"#
         );
-        // TLS protocols are named by the message but refused by validation, as in a file.
-        let err = Service::try_from(v1::Service {
+        // TLS settings cross the boundary and are validated like a file's.
+        let h2 = Service::try_from(v1::Service {
             name: "s".into(),
             protocol: v1::Protocol::H2 as i32,
+            tls: Some(v1::UpstreamTls {
+                server_name: Some("users.internal".into()),
+                ca_pem: None,
+            }),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(h2.protocol(), routemaster_common::model::Protocol::H2);
+        assert_eq!(
+            h2.tls().and_then(|t| t.server_name()),
+            Some("users.internal")
+        );
+        let back = v1::Service::from(&h2);
+        assert_eq!(back.protocol, v1::Protocol::H2 as i32);
+        assert_eq!(
+            back.tls.and_then(|t| t.server_name).as_deref(),
+            Some("users.internal")
+        );
+        let err = Service::try_from(v1::Service {
+            name: "s".into(),
+            protocol: v1::Protocol::H2c as i32,
+            tls: Some(v1::UpstreamTls::default()),
             ..Default::default()
         })
         .unwrap_err()
         .to_string();
-        assert!(err.contains("TLS to upstreams is not supported"), "{err}");
+        assert!(err.contains("tls: only for protocol h2 or https"), "{err}");
         let h2c = Service::try_from(v1::Service {
             name: "s".into(),
             protocol: v1::Protocol::H2c as i32,
@@ -738,6 +875,8 @@ routes:
                 path: Some("/b".into()),
                 ..Default::default()
             }),
+            mode: None,
+            shadow: None,
         };
         let err = v1::Route::try_from(&both).unwrap_err().to_string();
         assert!(

@@ -318,3 +318,88 @@ fn query_conditions() {
         ],
     );
 }
+
+#[test]
+fn shadow_routes_never_serve_and_are_reported_when_they_would_win() {
+    let t = table(
+        r#"
+  - {id: catch-all, forward: {service: svc}}
+  - {id: old-exact, path: {exact: /old}, mode: shadow, redirect: {path: /new}}
+  - {id: shop, hosts: [shop.example], path: {prefix: /}, forward: {service: svc}}
+  - {id: shop-shadow, hosts: ["*.example"], path: {prefix: /sale}, mode: shadow, redirect: {path: /deals}}
+  - {id: api, path: {prefix: /api}, forward: {service: svc}}
+  - {id: api-v1-shadow, path: {prefix: /api/v1}, mode: shadow, forward: {service: svc, rewrite_prefix: /v1}}
+  - {id: low-shadow, path: {prefix: /api/v2}, priority: -1, mode: shadow, redirect: {path: /x}}
+  - {id: only-shadow, hosts: [nothing.example], path: {exact: /s}, mode: shadow, redirect: {path: /t}}
+"#,
+    );
+    // (host, path, active route, shadow route)
+    let cases: [(&str, &str, Option<&str>, Option<&str>); 8] = [
+        ("a.example", "/old", Some("catch-all"), Some("old-exact")),
+        ("a.example", "/other", Some("catch-all"), None),
+        ("a.example", "/api/v1/x", Some("api"), Some("api-v1-shadow")),
+        // Ranked below the active route (lower priority): it would not have won.
+        ("a.example", "/api/v2/x", Some("api"), None),
+        // An exact-host active route beats a wildcard-host shadow route.
+        ("shop.example", "/sale", Some("shop"), None),
+        // A wildcard-host shadow route beats the any-host catch-all.
+        ("b.example", "/sale", Some("catch-all"), Some("shop-shadow")),
+        // A shadow route is reported even where the active route is the catch-all.
+        (
+            "nothing.example",
+            "/s",
+            Some("catch-all"),
+            Some("only-shadow"),
+        ),
+        (
+            "nothing.example",
+            "/old",
+            Some("catch-all"),
+            Some("old-exact"),
+        ),
+    ];
+    let get = Method::GET;
+    let map = HeaderMap::new();
+    for (host, path, active, shadow) in cases {
+        let req = RequestHead {
+            host,
+            path,
+            method: &get,
+            headers: &map,
+            query: None,
+        };
+        let found = t.lookup_shadowed(&req);
+        assert_eq!(
+            found.active.map(|m| m.route.id().as_str()),
+            active,
+            "{host}{path}"
+        );
+        assert_eq!(
+            found.shadow.map(|m| m.route.id().as_str()),
+            shadow,
+            "{host}{path}"
+        );
+        assert_eq!(
+            t.lookup(&req).map(|m| m.route.id().as_str()),
+            active,
+            "{host}{path}"
+        );
+    }
+}
+
+#[test]
+fn a_table_of_only_shadow_routes_serves_nothing() {
+    let t = table("  - {id: s, mode: shadow, redirect: {path: /x}}\n");
+    let get = Method::GET;
+    let map = HeaderMap::new();
+    let req = RequestHead {
+        host: "a",
+        path: "/",
+        method: &get,
+        headers: &map,
+        query: None,
+    };
+    let found = t.lookup_shadowed(&req);
+    assert!(found.active.is_none());
+    assert_eq!(found.shadow.map(|m| m.route.id().as_str()), Some("s"));
+}

@@ -12,12 +12,13 @@
 use std::time::Duration;
 
 use routemaster_common::duration;
-use routemaster_common::model::LoadBalancing;
+use routemaster_common::model::{LoadBalancing, RouteMode};
 use routemaster_common::spec::{
-    BackendSpec, ConfigSpec, FiltersSpec, ForwardSpec, HeaderFilterSpec, HeaderSpec, InstanceSpec,
-    PathSpec, ProtocolSpec, QuerySpec, RedirectSpec, RouteSpec, ServiceSpec,
+    BackendSpec, CodeOrWord, ConfigSpec, FiltersSpec, ForwardSpec, HeaderFilterSpec, HeaderSpec,
+    HealthCheckSpec, InstanceSpec, LimitsSpec, OutlierSpec, PathSpec, ProtocolSpec, QuerySpec,
+    RedirectSpec, RetrySpec, RouteSpec, ServiceSpec, ShadowSpec,
 };
-use routemaster_common::spec::{CertificateSpec, TlsSpec};
+use routemaster_common::spec::{CertificateSpec, TlsSpec, UpstreamTlsSpec};
 
 /// splitmix64: small, seedable, good enough to pick shapes.
 #[derive(Debug, Clone)]
@@ -241,12 +242,42 @@ fn service(g: &mut Gen, i: usize) -> ServiceSpec {
             InstanceSpec {
                 address,
                 weight: g.maybe(50, |g| g.pick(&[0, 1, 2, 7, 100, 10_000])),
+                labels: if g.chance(40) {
+                    (0..g.range(1, 3))
+                        .map(|_| {
+                            let key = g.pick(&["region", "zone", "env", "example.com/tier"]);
+                            let value = g.pick(&["eu-west-1", "a", "prod", "", "v1.2_x"]);
+                            (key.to_owned(), value.to_owned())
+                        })
+                        .collect()
+                } else {
+                    Default::default()
+                },
             }
         })
         .collect();
     if !instances.is_empty() && instances.iter().all(|i| i.weight == Some(0)) {
         instances[0].weight = Some(3);
     }
+    let protocol = g.maybe(60, |g| {
+        g.pick(&[
+            ProtocolSpec::Http1,
+            ProtocolSpec::H2c,
+            ProtocolSpec::H2,
+            ProtocolSpec::Https,
+        ])
+    });
+    // `tls` only where validation allows it: TLS protocols.
+    let tls = match protocol {
+        Some(ProtocolSpec::H2 | ProtocolSpec::Https) => g.maybe(70, |g| UpstreamTlsSpec {
+            server_name: g.maybe(50, |g| {
+                g.pick(&["users.internal", "gen.test", "10.0.0.1", "::1"])
+                    .to_owned()
+            }),
+            ca_pem: g.maybe(50, |_| GEN_CERT.to_owned()),
+        }),
+        _ => None,
+    };
     ServiceSpec {
         name: g.name(i),
         instances,
@@ -257,7 +288,81 @@ fn service(g: &mut Gen, i: usize) -> ServiceSpec {
                 LoadBalancing::Random,
             ])
         }),
-        protocol: g.maybe(50, |g| g.pick(&[ProtocolSpec::Http1, ProtocolSpec::H2c])),
+        protocol,
+        tls,
+        health_check: g.maybe(30, health_check),
+        outlier: g.maybe(30, |g| OutlierSpec {
+            consecutive_failures: g.maybe(60, |g| g.pick(&[1, 3, 5, 1000])),
+            base_ejection: g.maybe(60, |g| ms(g.pick(&[1, 250, 30_000, 600_000]))),
+            max_ejected_percent: g.maybe(60, |g| g.pick(&[0, 10, 50, 100])),
+        }),
+        limits: g.maybe(30, |g| LimitsSpec {
+            max_connections: g.maybe(60, |g| g.pick(&[1, 100, 1024, 1_000_000])),
+            max_pending: g.maybe(60, |g| g.pick(&[1, 256, 1_000_000])),
+        }),
+    }
+}
+
+fn ms(n: u64) -> String {
+    duration::format(Duration::from_millis(n))
+}
+
+/// Canonical lists: one code as a number, a range as `lo-hi`.
+fn health_check(g: &mut Gen) -> HealthCheckSpec {
+    // The timeout may not exceed the interval: both small or the interval large.
+    let (interval, timeout) = match g.below(3) {
+        0 => (None, g.maybe(50, |g| ms(g.pick(&[1, 500, 1_000])))),
+        1 => (
+            Some(ms(g.pick(&[10_000, 60_000]))),
+            g.maybe(50, |g| ms(g.pick(&[1, 5_000]))),
+        ),
+        _ => (Some(ms(1_000)), Some(ms(g.pick(&[100, 1_000])))),
+    };
+    HealthCheckSpec {
+        path: g.maybe(60, |g| g.path()),
+        interval,
+        timeout,
+        healthy: g.maybe(50, |g| g.pick(&[1, 2, 100])),
+        unhealthy: g.maybe(50, |g| g.pick(&[1, 3, 100])),
+        expect: g.maybe(50, |g| {
+            let mut list = vec![g.pick(&[
+                CodeOrWord::Code(200),
+                CodeOrWord::Code(204),
+                CodeOrWord::Word("200-399".into()),
+                CodeOrWord::Word("100-599".into()),
+            ])];
+            if g.chance(40) {
+                list.push(CodeOrWord::Word("401-403".into()));
+            }
+            list
+        }),
+    }
+}
+
+fn retry(g: &mut Gen) -> RetrySpec {
+    let per_try_timeout = g.maybe(50, |g| ms(g.pick(&[1, 250, 2_000])));
+    let on = g.maybe(60, |g| {
+        let mut on: Vec<CodeOrWord> = ["connect-failure", "reset", "per-try-timeout"]
+            .into_iter()
+            .filter(|w| (*w != "per-try-timeout" || per_try_timeout.is_some()) && g.chance(50))
+            .map(|w| CodeOrWord::Word(w.into()))
+            .collect();
+        for c in [502, 503, 504, 429] {
+            if g.chance(40) {
+                on.push(CodeOrWord::Code(c));
+            }
+        }
+        if on.is_empty() {
+            on.push(CodeOrWord::Code(503));
+        }
+        on
+    });
+    RetrySpec {
+        attempts: g.maybe(60, |g| g.pick(&[1, 2, 10])),
+        on,
+        per_try_timeout,
+        backoff: g.maybe(50, |g| ms(g.pick(&[0, 25, 1_000, 10_000]))),
+        non_idempotent: g.maybe(50, |g| g.chance(50)),
     }
 }
 
@@ -381,6 +486,20 @@ fn route(g: &mut Gen, i: usize, services: &[String]) -> RouteSpec {
         }),
         query,
         filters,
+        mode: g.maybe(30, |g| {
+            if g.chance(50) {
+                RouteMode::Shadow
+            } else {
+                RouteMode::Active
+            }
+        }),
+        shadow: if forward.is_some() {
+            g.maybe(20, |g| ShadowSpec {
+                expect_header: Some(g.pick(&["x-shortcut-result", "x-routed-to"]).to_string()),
+            })
+        } else {
+            None
+        },
         forward,
         redirect,
     }
@@ -455,6 +574,7 @@ fn forward(g: &mut Gen, services: &[String], regex_path: bool) -> ForwardSpec {
                 1, 250, 1_000, 1_500, 30_000, 90_000, 120_000, 3_600_000, 86_400_000,
             ])))
         }),
+        retry: g.maybe(30, retry),
     }
 }
 

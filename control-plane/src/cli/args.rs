@@ -23,7 +23,8 @@ Exit codes:
 
 const RESOURCES: &str = "\
 Resource types (with short names): routes (route, rt), services (service, svc),
-nodes (node, no). One object: `TYPE NAME` or `TYPE/NAME`.";
+nodes (node, no), instances (instance, inst: `get instances SERVICE`). One object:
+`TYPE NAME` or `TYPE/NAME`.";
 
 /// Manage Routemaster routes and services through the control plane.
 #[derive(Debug, Parser)]
@@ -120,6 +121,27 @@ pub enum Command {
         #[arg(long, value_name = "DURATION", value_parser = parse_interval, default_value = "2s", requires = "watch")]
         interval: Duration,
     },
+    /// Register an instance of SERVICE at ADDR and keep its lease alive until
+    /// interrupted (SIGINT/SIGTERM deregister it): run it beside the instance, as a
+    /// sidecar. Killed outright, the instance disappears when its lease expires (--ttl).
+    Register {
+        /// The service (created by `apply`) the instance belongs to.
+        service: String,
+        /// The instance's address, host:port.
+        address: String,
+        /// The lease's length, 5s to 300s; a heartbeat goes every third of it.
+        #[arg(long, value_name = "DURATION", default_value = "10s")]
+        ttl: String,
+        /// A label of the instance (repeatable), matched by locality and select.
+        #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+        /// The instance id (default: from the address, e.g. 10.0.0.7-8080).
+        #[arg(long)]
+        id: Option<String>,
+        /// The instance's weight, 1 to 10000 (default 1).
+        #[arg(long, value_name = "N")]
+        weight: Option<u32>,
+    },
     /// The route map: host → path → route → service → instances, and the proxies
     /// serving each route (those of the route's group, with their state).
     ///
@@ -134,6 +156,40 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value_t = MapFormat::Tree)]
         output: MapFormat,
     },
+    /// Shadow routes (`mode: shadow`) and their evidence summed over the fleet: requests
+    /// seen, hits, misses, unknowns, hit rate and the last miss; with ROUTE, that route's
+    /// recent mismatches (request id, method, path, expected, actual).
+    ///
+    /// Counts are for the route's current declaration: changing the route starts them
+    /// again. The hit rate is hits / (hits + misses): `unknown` requests (nothing to
+    /// compare, or the upstream failed) do not count either way.
+    Shadow {
+        /// One shadow route.
+        route: Option<String>,
+        /// table (default), or json / yaml (GET /v1/shadow's document).
+        #[arg(short, long, value_enum, default_value_t = ShadowFormat::Table)]
+        output: ShadowFormat,
+    },
+    /// Make a shadow route active, through the normal write path — only when its
+    /// evidence shows a 100% hit rate over at least --min-requests compared requests
+    /// (hits + misses), unless --force. Prints the evidence either way.
+    Promote {
+        route: String,
+        /// Fewest compared requests (hits + misses) the evidence must cover.
+        #[arg(long, value_name = "N", default_value_t = 1000)]
+        min_requests: u64,
+        /// Promote whatever the evidence says.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// Output format of `shadow`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ShadowFormat {
+    Table,
+    Json,
+    Yaml,
 }
 
 /// Output format of `get`.
@@ -165,6 +221,14 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration (e.g. 30s): {e}"))
 }
 
+/// `KEY=VALUE` (the value may be empty; the registry validates both).
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
 fn parse_interval(s: &str) -> Result<Duration, String> {
     let d = parse_duration(s)?;
     if d < super::watch::MIN_INTERVAL {
@@ -182,6 +246,8 @@ pub enum Kind {
     Route,
     Service,
     Node,
+    /// A service's instances (`get instances SVC`).
+    Instance,
 }
 
 impl Kind {
@@ -191,6 +257,7 @@ impl Kind {
             "route" | "routes" | "rt" => Some(Kind::Route),
             "service" | "services" | "svc" => Some(Kind::Service),
             "node" | "nodes" | "no" => Some(Kind::Node),
+            "instance" | "instances" | "inst" => Some(Kind::Instance),
             _ => None,
         }
     }
@@ -200,6 +267,7 @@ impl Kind {
             Kind::Route => "route",
             Kind::Service => "service",
             Kind::Node => "node",
+            Kind::Instance => "instance",
         }
     }
 
@@ -208,6 +276,7 @@ impl Kind {
             Kind::Route => "routes",
             Kind::Service => "services",
             Kind::Node => "nodes",
+            Kind::Instance => "instances",
         }
     }
 }
@@ -233,7 +302,7 @@ pub struct UsageError(pub String);
 fn kind_of(word: &str) -> Result<Kind, UsageError> {
     Kind::parse(word).ok_or_else(|| {
         UsageError(format!(
-            "unknown resource type {word:?}; expected routes (route, rt), services (service, svc) or nodes (node, no)"
+            "unknown resource type {word:?}; expected routes (route, rt), services (service, svc), nodes (node, no) or instances (instance, inst)"
         ))
     })
 }

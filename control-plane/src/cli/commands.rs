@@ -80,7 +80,33 @@ pub async fn run(cli: &Cli, io: &mut Io<'_>) -> Result<Outcome, CliError> {
             wait_converged,
             ..
         } => status(&url, *output, *wait_converged, io).await?,
+        Command::Register {
+            service,
+            address,
+            ttl,
+            labels,
+            id,
+            weight,
+        } => {
+            let registration = super::register::Registration {
+                service: service.clone(),
+                address: address.clone(),
+                ttl: ttl.clone(),
+                labels: labels.clone(),
+                id: id.clone(),
+                weight: *weight,
+            };
+            super::register::register(&url, registration, io).await?
+        }
         Command::Map { host, output } => map(&url, host.as_deref(), *output, io).await?,
+        Command::Shadow { route, output } => {
+            super::shadow::shadow(&url, route.as_deref(), *output, io).await?
+        }
+        Command::Promote {
+            route,
+            min_requests,
+            force,
+        } => super::shadow::promote(&url, route, *min_requests, *force, io).await?,
     };
     io.out.flush()?;
     Ok(outcome)
@@ -108,6 +134,18 @@ fn control_plane_url(arg: &str) -> Result<String, CliError> {
 /// One Admin client per invocation; connecting eagerly makes an unreachable control
 /// plane fail here, with the connect timeout, instead of inside the first call.
 async fn connect(url: &str) -> Result<Admin, CliError> {
+    let channel = channel(url).await?;
+    Ok(Admin {
+        url: url.to_owned(),
+        // Large route sets (100k routes) exceed tonic's 4 MiB default.
+        client: AdminClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE),
+    })
+}
+
+/// A connected channel to the control plane at `url` (any of its gRPC services).
+pub(super) async fn channel(url: &str) -> Result<Channel, CliError> {
     let endpoint = Endpoint::from_shared(url.to_owned())
         .map_err(|e| CliError::BadUrl {
             url: url.to_owned(),
@@ -118,23 +156,14 @@ async fn connect(url: &str) -> Result<Admin, CliError> {
     tracing::debug!(url, "connecting to the control plane");
     // The endpoint's connect timeout covers the TCP connect only; this bound also covers
     // a peer that accepts but never completes the HTTP/2 handshake.
-    let channel = match tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect()).await {
-        Ok(Ok(channel)) => channel,
-        Ok(Err(e)) => return Err(CliError::unreachable(url, &e, CONNECT_TIMEOUT)),
-        Err(_) => {
-            return Err(CliError::Unreachable {
-                url: url.to_owned(),
-                reason: format!("timed out after {}s", CONNECT_TIMEOUT.as_secs()),
-            });
-        }
-    };
-    Ok(Admin {
-        url: url.to_owned(),
-        // Large route sets (100k routes) exceed tonic's 4 MiB default.
-        client: AdminClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE),
-    })
+    match tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect()).await {
+        Ok(Ok(channel)) => Ok(channel),
+        Ok(Err(e)) => Err(CliError::unreachable(url, &e, CONNECT_TIMEOUT)),
+        Err(_) => Err(CliError::Unreachable {
+            url: url.to_owned(),
+            reason: format!("timed out after {}s", CONNECT_TIMEOUT.as_secs()),
+        }),
+    }
 }
 
 /// The Admin client plus the address, so every failed call can say where it went.
@@ -320,6 +349,9 @@ async fn get(
             };
             (text, missing)
         }
+        Kind::Instance => {
+            return super::register::get_instances(url, &target.names, format, io).await;
+        }
         Kind::Node => {
             let status = admin.status().await?;
             warn_stale(io.err, &status.stale_reason)?;
@@ -416,6 +448,11 @@ async fn delete(url: &str, args: &[String], io: &mut Io<'_>) -> Result<Outcome, 
         Kind::Node => {
             admin.delete_node(&name).await?;
             format!("node/{name} deleted\n")
+        }
+        Kind::Instance => {
+            return Err(CliError::Usage(
+                "registered instances leave when their `routemaster register` stops (or DELETE /v1/services/SVC/instances/ID); static ones with `apply`".into(),
+            ));
         }
         Kind::Route | Kind::Service => {
             let kind = if kind == Kind::Route {

@@ -18,6 +18,8 @@ pub mod diff;
 pub mod error;
 pub mod input;
 pub mod output;
+pub mod register;
+pub mod shadow;
 pub mod watch;
 
 pub use args::Cli;

@@ -146,6 +146,37 @@ const PANELS = [
     },
   },
   {
+    id: 'shadow',
+    title: 'Shadow routes',
+    reads: ['/v1/shadow'],
+    render(data, el) {
+      const { routes } = data['/v1/shadow'];
+      el.append(h('h2', {}, `Shadow routes — ${routes.length} (evaluated on live traffic, never serving)`));
+      if (!routes.length) {
+        el.append(h('p', { class: 'muted' }, 'No shadow routes: declare one with mode: shadow.'));
+        return;
+      }
+      el.append(table(
+        [['Route'], ['Would'], ['Requests', 'num'], ['Hit', 'num'], ['Miss', 'num'], ['Unknown', 'num'], ['Hit rate', 'num'], ['Last miss']],
+        routes.map((r) => {
+          const last = r.recent.length ? r.recent[r.recent.length - 1] : null;
+          const pct = r.hit_rate === null ? '—' : `${(r.hit_rate * 100).toFixed(2)}%`;
+          return h('tr', { class: 'shadow-row', 'data-route': r.route },
+            h('td', { class: 'mono' }, r.route),
+            h('td', { class: 'muted' }, r.outcome),
+            h('td', { class: 'num' }, r.requests),
+            h('td', { class: 'num' }, r.hit),
+            h('td', { class: 'num' }, r.miss),
+            h('td', { class: 'num' }, r.unknown),
+            h('td', { class: 'num' }, h('span', { class: `badge ${r.miss ? 'bad' : r.hit ? 'ok' : ''}` }, pct)),
+            h('td', { class: 'mono' }, last
+              ? [`${last.method} ${last.path}`, h('div', { class: 'muted' }, `expected ${last.expected}`), h('div', { class: 'muted' }, `actual ${last.actual}`)]
+              : h('span', { class: 'muted' }, '—')));
+        }),
+      ));
+    },
+  },
+  {
     id: 'services',
     title: 'Services',
     reads: ['/v1/services'],
