@@ -1,5 +1,6 @@
 //! An echo backend: answers every request with JSON describing what it received
-//! (`backend`, `method`, `uri`, `headers`), after `?sleep_ms=N` if asked.
+//! (`backend`, `method`, `version`, `uri`, `headers`, `body_len`), after `?sleep_ms=N`
+//! if asked; over plain TCP (HTTP/1.1 and h2c) or TLS.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -41,6 +42,30 @@ impl EchoBackend {
         }
     }
 
+    /// Like [`EchoBackend::start`], over TLS with `config` (its ALPN decides HTTP/2 or
+    /// HTTP/1.1; the server reads either).
+    pub async fn start_tls(name: &str, config: Arc<rustls::ServerConfig>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let (stop, stopped) = oneshot::channel();
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        tokio::spawn(serve_with(
+            listener,
+            name.to_owned(),
+            Arc::clone(&hits),
+            Some(acceptor),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        Self {
+            addr,
+            hits,
+            stop: Some(stop),
+        }
+    }
+
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::Relaxed)
     }
@@ -60,6 +85,17 @@ pub async fn serve(
     hits: Arc<AtomicUsize>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    serve_with(listener, name, hits, None, shutdown).await;
+}
+
+/// [`serve`], over TLS when `tls` is given (a failed handshake drops the connection).
+pub async fn serve_with(
+    listener: TcpListener,
+    name: String,
+    hits: Arc<AtomicUsize>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     let name: Arc<str> = name.into();
     loop {
@@ -69,14 +105,23 @@ pub async fn serve(
         };
         let name = Arc::clone(&name);
         let hits = Arc::clone(&hits);
+        let tls = tls.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 hits.fetch_add(1, Ordering::Relaxed);
                 echo(Arc::clone(&name), req)
             });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+            let auto = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            match tls {
+                None => {
+                    let _ = auto.serve_connection(TokioIo::new(stream), svc).await;
+                }
+                Some(acceptor) => {
+                    if let Ok(stream) = acceptor.accept(stream).await {
+                        let _ = auto.serve_connection(TokioIo::new(stream), svc).await;
+                    }
+                }
+            }
         });
     }
 }
@@ -98,6 +143,7 @@ async fn echo(name: Arc<str>, req: Request<Incoming>) -> Result<Response<Full<By
             .push(String::from_utf8_lossy(v.as_bytes()).into_owned());
     }
     let method = req.method().to_string();
+    let version = format!("{:?}", req.version());
     let uri = req.uri().to_string();
     let body = req
         .into_body()
@@ -108,6 +154,7 @@ async fn echo(name: Arc<str>, req: Request<Incoming>) -> Result<Response<Full<By
     let json = serde_json::json!({
         "backend": &*name,
         "method": method,
+        "version": version,
         "uri": uri,
         "headers": headers,
         "body_len": body.len(),

@@ -70,6 +70,7 @@ fn ours(buf: &[u8]) -> Ours {
     let mut upstream = match req.next {
         Next::Forward { head, .. } => head,
         Next::Respond(..) => return Ours::Refused,
+        Next::Bridge(_) => unreachable!("these properties route to http1 services only"),
     };
     let mut rest = buf[req.head_len..].to_vec();
     let (end, payload) = match req.body {
