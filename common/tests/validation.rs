@@ -1,5 +1,6 @@
 //! The route file: parsing and validation errors name the object and the field.
 
+use routemaster_common::model::Protocol;
 use routemaster_common::spec::ConfigSpec;
 use routemaster_common::{Config, ValidationErrors};
 
@@ -211,12 +212,28 @@ fn bad_services_are_named() {
             "parse: ",
         ),
         (
-            "services:\n  - { name: grpc, protocol: h2 }",
-            r#"service "grpc": protocol: "h2" is not supported yet: TLS to upstreams is not supported"#,
+            "services:\n  - { name: web, protocol: http1, tls: { server_name: a.example } }",
+            r#"service "web": tls: only for protocol h2 or https (this service's protocol is "http1")"#,
         ),
         (
-            "services:\n  - { name: web, protocol: https }",
-            r#"service "web": protocol: "https" is not supported yet: TLS to upstreams is not supported"#,
+            "services:\n  - { name: grpc, protocol: h2c, tls: {} }",
+            r#"service "grpc": tls: only for protocol h2 or https (this service's protocol is "h2c")"#,
+        ),
+        (
+            "services:\n  - { name: web, protocol: https, tls: { server_name: \"a b\" } }",
+            r#"service "web": tls.server_name: "a b" is not a DNS name or an IP address"#,
+        ),
+        (
+            "services:\n  - { name: web, protocol: https, tls: { ca_pem: \"not pem\" } }",
+            r#"service "web": tls.ca_pem: no PEM certificate (-----BEGIN CERTIFICATE-----) in it"#,
+        ),
+        (
+            "services:\n  - { name: web, protocol: h2, tls: { ca_pem: \"-----BEGIN CERTIFICATE-----\\nAAAA\\n-----END CERTIFICATE-----\\n\" } }",
+            r#"service "web": tls.ca_pem: certificate 1: not an X.509 certificate"#,
+        ),
+        (
+            "services:\n  - { name: web, protocol: h2, tls: { sni: x } }",
+            "parse: ",
         ),
         ("services:\n  - { name: lms, protocol: http3 }", "parse: "),
     ];
@@ -224,6 +241,32 @@ fn bad_services_are_named() {
         let err = validate(yaml).expect_err(yaml);
         assert!(err.contains(want), "for {yaml}\n got: {err}\nwant: {want}");
     }
+}
+
+#[test]
+fn tls_upstreams_are_accepted_with_their_settings() {
+    let cert = rcgen::generate_simple_self_signed(vec!["users.internal".into()])
+        .expect("certificate")
+        .cert
+        .pem();
+    let yaml = format!(
+        "services:\n  - name: users\n    protocol: h2\n    tls:\n      server_name: users.internal\n      ca_pem: |\n{}  - {{ name: web, protocol: https, tls: {{ server_name: 10.0.0.1 }} }}\n  - {{ name: plain, protocol: https }}\n",
+        cert.lines()
+            .map(|l| format!("        {l}\n"))
+            .collect::<String>()
+    );
+    let config = validate(&yaml).expect("valid");
+    let [users, web, plain] = config.services() else {
+        panic!("three services")
+    };
+    assert_eq!(users.protocol(), Protocol::H2);
+    let tls = users.tls().expect("tls");
+    assert_eq!(tls.server_name(), Some("users.internal"));
+    assert!(tls.ca_pem().expect("ca_pem").contains("BEGIN CERTIFICATE"));
+    assert_eq!(web.protocol(), Protocol::Https);
+    assert_eq!(web.tls().and_then(|t| t.server_name()), Some("10.0.0.1"));
+    assert_eq!(web.tls().and_then(|t| t.ca_pem()), None);
+    assert!(plain.tls().is_none());
 }
 
 #[test]

@@ -1,21 +1,43 @@
-//! The response body type: either a streamed upstream body (with the route's deadline
-//! and the endpoint's in-flight slot attached) or a small complete body we made.
+//! The response body type: either a streamed upstream body (with the exchange's
+//! deadline, the I/O timeout between frames and the endpoint's in-flight slot attached)
+//! or a small complete body we made.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 
 use crate::compile::EndpointGuard;
+use crate::error::{GrpcCode, grpc_status_fields};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 #[error("upstream response exceeded the route timeout")]
 pub struct BodyTimeout;
+
+#[derive(Debug, thiserror::Error)]
+#[error("upstream sent nothing for the I/O timeout")]
+pub struct BodyIdle;
+
+/// The limits a streamed upstream body runs under, the same for every upstream kind:
+/// the exchange's deadline (the route's `timeout`, or a shorter `grpc-timeout`) and the
+/// longest wait for the next frame (`--io-timeout`).
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    pub deadline: Option<Instant>,
+    /// The deadline is the gRPC client's (`grpc-timeout`), not the route's.
+    pub grpc_deadline: bool,
+    pub idle: Duration,
+    /// The request is gRPC: a limit that cuts the body ends it with a `grpc-status`
+    /// trailer (DEADLINE_EXCEEDED for the client's deadline, UNAVAILABLE otherwise)
+    /// instead of resetting the stream.
+    pub grpc: bool,
+}
 
 pin_project_lite::pin_project! {
     #[project = ProxyBodyProj]
@@ -24,8 +46,13 @@ pin_project_lite::pin_project! {
         Upstream {
             #[pin]
             inner: Incoming,
+            // One timer for both limits, armed at the earlier of the deadline and the
+            // last frame + idle; a frame only records the time (no timer reset per frame).
             #[pin]
-            deadline: Option<Sleep>,
+            timer: Sleep,
+            limits: BodyLimits,
+            last: Instant,
+            ended: bool,
             guard: Option<EndpointGuard>,
         },
         Full {
@@ -53,13 +80,31 @@ impl ProxyBody {
         }
     }
 
-    pub fn upstream(inner: Incoming, deadline: Option<Sleep>, guard: EndpointGuard) -> Self {
+    pub fn upstream(inner: Incoming, limits: BodyLimits, guard: EndpointGuard) -> Self {
+        let now = Instant::now();
         ProxyBody::Upstream {
             inner,
-            deadline,
+            timer: tokio::time::sleep_until(next_wake(&limits, now)),
+            limits,
+            last: now,
+            ended: false,
             guard: Some(guard),
         }
     }
+}
+
+fn next_wake(limits: &BodyLimits, last: Instant) -> Instant {
+    let idle = last + limits.idle;
+    limits.deadline.map_or(idle, |d| d.min(idle))
+}
+
+/// The trailers that end a gRPC response the proxy cut short.
+fn grpc_cut(code: GrpcCode, message: &str) -> Frame<Bytes> {
+    let mut trailers = http::HeaderMap::with_capacity(2);
+    for (name, value) in grpc_status_fields(code, message) {
+        trailers.insert(name, value);
+    }
+    Frame::trailers(trailers)
 }
 
 impl Body for ProxyBody {
@@ -74,26 +119,59 @@ impl Body for ProxyBody {
             ProxyBodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             ProxyBodyProj::Upstream {
                 inner,
-                deadline,
+                mut timer,
+                limits,
+                last,
+                ended,
                 guard,
             } => {
-                if let Some(d) = deadline.as_pin_mut()
-                    && d.poll(cx).is_ready()
-                {
+                if *ended {
+                    return Poll::Ready(None);
+                }
+                while timer.as_mut().poll(cx).is_ready() {
+                    let now = Instant::now();
+                    let past_deadline = limits.deadline.is_some_and(|d| d <= now);
+                    if !past_deadline && now < *last + limits.idle {
+                        // A frame came since the timer was set: wait from that frame.
+                        timer.as_mut().reset(next_wake(limits, *last));
+                        continue;
+                    }
                     guard.take();
-                    return Poll::Ready(Some(Err(BodyTimeout.into())));
+                    *ended = true;
+                    return Poll::Ready(Some(match (limits.grpc, past_deadline) {
+                        (true, true) if limits.grpc_deadline => Ok(grpc_cut(
+                            GrpcCode::DeadlineExceeded,
+                            "routemaster: the call's grpc-timeout deadline passed",
+                        )),
+                        (true, true) => Ok(grpc_cut(
+                            GrpcCode::Unavailable,
+                            "routemaster: upstream response exceeded the route timeout",
+                        )),
+                        (true, false) => Ok(grpc_cut(
+                            GrpcCode::Unavailable,
+                            "routemaster: upstream sent nothing for the I/O timeout",
+                        )),
+                        (false, true) => Err(BodyTimeout.into()),
+                        (false, false) => Err(BodyIdle.into()),
+                    }));
                 }
                 match inner.poll_frame(cx) {
                     Poll::Ready(None) => {
                         // Release the in-flight slot as soon as the body is complete.
                         guard.take();
+                        *ended = true;
                         Poll::Ready(None)
                     }
                     Poll::Ready(Some(Err(e))) => {
                         guard.take();
+                        *ended = true;
                         Poll::Ready(Some(Err(e.into())))
                     }
-                    other => other.map(|f| f.map(|r| r.map_err(Into::into))),
+                    Poll::Ready(Some(Ok(frame))) => {
+                        *last = Instant::now();
+                        Poll::Ready(Some(Ok(frame)))
+                    }
+                    Poll::Pending => Poll::Pending,
                 }
             }
         }
@@ -102,7 +180,7 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Full { data } => data.is_none(),
-            ProxyBody::Upstream { inner, .. } => inner.is_end_stream(),
+            ProxyBody::Upstream { inner, ended, .. } => *ended || inner.is_end_stream(),
         }
     }
 
