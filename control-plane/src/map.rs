@@ -31,7 +31,8 @@ pub struct RouteMap {
 pub struct HostEntry {
     /// A host name, a `*.suffix` wildcard, or `*` for routes without hosts.
     pub host: String,
-    /// In the order the proxy tries them: priority, then the more specific path.
+    /// By the highest priority among their routes, then as the proxy ranks paths:
+    /// exact, prefixes (longer first), regexes.
     pub paths: Vec<PathEntry>,
 }
 
@@ -123,7 +124,15 @@ impl RouteMap {
                 let mut paths: Vec<PathEntry> = paths
                     .into_iter()
                     .map(|((path, kind), mut routes)| {
-                        routes.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.id.cmp(&b.id)));
+                        // The proxy's rank among routes of one path: priority, a method
+                        // condition, more conditions, then the id.
+                        routes.sort_by(|a, b| {
+                            b.priority
+                                .cmp(&a.priority)
+                                .then(a.methods.is_empty().cmp(&b.methods.is_empty()))
+                                .then(b.conditions.len().cmp(&a.conditions.len()))
+                                .then(a.id.cmp(&b.id))
+                        });
                         PathEntry { kind, path, routes }
                     })
                     .collect();
@@ -161,10 +170,12 @@ fn host_matches(pattern: &str, host: &str) -> bool {
     })
 }
 
+/// The proxy's order within a host (common::table): exact, then prefixes (longer
+/// first), then regexes.
 fn kind_rank(kind: &str) -> u8 {
     match kind {
         "exact" => 0,
-        "regex" => 1,
+        "prefix" => 1,
         _ => 2,
     }
 }
@@ -444,6 +455,8 @@ routes:
     headers: [{ name: x-env, exact: canary }]
     forward: { backends: [{ service: api, weight: 3 }, { service: api-v2, weight: 1 }] }
   - { id: api-exact, hosts: [example.com], path: { exact: /api/health }, forward: { service: api } }
+  - { id: api-any, hosts: [example.com], path: { prefix: /api }, forward: { service: api-v2 } }
+  - { id: versions, hosts: [example.com], path: { regex: "^/v[0-9]+/" }, forward: { service: api-v2 } }
   - { id: web, group: edge, forward: { service: web } }
   - { id: old, hosts: ["*.example.com"], path: { prefix: /old }, redirect: { scheme: https, prefix: /new, code: 301 } }
 "#,
@@ -475,7 +488,21 @@ routes:
             .iter()
             .map(|p| (p.kind, p.path.as_str()))
             .collect();
-        assert_eq!(paths, [("exact", "/api/health"), ("prefix", "/api")]);
+        assert_eq!(
+            paths,
+            [
+                ("exact", "/api/health"),
+                ("prefix", "/api"),
+                ("regex", "^/v[0-9]+/")
+            ]
+        );
+        // On one path, a route with a method condition before one without.
+        let ids: Vec<&str> = example.paths[1]
+            .routes
+            .iter()
+            .map(|r| r.id.as_str())
+            .collect();
+        assert_eq!(ids, ["api", "api-any"]);
         let api = &example.paths[1].routes[0];
         assert_eq!(api.id, "api");
         assert_eq!(api.methods, ["GET"]);
@@ -549,12 +576,21 @@ example.com
 │       │   ├── 10.0.0.1:80
 │       │   └── 10.0.0.2:80  weight 3
 │       └── proxies: p1 (connected v7), p2 (behind v6)
-└── /api (prefix)
-    └── route api  [group default] GET if header x-env = canary
-        ├── service api  75%
-        │   ├── 10.0.0.1:80
-        │   └── 10.0.0.2:80  weight 3
-        ├── service api-v2  25% (h2c)
+├── /api (prefix)
+│   ├── route api  [group default] GET if header x-env = canary
+│   │   ├── service api  75%
+│   │   │   ├── 10.0.0.1:80
+│   │   │   └── 10.0.0.2:80  weight 3
+│   │   ├── service api-v2  25% (h2c)
+│   │   │   └── 10.0.0.3:80
+│   │   └── proxies: p1 (connected v7), p2 (behind v6)
+│   └── route api-any  [group default]
+│       ├── service api-v2  100% (h2c)
+│       │   └── 10.0.0.3:80
+│       └── proxies: p1 (connected v7), p2 (behind v6)
+└── ^/v[0-9]+/ (regex)
+    └── route versions  [group default]
+        ├── service api-v2  100% (h2c)
         │   └── 10.0.0.3:80
         └── proxies: p1 (connected v7), p2 (behind v6)
 * (any host)
