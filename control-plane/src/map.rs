@@ -10,7 +10,7 @@
 //! left are not listed, lost ones are (with their state). The map holds no timestamps,
 //! so two reads of an unchanged system are equal.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use routemaster_common::spec::{ConfigSpec, PathSpec, RouteSpec, ServiceSpec};
@@ -105,9 +105,11 @@ impl RouteMap {
             let route = route.clone().with_defaults();
             let entry = route_entry(&route, &services, nodes, version);
             let (kind, path) = path_of(route.path.as_ref());
-            let hosts = match &route.hosts {
+            // Host names are case-insensitive: `A.example.com` and `a.example.com` are
+            // one entry.
+            let hosts: BTreeSet<String> = match &route.hosts {
                 Some(h) if !h.is_empty() => h.iter().map(|h| h.to_ascii_lowercase()).collect(),
-                _ => vec![ANY_HOST.to_owned()],
+                _ => BTreeSet::from([ANY_HOST.to_owned()]),
             };
             for host in hosts {
                 by_host
@@ -545,6 +547,100 @@ routes:
             (old.action, old.redirect.as_deref()),
             ("redirect", Some("https://{host}/new… (301)"))
         );
+    }
+
+    use proptest::prelude::*;
+
+    /// A route: hosts (from a small set, mixed case, wildcards), a path kind, a group,
+    /// one service or two weighted backends.
+    fn route_yaml() -> impl Strategy<Value = (Vec<String>, u8, String, Vec<(String, u32)>)> {
+        let host = prop::sample::select(vec![
+            "a.example.com",
+            "A.Example.com",
+            "b.example.com",
+            "*.example.com",
+            "other.org",
+        ])
+        .prop_map(str::to_owned);
+        let hosts = prop::collection::vec(host, 0..3);
+        let group = prop::sample::select(vec!["default", "edge"]).prop_map(str::to_owned);
+        let backend = (
+            prop::sample::select(vec!["s0", "s1", "s2"]).prop_map(str::to_owned),
+            1u32..5,
+        );
+        let backends = prop::collection::vec(backend, 1..3);
+        (hosts, 0u8..3, group, backends)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn every_route_appears_once_under_each_of_its_hosts(
+            routes in prop::collection::vec(route_yaml(), 0..8),
+            host in prop::sample::select(vec!["a.example.com", "x.b.example.com", "other.org", "none"]),
+        ) {
+            let mut yaml = String::from("services:\n");
+            for s in ["s0", "s1", "s2"] {
+                yaml.push_str(&format!("  - {{ name: {s}, instances: [{{ address: \"10.0.0.1:80\" }}] }}\n"));
+            }
+            yaml.push_str(if routes.is_empty() { "routes: []\n" } else { "routes:\n" });
+            let mut want = BTreeMap::new();
+            for (i, (hosts, kind, group, backends)) in routes.iter().enumerate() {
+                let path = ["prefix: /p", "exact: /e", "regex: \"^/r\""][usize::from(*kind)];
+                let backends: Vec<String> = backends
+                    .iter()
+                    .map(|(s, w)| format!("{{ service: {s}, weight: {w} }}"))
+                    .collect();
+                yaml.push_str(&format!(
+                    "  - {{ id: r{i}, hosts: [{}], path: {{ {path} }}, group: {group}, forward: {{ backends: [{}] }} }}\n",
+                    hosts.iter().map(|h| format!("{h:?}")).collect::<Vec<_>>().join(", "),
+                    backends.join(", ")
+                ));
+                let mut keys: Vec<String> = hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
+                keys.sort();
+                keys.dedup();
+                if keys.is_empty() {
+                    keys.push(ANY_HOST.to_owned());
+                }
+                want.insert(format!("r{i}"), keys);
+            }
+            let config = ConfigSpec::from_yaml(&yaml).unwrap();
+            let map = RouteMap::build(7, &config, &nodes());
+            let mut got: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for h in &map.hosts {
+                for p in &h.paths {
+                    for r in &p.routes {
+                        got.entry(r.id.clone()).or_default().push(h.host.clone());
+                        let share: f64 = r.services.iter().map(|s| s.share_percent).sum();
+                        prop_assert!((share - 100.0).abs() < 0.2, "{} shares {share}", r.id);
+                        let group_nodes = nodes()
+                            .iter()
+                            .filter(|n| n.record.group == r.group && n.liveness != NodeState::Left)
+                            .count();
+                        prop_assert_eq!(r.proxies.len(), group_nodes);
+                    }
+                }
+            }
+            for hosts in got.values_mut() {
+                hosts.sort();
+            }
+            prop_assert_eq!(&got, &want);
+            // The tree has a line per host, path, route, service, instance and proxy list.
+            let tree = render_tree(&map);
+            let lines: usize = map.hosts.iter().map(|h| {
+                1 + h.paths.iter().map(|p| {
+                    1 + p.routes.iter().map(|r| 2 + r.services.iter().map(|s| 1 + s.instances.len()).sum::<usize>()).sum::<usize>()
+                }).sum::<usize>()
+            }).sum();
+            prop_assert_eq!(tree.lines().count(), 1 + lines.max(1));
+            // A host filter keeps only entries that can match the host, and `*`.
+            let filtered = map.clone().for_host(host);
+            for h in &filtered.hosts {
+                prop_assert!(host_matches(&h.host, host), "{} kept for {host}", h.host);
+            }
+            prop_assert!(map.hosts.iter().filter(|h| host_matches(&h.host, host)).count() == filtered.hosts.len());
+        }
     }
 
     #[test]
