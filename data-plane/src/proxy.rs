@@ -357,6 +357,7 @@ impl Handler for Proxy {
         let mut facts = Facts {
             trace: Some(trace),
             keep_tracestate,
+            request_id: Some(request_id.clone()),
             ..Facts::default()
         };
         // A proxied response has its x-request-id (and the route's response filter)

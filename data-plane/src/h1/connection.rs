@@ -113,14 +113,27 @@ impl<S: ClientStream> Conn<S> {
                 Ok(req) => req,
                 Err(Stop::Close) => break,
                 Err(Stop::Timeout { partial }) => {
-                    if partial
-                        && self
-                            .stream
-                            .write_all(b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                            .await
-                            .is_ok()
-                    {
-                        lingering_close(&mut self.stream).await;
+                    const TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+                    if partial {
+                        let started = std::time::Instant::now();
+                        let written = self.stream.write_all(TIMEOUT).await.is_ok();
+                        {
+                            // Scoped: nothing of this lives across the await below.
+                            let id = RequestId::from_client_or_new(None);
+                            let sent = if written { TIMEOUT.len() as u64 } else { 0 };
+                            let bytes_in = self.inbuf.len() as u64;
+                            self.observe_unrouted(
+                                started,
+                                &id,
+                                408,
+                                Reason::ClientTimeout,
+                                bytes_in,
+                                sent,
+                            );
+                        }
+                        if written {
+                            lingering_close(&mut self.stream).await;
+                        }
                     }
                     break;
                 }
@@ -302,6 +315,10 @@ impl<S: ClientStream> Conn<S> {
                 let outcome =
                     super::bridge::run(&mut self.stream, &mut self.inbuf, *bridged, exchange).await;
                 facts.status = outcome.status;
+                // The bridge does not say who answered yet: the upstream, unless cut.
+                if outcome.status != 0 {
+                    facts.reason = Reason::Upstream;
+                }
                 if outcome.keep_alive {
                     self.inbuf.drain(..outcome.consumed);
                 }
@@ -810,7 +827,9 @@ impl<S: ClientStream> Conn<S> {
 
     /// Answers a request we could not parse, then closes.
     async fn reject(&mut self, r: Rejected) {
+        let started = std::time::Instant::now();
         let e = ProxyError::Rejected(r);
+        let reason = Reason::of(&e);
         let id = RequestId::from_client_or_new(None);
         let resp = e.into_response(id.as_bytes(), &self.engine.state.stats);
         let client = ClientSide {
@@ -819,7 +838,39 @@ impl<S: ClientStream> Conn<S> {
             keep_alive: false,
             websocket: false,
         };
-        self.answer(&resp, &id, client, &mut 0).await;
+        let bytes_in = self.inbuf.len() as u64;
+        let mut bytes_out = 0;
+        self.answer(&resp, &id, client, &mut bytes_out).await;
+        let status = resp.status().as_u16();
+        self.observe_unrouted(started, &id, status, reason, bytes_in, bytes_out);
+    }
+
+    /// The outcome of a request that never got as far as routing: counted under no
+    /// route, logged without request fields.
+    fn observe_unrouted(
+        &self,
+        started: std::time::Instant,
+        id: &RequestId,
+        status: u16,
+        reason: Reason,
+        bytes_in: u64,
+        bytes_out: u64,
+    ) {
+        self.engine.state.observe.observe(&Outcome {
+            started,
+            request_id: id.as_bytes(),
+            trace: None,
+            client: self.client,
+            request: RequestInfo::default(),
+            protocol: Protocol::Http1,
+            tag: None,
+            endpoint: None,
+            status,
+            reason,
+            bytes_in,
+            bytes_out,
+            upstream_time: None,
+        });
     }
 
     /// Writes a response of our own. Unless the connection stays open, closes it

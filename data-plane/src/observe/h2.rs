@@ -29,6 +29,8 @@ pub struct Facts {
     /// Kept only when the access log is on.
     pub endpoint: Option<http::uri::Authority>,
     pub upstream_time: Option<Duration>,
+    /// The request's id (a response filter may hide it from the response).
+    pub request_id: Option<HeaderValue>,
 }
 
 /// The request as the access log shows it (owned: the request is gone by the end).
@@ -81,16 +83,18 @@ impl Finish {
         bytes_in: u64,
         resp: &mut http::Response<ProxyBody>,
     ) -> Self {
-        let facts = resp.extensions_mut().remove::<Facts>().unwrap_or_default();
+        let mut facts = resp.extensions_mut().remove::<Facts>().unwrap_or_default();
+        let request_id = facts.request_id.take().or_else(|| {
+            resp.headers()
+                .get(&crate::forwarding::X_REQUEST_ID)
+                .cloned()
+        });
         Self {
             state,
             started,
             client,
             request,
-            request_id: resp
-                .headers()
-                .get(&crate::forwarding::X_REQUEST_ID)
-                .cloned(),
+            request_id,
             protocol: if grpc { Protocol::Grpc } else { Protocol::H2 },
             status: resp.status().as_u16(),
             facts,

@@ -434,7 +434,7 @@ pub const FAMILIES: &[(&str, &str, &[&str])] = &[
     ),
     (
         "routemaster_endpoint_healthy",
-        "1 if the endpoint is taken into the balancing (every endpoint until health checks exist).",
+        "1 if the endpoint takes new requests (health check up and not ejected), else 0.",
         &["service", "endpoint"],
     ),
     (
@@ -626,13 +626,14 @@ impl Collector for ProxyCollector {
 
         let mut in_flight = Vec::new();
         let mut healthy = Vec::new();
+        let now_ms = crate::health::now_ms();
         if let Some(compiled) = state.load() {
             for cluster in compiled.clusters() {
                 for e in cluster.endpoints() {
                     let endpoint = e.authority.as_str();
                     let l = [("service", cluster.name()), ("endpoint", endpoint)];
                     in_flight.push(gauge(&l, e.in_flight() as f64));
-                    healthy.push(gauge(&l, 1.0));
+                    healthy.push(gauge(&l, f64::from(u8::from(e.health.available(now_ms)))));
                 }
             }
         }
@@ -749,4 +750,183 @@ pub fn render(state: &Arc<ProxyState>) -> Result<String, prometheus::Error> {
     let mut out = String::new();
     prometheus::TextEncoder::new().encode_utf8(&registry.gather(), &mut out)?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use routemaster_common::Config;
+    use routemaster_common::snapshot::{Snapshot, Source};
+    use routemaster_common::spec::ConfigSpec;
+
+    use super::super::{Outcome, Reason, RequestInfo};
+    use super::*;
+
+    fn state() -> Arc<ProxyState> {
+        let state = Arc::new(ProxyState::with_limits(usize::MAX, 2));
+        let config = Config::try_from(
+            ConfigSpec::from_yaml(
+                "services: [{ name: s, instances: [{ address: 127.0.0.1:1 }] }]\n\
+                 routes: [{ id: r, forward: { service: s } }]\n",
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        state.apply(Arc::new(Snapshot::new(
+            7,
+            Source::File("r.yaml".into()),
+            config,
+        )));
+        state
+    }
+
+    fn outcome(tag: Option<&PairMetrics>, status: u16, reason: Reason) -> Outcome<'_> {
+        Outcome {
+            started: Instant::now(),
+            request_id: b"id",
+            trace: None,
+            client: "127.0.0.1:2".parse().unwrap(),
+            request: RequestInfo::default(),
+            protocol: Protocol::Http1,
+            tag,
+            endpoint: None,
+            status,
+            reason,
+            bytes_in: 10,
+            bytes_out: 100,
+            upstream_time: Some(Duration::from_micros(700)),
+        }
+    }
+
+    fn value(scrape: &str, series: &str) -> f64 {
+        scrape
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {series} in\n{scrape}"))
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn workers_counters_are_summed_at_scrape_time() {
+        let state = state();
+        let pair = state.observe.metrics.pair("r", "s");
+        // Two workers and a thread that is none.
+        std::thread::scope(|scope| {
+            for worker in [Some(0), Some(1), None] {
+                let (state, pair) = (&state, &pair);
+                scope.spawn(move || {
+                    if let Some(w) = worker {
+                        set_worker(w);
+                    }
+                    for status in [200, 201, 503] {
+                        state
+                            .observe
+                            .observe(&outcome(Some(pair), status, Reason::Upstream));
+                    }
+                    state.observe.observe(&outcome(None, 404, Reason::NoRoute));
+                });
+            }
+        });
+        let scrape = render(&state).unwrap();
+        let cases = [
+            (
+                r#"routemaster_requests_total{route="r",service="s",code_class="2xx",protocol="http1"}"#,
+                6.0,
+            ),
+            (
+                r#"routemaster_requests_total{route="r",service="s",code_class="5xx",protocol="http1"}"#,
+                3.0,
+            ),
+            (
+                r#"routemaster_requests_total{route="",service="",code_class="4xx",protocol="http1"}"#,
+                3.0,
+            ),
+            (
+                r#"routemaster_proxy_responses_total{reason="no_route"}"#,
+                3.0,
+            ),
+            (
+                r#"routemaster_proxy_responses_total{reason="redirect"}"#,
+                0.0,
+            ),
+            (
+                r#"routemaster_request_bytes_total{route="r",service="s"}"#,
+                90.0,
+            ),
+            (
+                r#"routemaster_response_bytes_total{route="r",service="s"}"#,
+                900.0,
+            ),
+            // 0.7 ms: above the 0.5 ms bucket, in the 1 ms one; cumulative after.
+            (
+                r#"routemaster_upstream_response_seconds_bucket{route="r",le="0.0005"}"#,
+                0.0,
+            ),
+            (
+                r#"routemaster_upstream_response_seconds_bucket{route="r",le="0.001"}"#,
+                9.0,
+            ),
+            (
+                r#"routemaster_upstream_response_seconds_bucket{route="r",le="+Inf"}"#,
+                9.0,
+            ),
+            (
+                r#"routemaster_upstream_response_seconds_count{route="r"}"#,
+                9.0,
+            ),
+            (
+                r#"routemaster_request_duration_seconds_count{route="r"}"#,
+                9.0,
+            ),
+            ("routemaster_snapshot_version", 7.0),
+            (
+                r#"routemaster_endpoint_in_flight{service="s",endpoint="127.0.0.1:1"}"#,
+                0.0,
+            ),
+        ];
+        for (series, want) in cases {
+            assert_eq!(value(&scrape, series), want, "{series}");
+        }
+        let sum = value(
+            &scrape,
+            r#"routemaster_upstream_response_seconds_sum{route="r"}"#,
+        );
+        assert!((sum - 9.0 * 0.0007).abs() < 1e-9, "{sum}");
+        assert!(!scrape.contains("# EOF"), "classic format, not OpenMetrics");
+    }
+
+    #[test]
+    fn counters_survive_a_new_snapshot_and_metrics_off_stops_them() {
+        let state = state();
+        let pair = state.observe.metrics.pair("r", "s");
+        state
+            .observe
+            .observe(&outcome(Some(&pair), 200, Reason::Upstream));
+        // The same route in a new table reaches the same counters.
+        let snapshot = state.current_snapshot().unwrap();
+        state.apply(Arc::new(Snapshot::new(
+            8,
+            snapshot.source().clone(),
+            snapshot.config().clone(),
+        )));
+        let again = state.observe.metrics.pair("r", "s");
+        assert!(Arc::ptr_eq(&pair, &again));
+        state
+            .observe
+            .observe(&outcome(Some(&again), 200, Reason::Upstream));
+        state.observe.set_metrics(false);
+        state
+            .observe
+            .observe(&outcome(Some(&again), 200, Reason::Upstream));
+        let scrape = render(&state).unwrap();
+        assert_eq!(
+            value(
+                &scrape,
+                r#"routemaster_requests_total{route="r",service="s",code_class="2xx",protocol="http1"}"#
+            ),
+            2.0
+        );
+    }
 }

@@ -171,7 +171,7 @@ pub struct RequestInfo<'a> {
 }
 
 /// One request's final outcome: the record both engines fill in at the end.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub struct Outcome<'a> {
     /// When the request head was complete.
     pub started: Instant,
@@ -248,6 +248,18 @@ impl Observer {
     /// The hook: one request's outcome.
     pub fn observe(&self, o: &Outcome<'_>) {
         let elapsed = o.started.elapsed();
+        // No status at all: the client got nothing (logged as nginx does, 499).
+        let fixed;
+        let o = if o.status == 0 {
+            fixed = Outcome {
+                status: 499,
+                reason: Reason::ClientClosed,
+                ..*o
+            };
+            &fixed
+        } else {
+            o
+        };
         if self.record_metrics.load(Ordering::Relaxed) {
             self.metrics.record(o, elapsed);
         }
