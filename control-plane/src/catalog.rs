@@ -5,8 +5,11 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
+use routemaster_common::registry::{self, Registration};
 use routemaster_common::spec::{ConfigSpec, RouteSpec, ServiceSpec};
 use routemaster_common::{Config, Route, Service};
+
+use crate::controller::Registered;
 use routemaster_proto::{EncodedSnapshot, v1};
 
 #[derive(Debug, Default)]
@@ -17,6 +20,9 @@ pub struct Catalog {
     /// Each group that has routes → its snapshot (without the version, which is stamped
     /// per send so an unchanged group still hears of every new version).
     groups: HashMap<String, Arc<GroupContent>>,
+    /// Registered instances (validated), per service in id order, with their leases.
+    /// Not part of `config`: `apply` and `get -o yaml` see only static instances.
+    registered: BTreeMap<String, Vec<(Registration, i64)>>,
     /// Each group's snapshot encoded at this version, built by the first stream that
     /// needs it and shared by all the others.
     encoded: std::sync::Mutex<HashMap<String, EncodedSnapshot>>,
@@ -36,6 +42,18 @@ impl Catalog {
         version: u64,
         services: &BTreeMap<String, ServiceSpec>,
         routes: &BTreeMap<String, RouteSpec>,
+    ) -> (Self, Vec<String>) {
+        Self::build_with(version, services, routes, &Registered::new())
+    }
+
+    /// [`Catalog::build`] with registered instances, which join their services' static
+    /// instances in the snapshots (not in `config`). Registrations of services that do
+    /// not exist (deleted since) are left out until their leases expire.
+    pub fn build_with(
+        version: u64,
+        services: &BTreeMap<String, ServiceSpec>,
+        routes: &BTreeMap<String, RouteSpec>,
+        registered: &Registered,
     ) -> (Self, Vec<String>) {
         let mut problems = Vec::new();
         let services: Vec<Service> = services
@@ -65,11 +83,13 @@ impl Catalog {
                 Config::empty()
             }
         };
-        let groups = group_contents(&config);
+        let registered = validate_registered(&config, registered, &mut problems);
+        let groups = group_contents(&config, &registered, &mut problems);
         (
             Self {
                 version,
                 config: Some(config),
+                registered,
                 groups,
                 encoded: std::sync::Mutex::default(),
             },
@@ -128,6 +148,11 @@ impl Catalog {
             .with_defaults()
     }
 
+    /// The registered instances of `service` (id order) with their leases.
+    pub fn registered(&self, service: &str) -> &[(Registration, i64)] {
+        self.registered.get(service).map_or(&[], Vec::as_slice)
+    }
+
     pub fn route_count(&self) -> usize {
         self.config.as_ref().map_or(0, |c| c.routes().len())
     }
@@ -137,7 +162,43 @@ impl Catalog {
     }
 }
 
-fn group_contents(config: &Config) -> HashMap<String, Arc<GroupContent>> {
+/// The registrations that validate and whose service exists, per service.
+fn validate_registered(
+    config: &Config,
+    registered: &Registered,
+    problems: &mut Vec<String>,
+) -> BTreeMap<String, Vec<(Registration, i64)>> {
+    let known: BTreeSet<&str> = config
+        .services()
+        .iter()
+        .map(|s| s.name().as_str())
+        .collect();
+    let mut out = BTreeMap::new();
+    for (service, ids) in registered {
+        if !known.contains(service.as_str()) {
+            continue;
+        }
+        let valid: Vec<(Registration, i64)> = ids
+            .iter()
+            .filter_map(|(id, r)| {
+                Registration::new(service, id, &r.spec)
+                    .map(|reg| (reg, r.lease))
+                    .map_err(|e| problems.push(e.to_string()))
+                    .ok()
+            })
+            .collect();
+        out.insert(service.clone(), valid);
+    }
+    out
+}
+
+fn group_contents(
+    config: &Config,
+    registered: &BTreeMap<String, Vec<(Registration, i64)>>,
+    problems: &mut Vec<String>,
+) -> HashMap<String, Arc<GroupContent>> {
+    // Each used service once, with its registered instances, whatever groups use it.
+    let mut merged: HashMap<&str, v1::Service> = HashMap::new();
     let mut by_group: BTreeMap<&str, Vec<&Route>> = BTreeMap::new();
     for r in config.routes() {
         by_group.entry(r.group().as_str()).or_default().push(r);
@@ -155,7 +216,20 @@ fn group_contents(config: &Config) -> HashMap<String, Arc<GroupContent>> {
                     .services()
                     .iter()
                     .filter(|s| used.contains(s.name().as_str()))
-                    .map(v1::Service::from)
+                    .map(|s| {
+                        merged
+                            .entry(s.name().as_str())
+                            .or_insert_with(|| match registered.get(s.name().as_str()) {
+                                Some(regs) if !regs.is_empty() => {
+                                    let (with, skipped) =
+                                        registry::merge(s, regs.iter().map(|(r, _)| r));
+                                    problems.extend(skipped);
+                                    v1::Service::from(&with)
+                                }
+                                _ => v1::Service::from(s),
+                            })
+                            .clone()
+                    })
                     .collect(),
                 routes: routes.iter().map(|r| v1::Route::from(*r)).collect(),
             };

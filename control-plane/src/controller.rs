@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use crate::catalog::Catalog;
 use crate::metrics::Metrics;
-use crate::store::{Change, Store, StoreError, Stored, encode};
+use crate::store::{Change, Store, StoreError, Stored, StoredRegistration, encode};
 
 /// A write, as the admin API receives it.
 #[derive(Debug, Clone)]
@@ -164,10 +164,10 @@ pub struct Published {
 /// One object write seen by the watch.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ObjectEvent {
-    /// `service` or `route`.
+    /// `service`, `route` or `instance` (a registered one, named `service/id`).
     pub kind: &'static str,
     pub name: String,
-    /// `created`, `updated` or `deleted`.
+    /// `created`, `updated` or `deleted`; `expired` for an instance whose lease ran out.
     pub change: &'static str,
 }
 
@@ -389,10 +389,11 @@ impl Controller {
             version,
             mut services,
             mut routes,
+            mut registered,
             ..
         } = stored;
         let mut version = version.max(0) as u64;
-        self.publish(version, &services, &routes, None);
+        self.publish(version, &services, &routes, &registered, None);
         let mut stream = self.store.watch(revision + 1).await?;
         loop {
             let Some(resp) = stream.message().await? else {
@@ -406,7 +407,9 @@ impl Controller {
                 return Ok(());
             }
             let mut events = Vec::new();
-            if !self.fold(&resp, &mut version, &mut services, &mut routes, &mut events)? {
+            let mut expired = None;
+            let mut state = (&mut services, &mut routes, &mut registered, &mut expired);
+            if !self.fold(&resp, &mut version, &mut state, &mut events)? {
                 continue; // watch created / progress notifications
             }
             // Coalesce a burst: take whatever else arrives within the window.
@@ -417,25 +420,49 @@ impl Controller {
                         if more.canceled() || more.compact_revision() > 0 {
                             return Ok(());
                         }
-                        self.fold(&more, &mut version, &mut services, &mut routes, &mut events)?;
+                        self.fold(&more, &mut version, &mut state, &mut events)?;
                     }
                     Ok(Ok(None)) => return Ok(()),
                     Ok(Err(e)) => return Err(e.into()),
                     Err(_) => break,
                 }
             }
-            self.publish(version, &services, &routes, Some(events));
+            self.publish(version, &services, &routes, &registered, Some(events));
+            if let Some(revision) = expired {
+                self.fence_expiry(revision);
+            }
         }
+    }
+
+    /// A lease expiry deleted a registered instance at `revision` without touching the
+    /// meta key: rewrite it (once, whichever replica is first), so the version is the
+    /// meta key's again and every replica computes it alike after a reload.
+    fn fence_expiry(&self, revision: i64) {
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            match store.fence_expiry(revision).await {
+                Ok(wrote) => tracing::debug!(revision, wrote, "lease expiry fenced"),
+                Err(e) => tracing::warn!(error = %e, revision, "lease expiry not fenced"),
+            }
+        });
     }
 
     fn fold(
         &self,
         resp: &etcd_client::WatchResponse,
         version: &mut u64,
-        services: &mut BTreeMap<String, ServiceSpec>,
-        routes: &mut BTreeMap<String, RouteSpec>,
+        (services, routes, registered, expired): &mut WatchState<'_>,
         events: &mut Vec<ObjectEvent>,
     ) -> Result<bool, StoreError> {
+        // A fenced write rewrites the meta key in its own revision; an instance deleted
+        // in a revision without one had its lease expire.
+        let fenced: std::collections::HashSet<i64> = resp
+            .events()
+            .iter()
+            .filter_map(|e| e.kv())
+            .filter(|kv| kv.key().ends_with(&b"/config/meta"[..]))
+            .map(|kv| kv.mod_revision())
+            .collect();
         let mut note = |kind, name: &str, change| {
             events.push(ObjectEvent {
                 kind,
@@ -475,6 +502,30 @@ impl Controller {
                         note("route", &id, "deleted");
                     }
                 }
+                Change::PutInstance {
+                    service,
+                    id,
+                    registration,
+                } => {
+                    let name = format!("{service}/{id}");
+                    let old = registered
+                        .entry(service)
+                        .or_default()
+                        .insert(id, registration);
+                    note("instance", &name, put_change(old.is_some()));
+                }
+                Change::DeleteInstance { service, id } => {
+                    let ids = registered.get_mut(&service);
+                    if ids.and_then(|ids| ids.remove(&id)).is_some() {
+                        let lapsed = !fenced.contains(&rev);
+                        if lapsed {
+                            **expired = Some(expired.map_or(rev, |r: i64| r.max(rev)));
+                        }
+                        let change = if lapsed { "expired" } else { "deleted" };
+                        note("instance", &format!("{service}/{id}"), change);
+                    }
+                    registered.retain(|_, ids| !ids.is_empty());
+                }
                 Change::Meta => {}
             }
         }
@@ -486,9 +537,10 @@ impl Controller {
         version: u64,
         services: &BTreeMap<String, ServiceSpec>,
         routes: &BTreeMap<String, RouteSpec>,
+        registered: &Registered,
         events: Option<Vec<ObjectEvent>>,
     ) {
-        let (catalog, problems) = Catalog::build(version, services, routes);
+        let (catalog, problems) = Catalog::build_with(version, services, routes, registered);
         for p in problems {
             tracing::error!(problem = %p, "stored object skipped");
         }
@@ -520,6 +572,18 @@ impl Controller {
         self.catalog.send_replace(Arc::new(catalog));
     }
 }
+
+/// Registered instances: service → id → registration.
+pub type Registered = BTreeMap<String, BTreeMap<String, StoredRegistration>>;
+
+/// What the watch keeps between versions: services, routes, registered instances, and
+/// the latest revision in which a lease expiry deleted an instance (to fence).
+type WatchState<'a> = (
+    &'a mut BTreeMap<String, ServiceSpec>,
+    &'a mut BTreeMap<String, RouteSpec>,
+    &'a mut Registered,
+    &'a mut Option<i64>,
+);
 
 fn put_change(existed: bool) -> &'static str {
     if existed { "updated" } else { "created" }

@@ -17,6 +17,9 @@ use crate::controller::Controller;
 use crate::discovery::DiscoveryService;
 use crate::metrics::Metrics;
 use crate::nodes::Nodes;
+use crate::registry::Registrar;
+use crate::registry_api::RegistryService;
+use crate::registry_http::RegistryHttp;
 use crate::status_api::{self, StatusApi};
 use crate::store::Store;
 
@@ -28,6 +31,9 @@ pub struct ControlPlaneOptions {
     pub node_ttl: Duration,
     /// A lost node stays listed this long after it was last seen.
     pub node_retention: Duration,
+    /// Flood control: snapshots sent to each proxy per second at most
+    /// (`--max-snapshots-per-second`).
+    pub max_snapshots_per_second: u32,
 }
 
 /// Runs until `shutdown` flips to true.
@@ -45,6 +51,7 @@ pub async fn run(
     let stopped = || lifecycle::stopped(&shutdown);
 
     let watcher = tokio::spawn(Arc::clone(&controller).run_watch(stopped()));
+    let registrar = Registrar::start(Arc::clone(&controller), stopped());
     let convergence = tokio::spawn(crate::metrics::track_convergence(
         Arc::clone(&controller),
         Arc::clone(&nodes),
@@ -52,10 +59,14 @@ pub async fn run(
     ));
     let status = tokio::spawn(status_api::serve(
         http,
-        status_api::router(Arc::new(StatusApi::new(
-            Arc::clone(&controller),
-            Arc::clone(&nodes),
-        ))),
+        status_api::router(Arc::new(
+            StatusApi::new(Arc::clone(&controller), Arc::clone(&nodes)).with_registry(
+                RegistryHttp {
+                    controller: Arc::clone(&controller),
+                    registrar: Arc::clone(&registrar),
+                },
+            ),
+        )),
         stopped(),
     ));
     let grpc_server = Server::builder()
@@ -69,12 +80,14 @@ pub async fn run(
             .max_decoding_message_size(256 * 1024 * 1024)
             .max_encoding_message_size(256 * 1024 * 1024),
         )
+        .add_service(v1::registry_server::RegistryServer::new(
+            RegistryService::new(Arc::clone(&controller), registrar),
+        ))
         .add_service(
-            shared::discovery_server::DiscoveryServer::new(DiscoveryService::new(
-                Arc::clone(&controller),
-                Arc::clone(&nodes),
-                replica,
-            ))
+            shared::discovery_server::DiscoveryServer::new(
+                DiscoveryService::new(Arc::clone(&controller), Arc::clone(&nodes), replica)
+                    .with_max_snapshots_per_second(options.max_snapshots_per_second),
+            )
             .max_encoding_message_size(256 * 1024 * 1024),
         )
         .serve_with_incoming_shutdown(TcpIncoming::from(grpc).with_nodelay(Some(true)), stopped());

@@ -2,6 +2,9 @@
 //!
 //! - `{prefix}/config/services/{name}` — JSON of the service, same fields as the route file
 //! - `{prefix}/config/routes/{id}`     — JSON of the route, same fields as the route file
+//! - `{prefix}/config/instances/{service}/{id}` — JSON of a registered instance
+//!   (`RegistrationSpec`), attached to its own lease: lease expiry deletes it (see
+//!   [`leases`])
 //! - `{prefix}/config/meta`            — written by every change, so its `mod_revision` is the
 //!   revision of the last write (deletes included) and doubles as the write fence
 //! - `{prefix}/nodes/{node-id}`        — JSON node status (no lease; see `nodes`)
@@ -20,9 +23,12 @@ use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, PutOptions,
     Txn, TxnOp, WatchOptions, WatchStream,
 };
+use routemaster_common::registry::RegistrationSpec;
 use routemaster_common::spec::{RouteSpec, ServiceSpec};
 
 use crate::metrics::Metrics;
+
+pub mod leases;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -64,6 +70,15 @@ pub struct Stored {
     pub meta_revision: i64,
     pub services: BTreeMap<String, ServiceSpec>,
     pub routes: BTreeMap<String, RouteSpec>,
+    /// Registered instances: service → id → registration.
+    pub registered: BTreeMap<String, BTreeMap<String, StoredRegistration>>,
+}
+
+/// A registered instance as stored: its body and the lease it is attached to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRegistration {
+    pub spec: RegistrationSpec,
+    pub lease: i64,
 }
 
 /// One decoded configuration change from the watch.
@@ -73,6 +88,17 @@ pub enum Change {
     PutRoute(Box<RouteSpec>),
     DeleteService(String),
     DeleteRoute(String),
+    PutInstance {
+        service: String,
+        id: String,
+        registration: StoredRegistration,
+    },
+    /// A registered instance deregistered, or its lease expired (then no write of ours
+    /// touched the meta key in the same revision).
+    DeleteInstance {
+        service: String,
+        id: String,
+    },
     Meta,
 }
 
@@ -100,6 +126,7 @@ impl fmt::Debug for Store {
 enum Key<'a> {
     Service(&'a str),
     Route(&'a str),
+    Instance(&'a str, &'a str),
     Meta,
     Other,
 }
@@ -214,6 +241,11 @@ impl Store {
             Key::Service(name)
         } else if let Some(id) = rest.strip_prefix("/config/routes/") {
             Key::Route(id)
+        } else if let Some((service, id)) = rest
+            .strip_prefix("/config/instances/")
+            .and_then(|r| r.split_once('/'))
+        {
+            Key::Instance(service, id)
         } else {
             Key::Other
         }
@@ -243,6 +275,20 @@ impl Store {
                 Key::Route(_) => {
                     let spec: RouteSpec = decode(&key, kv.value())?;
                     stored.routes.insert(spec.id.clone(), spec);
+                }
+                Key::Instance(service, id) => {
+                    let spec: RegistrationSpec = decode(&key, kv.value())?;
+                    stored
+                        .registered
+                        .entry(service.to_owned())
+                        .or_default()
+                        .insert(
+                            id.to_owned(),
+                            StoredRegistration {
+                                spec,
+                                lease: kv.lease(),
+                            },
+                        );
                 }
                 Key::Meta => stored.meta_revision = kv.mod_revision(),
                 Key::Other => {}
@@ -331,6 +377,18 @@ impl Store {
             }
             (EventType::Delete, Key::Service(name)) => Change::DeleteService(name.to_owned()),
             (EventType::Delete, Key::Route(id)) => Change::DeleteRoute(id.to_owned()),
+            (EventType::Put, Key::Instance(service, id)) => Change::PutInstance {
+                service: service.to_owned(),
+                id: id.to_owned(),
+                registration: StoredRegistration {
+                    spec: decode(&key, kv.value())?,
+                    lease: kv.lease(),
+                },
+            },
+            (EventType::Delete, Key::Instance(service, id)) => Change::DeleteInstance {
+                service: service.to_owned(),
+                id: id.to_owned(),
+            },
             _ => Change::Meta,
         };
         Ok((change, rev))

@@ -39,6 +39,11 @@ struct Args {
     /// forgotten; `routemaster delete node ID` forgets it at once.
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
     node_retention: Duration,
+    /// Flood control: at most this many snapshots a second to each proxy (so to each
+    /// group); versions published faster (a registration flood) are coalesced and the
+    /// newest is sent.
+    #[arg(long, value_name = "N", default_value_t = routemaster_control_plane::discovery::DEFAULT_MAX_SNAPSHOTS_PER_SECOND, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    max_snapshots_per_second: u32,
     #[command(flatten)]
     log: LogArgs,
 }
@@ -89,6 +94,7 @@ async fn main_async(args: Args) -> anyhow::Result<()> {
             prefix: args.prefix,
             node_ttl: args.node_ttl,
             node_retention: args.node_retention,
+            max_snapshots_per_second: args.max_snapshots_per_second,
         },
         grpc,
         http,
