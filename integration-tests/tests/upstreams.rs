@@ -298,3 +298,49 @@ async fn the_io_timeout_applies_to_every_upstream_kind() {
         }
     }
 }
+
+/// HTTP/1.1 request bodies the bridge decodes (chunked, with a trailer that is
+/// dropped) and streams to h2c, https and h2 services; `Expect: 100-continue` is
+/// answered by the proxy; a body that arrives late still goes up whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_bodies_reach_every_bridged_upstream() {
+    let s = setup("upstreams-bodies").await;
+    for kind in ["h2c", "https", "h2"] {
+        let chunked = format!(
+            "POST /{kind}/chunked HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
+             5\r\nhello\r\n6\r\n world\r\n0\r\nx-trailer: dropped\r\n\r\n"
+        );
+        let r = raw_request(s.proxy.addr, chunked.as_bytes()).await.unwrap();
+        assert_eq!(r.status, 200, "{kind}: {}", r.body);
+        let echo: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(echo["body_len"], 11, "{kind}: {echo}");
+        assert!(seen(&echo, "x-trailer").is_empty(), "{kind}: {echo}");
+        assert!(seen(&echo, "expect").is_empty(), "{kind}: {echo}");
+
+        // Expect: 100-continue, then the body in two writes.
+        let mut conn = tokio::net::TcpStream::connect(s.proxy.addr).await.unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        conn.write_all(
+            format!(
+                "POST /{kind}/expect HTTP/1.1\r\nHost: h\r\nContent-Length: 8\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut interim = [0u8; 25];
+        tokio::time::timeout(Duration::from_secs(5), conn.read_exact(&mut interim))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n", "{kind}");
+        conn.write_all(b"abcd").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        conn.write_all(b"efgh").await.unwrap();
+        let r = read_reply(&mut conn).await.unwrap();
+        assert_eq!(r.status, 200, "{kind}: {}", r.body);
+        let echo: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(echo["body_len"], 8, "{kind}: {echo}");
+        assert!(seen(&echo, "expect").is_empty(), "{kind}: {echo}");
+    }
+}

@@ -34,9 +34,9 @@ pub struct Bridged {
     pub host: HeaderValue,
 }
 
-/// The request as `http` types: method, target, and every field but `Host` and the
-/// framing ones (the body's length is restated; hop-by-hop fields are removed by
-/// phase 5 like for any request).
+/// The request as `http` types: method, target, and every field but `Host`, `Expect`
+/// and the framing ones (the body's length is restated; hop-by-hop fields are removed
+/// by phase 5 like for any request).
 pub fn parts(
     method: &Method,
     target: &str,
@@ -50,9 +50,10 @@ pub fn parts(
         .uri(target)
         .version(Version::HTTP_11);
     for (h, kind) in headers.iter().zip(kinds) {
+        // `Expect` is answered here (100 Continue), as on the engine's own path.
         if matches!(
             kind,
-            Field::Host | Field::TransferEncoding | Field::ContentLength
+            Field::Host | Field::TransferEncoding | Field::ContentLength | Field::Expect
         ) {
             continue;
         }
