@@ -136,6 +136,21 @@ async fn metrics_and_access_log_account_for_known_traffic() {
         assert_eq!(reply.status, 200);
         sent.push(("h2", reply));
     }
+    // A gRPC-typed request over h2c counts under protocol grpc (one stream, one line).
+    let grpc = h2
+        .send(
+            http::Request::post(p.proxy.url("/r/grpc.Svc/Call"))
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                    b"\0\0\0\0\0",
+                )))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(grpc.status, 200);
+    sent.push(("grpc", grpc));
     let redirect = h1.get(&p.proxy.url("/old"), &[]).await.unwrap();
     assert_eq!(redirect.status, 301, "{}", redirect.body);
     let missing = h1.get(&p.proxy.url("/nope"), &[]).await.unwrap();
@@ -171,14 +186,15 @@ async fn metrics_and_access_log_account_for_known_traffic() {
             &s,
             "routemaster_request_duration_seconds_count",
             &[("route", "r")],
-        ) == 13.0)
+        ) == 14.0)
             .then_some(s)
     })
     .await;
     promtool_check(&scrape).await;
     let requests = "routemaster_requests_total";
     let r = [("route", "r"), ("service", "app")];
-    assert_eq!(total(&scrape, requests, &r), 13.0, "{scrape}");
+    assert_eq!(total(&scrape, requests, &r), 14.0, "{scrape}");
+    assert_eq!(total(&scrape, requests, &[r[0], ("protocol", "grpc")]), 1.0);
     assert_eq!(
         total(
             &scrape,
@@ -215,7 +231,7 @@ async fn metrics_and_access_log_account_for_known_traffic() {
             "routemaster_upstream_response_seconds_count",
             &[("route", "r")]
         ),
-        13.0
+        14.0
     );
     let connections = "routemaster_upstream_connections_total";
     assert_eq!(
@@ -261,12 +277,12 @@ async fn metrics_and_access_log_account_for_known_traffic() {
     assert!(!om.body.contains("# EOF"));
 
     // Access log: one line per proxied request (not the admin scrapes), parsed.
-    let lines = eventually(WAIT, "15 access log lines", || async {
+    let lines = eventually(WAIT, "16 access log lines", || async {
         let lines = log_lines(&log);
-        (lines.len() >= 15).then_some(lines)
+        (lines.len() >= 16).then_some(lines)
     })
     .await;
-    assert_eq!(lines.len(), 15, "{lines:#?}");
+    assert_eq!(lines.len(), 16, "{lines:#?}");
     let by_id: HashMap<&str, &serde_json::Value> = lines
         .iter()
         .map(|l| (l["request_id"].as_str().unwrap(), l))
@@ -285,7 +301,7 @@ async fn metrics_and_access_log_account_for_known_traffic() {
         assert_eq!(line["route"], "r");
         assert_eq!(line["service"], "app");
         assert_eq!(line["endpoint"], app.addr.to_string());
-        assert_eq!(line["method"], "GET");
+        assert_eq!(line["method"], echo["method"], "{line}");
         assert_eq!(line["path"], echo["uri"], "{line}");
         assert_eq!(line["authority"], p.proxy.addr.to_string());
         assert!(line["client"].as_str().unwrap().starts_with("127.0.0.1:"));

@@ -79,6 +79,25 @@ async fn a_python_client_talks_to_a_python_server_through_the_proxy() {
     // One request, and nothing left open once both sides closed.
     let stats = eventually_stats(&p, |s| s["in_flight"] == 0).await;
     assert_eq!(stats["requests_total"], 1, "{stats}");
+    // The logging hook saw the tunnel once, when it closed: a 101 on route ws, with the
+    // megabyte each way in its byte counts.
+    let scrape = p.admin("/metrics").await.body;
+    let series = |name: &str| {
+        scrape
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit_once(' '))
+            .map(|(_, v)| v.parse::<f64>().unwrap())
+            .unwrap_or_else(|| panic!("no {name} in\n{scrape}"))
+    };
+    assert_eq!(
+        series(
+            r#"routemaster_requests_total{route="ws",service="ws",code_class="1xx",protocol="websocket"}"#
+        ),
+        1.0
+    );
+    assert!(series(r#"routemaster_request_bytes_total{route="ws",service="ws"}"#) > 1e6);
+    assert!(series(r#"routemaster_response_bytes_total{route="ws",service="ws"}"#) > 1e6);
 }
 
 async fn eventually_stats(
