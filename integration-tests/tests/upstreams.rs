@@ -41,7 +41,7 @@ fn make_pki(ca_name: &str) -> Pki {
         .unwrap()
         .signed_by(&key, &ca)
         .unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut server = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()

@@ -1,19 +1,19 @@
 //! The workspace's one rustls crypto provider. Every TLS user in Routemaster — the proxy's
 //! HTTPS listener and its TLS connections to upstreams — builds its configs from
 //! [`provider()`], so the provider is chosen in exactly one place (the `rustls` features in
-//! the workspace `Cargo.toml` and this function). The choice (ring) and the handshake
-//! numbers behind it are in the README's TLS section.
+//! the workspace `Cargo.toml` and this function). The choice (aws-lc-rs) and the
+//! handshake numbers behind it are in the README's TLS section.
 
 use std::sync::{Arc, OnceLock};
 
 use rustls::crypto::CryptoProvider;
 
-/// The crypto provider every rustls config in the workspace is built with (ring), shared:
+/// The crypto provider every rustls config in the workspace is built with (aws-lc-rs), shared:
 /// built once, then cloned as an `Arc`.
 pub fn provider() -> Arc<CryptoProvider> {
     static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
     PROVIDER
-        .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+        .get_or_init(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
         .clone()
 }
 
