@@ -369,3 +369,74 @@ async fn the_access_log_is_reopened_on_sighup() {
         "SIGHUP does not stop the proxy"
     );
 }
+
+/// On a TLS listener the access log says which TLS version and SNI each request came
+/// over, for HTTP/1.1 and HTTP/2 (curl, `--resolve` for the SNI).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_shows_tls_version_and_sni() {
+    use tokio::io::AsyncBufReadExt;
+
+    let app = EchoBackend::start("app").await;
+    let dir = routemaster_integration_tests::TempDir::new("access-log-tls");
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["a.example.test".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap()
+        .pem();
+    let indent = |pem: &str| -> String { pem.lines().map(|l| format!("        {l}\n")).collect() };
+    let yaml = format!(
+        "tls:\n  certificates:\n    - name: a\n      hosts: [a.example.test]\n      cert_pem: |\n{}      key_pem: |\n{}{}",
+        indent(&cert),
+        indent(&key.serialize_pem()),
+        routes(app.addr)
+    );
+    let file = dir.path().join("routes.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let log = dir.path().join("access.log");
+    let mut child = tokio::process::Command::new(routemaster_integration_tests::process::binary(
+        "routemaster-proxy",
+    ))
+    .arg("--config")
+    .arg(&file)
+    .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+    .args(["--tls-listen", "127.0.0.1:0", "--access-log"])
+    .arg(&log)
+    .stdout(std::process::Stdio::piped())
+    .kill_on_drop(true)
+    .spawn()
+    .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    // "routemaster-proxy listening on ADDR admin ADDR tls ADDR"
+    let tls: std::net::SocketAddr = line.split_whitespace().nth(7).unwrap().parse().unwrap();
+    let url = format!("https://a.example.test:{}/r/tls", tls.port());
+    let resolve = format!("a.example.test:{}:127.0.0.1", tls.port());
+    for (flag, protocol) in [("--http1.1", "http1"), ("--http2", "h2")] {
+        let out = tokio::process::Command::new("curl")
+            .args(["-sk", "--max-time", "10", flag, "--resolve", &resolve, &url])
+            .output()
+            .await
+            .unwrap();
+        assert!(out.status.success(), "curl {flag}: {out:?}");
+        let lines = eventually(WAIT, "the request's access log line", || async {
+            let lines = log_lines(&log);
+            lines
+                .iter()
+                .any(|l| l["protocol"] == protocol)
+                .then_some(lines)
+        })
+        .await;
+        let line = lines.iter().find(|l| l["protocol"] == protocol).unwrap();
+        assert_eq!(line["tls_sni"], "a.example.test", "{line}");
+        assert!(
+            matches!(line["tls_version"].as_str(), Some("TLSv1.3" | "TLSv1.2")),
+            "{line}"
+        );
+        assert_eq!(line["status"], 200, "{line}");
+    }
+}

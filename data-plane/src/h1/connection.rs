@@ -252,7 +252,7 @@ impl<S: ClientStream> Conn<S> {
         // What the access log shows of the request, copied while the head is here.
         let line = observer
             .logging()
-            .then(|| RequestLine::copy(&self.inbuf, &req.spans));
+            .then(|| RequestLine::copy(&self.inbuf, &req.spans, self.stream.tls_info()));
         let client = ClientSide {
             http10: req.http10,
             head_method: req.head_method,
@@ -940,25 +940,32 @@ struct RequestLine {
     method: std::ops::Range<usize>,
     authority: std::ops::Range<usize>,
     path: std::ops::Range<usize>,
+    tls_version: Option<&'static str>,
+    /// In `buf` too; `None` without TLS or without SNI.
+    sni: Option<std::ops::Range<usize>>,
 }
 
 impl RequestLine {
-    fn copy(inbuf: &[u8], spans: &Spans) -> Self {
+    fn copy(inbuf: &[u8], spans: &Spans, tls: Option<(&'static str, Option<&str>)>) -> Self {
         let mut buf = buffers::take_small();
         buf.clear();
-        let mut put = |r: &std::ops::Range<usize>| {
+        let mut put = |b: &[u8]| {
             let start = buf.len();
-            buf.extend_from_slice(inbuf.get(r.clone()).unwrap_or_default());
+            buf.extend_from_slice(b);
             start..buf.len()
         };
-        let method = put(&spans.method);
-        let authority = put(&spans.authority);
-        let path = put(&spans.path);
+        let part = |r: &std::ops::Range<usize>| inbuf.get(r.clone()).unwrap_or_default();
+        let method = put(part(&spans.method));
+        let authority = put(part(&spans.authority));
+        let path = put(part(&spans.path));
+        let sni = tls.and_then(|(_, sni)| sni).map(|s| put(s.as_bytes()));
         Self {
             buf,
             method,
             authority,
             path,
+            tls_version: tls.map(|(v, _)| v),
+            sni,
         }
     }
 
@@ -973,6 +980,8 @@ impl RequestLine {
             method: part(&self.method),
             authority: part(&self.authority),
             path: part(&self.path),
+            tls_version: self.tls_version,
+            tls_sni: self.sni.as_ref().map(part),
         }
     }
 }

@@ -12,7 +12,7 @@ use hyper_util::rt::TokioIo;
 use super::Engine;
 use super::connection::Busy;
 use super::io::Prefixed;
-use crate::observe::h2::{Finish, ObservedBody, RequestCopy};
+use crate::observe::h2::{Finish, ObservedBody, RequestCopy, TlsCopy};
 use crate::server::Handler;
 
 pub(super) async fn serve<S: super::stream::ClientStream>(
@@ -24,6 +24,7 @@ pub(super) async fn serve<S: super::stream::ClientStream>(
 ) {
     let _busy = Busy::enter(engine);
     let proxy = Arc::clone(&engine.h2_proxy);
+    let tls_copy = TlsCopy::of(stream.tls_info());
     let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
         let proxy = Arc::clone(&proxy);
         if let Some(tls) = &tls {
@@ -33,7 +34,10 @@ pub(super) async fn serve<S: super::stream::ClientStream>(
         // The logging hook: the outcome is reported when hyper is done with the body.
         let started = std::time::Instant::now();
         let state = Arc::clone(proxy.state());
-        let copy = state.observe.logging().then(|| RequestCopy::of(&req));
+        let copy = state
+            .observe
+            .logging()
+            .then(|| RequestCopy::of(&req, tls_copy.as_ref()));
         let grpc = crate::error::is_grpc(req.headers());
         let bytes_in = req
             .headers()

@@ -27,6 +27,11 @@ pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
 
     /// The read and write halves, usable at the same time.
     fn split(&mut self) -> (Self::Read<'_>, Self::Write<'_>);
+
+    /// The TLS version and SNI of the session, for the access log; `None` on plain TCP.
+    fn tls_info(&self) -> Option<(&'static str, Option<&str>)> {
+        None
+    }
 }
 
 impl ClientStream for TcpStream {
@@ -55,5 +60,15 @@ impl ClientStream for TlsStream<TcpStream> {
 
     fn split(&mut self) -> (Self::Read<'_>, Self::Write<'_>) {
         tokio::io::split(self)
+    }
+
+    fn tls_info(&self) -> Option<(&'static str, Option<&str>)> {
+        let (_, session) = self.get_ref();
+        let version = match session.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+            _ => "TLS",
+        };
+        Some((version, session.server_name()))
     }
 }

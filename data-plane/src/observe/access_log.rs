@@ -338,7 +338,11 @@ fn format_line(out: &mut Vec<u8>, o: &Outcome<'_>, elapsed: Duration, now: Syste
         Some(d) => put_ms(out, d),
         None => out.extend_from_slice(b"null"),
     }
-    out.extend_from_slice(b",\"tls_version\":null,\"tls_sni\":null}\n");
+    out.extend_from_slice(b",\"tls_version\":");
+    put_opt_str(out, o.request.tls_version.unwrap_or_default().as_bytes());
+    out.extend_from_slice(b",\"tls_sni\":");
+    put_opt_str(out, o.request.tls_sni.unwrap_or_default().as_bytes());
+    out.extend_from_slice(b"}\n");
 }
 
 #[cfg(test)]
@@ -387,6 +391,8 @@ mod tests {
                     method,
                     authority: "example.com",
                     path,
+                    tls_version: tag.map(|_| "TLSv1.3"),
+                    tls_sni: None,
                 },
                 protocol: Protocol::Http1,
                 tag,
@@ -427,10 +433,12 @@ mod tests {
             assert_eq!(v["duration_ms"], 2.001);
             assert_eq!(v["upstream_ms"], 1.5);
             assert_eq!(v["client"], "10.0.0.1:5000");
+            assert!(v["tls_sni"].is_null());
             if tag.is_some() {
                 assert_eq!(v["path"], path);
                 assert_eq!(v["route"], "r");
                 assert_eq!(v["service"], "s");
+                assert_eq!(v["tls_version"], "TLSv1.3");
             } else {
                 assert!(v["route"].is_null() && v["method"].is_null());
             }

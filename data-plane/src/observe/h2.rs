@@ -39,10 +39,27 @@ pub struct RequestCopy {
     pub method: Method,
     pub authority: Option<HeaderValue>,
     pub uri: Uri,
+    pub tls: Option<TlsCopy>,
+}
+
+/// The TLS session's version and SNI, taken once per connection.
+#[derive(Debug, Clone)]
+pub struct TlsCopy {
+    pub version: &'static str,
+    pub sni: Option<Arc<str>>,
+}
+
+impl TlsCopy {
+    pub fn of(info: Option<(&'static str, Option<&str>)>) -> Option<Self> {
+        info.map(|(version, sni)| Self {
+            version,
+            sni: sni.map(Arc::from),
+        })
+    }
 }
 
 impl RequestCopy {
-    pub fn of(req: &http::Request<hyper::body::Incoming>) -> Self {
+    pub fn of(req: &http::Request<hyper::body::Incoming>, tls: Option<&TlsCopy>) -> Self {
         Self {
             method: req.method().clone(),
             authority: req
@@ -51,6 +68,7 @@ impl RequestCopy {
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
                 .or_else(|| req.headers().get(http::header::HOST).cloned()),
             uri: req.uri().clone(),
+            tls: tls.cloned(),
         }
     }
 }
@@ -123,6 +141,8 @@ impl Drop for Finish {
                     .and_then(|a| a.to_str().ok())
                     .unwrap_or_default(),
                 path: r.uri.path(),
+                tls_version: r.tls.as_ref().map(|t| t.version),
+                tls_sni: r.tls.as_ref().and_then(|t| t.sni.as_deref()),
             });
         self.state.observe.observe(&Outcome {
             started: self.started,

@@ -168,6 +168,10 @@ pub struct RequestInfo<'a> {
     pub authority: &'a str,
     /// The path as received, without the query.
     pub path: &'a str,
+    /// `TLSv1.2` / `TLSv1.3` on a TLS listener.
+    pub tls_version: Option<&'a str>,
+    /// The server name the client asked for in its TLS handshake.
+    pub tls_sni: Option<&'a str>,
 }
 
 /// One request's final outcome: the record both engines fill in at the end.
