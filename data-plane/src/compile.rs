@@ -213,6 +213,7 @@ impl Cluster {
                 .endpoints
                 .iter()
                 .filter(|e| e.health.ejected(now))
+            tls: self.tls.as_ref(),
                 .count();
             (ejected + 1) * 100 <= outlier.max_ejected_percent() as usize * self.endpoints.len()
         };

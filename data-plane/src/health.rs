@@ -29,6 +29,8 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use routemaster_common::model::{HealthCheck, Protocol};
 use serde::Serialize;
 
+use crate::upstream::{Clients, RequestBody, ServiceTls, UpstreamOptions};
+
 /// Milliseconds since the process's first look at the clock (never 0 once read: ejection
 /// deadlines use 0 for "not ejected").
 pub fn now_ms() -> u64 {
@@ -280,6 +282,8 @@ struct Inner {
 struct Checker {
     check: HealthCheck,
     protocol: Protocol,
+    /// The TLS settings' identity (`h2`/`https`): a change restarts the checker.
+    tls: Option<u64>,
     task: tokio::task::AbortHandle,
 }
 
@@ -296,6 +300,8 @@ pub struct Wanted<'a> {
     pub authority: &'a http::uri::Authority,
     pub check: Option<&'a HealthCheck>,
     pub protocol: Protocol,
+    /// For `h2`/`https`: the service's TLS settings (probes go over TLS with them).
+    pub tls: Option<&'a Arc<ServiceTls>>,
     pub health: &'a Arc<EndpointHealth>,
 }
 
@@ -338,18 +344,26 @@ impl HealthRegistry {
             if let Some(check) = w.check {
                 let existing = inner.checkers.remove(&key);
                 let checker = match existing {
-                    Some(c) if c.check == *check && c.protocol == w.protocol => Some(c),
+                    Some(c)
+                        if c.check == *check
+                            && c.protocol == w.protocol
+                            && c.tls == w.tls.map(|t| t.key()) =>
+                    {
+                        Some(c)
+                    }
                     _ => runtime.as_ref().map(|rt| {
                         let task = rt.spawn(run_checker(
                             w.service.into(),
                             w.authority.clone(),
                             check.clone(),
                             w.protocol,
+                            w.tls.cloned(),
                             Arc::clone(w.health),
                         ));
                         Checker {
                             check: check.clone(),
                             protocol: w.protocol,
+                            tls: w.tls.map(|t| t.key()),
                             task: task.abort_handle(),
                         }
                     }),
@@ -377,8 +391,17 @@ async fn run_checker(
     authority: http::uri::Authority,
     check: HealthCheck,
     protocol: Protocol,
+    tls: Option<Arc<ServiceTls>>,
     health: Arc<EndpointHealth>,
 ) {
+    // TLS services (`h2`, `https`) are probed over TLS with their own settings, through
+    // the same connector their requests take.
+    let tls_client = protocol.is_tls().then(|| {
+        Clients::new(&UpstreamOptions {
+            connect_timeout: check.timeout(),
+            idle_timeout: check.interval().saturating_mul(2),
+        })
+    });
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(check.timeout()));
@@ -390,7 +413,7 @@ async fn run_checker(
         .http2_only(protocol == Protocol::H2c);
     let client: Client<HttpConnector, Empty<Bytes>> = builder.build(connector);
     let uri = http::Uri::builder()
-        .scheme("http")
+        .scheme(if protocol.is_tls() { "https" } else { "http" })
         .authority(authority.clone())
         .path_and_query(check.path())
         .build();
@@ -406,10 +429,17 @@ async fn run_checker(
     let mut last_ok: Option<bool> = None;
     loop {
         let req = http::Request::get(uri.clone())
-            .header(http::header::USER_AGENT, "routemaster-health-check")
-            .body(Empty::<Bytes>::new());
-        let ok = match req {
-            Ok(req) => match tokio::time::timeout(check.timeout(), client.request(req)).await {
+            .header(http::header::USER_AGENT, "routemaster-health-check");
+        let sent = match &tls_client {
+            Some(c) => req
+                .body(RequestBody::full(Bytes::new()))
+                .map(|req| c.request(protocol, tls.as_ref(), req)),
+            None => req
+                .body(Empty::<Bytes>::new())
+                .map(|req| client.request(req)),
+        };
+        let ok = match sent {
+            Ok(sent) => match tokio::time::timeout(check.timeout(), sent).await {
                 Ok(Ok(resp)) => check.expects(resp.status().as_u16()),
                 Ok(Err(_)) | Err(_) => false,
             },

@@ -264,6 +264,11 @@ pub struct ServiceTls {
 }
 
 impl ServiceTls {
+    /// Equal for the same service with the same TLS settings, across snapshots.
+    pub fn key(&self) -> u64 {
+        self.key
+    }
+
     pub fn build(service: &Service) -> Arc<Self> {
         use std::hash::{Hash, Hasher};
         let tls = service.tls();

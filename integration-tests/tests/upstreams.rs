@@ -41,7 +41,7 @@ fn make_pki(ca_name: &str) -> Pki {
         .unwrap()
         .signed_by(&key, &ca)
         .unwrap();
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let provider = routemaster_runtime::tls::provider();
     let mut server = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
@@ -343,4 +343,56 @@ async fn http1_bodies_reach_every_bridged_upstream() {
         assert_eq!(echo["body_len"], 8, "{kind}: {echo}");
         assert!(seen(&echo, "expect").is_empty(), "{kind}: {echo}");
     }
+}
+
+/// Active health checks of TLS services go over TLS with the service's settings: the
+/// endpoints of an `https` and an `h2` service are seen up (over plain HTTP they could
+/// never answer), and one whose `ca_pem` is another CA's is seen down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_of_tls_services_use_their_tls_settings() {
+    let pki = make_pki("routemaster test CA");
+    let other = make_pki("another CA");
+    let tls = EchoBackend::start_tls("tls", Arc::clone(&pki.server)).await;
+    let dir = routemaster_integration_tests::TempDir::new("upstreams-health");
+    let file = dir.path().join("routes.yaml");
+    let service = |name: &str, protocol: &str, ca: &str| {
+        format!(
+            "  - name: {name}\n    protocol: {protocol}\n    instances: [{{ address: \"{}\" }}]\n    health_check: {{ path: /healthz, interval: 200ms, timeout: 200ms, healthy: 1, unhealthy: 1 }}\n    tls:\n      server_name: backend.test\n      ca_pem: |\n{}",
+            tls.addr,
+            indented(ca, 8)
+        )
+    };
+    let yaml = format!(
+        "services:\n{}{}{}routes:\n  - {{ id: a, path: {{ prefix: / }}, forward: {{ service: hc-https }} }}\n",
+        service("hc-https", "https", &pki.ca_pem),
+        service("hc-h2", "h2", &pki.ca_pem),
+        service("hc-badca", "h2", &other.ca_pem),
+    );
+    std::fs::write(&file, yaml).unwrap();
+    let (proxy, _stderr) = start_capturing(&file, &[]).await.unwrap();
+    let client = HttpClient::new();
+    let url = format!("http://{}/config", proxy.admin);
+    let states = routemaster_integration_tests::eventually(
+        Duration::from_secs(10),
+        "every TLS service's endpoint checked",
+        || {
+            let (client, url) = (client.clone(), url.clone());
+            async move {
+                let config = client.get(&url, &[]).await.ok()?.json();
+                let mut states = std::collections::BTreeMap::new();
+                for u in config["upstreams"].as_array()? {
+                    let active = u["endpoints"][0]["active"].as_str()?.to_owned();
+                    if active == "unknown" {
+                        return None;
+                    }
+                    states.insert(u["service"].as_str()?.to_owned(), active);
+                }
+                (states.len() == 3).then_some(states)
+            }
+        },
+    )
+    .await;
+    assert_eq!(states["hc-https"], "up", "{states:?}");
+    assert_eq!(states["hc-h2"], "up", "{states:?}");
+    assert_eq!(states["hc-badca"], "down", "{states:?}");
 }
