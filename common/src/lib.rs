@@ -13,6 +13,7 @@ pub mod balance;
 pub mod duration;
 pub mod headers;
 pub mod host;
+pub mod locality;
 pub mod model;
 pub mod name;
 pub mod path;

@@ -144,6 +144,11 @@ pub struct Service {
     pub(crate) outlier: Option<Outlier>,
     /// Concurrency caps per proxy; `None`: unlimited.
     pub(crate) limits: Option<Limits>,
+    /// `select`: label → the value an instance must have (per proxy, see
+    /// [`crate::locality`]); empty: every instance.
+    pub(crate) select: crate::locality::Select,
+    /// `locality`: which instances a proxy prefers; `None`: all alike.
+    pub(crate) locality: Option<crate::locality::Locality>,
 }
 
 impl Service {
@@ -152,6 +157,12 @@ impl Service {
     }
     pub fn instances(&self) -> &[Instance] {
         &self.instances
+    }
+    pub fn select(&self) -> &crate::locality::Select {
+        &self.select
+    }
+    pub fn locality(&self) -> Option<&crate::locality::Locality> {
+        self.locality.as_ref()
     }
     pub fn load_balancing(&self) -> LoadBalancing {
         self.load_balancing
@@ -337,6 +348,10 @@ pub struct Instance {
     pub(crate) weight: u32,
     /// `labels` (validated keys and values; empty when none).
     pub(crate) labels: std::collections::BTreeMap<String, String>,
+    /// An address with `${node.NAME}` placeholders, filled in per proxy
+    /// ([`crate::locality::localize`]); `address` then holds a sample rendering that
+    /// only proves the shape, and is never connected to.
+    pub(crate) template: Option<crate::locality::Template>,
 }
 
 impl Instance {
@@ -348,6 +363,10 @@ impl Instance {
     }
     pub fn labels(&self) -> &std::collections::BTreeMap<String, String> {
         &self.labels
+    }
+    /// The address as written, when it has `${node.NAME}` placeholders.
+    pub fn template(&self) -> Option<&crate::locality::Template> {
+        self.template.as_ref()
     }
 }
 

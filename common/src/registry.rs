@@ -164,6 +164,7 @@ impl Registration {
                     address,
                     weight,
                     labels: spec.labels.clone(),
+                    template: None,
                 },
                 ttl,
             }),

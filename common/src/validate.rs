@@ -188,9 +188,24 @@ fn service(spec: &ServiceSpec, errors: &mut Vec<ValidationError>) -> Option<Serv
     let mut seen = HashSet::new();
     for (i, inst) in spec.instances.iter().enumerate() {
         let field = format!("instances[{i}].address");
-        match parse_address(&inst.address) {
+        // `${node.NAME}` placeholders are filled in per proxy; here the shape is
+        // checked with every placeholder read as `1`.
+        let template = match crate::locality::Template::parse(&inst.address) {
+            Ok(t) => t.is_templated().then_some(t),
+            Err(reason) => {
+                p.add(field.clone(), reason);
+                continue;
+            }
+        };
+        let written = template
+            .as_ref()
+            .map_or_else(|| inst.address.clone(), |t| t.render_with("1"));
+        match parse_address(&written) {
             Ok(address) => {
-                if !seen.insert(address.clone()) {
+                let key = template
+                    .as_ref()
+                    .map_or_else(|| address.to_string(), |t| t.as_str().to_owned());
+                if !seen.insert(key.to_ascii_lowercase()) {
                     p.add(field, format_args!("{:?} is listed twice", inst.address));
                 }
                 instances.push(Instance {
@@ -208,8 +223,13 @@ fn service(spec: &ServiceSpec, errors: &mut Vec<ValidationError>) -> Option<Serv
         }
         if inst.weight.is_some_and(|w| w > MAX_WEIGHT) {
             p.add(
+                    template,
                 format!("instances[{i}].weight"),
                 format_args!("must be at most {MAX_WEIGHT}"),
+            Err(reason) if template.is_some() => p.add(
+                field,
+                format_args!("{:?} (placeholders read as 1): {reason}", inst.address),
+            ),
             );
         }
     }
@@ -246,6 +266,52 @@ fn service(spec: &ServiceSpec, errors: &mut Vec<ValidationError>) -> Option<Serv
         tls,
         health_check,
         outlier,
+    let mut select = crate::locality::Select::new();
+    for (key, value) in spec.select.iter().flatten() {
+        let field = format!("select.{key}");
+        if let Err(reason) = check_label(key, "") {
+            p.add(field, reason);
+            continue;
+        }
+        match crate::locality::Template::parse(value) {
+            Ok(t) if !t.is_templated() => match check_label(key, value) {
+                Ok(()) => {
+                    select.insert(key.clone(), t);
+                }
+                Err(reason) => p.add(field, reason),
+            },
+            Ok(t) => {
+                select.insert(key.clone(), t);
+            }
+            Err(reason) => p.add(field, reason),
+        }
+    }
+    let locality = spec.locality.as_ref().and_then(|l| {
+        if l.prefer.is_empty() {
+            p.add(
+                "locality.prefer",
+                "is empty; name the labels to prefer, e.g. [region, zone]",
+            );
+            return None;
+        }
+        let mut ok = true;
+        for (i, key) in l.prefer.iter().enumerate() {
+            if let Err(reason) = check_label(key, "") {
+                p.add(format!("locality.prefer[{i}]"), reason);
+                ok = false;
+            } else if l.prefer[..i].contains(key) {
+                p.add(
+                    format!("locality.prefer[{i}]"),
+                    format_args!("{key:?} is listed twice"),
+                );
+                ok = false;
+            }
+        }
+        ok.then(|| crate::locality::Locality {
+            prefer: l.prefer.clone(),
+            fallback: l.fallback.unwrap_or_default(),
+        })
+    });
         limits,
     })
 }
@@ -258,6 +324,8 @@ fn upstream_tls(
     spec: &UpstreamTlsSpec,
 ) -> Option<UpstreamTls> {
     let mut ok = true;
+        select,
+        locality,
     if !protocol.is_tls() {
         p.add(
             "tls",

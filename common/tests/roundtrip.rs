@@ -92,6 +92,11 @@ fn the_generator_covers_every_field() {
                 );
             }
             note("limits", s.limits.is_some());
+            note("select", s.select.is_some());
+            note("locality", s.locality.is_some());
+            if let Some(l) = &s.locality {
+                note("locality.fallback", l.fallback.is_some());
+            }
             if let Some(l) = &s.limits {
                 note("limits.max_connections", l.max_connections.is_some());
                 note("limits.max_pending", l.max_pending.is_some());
@@ -99,6 +104,7 @@ fn the_generator_covers_every_field() {
             for i in &s.instances {
                 note("weight", i.weight.is_some());
                 note("labels", !i.labels.is_empty());
+                note("address ${node.NAME}", i.address.contains("${node."));
             }
         }
         for r in &spec.routes {
@@ -164,5 +170,5 @@ fn the_generator_covers_every_field() {
             "{field}: present {present}, absent {absent}"
         );
     }
-    assert_eq!(seen.len(), 59, "{seen:?}");
+    assert_eq!(seen.len(), 63, "{seen:?}");
 }

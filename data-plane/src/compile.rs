@@ -132,12 +132,25 @@ impl PickError {
 
 impl Cluster {
     fn new(service: &Service, metrics: &Metrics, health: &HealthRegistry) -> Self {
-        let weights: Vec<u32> = service.instances().iter().map(|i| i.weight()).collect();
+        // An address with `${node.NAME}` placeholders is filled in when a control
+        // plane's snapshot is applied (`locality::localize`); one still here (a route
+        // file: a proxy without labels) has no address to connect to and is left out.
+        let instances: Vec<&routemaster_common::model::Instance> = service
+            .instances()
+            .iter()
+            .filter(|i| i.template().is_none())
+            .collect();
+        if instances.len() < service.instances().len() {
+            tracing::error!(
+                service = %service.name(),
+                "instances with ${{node.NAME}} addresses left out: only proxies of a control plane (with --label) fill them in"
+            );
+        }
+        let weights: Vec<u32> = instances.iter().map(|i| i.weight()).collect();
         let name = service.name().as_str();
         Self {
             name: name.into(),
-            endpoints: service
-                .instances()
+            endpoints: instances
                 .iter()
                 .map(|i| {
                     Arc::new(Endpoint {

@@ -232,6 +232,7 @@ pub async fn run(
         AbortOnDrop(tokio::spawn(bootstrap(
             dir,
             config.group.clone(),
+            config.labels.clone(),
             config.bootstrap_timeout,
             Arc::clone(&state),
         )))
@@ -309,7 +310,13 @@ impl Drop for AbortOnDrop {
 
 /// Reads the saved snapshot at once (so a bad file is reported at start), then, if no
 /// control plane's snapshot was applied by `state.started + timeout`, serves it.
-async fn bootstrap(dir: PathBuf, group: String, timeout: Duration, state: Arc<ProxyState>) {
+async fn bootstrap(
+    dir: PathBuf,
+    group: String,
+    labels: HashMap<String, String>,
+    timeout: Duration,
+    state: Arc<ProxyState>,
+) {
     let deadline = tokio::time::Instant::from_std(state.started) + timeout;
     let path = last_known_good::path(&dir);
     let file = path.clone();
@@ -344,6 +351,14 @@ async fn bootstrap(dir: PathBuf, group: String, timeout: Duration, state: Arc<Pr
         control_plane,
         saved_at,
     } = saved;
+    // Saved as received: filled in for this proxy's labels like a fresh one.
+    let snapshot = match localized(snapshot, &labels) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, path = %path.display(), "last-known-good snapshot ignored (it will not be served)");
+            return;
+        }
+    };
     let target = Arc::clone(&state);
     let applied =
         tokio::task::spawn_blocking(move || target.apply_last_known_good(Arc::new(snapshot))).await;
@@ -534,6 +549,7 @@ async fn handle_snapshot(
     let target = Arc::clone(state);
     let state_dir = config.state_dir.clone();
     let group = config.group.clone();
+    let labels = config.labels.clone();
     let outcome = tokio::task::spawn_blocking(move || {
         // `routemaster_proto::snapshot_from_proto`, keeping the spec to save: the file
         // holds exactly what was received and validated.
@@ -541,6 +557,9 @@ async fn handle_snapshot(
         let keep = state_dir.as_ref().map(|_| spec.clone());
         let validated = Config::try_from(spec)?;
         let snapshot = Snapshot::new(version, Source::ControlPlane(source.clone()), validated);
+        // `${node.NAME}`, `select` and `locality` resolved for this proxy's labels; a
+        // label it lacks refuses the snapshot (NACK) naming the service and field.
+        let snapshot = localized(snapshot, &labels)?;
         let applied = target.apply(Arc::new(snapshot));
         let saved = match (state_dir, keep) {
             (Some(dir), Some(spec)) => Some(last_known_good::save(
@@ -590,6 +609,22 @@ async fn handle_snapshot(
             Some(Message::Nack(v1::Nack { version, error }))
         }
     }
+}
+
+/// `snapshot` as a proxy with `labels` serves it ([`routemaster_common::locality`]).
+fn localized(
+    snapshot: Snapshot,
+    labels: &HashMap<String, String>,
+) -> Result<Snapshot, routemaster_common::ValidationErrors> {
+    if !routemaster_common::locality::needs_labels(snapshot.config()) {
+        return Ok(snapshot);
+    }
+    let config = routemaster_common::locality::localize(snapshot.config(), labels)?;
+    Ok(Snapshot::new(
+        snapshot.version(),
+        snapshot.source().clone(),
+        config,
+    ))
 }
 
 /// The version of the table this proxy got from a control plane, if it serves one (a

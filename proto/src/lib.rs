@@ -120,6 +120,31 @@ impl TryFrom<v1::Service> for ServiceSpec {
         };
         let protocol = match v1::Protocol::try_from(s.protocol) {
             Ok(v1::Protocol::Unspecified) => None,
+        let locality = match s.locality {
+            None => None,
+            Some(l) => {
+                use routemaster_common::locality::Fallback;
+                let fallback = match v1::LocalityFallback::try_from(l.fallback) {
+                    Ok(v1::LocalityFallback::Unspecified) => None,
+                    Ok(v1::LocalityFallback::FallbackAny) => Some(Fallback::Any),
+                    Ok(v1::LocalityFallback::FallbackNone) => Some(Fallback::None),
+                    Err(_) => {
+                        return Err(ConversionError::Field {
+                            object: ObjectRef::Service(s.name),
+                            field: "locality.fallback",
+                            reason: format!(
+                                "unknown value {} (expected any or none)",
+                                l.fallback
+                            ),
+                        });
+                    }
+                };
+                Some(routemaster_common::spec::LocalitySpec {
+                    prefer: l.prefer,
+                    fallback,
+                })
+            }
+        };
             Ok(v1::Protocol::Http1) => Some(ProtocolSpec::Http1),
             Ok(v1::Protocol::H2c) => Some(ProtocolSpec::H2c),
             Ok(v1::Protocol::H2) => Some(ProtocolSpec::H2),
@@ -171,6 +196,8 @@ impl TryFrom<v1::Service> for ServiceSpec {
             }),
         })
     }
+            select: (!s.select.is_empty()).then(|| s.select.into_iter().collect()),
+            locality,
 }
 
 /// `expect` / `retry.on` items travel as strings; all digits is a status code. An empty
@@ -494,6 +521,23 @@ fn route_message(r: &RouteSpec) -> v1::Route {
                             weight: b.weight,
                         })
                         .collect(),
+        select: s
+            .select
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        locality: s.locality.as_ref().map(|l| {
+            use routemaster_common::locality::Fallback;
+            v1::Locality {
+                prefer: l.prefer.clone(),
+                fallback: match l.fallback {
+                    None => v1::LocalityFallback::Unspecified,
+                    Some(Fallback::Any) => v1::LocalityFallback::FallbackAny,
+                    Some(Fallback::None) => v1::LocalityFallback::FallbackNone,
+                } as i32,
+            }
+        }),
                 })),
                 _ => None,
             };

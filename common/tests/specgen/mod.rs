@@ -234,9 +234,10 @@ fn service(g: &mut Gen, i: usize) -> ServiceSpec {
     let mut instances: Vec<InstanceSpec> = (0..n)
         .map(|j| {
             let port = g.range(1, 65535);
-            let address = match g.below(3) {
-                0 => format!("10.{i}.{j}.{}:{port}", g.below(256)),
-                1 => format!("{}:{port}", g.host(j)),
+            let address = match g.below(7) {
+                0 | 1 => format!("10.{i}.{j}.{}:{port}", g.below(256)),
+                2 | 3 => format!("{}:{port}", g.host(j)),
+                4 => format!("${{node.env}}.${{node.region}}.{}:{port}", g.host(j)),
                 _ => format!("[fd00::{i}:{j}]:{port}"),
             };
             InstanceSpec {
@@ -302,6 +303,27 @@ fn service(g: &mut Gen, i: usize) -> ServiceSpec {
         }),
     }
 }
+        select: g.maybe(30, |g| {
+            let mut select = std::collections::BTreeMap::new();
+            select.insert("env".to_owned(), "${node.env}".to_owned());
+            if g.chance(50) {
+                select.insert("example.com/tier".to_owned(), "v1.2_x".to_owned());
+            }
+            select
+        }),
+        locality: g.maybe(30, |g| routemaster_common::spec::LocalitySpec {
+            prefer: g
+                .pick(&[&["region"][..], &["region", "zone"], &["zone", "example.com/tier"]])
+                .iter()
+                .map(|k| (*k).to_owned())
+                .collect(),
+            fallback: g.maybe(60, |g| {
+                g.pick(&[
+                    routemaster_common::locality::Fallback::Any,
+                    routemaster_common::locality::Fallback::None,
+                ])
+            }),
+        }),
 
 fn ms(n: u64) -> String {
     duration::format(Duration::from_millis(n))
