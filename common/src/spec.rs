@@ -101,6 +101,24 @@ pub struct ServiceSpec {
     /// Concurrency caps per proxy (none when left out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<LimitsSpec>,
+    /// `select: { label: value | "${node.NAME}" }`: each proxy uses only the instances
+    /// whose labels match (see [`crate::locality`]); left out: every instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub select: Option<std::collections::BTreeMap<String, String>>,
+    /// `locality: { prefer: [labels…], fallback: any | none }`; left out: all alike.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality: Option<LocalitySpec>,
+}
+
+/// `services[].locality`: the proxy's label keys to prefer instances by, in order, and
+/// what to do when no instance shares them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalitySpec {
+    pub prefer: Vec<String>,
+    /// `any` (default) or `none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<crate::locality::Fallback>,
 }
 
 /// An item of `expect: [200-399]` or `retry.on: [reset, 503]`: a status code, or a word
@@ -429,7 +447,10 @@ impl From<&Service> for ServiceSpec {
                 .instances
                 .iter()
                 .map(|i| InstanceSpec {
-                    address: i.address.to_string(),
+                    address: i
+                        .template
+                        .as_ref()
+                        .map_or_else(|| i.address.to_string(), |t| t.as_str().to_owned()),
                     weight: (i.weight != 1).then_some(i.weight),
                     labels: i.labels.clone(),
                 })
@@ -457,6 +478,16 @@ impl From<&Service> for ServiceSpec {
             limits: s.limits.as_ref().map(|l| LimitsSpec {
                 max_connections: Some(l.max_connections),
                 max_pending: Some(l.max_pending),
+            }),
+            select: (!s.select.is_empty()).then(|| {
+                s.select
+                    .iter()
+                    .map(|(k, t)| (k.clone(), t.as_str().to_owned()))
+                    .collect()
+            }),
+            locality: s.locality.as_ref().map(|l| LocalitySpec {
+                prefer: l.prefer.clone(),
+                fallback: Some(l.fallback),
             }),
         }
     }
@@ -726,6 +757,9 @@ impl ServiceSpec {
         if let Some(l) = &mut self.limits {
             l.max_connections.get_or_insert(DEFAULT_MAX_CONNECTIONS);
             l.max_pending.get_or_insert(DEFAULT_MAX_PENDING);
+        }
+        if let Some(l) = &mut self.locality {
+            l.fallback.get_or_insert(crate::locality::Fallback::default());
         }
         self
     }
