@@ -77,7 +77,28 @@ pub struct ServiceEntry {
 pub struct InstanceEntry {
     pub address: String,
     pub weight: u32,
+    /// `static` (the route file's `instances`) or `registered` (service discovery).
+    pub source: &'static str,
+    /// A registered instance's id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
+
+impl InstanceEntry {
+    /// A registered instance (`source: registered`).
+    pub fn registered(id: &str, address: &str, weight: u32) -> Self {
+        InstanceEntry {
+            address: address.to_owned(),
+            weight,
+            source: "registered",
+            id: Some(id.to_owned()),
+        }
+    }
+}
+
+/// Registered instances by service (each list in id order), as the catalog holds them
+/// (`Catalog::registered`) or the admin CLI lists them (`Registry.ListInstances`).
+pub type Registered = BTreeMap<String, Vec<InstanceEntry>>;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ProxyEntry {
@@ -85,6 +106,30 @@ pub struct ProxyEntry {
     /// `connected | behind | nacked | lost`.
     pub state: NodeState,
     pub applied_version: u64,
+}
+
+/// The registered instances in `catalog`, by service.
+pub fn registered_in(catalog: &crate::catalog::Catalog) -> Registered {
+    let Some(config) = catalog.config.as_ref() else {
+        return Registered::new();
+    };
+    config
+        .services()
+        .iter()
+        .filter_map(|s| {
+            let regs = catalog.registered(s.name().as_str());
+            (!regs.is_empty()).then(|| {
+                let entries = regs
+                    .iter()
+                    .map(|(r, _)| {
+                        let i = r.instance();
+                        InstanceEntry::registered(r.id(), i.address().as_ref(), i.weight())
+                    })
+                    .collect();
+                (s.name().as_str().to_owned(), entries)
+            })
+        })
+        .collect()
 }
 
 /// The host key of routes without `hosts`.
@@ -152,6 +197,25 @@ impl RouteMap {
         // `*` sorts before letters; it is the fallback, so it goes last.
         hosts.sort_by_key(|h| (h.host == ANY_HOST, h.host.clone()));
         RouteMap { version, hosts }
+    }
+
+    /// Adds each service's registered instances after its static ones.
+    pub fn with_registered(mut self, registered: &Registered) -> Self {
+        if registered.is_empty() {
+            return self;
+        }
+        let services = self
+            .hosts
+            .iter_mut()
+            .flat_map(|h| h.paths.iter_mut())
+            .flat_map(|p| p.routes.iter_mut())
+            .flat_map(|r| r.services.iter_mut());
+        for service in services {
+            if let Some(more) = registered.get(&service.name) {
+                service.instances.extend(more.iter().cloned());
+            }
+        }
+        self
     }
 
     /// The map as a request for `host` sees it: that host's entries, the wildcards that
@@ -266,6 +330,8 @@ fn route_entry(
                             .map(|i| InstanceEntry {
                                 address: i.address.clone(),
                                 weight: i.weight.unwrap_or(1),
+                                source: "static",
+                                id: None,
                             })
                             .collect()
                     })
@@ -372,11 +438,14 @@ pub fn render_tree(map: &RouteMap) -> String {
                         s.instances
                             .iter()
                             .map(|i| {
-                                if i.weight == 1 {
-                                    i.address.clone()
-                                } else {
-                                    format!("{}  weight {}", i.address, i.weight)
+                                let mut leaf = i.address.clone();
+                                if i.weight != 1 {
+                                    let _ = write!(leaf, "  weight {}", i.weight);
                                 }
+                                if let Some(id) = &i.id {
+                                    let _ = write!(leaf, "  (registered: {id})");
+                                }
+                                leaf
                             })
                             .collect()
                     };
@@ -520,11 +589,15 @@ routes:
             [
                 InstanceEntry {
                     address: "10.0.0.1:80".into(),
-                    weight: 1
+                    weight: 1,
+                    source: "static",
+                    id: None,
                 },
                 InstanceEntry {
                     address: "10.0.0.2:80".into(),
-                    weight: 3
+                    weight: 3,
+                    source: "static",
+                    id: None,
                 }
             ]
         );
@@ -641,6 +714,31 @@ routes:
             }
             prop_assert!(map.hosts.iter().filter(|h| host_matches(&h.host, host)).count() == filtered.hosts.len());
         }
+    }
+
+    #[test]
+    fn registered_instances_follow_the_static_ones() {
+        let registered = Registered::from([
+            (
+                "web".to_owned(),
+                vec![InstanceEntry::registered("w-1", "10.0.1.1:80", 2)],
+            ),
+            (
+                "ghost".to_owned(),
+                vec![InstanceEntry::registered("g", "10.9.9.9:1", 1)],
+            ),
+        ]);
+        let map = RouteMap::build(7, &config(), &nodes())
+            .with_registered(&registered)
+            .for_host("nowhere.test");
+        let web = &map.hosts[0].paths[0].routes[0].services[0];
+        assert_eq!(web.instances, registered["web"]);
+        assert!(render_tree(&map).contains("│   └── 10.0.1.1:80  weight 2  (registered: w-1)\n"));
+        let json = serde_json::to_value(&map).unwrap();
+        assert_eq!(
+            json["hosts"][0]["paths"][0]["routes"][0]["services"][0]["instances"][0],
+            serde_json::json!({"address": "10.0.1.1:80", "weight": 2, "source": "registered", "id": "w-1"})
+        );
     }
 
     #[test]

@@ -176,7 +176,8 @@ async fn services(State(api): Api) -> Response {
 /// `H` sees it.
 async fn route_map(State(api): Api, uri: Uri) -> Response {
     let catalog = api.controller.catalog();
-    let map = RouteMap::build(catalog.version, &catalog.spec(), &api.nodes.list().await);
+    let map = RouteMap::build(catalog.version, &catalog.spec(), &api.nodes.list().await)
+        .with_registered(&crate::map::registered_in(&catalog));
     let host = uri
         .query()
         .unwrap_or_default()

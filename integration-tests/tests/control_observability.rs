@@ -37,6 +37,20 @@ async fn converged_fleet(tag: &str) -> (Fleet, EchoBackend) {
     (fleet, backend)
 }
 
+/// Registers instance `extra` (127.0.0.1:1, weight 2) of svc-0 over the registry's HTTP
+/// API: service discovery's instances join the static ones in the map.
+async fn register_extra(fleet: &Fleet) {
+    let register =
+        http::Request::put(fleet.control[0].http_url("/v1/services/svc-0/instances/extra"))
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                br#"{"address": "127.0.0.1:1", "weight": 2, "ttl": "60s"}"#,
+            )))
+            .unwrap();
+    let r = fleet.client.send(register).await.unwrap();
+    assert_eq!(r.status.as_u16(), 201, "{}", r.body);
+}
+
 async fn wait_converged(fleet: &Fleet) -> u64 {
     eventually(Duration::from_secs(10), "the fleet to converge", || async {
         let s = fleet.status(0).await;
@@ -225,6 +239,7 @@ fn rows<'a>(dom: &'a str, class: &str) -> Vec<&'a str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_renders_the_fleet_version_and_route_map_in_chromium() {
     let (fleet, backend) = converged_fleet("cp-dashboard").await;
+    register_extra(&fleet).await;
     let version = wait_converged(&fleet).await;
     let url = fleet.control[0].http_url("/");
     let (status, content_type, page) = http_get(&fleet, "/").await;
@@ -294,6 +309,10 @@ async fn the_dashboard_renders_the_fleet_version_and_route_map_in_chromium() {
         !api.contains("p-edge"),
         "the edge proxy does not serve api: {api}"
     );
+    assert!(
+        api.contains("<li class=\"instance-registered\">127.0.0.1:1"),
+        "registered instance missing: {api}"
+    );
     // The edge route serves any host, through the edge proxy only.
     let edge = map
         .iter()
@@ -320,6 +339,7 @@ async fn the_dashboard_renders_the_fleet_version_and_route_map_in_chromium() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn map_cli_and_status_watch() {
     let (fleet, backend) = converged_fleet("cp-map").await;
+    register_extra(&fleet).await;
     let version = wait_converged(&fleet).await;
     let cp = fleet.cp_url();
 
@@ -348,13 +368,15 @@ shop.example.com
 └── /api (prefix)
     └── route api  [group default]
         ├── service svc-0  100%
-        │   └── {addr}
+        │   ├── {addr}
+        │   └── 127.0.0.1:1  weight 2  (registered: extra)
         └── proxies: p-default (connected v{version})
 * (any host)
 └── / (prefix)
     └── route edge-all  [group edge]
         ├── service svc-0  100%
-        │   └── {addr}
+        │   ├── {addr}
+        │   └── 127.0.0.1:1  weight 2  (registered: extra)
         └── proxies: p-edge (connected v{version})
 ",
         addr = backend.addr

@@ -523,8 +523,9 @@ async fn map(
         routes: listed_routes(list.routes)?,
         ..ConfigSpec::default()
     };
+    let registered = registered_instances(url, &config.services).await?;
     let nodes: Vec<Node> = status.nodes.iter().map(Node::from).collect();
-    let mut map = RouteMap::build(status.version, &config, &nodes);
+    let mut map = RouteMap::build(status.version, &config, &nodes).with_registered(&registered);
     if let Some(h) = host {
         map = map.for_host(h);
     }
@@ -534,6 +535,45 @@ async fn map(
     };
     io.out.write_all(text.as_bytes())?;
     Ok(Outcome::Success)
+}
+
+/// The registered instances of `services` (`Registry.ListInstances`, one call per
+/// service that has any: the admin API's List carries static instances only).
+async fn registered_instances(
+    url: &str,
+    services: &[ServiceSpec],
+) -> Result<crate::map::Registered, CliError> {
+    let mut client = v1::registry_client::RegistryClient::new(channel(url).await?)
+        .max_decoding_message_size(MAX_MESSAGE);
+    let mut out = crate::map::Registered::new();
+    for s in services {
+        let req = v1::ListInstancesRequest {
+            service: s.name.clone(),
+        };
+        let list = match client.list_instances(req).await {
+            Ok(r) => r.into_inner(),
+            // Deleted since the list was read.
+            Err(status) if status.code() == tonic::Code::NotFound => continue,
+            Err(status) => {
+                return Err(CliError::from_status(
+                    url,
+                    status,
+                    CONNECT_TIMEOUT,
+                    REQUEST_TIMEOUT,
+                ));
+            }
+        };
+        let registered: Vec<crate::map::InstanceEntry> = list
+            .instances
+            .iter()
+            .filter(|i| i.source == "registered")
+            .map(|i| crate::map::InstanceEntry::registered(&i.id, &i.address, i.weight))
+            .collect();
+        if !registered.is_empty() {
+            out.insert(s.name.clone(), registered);
+        }
+    }
+    Ok(out)
 }
 
 /// `status --watch`: a frame every `interval` until Ctrl-C (SIGINT), which ends it with

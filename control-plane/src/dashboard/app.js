@@ -126,7 +126,10 @@ const PANELS = [
                 : h('span', { class: 'muted' }, route.redirect ? `redirect → ${route.redirect}` : '—')),
               h('td', { class: 'instances' }, svc
                 ? (svc.instances.length
-                  ? h('ul', { class: 'plain mono' }, svc.instances.map((i) => h('li', {}, i.address, i.weight !== 1 ? h('span', { class: 'muted' }, ` ×${i.weight}`) : null)))
+                  ? h('ul', { class: 'plain mono' }, svc.instances.map((i) => h('li', { class: `instance-${i.source}` },
+                    i.address,
+                    i.weight !== 1 ? h('span', { class: 'muted' }, ` ×${i.weight}`) : null,
+                    i.source === 'registered' ? h('span', { class: 'muted', title: `registered instance ${i.id}` }, ' registered') : null)))
                   : h('span', { class: 'muted' }, 'no instances'))
                 : null),
               h('td', { class: 'proxies' },
