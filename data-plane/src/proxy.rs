@@ -219,8 +219,16 @@ impl Proxy {
                 HeaderValue::from_static("https"),
             );
         }
-        let upstream_host = upstream.host_rewrite.unwrap_or(origin.host);
-        parts.headers.insert(header::HOST, upstream_host);
+        if http2 {
+            // HTTP/2 carries the authority in `:authority`, here the instance's address
+            // (hyper's pool connects to the URI's authority); a `host` beside it naming
+            // another entity makes the request malformed (RFC 9113 §8.3.1; nginx
+            // refuses it), so the client's host travels in `x-forwarded-host` only.
+            parts.headers.remove(header::HOST);
+        } else {
+            let upstream_host = upstream.host_rewrite.unwrap_or(origin.host);
+            parts.headers.insert(header::HOST, upstream_host);
+        }
         parts
             .headers
             .insert(X_REQUEST_ID.clone(), origin.request_id.clone());

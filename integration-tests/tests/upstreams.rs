@@ -196,6 +196,21 @@ async fn every_client_protocol_reaches_every_upstream_protocol() {
                 Some("127.0.0.1"),
                 "{pair}: {echo}"
             );
+            // The client's host: `host` over HTTP/1.1; over HTTP/2 `:authority` is the
+            // instance and a differing `host` would make the request malformed, so
+            // only `x-forwarded-host` carries it.
+            let client_host = s.proxy.addr.to_string();
+            let want_host = (!kind.starts_with("h2")).then_some(client_host.as_str());
+            assert_eq!(
+                seen_one(&echo, "host").as_deref(),
+                want_host,
+                "{pair}: {echo}"
+            );
+            assert_eq!(
+                seen_one(&echo, "x-forwarded-host").as_deref(),
+                Some(client_host.as_str()),
+                "{pair}: {echo}"
+            );
             assert_eq!(r.header("x-resp"), Some(kind), "{pair}");
             assert_eq!(r.header("x-backend"), None, "{pair}");
 
