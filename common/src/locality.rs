@@ -160,6 +160,21 @@ pub fn localize(
     config: &Config,
     labels: &HashMap<String, String>,
 ) -> Result<Config, ValidationErrors> {
+    let (out, errors) = localize_partial(config, labels);
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(ValidationErrors(errors))
+    }
+}
+
+/// [`localize`] that always yields a configuration: a service a label is missing for
+/// gets no instances (503, never an unresolved address), and the errors say why. For
+/// route files, which a proxy reads without labels.
+pub fn localize_partial(
+    config: &Config,
+    labels: &HashMap<String, String>,
+) -> (Config, Vec<ValidationError>) {
     let mut errors = Vec::new();
     let mut services = Vec::with_capacity(config.services().len());
     for s in config.services() {
@@ -169,15 +184,17 @@ pub fn localize(
         }
         match localize_service(s, labels) {
             Ok(s) => services.push(s),
-            Err(mut e) => errors.append(&mut e),
+            Err(mut e) => {
+                errors.append(&mut e);
+                let mut empty = s.clone();
+                empty.instances.clear();
+                services.push(empty);
+            }
         }
-    }
-    if !errors.is_empty() {
-        return Err(ValidationErrors(errors));
     }
     let mut out = config.clone();
     out.services = services;
-    Ok(out)
+    (out, errors)
 }
 
 fn lacks(labels: &HashMap<String, String>, name: &str) -> String {
@@ -367,6 +384,18 @@ services:
             let got = localize(c, &labels(l)).unwrap();
             assert_eq!(addresses(&got), *want, "{l:?}");
         }
+    }
+
+    #[test]
+    fn without_the_label_a_service_gets_no_instances_and_an_error() {
+        let c = config(
+            "services:\n  - { name: a, instances: [{ address: \"${node.host}:80\" }] }\n  - { name: b, instances: [{ address: \"10.0.0.1:80\" }] }\n",
+        );
+        let (out, errors) = localize_partial(&c, &labels(&[]));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].to_string().contains("service \"a\": instances[0].address: this proxy has no label \"host\" (its labels: none)"), "{}", errors[0]);
+        assert!(out.services()[0].instances().is_empty());
+        assert_eq!(out.services()[1].instances().len(), 1);
     }
 
     #[test]

@@ -31,8 +31,20 @@ use routemaster_runtime::route_files::{
 
 use crate::state::ProxyState;
 
-/// The snapshot of a configuration read from `path`.
+/// The snapshot of a configuration read from `path`. A route-file proxy has no labels:
+/// `select` and `locality` apply as for a proxy without any, and a service that needs a
+/// `${node.NAME}` label gets no instances (503), with an error logged.
 pub fn snapshot(path: &Path, version: u64, config: Config) -> Arc<Snapshot> {
+    let config = if routemaster_common::locality::needs_labels(&config) {
+        let no_labels = std::collections::HashMap::new();
+        let (config, errors) = routemaster_common::locality::localize_partial(&config, &no_labels);
+        for e in errors {
+            tracing::error!(path = %path.display(), error = %e, "route file: no instances for this service (a route-file proxy has no labels)");
+        }
+        config
+    } else {
+        config
+    };
     Arc::new(Snapshot::new(
         version,
         Source::File(path.display().to_string()),
