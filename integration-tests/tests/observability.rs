@@ -247,6 +247,11 @@ async fn metrics_and_access_log_account_for_known_traffic() {
         10.0,
         "one upstream connection per HTTP/1.1 exchange"
     );
+    // Still open (idle in the worker's pool): every connection opened, none closed.
+    assert_eq!(
+        total(&scrape, "routemaster_upstream_connections_open", &[("service", "app")]),
+        total(&scrape, connections, &[("service", "app"), ("result", "new")]),
+    );
     assert_eq!(
         total(
             &scrape,

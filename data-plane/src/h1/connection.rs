@@ -29,7 +29,7 @@ use super::stream::ClientStream;
 use crate::compile::{Cluster, EndpointGuard};
 use crate::error::ProxyError;
 use crate::health::RetrySlot;
-use crate::observe::metrics::ServiceMetrics;
+use crate::observe::metrics::{OpenConn, ServiceMetrics};
 use crate::observe::{Outcome, PairMetrics, Protocol, Reason, RequestInfo, TraceContext};
 use crate::server::ConnectionSlot;
 use crate::shadow::ShadowSlot;
@@ -441,7 +441,7 @@ impl<S: ClientStream> Conn<S> {
                 timer.as_mut(),
                 Observed {
                     seen: &seen,
-                    service: tag.and_then(PairMetrics::service),
+                    service: tag.and_then(PairMetrics::service_arc),
                     facts: &mut *facts,
                 },
                 more.filter(|_| idempotent_ok),
@@ -597,6 +597,7 @@ impl<S: ClientStream> Conn<S> {
             service,
             facts,
         } = obs;
+        let service_arc = service;
         let pool = &self.engine.pool;
         let io_timeout = self.engine.options.io_timeout;
         let ctx = ResponseCtx {
@@ -650,7 +651,7 @@ impl<S: ClientStream> Conn<S> {
             }
             None => None,
         };
-        let checkout = pool.checkout(authority).await;
+        let checkout = pool.checkout_for(authority, service_arc).await;
         drop(pending);
         if let Some(s) = service {
             match &checkout {
@@ -697,6 +698,7 @@ impl<S: ClientStream> Conn<S> {
                             }
                         }
                         up.stream = fresh.map_err(Failure::Respond)?;
+                        up.open = OpenConn::new(service_arc);
                         up.reused = false;
                     }
                     Ok(done) if done.switched => {
@@ -719,7 +721,7 @@ impl<S: ClientStream> Conn<S> {
                     }
                     Ok(done) => {
                         if done.upstream_reusable {
-                            pool.checkin(authority, up.stream);
+                            pool.checkin(authority, up.stream, up.open);
                         }
                         return Ok(done.client_keep_alive);
                     }
@@ -820,7 +822,7 @@ impl<S: ClientStream> Conn<S> {
         })?;
         progress.request_done = sent;
         if sent && done.upstream_reusable {
-            pool.checkin(authority, up.stream);
+            pool.checkin(authority, up.stream, up.open);
         }
         Ok(done.client_keep_alive && sent)
     }
@@ -928,7 +930,7 @@ struct Exchange<'a> {
 /// What the exchange reports into.
 struct Observed<'a> {
     seen: &'a Seen,
-    service: Option<&'a ServiceMetrics>,
+    service: Option<&'a Arc<ServiceMetrics>>,
     facts: &'a mut Facts,
 }
 

@@ -6,14 +6,15 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
 
 use crate::error::ProxyError;
+use crate::observe::metrics::{OpenConn, ServiceMetrics};
 
 /// Idle connections kept per endpoint, per worker.
 const MAX_IDLE_PER_ENDPOINT: usize = 256;
@@ -21,6 +22,8 @@ const MAX_IDLE_PER_ENDPOINT: usize = 256;
 #[derive(Debug)]
 struct Idle {
     stream: TcpStream,
+    /// Keeps it counted as open (`routemaster_upstream_connections_open`).
+    open: OpenConn,
     /// The sweep epoch it was checked in at: ages are counted in sweeps, not read from
     /// the clock on every checkout and checkin.
     since: u64,
@@ -44,6 +47,8 @@ pub struct UpstreamPool {
 pub struct Checkout {
     pub stream: TcpStream,
     pub reused: bool,
+    /// Counts the connection as open for as long as it lives (pooled or not).
+    pub open: OpenConn,
 }
 
 impl UpstreamPool {
@@ -57,16 +62,29 @@ impl UpstreamPool {
     }
 
     /// An idle connection to `authority`, or a new one.
+    #[cfg(test)]
     pub async fn checkout(&self, authority: &str) -> Result<Checkout, ProxyError> {
-        if let Some(stream) = self.take_idle(authority) {
+        self.checkout_for(authority, None).await
+    }
+
+    /// [`UpstreamPool::checkout`]; a new connection is counted open under `service`.
+    pub async fn checkout_for(
+        &self,
+        authority: &str,
+        service: Option<&Arc<ServiceMetrics>>,
+    ) -> Result<Checkout, ProxyError> {
+        if let Some((stream, open)) = self.take_idle(authority) {
             return Ok(Checkout {
                 stream,
                 reused: true,
+                open,
             });
         }
+        let stream = self.connect(authority).await?;
         Ok(Checkout {
-            stream: self.connect(authority).await?,
+            stream,
             reused: false,
+            open: OpenConn::new(service),
         })
     }
 
@@ -82,10 +100,11 @@ impl UpstreamPool {
     }
 
     /// Returns a connection that finished an exchange cleanly.
-    pub fn checkin(&self, authority: &str, stream: TcpStream) {
+    pub fn checkin(&self, authority: &str, stream: TcpStream, open: OpenConn) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let entry = Idle {
             stream,
+            open,
             since: self.epoch.load(Ordering::Relaxed),
         };
         match idle.get_mut(authority) {
@@ -101,13 +120,13 @@ impl UpstreamPool {
         }
     }
 
-    fn take_idle(&self, authority: &str) -> Option<TcpStream> {
+    fn take_idle(&self, authority: &str) -> Option<(TcpStream, OpenConn)> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let list = idle.get_mut(authority)?;
         let epoch = self.epoch.load(Ordering::Relaxed);
         while let Some(c) = list.pop() {
             if epoch - c.since < 2 && still_open(&c.stream) {
-                return Some(c.stream);
+                return Some((c.stream, c.open));
             }
         }
         None
@@ -164,10 +183,10 @@ mod tests {
         let a = pool.checkout(&addr).await.unwrap();
         assert!(!a.reused);
         let (mut server_a, _) = listener.accept().await.unwrap();
-        pool.checkin(&addr, a.stream);
+        pool.checkin(&addr, a.stream, a.open);
         let b = pool.checkout(&addr).await.unwrap();
         assert!(b.reused, "the idle connection is handed out again");
-        pool.checkin(&addr, b.stream);
+        pool.checkin(&addr, b.stream, b.open);
         // The upstream closes it while idle: the pool must not hand it out.
         server_a.shutdown().await.unwrap();
         drop(server_a);
@@ -197,7 +216,7 @@ mod tests {
         let addr = listener.local_addr().unwrap().to_string();
         let pool = UpstreamPool::new(Duration::from_secs(1), Duration::from_secs(60));
         let a = pool.checkout(&addr).await.unwrap();
-        pool.checkin(&addr, a.stream);
+        pool.checkin(&addr, a.stream, a.open);
         pool.sweep();
         assert_eq!(
             pool.idle_count(),
@@ -206,10 +225,44 @@ mod tests {
         );
         let b = pool.checkout(&addr).await.unwrap();
         assert!(b.reused);
-        pool.checkin(&addr, b.stream);
+        pool.checkin(&addr, b.stream, b.open);
         pool.sweep();
         pool.sweep();
         assert_eq!(pool.idle_count(), 0, "two sweeps: expired and closed");
         assert!(!pool.checkout(&addr).await.unwrap().reused);
+    }
+
+    #[tokio::test]
+    async fn open_connections_are_counted_until_closed() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        let metrics = crate::observe::metrics::Metrics::new(1);
+        let service = metrics.service("s");
+        let pool = UpstreamPool::new(Duration::from_secs(1), Duration::from_secs(60));
+        let a = pool.checkout_for(&addr, Some(&service)).await.unwrap();
+        let b = pool.checkout_for(&addr, Some(&service)).await.unwrap();
+        assert_eq!(service.open_connections(), 2);
+        // Idle in the pool still counts; a reused one keeps its count.
+        pool.checkin(&addr, a.stream, a.open);
+        assert_eq!(service.open_connections(), 2);
+        let c = pool.checkout_for(&addr, Some(&service)).await.unwrap();
+        assert!(c.reused);
+        assert_eq!(service.open_connections(), 2);
+        drop(b);
+        assert_eq!(service.open_connections(), 1);
+        pool.checkin(&addr, c.stream, c.open);
+        pool.sweep();
+        pool.sweep();
+        assert_eq!(
+            service.open_connections(),
+            0,
+            "swept idle connections are closed"
+        );
     }
 }

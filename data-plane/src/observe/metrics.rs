@@ -16,7 +16,7 @@
 
 use std::cell::Cell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -183,6 +183,11 @@ impl PairMetrics {
     pub fn service(&self) -> Option<&ServiceMetrics> {
         self.service.as_deref()
     }
+
+    /// The service's series, to keep beyond the request (an open connection).
+    pub fn service_arc(&self) -> Option<&Arc<ServiceMetrics>> {
+        self.service.as_ref()
+    }
 }
 
 /// Upstream connection counters of one service on one worker.
@@ -191,6 +196,8 @@ struct ServiceShard {
     opened: AtomicU64,
     reused: AtomicU64,
     failed: AtomicU64,
+    /// Connections opened here less those closed here (a sum across shards is exact).
+    open: AtomicI64,
 }
 
 /// A service's upstream connection counters (by service name).
@@ -210,6 +217,37 @@ impl ServiceMetrics {
     /// A connection attempt to one of its endpoints failed.
     pub fn connect_failed(&self) {
         bump(&pick(&self.shards).failed, 1);
+    }
+
+    /// Its upstream connections open now (the gauge's value).
+    pub fn open_connections(&self) -> i64 {
+        self.shards
+            .iter()
+            .map(|x| x.0.open.load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
+/// One open upstream connection, counted in its service's
+/// `routemaster_upstream_connections_open` until dropped (it travels with the
+/// connection through the pool).
+#[derive(Debug, Default)]
+pub struct OpenConn(Option<Arc<ServiceMetrics>>);
+
+impl OpenConn {
+    pub fn new(service: Option<&Arc<ServiceMetrics>>) -> Self {
+        if let Some(s) = service {
+            pick(&s.shards).open.fetch_add(1, Ordering::Relaxed);
+        }
+        Self(service.cloned())
+    }
+}
+
+impl Drop for OpenConn {
+    fn drop(&mut self) {
+        if let Some(s) = &self.0 {
+            pick(&s.shards).open.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -428,6 +466,11 @@ pub const FAMILIES: &[(&str, &str, &[&str])] = &[
         &["service", "result"],
     ),
     (
+        "routemaster_upstream_connections_open",
+        "Upstream HTTP/1.1 connections open (in use or idle in a pool), by the service that opened them.",
+        &["service"],
+    ),
+    (
         "routemaster_endpoint_in_flight",
         "Requests in progress per endpoint of the serving table.",
         &["service", "endpoint"],
@@ -613,8 +656,15 @@ impl Collector for ProxyCollector {
             .collect();
 
         let mut connections = Vec::new();
+        let mut open = Vec::new();
         for s in &services {
             let name: &str = &s.name;
+            let n: i64 = s
+                .shards
+                .iter()
+                .map(|x| x.0.open.load(Ordering::Relaxed))
+                .sum();
+            open.push(gauge(&[("service", name)], n.max(0) as f64));
             for (result, n) in [
                 ("new", sum(&s.shards, |x| get(&x.opened))),
                 ("reused", sum(&s.shards, |x| get(&x.reused))),
@@ -709,6 +759,7 @@ impl Collector for ProxyCollector {
                 COUNTER,
                 connections,
             ),
+            family("routemaster_upstream_connections_open", GAUGE, open),
             family("routemaster_endpoint_in_flight", GAUGE, in_flight),
             family("routemaster_endpoint_healthy", GAUGE, healthy),
             family("routemaster_snapshot_version", GAUGE, snapshot_version),
