@@ -186,12 +186,35 @@ const PANELS = [
     render(data, el) {
       const services = data['/v1/services'];
       el.append(h('h2', {}, `Services — ${services.length}`));
-      el.append(table([['Service'], ['Protocol'], ['Balancing'], ['Instances']],
-        services.map((s) => h('tr', { class: 'service-row', 'data-service': s.name },
-          h('td', { class: 'mono' }, s.name),
-          h('td', {}, s.protocol || 'http1'),
-          h('td', {}, s.load_balancing || ''),
-          h('td', {}, h('ul', { class: 'plain mono' }, (s.instances || []).map((i) => h('li', {}, i.address, i.weight && i.weight !== 1 ? h('span', { class: 'muted' }, ` ×${i.weight}`) : null))))))));
+      // `health` (when the control plane has it): every endpoint as the proxies serving
+      // the service report it, registered ones included.
+      const instances = (s) => {
+        const reported = new Map(((s.health && s.health.instances) || []).map((i) => [i.address, i]));
+        const rows = (s.instances || []).map((i) => ({ address: i.address, weight: i.weight, health: reported.get(i.address) }));
+        for (const [address, health] of reported) {
+          if (!rows.some((r) => r.address === address)) rows.push({ address, health, discovered: true });
+        }
+        return rows;
+      };
+      const healthBadge = (hl) => {
+        if (!hl) return h('span', { class: 'muted', title: 'no proxy reports this instance' }, 'not reported');
+        const by = hl.seen_by.map((x) => `${x.node}: ${x.healthy ? 'healthy' : 'unhealthy'}${x.ejected ? ' (ejected)' : ''}`).join(', ');
+        return h('span', { class: `badge ${hl.healthy ? 'ok' : 'bad'}`, title: by }, hl.healthy ? 'healthy' : 'unhealthy');
+      };
+      el.append(table([['Service'], ['Protocol'], ['Balancing'], ['Instances'], ['Health']],
+        services.map((s) => {
+          const rows = instances(s);
+          const panic = (s.health && s.health.panic) || [];
+          return h('tr', { class: 'service-row', 'data-service': s.name },
+            h('td', { class: 'mono' }, s.name),
+            h('td', {}, s.protocol || 'http1'),
+            h('td', {}, s.load_balancing || ''),
+            h('td', {}, h('ul', { class: 'plain mono' }, rows.map((r) => h('li', {}, r.address,
+              r.weight && r.weight !== 1 ? h('span', { class: 'muted' }, ` ×${r.weight}`) : null,
+              r.discovered ? h('span', { class: 'muted' }, ' registered') : null)))),
+            h('td', {}, h('ul', { class: 'plain' }, rows.map((r) => h('li', {}, healthBadge(r.health)))),
+              panic.length ? h('div', {}, h('span', { class: 'badge bad', title: 'every instance looked down: balancing over all of them' }, `panic on ${panic.join(', ')}`)) : null));
+        })));
     },
   },
   {
