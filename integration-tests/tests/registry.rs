@@ -420,6 +420,7 @@ async fn a_flood_of_a_thousand_registrations_reaches_every_proxy_within_two_seco
     assert_eq!(code, 0, "{err}");
     fleet.wait_all("/lms/x", 503, None).await;
 
+    let before = control_metrics(&fleet).await;
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..N {
@@ -481,4 +482,35 @@ async fn a_flood_of_a_thousand_registrations_reaches_every_proxy_within_two_seco
         converged <= Duration::from_secs(10),
         "converged after {converged:?}"
     );
+    // Flood control: versions were published faster than they were sent; each group's
+    // snapshot is encoded once per version sent, and no more than 10 a second went out.
+    let after = control_metrics(&fleet).await;
+    let published = after.0 - before.0;
+    let sent = after.1 - before.1;
+    eprintln!("registry flood: {published} versions published, {sent} snapshots sent to the group");
+    let bound = (converged.as_secs_f64() * 10.0).ceil() + 2.0;
+    assert!(
+        sent <= bound,
+        "{sent} snapshots in {converged:?} (at most {bound})"
+    );
+}
+
+/// (versions published, group snapshots encoded) from the control plane's /metrics.
+async fn control_metrics(fleet: &Fleet) -> (f64, f64) {
+    let text = fleet
+        .client
+        .get(&fleet.control[0].http_url("/metrics"), &[])
+        .await
+        .unwrap()
+        .body;
+    let value = |name: &str| {
+        text.lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    (
+        value("routemaster_control_versions_published_total"),
+        value("routemaster_control_snapshot_encode_duration_seconds_count"),
+    )
 }
