@@ -14,6 +14,7 @@ pub mod duration;
 pub mod headers;
 pub mod host;
 pub mod locality;
+pub mod mirror;
 pub mod model;
 pub mod name;
 pub mod path;

@@ -434,11 +434,14 @@ impl Route {
 
     /// The services this route can send traffic to.
     pub fn services(&self) -> impl Iterator<Item = &Name> {
-        let backends: &[Backend] = match &self.action {
-            Action::Forward(f) => &f.backends,
-            Action::Redirect(_) => &[],
+        let (backends, mirror): (&[Backend], _) = match &self.action {
+            Action::Forward(f) => (&f.backends, f.mirror.as_deref()),
+            Action::Redirect(_) => (&[], None),
         };
-        backends.iter().map(|b| &b.service)
+        let mirrored = mirror.into_iter().flat_map(|m| {
+            std::iter::once(&m.service).chain(m.compare.as_ref().and_then(|c| c.baseline.as_ref()))
+        });
+        backends.iter().map(|b| &b.service).chain(mirrored)
     }
 
     /// Method, header and query conditions; the host and path are matched by the table.
@@ -724,11 +727,16 @@ pub struct Forward {
     pub(crate) single_service: bool,
     /// `None`: no retries (beyond resending on a stale pooled connection).
     pub(crate) retry: Option<Retry>,
+    /// `forward.mirror`: boxed, as most routes have none.
+    pub(crate) mirror: Option<Box<crate::mirror::Mirror>>,
 }
 
 impl Forward {
     pub fn backends(&self) -> &[Backend] {
         &self.backends
+    }
+    pub fn mirror(&self) -> Option<&crate::mirror::Mirror> {
+        self.mirror.as_deref()
     }
     pub fn rewrite(&self) -> Option<&Rewrite> {
         self.rewrite.as_ref()

@@ -376,6 +376,92 @@ pub struct ForwardSpec {
     pub timeout: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetrySpec>,
+    /// A copy of each (sampled) request to a candidate service, compared or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<MirrorSpec>,
+}
+
+/// `forward.mirror` (see [`crate::mirror`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorSpec {
+    pub service: String,
+    /// 1–100 (default 100), sampled by request id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<u32>,
+    /// Without it the mirror is fire-and-forget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compare: Option<CompareSpec>,
+    /// Default `[GET, HEAD]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub methods: Option<Vec<String>>,
+    /// Default `2s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// Default `1MiB`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body: Option<String>,
+}
+
+/// `forward.mirror.compare`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompareSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<String>,
+    /// Default `true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers: Option<Vec<String>>,
+    /// `json` (default) | `bytes` | `none`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<crate::mirror::BodyCompare>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore: Option<Vec<String>>,
+}
+
+impl From<&crate::mirror::Mirror> for MirrorSpec {
+    fn from(m: &crate::mirror::Mirror) -> Self {
+        use crate::mirror::{DEFAULT_MAX_BODY, DEFAULT_PERCENT, DEFAULT_TIMEOUT, format_size};
+        let default_methods = [http::Method::GET, http::Method::HEAD];
+        MirrorSpec {
+            service: m.service.to_string(),
+            percent: (m.percent != DEFAULT_PERCENT).then_some(u32::from(m.percent)),
+            compare: m.compare.as_ref().map(|c| CompareSpec {
+                baseline: c.baseline.as_ref().map(ToString::to_string),
+                status: (!c.status).then_some(false),
+                headers: (!c.headers.is_empty())
+                    .then(|| c.headers.iter().map(|h| h.as_str().to_owned()).collect()),
+                body: (c.body != crate::mirror::BodyCompare::default()).then_some(c.body),
+                ignore: (!c.ignore.is_empty())
+                    .then(|| c.ignore.iter().map(|p| p.as_str().to_owned()).collect()),
+            }),
+            methods: (m.methods != default_methods)
+                .then(|| m.methods.iter().map(|x| x.as_str().to_owned()).collect()),
+            timeout: (m.timeout != DEFAULT_TIMEOUT).then(|| duration::format(m.timeout)),
+            max_body: (m.max_body != DEFAULT_MAX_BODY).then(|| format_size(m.max_body)),
+        }
+    }
+}
+
+impl MirrorSpec {
+    /// Every default written out.
+    pub fn with_defaults(mut self) -> Self {
+        use crate::mirror::{DEFAULT_MAX_BODY, DEFAULT_PERCENT, DEFAULT_TIMEOUT, format_size};
+        self.percent.get_or_insert(u32::from(DEFAULT_PERCENT));
+        self.methods
+            .get_or_insert_with(|| vec!["GET".into(), "HEAD".into()]);
+        self.timeout
+            .get_or_insert_with(|| duration::format(DEFAULT_TIMEOUT));
+        self.max_body
+            .get_or_insert_with(|| format_size(DEFAULT_MAX_BODY));
+        if let Some(c) = &mut self.compare {
+            c.status.get_or_insert(true);
+            c.body.get_or_insert(crate::mirror::BodyCompare::default());
+        }
+        self
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -571,6 +657,7 @@ impl From<&Route> for RouteSpec {
                         .map(str::to_owned),
                     timeout: f.timeout.map(duration::format),
                     retry: f.retry.as_ref().map(RetrySpec::from),
+                    mirror: f.mirror.as_deref().map(MirrorSpec::from),
                 };
                 (Some(fwd), None)
             }
@@ -759,7 +846,8 @@ impl ServiceSpec {
             l.max_pending.get_or_insert(DEFAULT_MAX_PENDING);
         }
         if let Some(l) = &mut self.locality {
-            l.fallback.get_or_insert(crate::locality::Fallback::default());
+            l.fallback
+                .get_or_insert(crate::locality::Fallback::default());
         }
         self
     }
@@ -788,6 +876,9 @@ impl RouteSpec {
                 r.backoff
                     .get_or_insert_with(|| DEFAULT_RETRY_BACKOFF.into());
                 r.non_idempotent.get_or_insert(false);
+            }
+            if let Some(m) = f.mirror.take() {
+                f.mirror = Some(m.with_defaults());
             }
         }
         if let Some(r) = &mut self.redirect {
@@ -1087,7 +1178,8 @@ impl Sources {
 
     /// Each object validated on its own (no cross-object checks but duplicates): what
     /// `apply` checks before anything is sent, since a route may use a service the
-    /// control plane already stores.
+    /// control plane already stores. Certificates are checked too (their errors are
+    /// reported; valid ones are not returned).
     pub fn validate_objects(&self) -> Result<(Vec<Service>, Vec<Route>), SourceErrors> {
         let duplicates = self.duplicates();
         if !duplicates.is_empty() {
@@ -1102,6 +1194,18 @@ impl Sources {
                     origin: Some(origin.clone()),
                     error,
                 })),
+            }
+        }
+        // Certificates: each checked on its own (inline PEM fully), errors only; the
+        // caller decides what to do with valid ones.
+        let now = std::time::SystemTime::now();
+        for (c, origin) in self.certificates().iter().zip(&self.certificate_origins) {
+            let mut found = Vec::new();
+            if crate::tls::certificate(c, now, &mut found).is_none() {
+                errors.extend(found.into_iter().map(|error| SourceError::Invalid {
+                    origin: Some(origin.clone()),
+                    error,
+                }));
             }
         }
         let mut routes = Vec::with_capacity(self.spec.routes.len());

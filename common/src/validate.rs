@@ -157,6 +157,17 @@ impl Config {
                         );
                     }
                 }
+                if let Some(m) = &f.mirror {
+                    let baseline = m.compare.as_ref().and_then(|c| c.baseline.as_ref());
+                    for (field, service) in [
+                        ("forward.mirror.service", Some(&m.service)),
+                        ("forward.mirror.compare.baseline", baseline),
+                    ] {
+                        if let Some(s) = service.filter(|s| !names.contains(s.as_str())) {
+                            p.add(field, format_args!("unknown service {:?}", s.as_str()));
+                        }
+                    }
+                }
             }
         }
         if errors.is_empty() {
@@ -212,8 +223,13 @@ fn service(spec: &ServiceSpec, errors: &mut Vec<ValidationError>) -> Option<Serv
                     address,
                     weight: inst.weight.unwrap_or(1),
                     labels: inst.labels.clone(),
+                    template,
                 });
             }
+            Err(reason) if template.is_some() => p.add(
+                field,
+                format_args!("{:?} (placeholders read as 1): {reason}", inst.address),
+            ),
             Err(reason) => p.add(field, reason),
         }
         for (key, value) in &inst.labels {
@@ -223,13 +239,8 @@ fn service(spec: &ServiceSpec, errors: &mut Vec<ValidationError>) -> Option<Serv
         }
         if inst.weight.is_some_and(|w| w > MAX_WEIGHT) {
             p.add(
-                    template,
                 format!("instances[{i}].weight"),
                 format_args!("must be at most {MAX_WEIGHT}"),
-            Err(reason) if template.is_some() => p.add(
-                field,
-                format_args!("{:?} (placeholders read as 1): {reason}", inst.address),
-            ),
             );
         }
     }
@@ -255,17 +266,6 @@ fn service(spec: &ServiceSpec, errors: &mut Vec<ValidationError>) -> Option<Serv
         .and_then(|h| health_check(&mut p, h));
     let outlier = spec.outlier.as_ref().and_then(|o| outlier(&mut p, o));
     let limits = spec.limits.as_ref().and_then(|l| limits(&mut p, l));
-    if errors.len() > before {
-        return None;
-    }
-    Some(Service {
-        name: name?,
-        instances,
-        load_balancing: spec.load_balancing.unwrap_or_default(),
-        protocol,
-        tls,
-        health_check,
-        outlier,
     let mut select = crate::locality::Select::new();
     for (key, value) in spec.select.iter().flatten() {
         let field = format!("select.{key}");
@@ -312,7 +312,20 @@ fn service(spec: &ServiceSpec, errors: &mut Vec<ValidationError>) -> Option<Serv
             fallback: l.fallback.unwrap_or_default(),
         })
     });
+    if errors.len() > before {
+        return None;
+    }
+    Some(Service {
+        name: name?,
+        instances,
+        load_balancing: spec.load_balancing.unwrap_or_default(),
+        protocol,
+        tls,
+        health_check,
+        outlier,
         limits,
+        select,
+        locality,
     })
 }
 
@@ -324,8 +337,6 @@ fn upstream_tls(
     spec: &UpstreamTlsSpec,
 ) -> Option<UpstreamTls> {
     let mut ok = true;
-        select,
-        locality,
     if !protocol.is_tls() {
         p.add(
             "tls",
@@ -1152,6 +1163,7 @@ fn forward(p: &mut Problems<'_>, spec: &ForwardSpec, path: Option<&PathMatch>) -
             }
         });
     let retry = spec.retry.as_ref().and_then(|r| retry(p, r));
+    let mirror = spec.mirror.as_ref().and_then(|m| mirror(p, m)).map(Box::new);
     (p.out.len() == before).then_some(Forward {
         backends,
         rewrite,
@@ -1159,6 +1171,117 @@ fn forward(p: &mut Problems<'_>, spec: &ForwardSpec, path: Option<&PathMatch>) -
         timeout,
         single_service,
         retry,
+        mirror,
+    })
+}
+
+fn mirror(p: &mut Problems<'_>, spec: &MirrorSpec) -> Option<crate::mirror::Mirror> {
+    use crate::mirror::{
+        Compare, DEFAULT_MAX_BODY, DEFAULT_PERCENT, DEFAULT_TIMEOUT, JsonPath, Mirror, parse_size,
+    };
+    let before = p.out.len();
+    let service = name(p, "forward.mirror.service", &spec.service);
+    let percent = match spec.percent {
+        None => DEFAULT_PERCENT,
+        Some(n @ 1..=100) => n as u8,
+        Some(n) => {
+            p.add("forward.mirror.percent", format_args!("{n} must be 1 to 100"));
+            DEFAULT_PERCENT
+        }
+    };
+    let mut methods = Vec::new();
+    match &spec.methods {
+        None => methods.extend([Method::GET, Method::HEAD]),
+        Some(list) if list.is_empty() => {
+            p.add("forward.mirror.methods", "is empty; omit it for GET and HEAD");
+        }
+        Some(list) => {
+            for (i, m) in list.iter().enumerate() {
+                let ok = !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase());
+                match Method::from_bytes(m.as_bytes()) {
+                    Ok(method) if ok && !methods.contains(&method) => methods.push(method),
+                    Ok(_) if ok => p.add(
+                        format!("forward.mirror.methods[{i}]"),
+                        format_args!("{m} is listed twice"),
+                    ),
+                    _ => p.add(
+                        format!("forward.mirror.methods[{i}]"),
+                        format_args!("{m:?} is not an HTTP method (expected e.g. GET, POST)"),
+                    ),
+                }
+            }
+        }
+    }
+    let timeout = match spec.timeout.as_deref().map(duration::parse) {
+        None => DEFAULT_TIMEOUT,
+        Some(Ok(d)) if !d.is_zero() => d,
+        Some(Ok(_)) => {
+            p.add("forward.mirror.timeout", "must be greater than 0");
+            DEFAULT_TIMEOUT
+        }
+        Some(Err(e)) => {
+            p.add("forward.mirror.timeout", e);
+            DEFAULT_TIMEOUT
+        }
+    };
+    let max_body = match spec.max_body.as_deref().map(parse_size) {
+        None => DEFAULT_MAX_BODY,
+        Some(Ok(n)) if n > 0 && n <= 64 * 1024 * 1024 => n,
+        Some(Ok(_)) => {
+            p.add("forward.mirror.max_body", "must be 1 byte to 64MiB");
+            DEFAULT_MAX_BODY
+        }
+        Some(Err(e)) => {
+            p.add("forward.mirror.max_body", e);
+            DEFAULT_MAX_BODY
+        }
+    };
+    let compare = spec.compare.as_ref().map(|c| {
+        let baseline = c
+            .baseline
+            .as_deref()
+            .and_then(|b| name(p, "forward.mirror.compare.baseline", b));
+        let mut headers = Vec::new();
+        for (i, h) in c.headers.iter().flatten().enumerate() {
+            match HeaderName::from_bytes(h.as_bytes()) {
+                Ok(n) if n.as_str() == h.to_ascii_lowercase() && !headers.contains(&n) => {
+                    headers.push(n)
+                }
+                Ok(_) if !h.is_empty() && HeaderName::from_bytes(h.as_bytes()).is_ok() => p.add(
+                    format!("forward.mirror.compare.headers[{i}]"),
+                    format_args!("{h} is listed twice"),
+                ),
+                _ => p.add(
+                    format!("forward.mirror.compare.headers[{i}]"),
+                    format_args!("{h:?} is not a header name"),
+                ),
+            }
+        }
+        let mut ignore = Vec::new();
+        for (i, path) in c.ignore.iter().flatten().enumerate() {
+            match JsonPath::parse(path) {
+                Ok(j) => ignore.push(j),
+                Err(e) => p.add(format!("forward.mirror.compare.ignore[{i}]"), e),
+            }
+        }
+        Compare {
+            baseline,
+            status: c.status.unwrap_or(true),
+            headers,
+            body: c.body.unwrap_or_default(),
+            ignore,
+        }
+    });
+    if p.out.len() > before {
+        return None;
+    }
+    Some(Mirror {
+        service: service?,
+        percent,
+        compare,
+        methods,
+        timeout,
+        max_body,
     })
 }
 

@@ -137,6 +137,21 @@ fn the_generator_covers_every_field() {
                 note("rewrite_path", f.rewrite_path.is_some());
                 note("host_rewrite", f.host_rewrite.is_some());
                 note("retry", f.retry.is_some());
+                note("mirror", f.mirror.is_some());
+                if let Some(m) = &f.mirror {
+                    note("mirror.percent", m.percent.is_some());
+                    note("mirror.compare", m.compare.is_some());
+                    note("mirror.methods", m.methods.is_some());
+                    note("mirror.timeout", m.timeout.is_some());
+                    note("mirror.max_body", m.max_body.is_some());
+                    if let Some(c) = &m.compare {
+                        note("compare.baseline", c.baseline.is_some());
+                        note("compare.status", c.status.is_some());
+                        note("compare.headers", c.headers.is_some());
+                        note("compare.body", c.body.is_some());
+                        note("compare.ignore", c.ignore.is_some());
+                    }
+                }
                 if let Some(r) = &f.retry {
                     note("retry.attempts", r.attempts.is_some());
                     note("retry.on", r.on.is_some());
@@ -170,5 +185,5 @@ fn the_generator_covers_every_field() {
             "{field}: present {present}, absent {absent}"
         );
     }
-    assert_eq!(seen.len(), 63, "{seen:?}");
+    assert_eq!(seen.len(), 74, "{seen:?}");
 }

@@ -27,6 +27,11 @@ impl AdminService {
     }
 }
 
+/// A route whose `forward.mirror` compares responses (it has shadow evidence too).
+fn compares_mirror(r: &routemaster_common::Route) -> bool {
+    matches!(r.action(), routemaster_common::model::Action::Forward(f) if f.mirror().and_then(|m| m.compare()).is_some())
+}
+
 fn status(e: DispatchError) -> Status {
     let msg = e.to_string();
     match e {
@@ -169,9 +174,9 @@ impl v1::admin_server::Admin for AdminService {
         if let Some(id) = &only {
             match config.routes().iter().find(|r| r.id().as_str() == id) {
                 None => return Err(Status::not_found(format!("route {id:?} not found"))),
-                Some(r) if !r.is_shadow() => {
+                Some(r) if !r.is_shadow() && !compares_mirror(r) => {
                     return Err(Status::failed_precondition(format!(
-                        "route {id:?} is not a shadow route (mode: {})",
+                        "route {id:?} is not a shadow route (mode: {}) and has no compared mirror",
                         r.mode().as_str()
                     )));
                 }

@@ -30,6 +30,17 @@ pub struct NodeShadow {
     pub unknown: u64,
     #[serde(default)]
     pub recent: Vec<MissRecord>,
+    /// `rule` (empty in records written before mirrors existed) or `mirror`.
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub noise: u64,
+    #[serde(default)]
+    pub error: u64,
+    #[serde(default)]
+    pub dropped: u64,
+    #[serde(default)]
+    pub noise_paths: Vec<String>,
 }
 
 /// One sampled mismatch.
@@ -55,6 +66,11 @@ impl From<v1::ShadowCounts> for NodeShadow {
             miss: c.miss,
             unknown: c.unknown,
             recent: c.recent.into_iter().map(MissRecord::from).collect(),
+            kind: c.kind,
+            noise: c.noise,
+            error: c.error,
+            dropped: c.dropped,
+            noise_paths: c.noise_paths,
         }
     }
 }
@@ -87,19 +103,32 @@ impl From<&MissRecord> for v1::ShadowMiss {
     }
 }
 
-/// A shadow route's fleet-wide evidence for its current declaration.
+/// A shadow route's (or a comparing mirror's) fleet-wide evidence for its current
+/// declaration.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ShadowRouteStatus {
     pub route: String,
+    /// `rule` (`mode: shadow`: hit / miss / unknown) or `mirror` (`forward.mirror` with
+    /// `compare`: `hit` counts matches; also noise / error / dropped).
+    pub kind: &'static str,
     pub fingerprint: u64,
     /// What the route would do: `redirect 301 /new`, `forward lms`.
     pub outcome: String,
     pub hit: u64,
     pub miss: u64,
     pub unknown: u64,
-    /// Every request the route matched: hits, misses and unknowns.
+    /// Mirrors: differences only where the baseline differs too.
+    pub noise: u64,
+    /// Mirrors: the candidate failed or was too slow.
+    pub error: u64,
+    /// Mirrors: copies not sent (queue full, a request body) or not comparable.
+    pub dropped: u64,
+    /// Mirrors: what the baseline taught (JSON paths, headers).
+    pub noise_paths: Vec<String>,
+    /// Every request counted: hits, misses and unknowns (rules); every verdict (mirrors).
     pub requests: u64,
-    /// hit / (hit + miss), `None` before anything could be compared.
+    /// hit / (hit + miss) (mirrors: (match + noise) / (match + noise + miss)), `None`
+    /// before anything could be compared.
     pub hit_rate: Option<f64>,
     pub nodes_reporting: u32,
     /// Newest last.
@@ -139,16 +168,22 @@ impl From<&MissRecord> for MissView {
 impl ShadowRouteStatus {
     /// Built from the admin API's message (the CLI's side).
     pub fn from_message(s: &v1::ShadowRoute) -> Self {
-        let judged = s.hit + s.miss;
+        let agreed = s.hit + s.noise;
+        let judged = agreed + s.miss;
         ShadowRouteStatus {
             route: s.route.clone(),
+            kind: if s.kind == "mirror" { "mirror" } else { "rule" },
             fingerprint: s.fingerprint,
             outcome: s.outcome.clone(),
             hit: s.hit,
             miss: s.miss,
             unknown: s.unknown,
-            requests: s.hit + s.miss + s.unknown,
-            hit_rate: (judged > 0).then(|| s.hit as f64 / judged as f64),
+            noise: s.noise,
+            error: s.error,
+            dropped: s.dropped,
+            noise_paths: s.noise_paths.clone(),
+            requests: s.hit + s.miss + s.unknown + s.noise + s.error + s.dropped,
+            hit_rate: (judged > 0).then(|| agreed as f64 / judged as f64),
             nodes_reporting: s.nodes_reporting,
             recent: s
                 .recent
@@ -187,28 +222,48 @@ pub struct ShadowView {
 
 /// Sums the nodes' tallies for every shadow route in `config` (or just `only`).
 pub fn fleet(config: &Config, nodes: &[Node], only: Option<&str>) -> Vec<ShadowRouteStatus> {
-    config
+    let mut out = Vec::new();
+    for r in config
         .routes()
         .iter()
-        .filter(|r| r.mode() == RouteMode::Shadow)
         .filter(|r| only.is_none_or(|id| r.id().as_str() == id))
-        .map(|r| route_status(r, nodes))
-        .collect()
+    {
+        if r.mode() == RouteMode::Shadow {
+            out.push(route_status(r, nodes, "rule"));
+        }
+        if let Action::Forward(f) = r.action()
+            && f.mirror().and_then(|m| m.compare()).is_some()
+        {
+            out.push(route_status(r, nodes, "mirror"));
+        }
+    }
+    out
 }
 
-fn route_status(route: &Route, nodes: &[Node]) -> ShadowRouteStatus {
+fn route_status(route: &Route, nodes: &[Node], kind: &'static str) -> ShadowRouteStatus {
     let fingerprint = declaration_fingerprint(route);
     let id = route.id().as_str();
     let (mut hit, mut miss, mut unknown, mut reporting) = (0, 0, 0, 0);
+    let (mut noise, mut error, mut dropped) = (0, 0, 0);
+    let mut noise_paths = std::collections::BTreeSet::new();
     let mut recent = Vec::new();
     for node in nodes {
         for t in &node.record.shadow {
-            if t.route != id || t.fingerprint != fingerprint {
+            let t_kind = if t.kind.is_empty() {
+                "rule"
+            } else {
+                t.kind.as_str()
+            };
+            if t.route != id || t.fingerprint != fingerprint || t_kind != kind {
                 continue;
             }
             hit += t.hit;
             miss += t.miss;
             unknown += t.unknown;
+            noise += t.noise;
+            error += t.error;
+            dropped += t.dropped;
+            noise_paths.extend(t.noise_paths.iter().cloned());
             reporting += 1;
             recent.extend(t.recent.iter().map(|m| MissRecord {
                 node: node.record.id.clone(),
@@ -221,19 +276,49 @@ fn route_status(route: &Route, nodes: &[Node]) -> ShadowRouteStatus {
         recent.drain(..recent.len() - FLEET_RECENT_MISSES);
     }
     let recent: Vec<MissView> = recent.iter().map(MissView::from).collect();
-    let judged = hit + miss;
+    let agreed = hit + noise;
+    let judged = agreed + miss;
     ShadowRouteStatus {
         route: id.to_owned(),
+        kind,
         fingerprint,
-        outcome: outcome(route),
+        outcome: if kind == "mirror" {
+            mirror_outcome(route)
+        } else {
+            outcome(route)
+        },
         hit,
         miss,
         unknown,
-        requests: hit + miss + unknown,
-        hit_rate: (judged > 0).then(|| hit as f64 / judged as f64),
+        noise,
+        error,
+        dropped,
+        noise_paths: noise_paths.into_iter().collect(),
+        requests: hit + miss + unknown + noise + error + dropped,
+        hit_rate: (judged > 0).then(|| agreed as f64 / judged as f64),
         nodes_reporting: reporting,
         recent,
     }
+}
+
+fn mirror_outcome(route: &Route) -> String {
+    let Action::Forward(f) = route.action() else {
+        return String::new();
+    };
+    let Some(m) = f.mirror() else {
+        return String::new();
+    };
+    let primary: Vec<&str> = f.backends().iter().map(|b| b.service().as_str()).collect();
+    let mut s = format!(
+        "mirror {} → {} ({}%)",
+        primary.join(","),
+        m.service().as_str(),
+        m.percent()
+    );
+    if let Some(b) = m.compare().and_then(|c| c.baseline()) {
+        s.push_str(&format!(", baseline {}", b.as_str()));
+    }
+    s
 }
 
 fn outcome(route: &Route) -> String {
@@ -277,6 +362,11 @@ fn outcome(route: &Route) -> String {
 impl From<&ShadowRouteStatus> for v1::ShadowRoute {
     fn from(s: &ShadowRouteStatus) -> Self {
         v1::ShadowRoute {
+            kind: s.kind.to_owned(),
+            noise: s.noise,
+            error: s.error,
+            dropped: s.dropped,
+            noise_paths: s.noise_paths.clone(),
             route: s.route.clone(),
             fingerprint: s.fingerprint,
             outcome: s.outcome.clone(),
@@ -344,6 +434,7 @@ mod tests {
                 request_id: format!("r{at}"),
                 ..Default::default()
             }],
+            ..Default::default()
         };
         let nodes = [
             node("a", vec![tally(fp, 10, 1, 5)]),

@@ -54,6 +54,8 @@ pin_project_lite::pin_project! {
             last: Instant,
             ended: bool,
             guard: Option<EndpointGuard>,
+            // A mirrored request's view of this body for the comparison (rarely set).
+            tee: Option<Box<crate::mirror::Tee>>,
         },
         Full {
             data: Option<Bytes>,
@@ -89,7 +91,21 @@ impl ProxyBody {
             last: now,
             ended: false,
             guard: Some(guard),
+            tee: None,
         }
+    }
+
+    /// Lets `tee` watch the body stream past (a mirrored request's comparison).
+    pub fn with_tee(mut self, new: Option<crate::mirror::Tee>) -> Self {
+        if let (ProxyBody::Upstream { tee, inner, .. }, Some(t)) = (&mut self, new) {
+            // An empty body may never be polled (HTTP/2 ends the stream on the head).
+            if inner.is_end_stream() {
+                t.end();
+            } else {
+                *tee = Some(Box::new(t));
+            }
+        }
+        self
     }
 }
 
@@ -118,12 +134,13 @@ impl Body for ProxyBody {
         match self.project() {
             ProxyBodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             ProxyBodyProj::Upstream {
-                inner,
+                mut inner,
                 mut timer,
                 limits,
                 last,
                 ended,
                 guard,
+                tee,
             } => {
                 if *ended {
                     return Poll::Ready(None);
@@ -155,11 +172,14 @@ impl Body for ProxyBody {
                         (false, false) => Err(BodyIdle.into()),
                     }));
                 }
-                match inner.poll_frame(cx) {
+                match inner.as_mut().poll_frame(cx) {
                     Poll::Ready(None) => {
                         // Release the in-flight slot as soon as the body is complete.
                         guard.take();
                         *ended = true;
+                        if let Some(t) = tee.take() {
+                            t.end();
+                        }
                         Poll::Ready(None)
                     }
                     Poll::Ready(Some(Err(e))) => {
@@ -169,6 +189,16 @@ impl Body for ProxyBody {
                     }
                     Poll::Ready(Some(Ok(frame))) => {
                         *last = Instant::now();
+                        if let (Some(t), Some(d)) = (tee.as_deref_mut(), frame.data_ref()) {
+                            t.data(d);
+                            // A reader that stops at the known length never polls the
+                            // end: the last byte is the end.
+                            if inner.is_end_stream()
+                                && let Some(t) = tee.take()
+                            {
+                                t.end();
+                            }
+                        }
                         Poll::Ready(Some(Ok(frame)))
                     }
                     Poll::Pending => Poll::Pending,

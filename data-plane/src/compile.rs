@@ -16,6 +16,7 @@ use routemaster_common::table::RouteTable;
 use crate::error::ProxyError;
 use crate::health::{EndpointHealth, HealthRegistry, ServiceLoad, Wanted, now_ms};
 use crate::observe::metrics::{Metrics, PairMetrics, ServiceMetrics};
+use routemaster_common::mirror::Mirror;
 
 /// One applied snapshot, ready to serve.
 #[derive(Debug)]
@@ -56,6 +57,18 @@ pub struct ForwardTarget {
     split: Option<Balancer>,
     /// The route's `forward.retry`, shared by its requests.
     retry: Option<Arc<Retry>>,
+    /// The route's `forward.mirror`, its clusters resolved.
+    mirror: Option<Arc<MirrorTarget>>,
+}
+
+/// Where a route mirrors to (shadow mode's mirrored comparison, [`crate::mirror`]).
+#[derive(Debug)]
+pub struct MirrorTarget {
+    pub route: Box<str>,
+    pub mirror: Mirror,
+    pub candidate: Arc<Cluster>,
+    /// `compare.baseline`: a second call to the primary's service, to learn noise.
+    pub baseline: Option<Arc<Cluster>>,
 }
 
 impl ForwardTarget {
@@ -69,6 +82,10 @@ impl ForwardTarget {
 
     pub fn retry(&self) -> Option<&Arc<Retry>> {
         self.retry.as_ref()
+    }
+
+    pub fn mirror(&self) -> Option<&Arc<MirrorTarget>> {
+        self.mirror.as_ref()
     }
 
     /// [`ForwardTarget::pick_cluster`], with the route's counters for that backend.
@@ -196,6 +213,7 @@ impl Cluster {
             authority: &e.authority,
             check: self.health_check.as_ref(),
             protocol: self.protocol,
+            tls: self.tls.as_ref(),
             health: &e.health,
         })
     }
@@ -226,7 +244,6 @@ impl Cluster {
                 .endpoints
                 .iter()
                 .filter(|e| e.health.ejected(now))
-            tls: self.tls.as_ref(),
                 .count();
             (ejected + 1) * 100 <= outlier.max_ejected_percent() as usize * self.endpoints.len()
         };
@@ -436,12 +453,131 @@ fn forward_target(
                 .iter()
                 .map(|c| metrics.pair(route.id().as_str(), c.name()))
                 .collect();
+            let cluster = |name: &str| {
+                clusters
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::clone(missing))
+            };
+            let mirror = f.mirror().map(|m| {
+                Arc::new(MirrorTarget {
+                    route: route.id().as_str().into(),
+                    candidate: cluster(m.service().as_str()),
+                    baseline: m
+                        .compare()
+                        .and_then(|c| c.baseline())
+                        .map(|b| cluster(b.as_str())),
+                    mirror: m.clone(),
+                })
+            });
             Some(ForwardTarget {
                 clusters: targets,
                 metrics: pairs,
                 split,
                 retry: f.retry().cloned().map(Arc::new),
+                mirror,
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod pick_tests {
+    use super::*;
+    use routemaster_common::spec::ConfigSpec;
+
+    /// A cluster for `yaml`'s first service, with its health in `registry`.
+    fn cluster(yaml: &str, registry: &HealthRegistry) -> Arc<Cluster> {
+        let spec = ConfigSpec::from_yaml(yaml).unwrap();
+        let config = routemaster_common::Config::try_from(spec).unwrap();
+        Arc::new(Cluster::new(
+            &config.services()[0],
+            &Metrics::new(1),
+            registry,
+        ))
+    }
+
+    fn eject(c: &Cluster, i: usize) {
+        for _ in 0..3 {
+            c.record(i, false);
+        }
+    }
+
+    fn picks(c: &Arc<Cluster>, tried: u64, n: usize) -> Vec<usize> {
+        let mut seen = vec![0; c.endpoints.len()];
+        for _ in 0..n {
+            seen[c.pick(tried).unwrap().index] += 1;
+        }
+        seen
+    }
+
+    const THREE: &str = "services:\n  - name: s\n    instances: [{ address: \"10.0.0.1:1\" }, { address: \"10.0.0.2:1\" }, { address: \"10.0.0.3:1\" }]\n    outlier: { consecutive_failures: 3, max_ejected_percent: 100 }\n";
+
+    #[test]
+    fn ejected_endpoints_get_nothing_until_fewer_than_half_are_healthy() {
+        let registry = HealthRegistry::default();
+        let c = cluster(THREE, &registry);
+        assert_eq!(picks(&c, 0, 300), vec![100, 100, 100]);
+        eject(&c, 2);
+        assert!(!c.in_panic(now_ms()));
+        let seen = picks(&c, 0, 300);
+        assert_eq!(seen[2], 0, "{seen:?}");
+        // Two of three ejected: panic mode, all take traffic again.
+        eject(&c, 1);
+        assert!(c.in_panic(now_ms()));
+        let seen = picks(&c, 0, 300);
+        assert!(seen.iter().all(|&n| n > 50), "{seen:?}");
+        assert_eq!(c.load().panic_picks.load(Ordering::Relaxed), 300);
+    }
+
+    #[test]
+    fn a_retry_avoids_tried_endpoints_while_a_healthy_one_is_left() {
+        let registry = HealthRegistry::default();
+        let c = cluster(THREE, &registry);
+        let seen = picks(&c, 0b001, 100);
+        assert_eq!(seen[0], 0, "{seen:?}");
+        assert_eq!(picks(&c, 0b011, 50), vec![0, 0, 50]);
+        // Everything tried: any healthy one rather than none.
+        eject(&c, 2);
+        let seen = picks(&c, 0b111, 100);
+        assert_eq!(seen[2], 0, "{seen:?}");
+        assert_eq!(seen[0] + seen[1], 100);
+    }
+
+    #[test]
+    fn health_survives_a_new_snapshot_of_the_same_endpoints() {
+        let registry = HealthRegistry::default();
+        let c = cluster(THREE, &registry);
+        eject(&c, 0);
+        let again = cluster(THREE, &registry);
+        assert!(again.endpoints[0].health.ejected(now_ms()));
+        assert!(Arc::ptr_eq(&again.load, &c.load));
+        assert_eq!(picks(&again, 0, 60)[0], 0);
+    }
+
+    #[test]
+    fn max_ejected_percent_caps_ejections() {
+        let registry = HealthRegistry::default();
+        let capped = THREE.replace("max_ejected_percent: 100", "max_ejected_percent: 50");
+        let c = cluster(&capped, &registry);
+        eject(&c, 0);
+        eject(&c, 1);
+        let now = now_ms();
+        let ejected = c.endpoints.iter().filter(|e| e.health.ejected(now)).count();
+        assert_eq!(ejected, 1, "50% of 3 allows one");
+    }
+
+    #[test]
+    fn limits_refuse_picks_over_max_connections() {
+        let registry = HealthRegistry::default();
+        let c = cluster(
+            "services:\n  - { name: s, instances: [{ address: \"10.0.0.1:1\" }], limits: { max_connections: 2 } }\n",
+            &registry,
+        );
+        let a = c.pick(0).unwrap();
+        let _b = c.pick(0).unwrap();
+        assert_eq!(c.pick(0).unwrap_err(), PickError::Overloaded);
+        drop(a);
+        assert!(c.pick(0).is_ok());
     }
 }

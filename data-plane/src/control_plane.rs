@@ -652,35 +652,76 @@ fn health_report(state: &ProxyState) -> v1::HealthReport {
         downstream_errors: Stats::get(&stats.downstream_errors),
         upstream_errors: Stats::get(&stats.upstream_errors),
         internal_errors: Stats::get(&stats.internal_errors),
-        shadow: state
-            .shadow
-            .counts()
+        upstreams: state
+            .load()
+            .map(|c| crate::health::upstream_views(&c))
+            .unwrap_or_default()
             .into_iter()
-            .map(|c| v1::ShadowCounts {
-                route: c.route,
-                fingerprint: c.fingerprint,
-                hit: c.hit,
-                miss: c.miss,
-                unknown: c.unknown,
-                recent: c
-                    .recent
+            .map(|u| v1::UpstreamHealth {
+                service: u.service,
+                panic: u.panic,
+                endpoints: u
+                    .endpoints
                     .into_iter()
-                    .map(|m| v1::ShadowMiss {
-                        at_unix_ms: m
-                            .at
-                            .duration_since(std::time::UNIX_EPOCH)
-                            .map_or(0, |d| d.as_millis() as u64),
-                        request_id: m.request_id,
-                        method: m.method,
-                        path: m.path,
-                        expected: m.expected,
-                        actual: m.actual,
-                        node: String::new(),
+                    .map(|e| v1::EndpointHealth {
+                        address: e.address,
+                        healthy: e.health.healthy,
+                        active: e.health.active.as_str().to_owned(),
+                        ejected: e.health.ejected,
                     })
                     .collect(),
             })
             .collect(),
+        shadow: shadow_report(state),
     }
+}
+
+/// Shadow rules' and comparing mirrors' tallies for the health report.
+fn shadow_report(state: &ProxyState) -> Vec<v1::ShadowCounts> {
+    let misses = |recent: Vec<crate::shadow::MissSample>| {
+        recent
+            .into_iter()
+            .map(|m| v1::ShadowMiss {
+                at_unix_ms: m
+                    .at
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64),
+                request_id: m.request_id,
+                method: m.method,
+                path: m.path,
+                expected: m.expected,
+                actual: m.actual,
+                node: String::new(),
+            })
+            .collect()
+    };
+    let rules = state.shadow.counts().into_iter().map(|c| v1::ShadowCounts {
+        route: c.route,
+        fingerprint: c.fingerprint,
+        hit: c.hit,
+        miss: c.miss,
+        unknown: c.unknown,
+        recent: misses(c.recent),
+        kind: "rule".into(),
+        ..Default::default()
+    });
+    let mirrors = state.shadow.mirror_counts().into_iter().map(|c| {
+        let [matched, miss, noise, error, dropped] = c.counts;
+        v1::ShadowCounts {
+            route: c.route,
+            fingerprint: c.fingerprint,
+            hit: matched,
+            miss,
+            unknown: 0,
+            recent: misses(c.recent),
+            kind: "mirror".into(),
+            noise,
+            error,
+            dropped,
+            noise_paths: c.noise,
+        }
+    });
+    rules.chain(mirrors).collect()
 }
 
 /// `transport::Error` displays only "transport error"; the cause is in its sources.

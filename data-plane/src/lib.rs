@@ -20,6 +20,7 @@ pub mod file_source;
 pub mod forwarding;
 pub mod h1;
 pub mod health;
+pub mod mirror;
 pub mod observe;
 pub mod proxy;
 pub mod responses;

@@ -43,14 +43,18 @@ use crate::stats::InFlight;
 
 static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
 static TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
+use crate::mirror::{MirrorQueue, Mirroring};
 pub use crate::upstream::UpstreamOptions;
 use crate::upstream::{Clients, RequestBody, TlsConnectError};
 
 #[derive(Debug)]
 pub struct Proxy {
     state: Arc<ProxyState>,
-    /// One pooled client per upstream protocol (HTTP/2 ones multiplexed).
-    clients: Clients,
+    /// One pooled client per upstream protocol (HTTP/2 ones multiplexed); shared with
+    /// this worker's mirror tasks.
+    clients: Arc<Clients>,
+    /// This worker's mirror capacity.
+    mirrors: MirrorQueue,
     /// `--io-timeout`: the longest wait for the response head (once the request body
     /// is all sent) and between response body frames, as on the HTTP/1.1 engine.
     io_timeout: Duration,
@@ -69,7 +73,8 @@ pub struct Origin<'a> {
 impl Proxy {
     pub fn new(state: Arc<ProxyState>, options: &UpstreamOptions, io_timeout: Duration) -> Self {
         Self {
-            clients: Clients::new(options),
+            clients: Arc::new(Clients::new(options)),
+            mirrors: MirrorQueue::default(),
             state,
             io_timeout,
         }
@@ -182,10 +187,12 @@ impl Proxy {
         let now = Instant::now();
         let grpc = is_grpc(&parts.headers);
         let (deadline, grpc_deadline) = deadline(now, upstream.timeout, grpc, &parts.headers);
-        let endpoint = upstream.endpoint;
+        let mut endpoint = upstream.endpoint;
+        let retry = upstream.retry;
         let protocol = upstream.protocol;
         let tls = upstream.tls;
         let shadow = upstream.shadow;
+        let mirror = upstream.mirror;
 
         let mut uri_parts = http::uri::Parts::default();
         uri_parts.scheme = Some(if protocol.is_tls() {
@@ -238,43 +245,156 @@ impl Proxy {
             apply_filter(&mut parts.headers, f.request_headers());
         }
 
+        // A sampled request's copy for the route's mirror, taken as sent to the primary.
+        let head_only = parts.method == http::Method::HEAD;
+        let mirroring = mirror.and_then(|target| {
+            let tally = self.state.shadow.mirror_tally(&target.route);
+            let has_body = !http_body::Body::is_end_stream(&body)
+                && http_body::Body::size_hint(&body).exact() != Some(0);
+            Mirroring::prepare(target, tally, &self.mirrors, &parts, has_body)
+        });
+
+        // A body kept for retries: none, or one small enough to hold (bounded buffer).
+        let idempotent_ok = retry
+            .as_deref()
+            .is_some_and(|r| parts.method.is_idempotent() || r.non_idempotent());
+        let (mut body, kept) = match retry.as_deref() {
+            Some(_) => keep_for_retries(body, deadline).await?,
+            None => (Some(body), None),
+        };
+        if retry.is_some() {
+            parts
+                .headers
+                .insert(ATTEMPTS.clone(), HeaderValue::from_static("1"));
+        }
+
         // 6. Send: the deadline bounds the whole exchange; the I/O timeout bounds the
-        // wait for the head once the request body is all sent.
-        let body_finished = body.finished_flag();
-        let sent = self
-            .clients
-            .request(protocol, tls.as_ref(), Request::from_parts(parts, body));
-        tokio::pin!(sent);
+        // wait for the head once the request body is all sent. With a retry policy, a
+        // failed try is sent again (another endpoint where one exists) while nothing
+        // was relayed, the request is safe to repeat and its body was kept.
         let timed_out = if grpc_deadline {
             ProxyError::DeadlineExceeded
         } else {
             ProxyError::UpstreamTimeout
         };
-        let result = loop {
-            let idle_at = Instant::now() + self.io_timeout;
-            let wake = deadline.map_or(idle_at, |d| d.min(idle_at));
-            tokio::select! {
-                r = &mut sent => break r,
-                () = tokio::time::sleep_until(wake) => {
-                    if deadline.is_some_and(|d| d <= Instant::now()) {
-                        return Err(timed_out);
-                    }
-                    let streaming = body_finished
-                        .as_ref()
-                        .is_some_and(|f| !f.load(Ordering::Acquire));
-                    if !streaming {
-                        return Err(ProxyError::UpstreamTimeout);
+        let mut tried = 0u64;
+        let mut attempt = 1u32;
+        let mut _budget = None;
+        let resp = loop {
+            tried |= endpoint.bit();
+            let more = retry
+                .as_deref()
+                .filter(|r| attempt <= r.attempts() && kept.is_some());
+            let per_try = more
+                .and_then(|r| r.per_try_timeout())
+                .map(|t| Instant::now() + t);
+            let try_body = match (&kept, body.take()) {
+                (Some(bytes), _) => RequestBody::full(bytes.clone()),
+                (None, Some(b)) => b,
+                (None, None) => return Err(ProxyError::Internal("request body already sent")),
+            };
+            let mut req = Request::new(try_body);
+            *req.method_mut() = parts.method.clone();
+            *req.uri_mut() = parts.uri.clone();
+            *req.version_mut() = parts.version;
+            *req.headers_mut() = parts.headers.clone();
+            let body_finished = req.body().finished_flag();
+            let sent = self.clients.request(protocol, tls.as_ref(), req);
+            tokio::pin!(sent);
+            let outcome: Result<Response<Incoming>, Option<ProxyError>> = loop {
+                let idle_at = Instant::now() + self.io_timeout;
+                let wake = [Some(idle_at), deadline, per_try]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .unwrap_or(idle_at);
+                tokio::select! {
+                    r = &mut sent => break r.map_err(|e| Some(upstream_error(e))),
+                    () = tokio::time::sleep_until(wake) => {
+                        let now = Instant::now();
+                        if deadline.is_some_and(|d| d <= now) {
+                            endpoint.record(false);
+                            return Err(timed_out);
+                        }
+                        if per_try.is_some_and(|p| p <= now) {
+                            // A per-try timeout: `None` marks it.
+                            break Err(None);
+                        }
+                        let streaming = body_finished
+                            .as_ref()
+                            .is_some_and(|f| !f.load(Ordering::Acquire));
+                        if !streaming {
+                            endpoint.record(false);
+                            return Err(ProxyError::UpstreamTimeout);
+                        }
                     }
                 }
+            };
+            match &outcome {
+                Ok(r) => endpoint.record(r.status().as_u16() < 500),
+                Err(None) => endpoint.record(false),
+                Err(Some(e)) => endpoint.record(e.side() != crate::error::Side::Upstream),
             }
+            let Some(policy) = more else {
+                break outcome.map_err(|e| e.unwrap_or(ProxyError::UpstreamTimeout))?;
+            };
+            let wanted = match &outcome {
+                Ok(r) => policy.on_status(r.status().as_u16()) && idempotent_ok,
+                Err(None) => policy.on_per_try_timeout() && idempotent_ok,
+                Err(Some(ProxyError::UpstreamConnect(_))) => policy.on_connect_failure(),
+                Err(Some(ProxyError::UpstreamReset(_))) => policy.on_reset() && idempotent_ok,
+                Err(Some(_)) => false,
+            };
+            let cluster = Arc::clone(endpoint.cluster());
+            if wanted && _budget.is_none() {
+                _budget = cluster.load().try_retry();
+            }
+            if !wanted || _budget.is_none() || deadline.is_some_and(|d| Instant::now() >= d) {
+                break outcome.map_err(|e| e.unwrap_or(ProxyError::UpstreamTimeout))?;
+            }
+            let backoff = policy
+                .backoff()
+                .saturating_mul(1 << (attempt - 1).min(10))
+                .mul_f64(0.5 + fastrand::f64());
+            if !backoff.is_zero() {
+                let wake = Instant::now() + backoff;
+                tokio::time::sleep_until(deadline.map_or(wake, |d| d.min(wake))).await;
+            }
+            endpoint = match cluster.pick(tried) {
+                Ok(next) => next,
+                Err(e) => {
+                    break outcome.map_err(|_| e.into_error(&cluster))?;
+                }
+            };
+            attempt += 1;
+            cluster
+                .load()
+                .retries
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut uri_parts = parts.uri.clone().into_parts();
+            uri_parts.authority = Some(endpoint.authority().clone());
+            parts.uri = Uri::from_parts(uri_parts)
+                .map_err(|_| ProxyError::Internal("cannot build upstream uri"))?;
+            parts
+                .headers
+                .insert(ATTEMPTS.clone(), HeaderValue::from(attempt));
         };
-        let resp = result.map_err(upstream_error)?;
 
         // 7. Response.
         let (mut rparts, rbody) = resp.into_parts();
         if let Some(probe) = shadow {
             probe.judge_map(rparts.status.as_u16(), &rparts.headers);
         }
+        // The copy goes now that the primary has answered; the client's body is only
+        // watched on its way (the comparison happens in the mirror's own task).
+        let tee = mirroring.and_then(|m| {
+            m.launch(
+                Arc::clone(&self.clients),
+                rparts.status.as_u16(),
+                &rparts.headers,
+                head_only,
+            )
+        });
         strip_hop_by_hop(&mut rparts.headers);
         rparts
             .headers
@@ -290,7 +410,7 @@ impl Proxy {
         };
         Ok(Response::from_parts(
             rparts,
-            ProxyBody::upstream(rbody, limits, endpoint),
+            ProxyBody::upstream(rbody, limits, endpoint).with_tee(tee),
         ))
     }
 }
@@ -334,6 +454,40 @@ pub fn grpc_timeout(value: &HeaderValue) -> Option<Duration> {
 }
 
 /// A hyper client failure as the proxy reports it: TLS, connect, or reset.
+/// Which try of the request this is, on routes with `forward.retry`.
+static ATTEMPTS: http::HeaderName = http::HeaderName::from_static("x-routemaster-attempts");
+
+/// The largest request body kept for retries; a larger (or unknown-length) one is
+/// streamed and its request never retried.
+const MAX_RETRY_BODY: u64 = 64 * 1024;
+
+/// Takes a small request body whole (within the deadline) so that a retry can send it
+/// again: `(None, Some(bytes))`. A large or open-ended one is handed back untouched:
+/// `(Some(body), None)`.
+async fn keep_for_retries(
+    body: RequestBody,
+    deadline: Option<Instant>,
+) -> Result<(Option<RequestBody>, Option<bytes::Bytes>), ProxyError> {
+    use http_body::Body as _;
+    use http_body_util::BodyExt as _;
+    if body.is_end_stream() {
+        return Ok((None, Some(bytes::Bytes::new())));
+    }
+    if body.size_hint().upper().is_none_or(|n| n > MAX_RETRY_BODY) {
+        return Ok((Some(body), None));
+    }
+    let collect = body.collect();
+    let collected = match deadline {
+        Some(at) => tokio::time::timeout_at(at, collect)
+            .await
+            .map_err(|_| ProxyError::UpstreamTimeout)?,
+        None => collect.await,
+    };
+    collected
+        .map(|c| (None, Some(c.to_bytes())))
+        .map_err(|_| ProxyError::ClientTimeout)
+}
+
 fn upstream_error(e: hyper_util::client::legacy::Error) -> ProxyError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
     while let Some(s) = source {

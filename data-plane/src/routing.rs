@@ -18,7 +18,7 @@ use routemaster_common::path::normalize_path;
 use routemaster_common::rewrite::{RequestTarget, redirect_location, replace_prefix};
 use routemaster_common::table::RequestHead;
 
-use crate::compile::EndpointGuard;
+use crate::compile::{EndpointGuard, MirrorTarget};
 use crate::error::ProxyError;
 use crate::observe::PairMetrics;
 use crate::shadow::ShadowProbe;
@@ -73,6 +73,8 @@ pub struct Upstream {
     /// A shadow route's expectation, judged against the upstream's response head
     /// (dropped unjudged: `unknown`).
     pub shadow: Option<Box<ShadowProbe>>,
+    /// Set when the route mirrors and this request is sampled ([`crate::mirror`]).
+    pub mirror: Option<Arc<MirrorTarget>>,
 }
 
 /// Phases 1–4 for one request against the table current right now. `tag` gets the
@@ -189,6 +191,10 @@ pub fn decide(
         tls: cluster.tls().cloned(),
         retry: target.retry().cloned(),
         shadow,
+        mirror: target
+            .mirror()
+            .filter(|m| m.mirror.samples(req.method, req.request_id))
+            .cloned(),
     }))
 }
 

@@ -16,6 +16,9 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use routemaster_common::Config;
+use routemaster_common::model::Action;
+
+use crate::mirror::{MirrorCounts, MirrorTally};
 use routemaster_common::model::Scheme;
 use routemaster_common::rewrite::RequestTarget;
 use routemaster_common::shadow::{self, Expected, Verdict};
@@ -26,10 +29,11 @@ pub const RECENT_MISSES: usize = 20;
 /// Longest expected/actual/path text kept in a miss sample.
 const SAMPLE_TEXT: usize = 512;
 
-/// Every shadow route's tally, swapped whole at apply.
+/// Every shadow route's tally and every comparing mirror's, swapped whole at apply.
 #[derive(Debug, Default)]
 pub struct ShadowBook {
     tallies: ArcSwap<HashMap<Box<str>, Arc<ShadowTally>>>,
+    mirrors: ArcSwap<HashMap<Box<str>, Arc<MirrorTally>>>,
 }
 
 /// One shadow route declaration's evidence on this proxy.
@@ -82,6 +86,37 @@ impl ShadowBook {
             next.insert(Box::from(id), tally);
         }
         self.tallies.store(Arc::new(next));
+
+        let old = self.mirrors.load();
+        let mut next = HashMap::new();
+        for route in config.routes() {
+            let Action::Forward(f) = route.action() else {
+                continue;
+            };
+            if f.mirror().and_then(|m| m.compare()).is_none() {
+                continue;
+            }
+            let fingerprint = shadow::declaration_fingerprint(route);
+            let id = route.id().as_str();
+            let tally = match old.get(id) {
+                Some(t) if t.fingerprint() == fingerprint => Arc::clone(t),
+                _ => Arc::new(MirrorTally::new(id, fingerprint)),
+            };
+            next.insert(Box::from(id), tally);
+        }
+        self.mirrors.store(Arc::new(next));
+    }
+
+    /// The comparing mirror's tally for route `id`.
+    pub fn mirror_tally(&self, id: &str) -> Option<Arc<MirrorTally>> {
+        self.mirrors.load().get(id).cloned()
+    }
+
+    /// Every comparing mirror's counts, by route id.
+    pub fn mirror_counts(&self) -> Vec<MirrorCounts> {
+        let mut all: Vec<MirrorCounts> = self.mirrors.load().values().map(|t| t.counts()).collect();
+        all.sort_by(|a, b| a.route.cmp(&b.route));
+        all
     }
 
     /// The tally for shadow route `id`, if it is one.

@@ -80,3 +80,18 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// The value of metric `name` whose labels include every `(label, value)` of `labels`
+/// (in any order) in a Prometheus text scrape.
+pub fn metric_sample(scrape: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape.lines().find_map(|l| {
+        let (series, value) = l.rsplit_once(' ')?;
+        let rest = series.strip_prefix(name)?;
+        let ok = (rest.is_empty() && labels.is_empty())
+            || (rest.starts_with('{')
+                && labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))));
+        ok.then(|| value.parse().ok())?
+    })
+}

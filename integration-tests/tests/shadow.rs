@@ -18,8 +18,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use routemaster_integration_tests::client::HttpClient;
 use routemaster_integration_tests::cluster::cli;
-use routemaster_integration_tests::eventually;
 use routemaster_integration_tests::fleet::Fleet;
+use routemaster_integration_tests::{eventually, metric_sample};
 use tokio::net::TcpListener;
 
 const WRONG: [usize; 3] = [7, 19, 42];
@@ -75,6 +75,12 @@ fn routes(monolith: &str, wrong: &[usize]) -> String {
     y
 }
 
+/// Waits until every proxy serves the current version.
+async fn converged(cp: &str) {
+    let (code, out, err) = cli(cp, &["status", "--wait-converged", "10s"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+}
+
 async fn shadow_json(cp: &str, args: &[&str]) -> serde_json::Value {
     let mut all = vec!["shadow"];
     all.extend_from_slice(args);
@@ -117,14 +123,14 @@ async fn shadow_rules_are_judged_on_live_traffic_and_promoted_only_at_full_hit_r
     let h2 = HttpClient::h2c();
     let h2_authority = fleet.proxies[1].addr.to_string();
     let authority = |i: usize| {
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             "example.com".to_owned()
         } else {
             h2_authority.clone()
         }
     };
-    for i in 0..50 {
-        let r = if i % 2 == 0 {
+    for i in 0..50usize {
+        let r = if i.is_multiple_of(2) {
             fleet
                 .client
                 .get(
@@ -180,7 +186,7 @@ async fn shadow_rules_are_judged_on_live_traffic_and_promoted_only_at_full_hit_r
             assert_eq!(miss["expected"], format!("301 http://{host}/wrong/{i}"));
             assert_eq!(miss["actual"], format!("301 http://{host}/new/{i}"));
             assert!(!miss["request_id"].as_str().unwrap().is_empty(), "{miss}");
-            let node = if i % 2 == 0 { "s1" } else { "s2" };
+            let node = if i.is_multiple_of(2) { "s1" } else { "s2" };
             assert_eq!(miss["node"], node, "{miss}");
         } else {
             assert_eq!(
@@ -208,12 +214,17 @@ async fn shadow_rules_are_judged_on_live_traffic_and_promoted_only_at_full_hit_r
         .await
         .unwrap()
         .body;
-    for want in [
-        "routemaster_shadow_total{result=\"miss\",route=\"old-7\"} 1",
-        "routemaster_shadow_total{result=\"hit\",route=\"old-1\"} 1",
-        "routemaster_shadow_total{result=\"hit\",route=\"old-2\"} 0",
+    for (route, result, want) in [
+        ("old-7", "miss", 1.0),
+        ("old-1", "hit", 1.0),
+        ("old-2", "hit", 0.0),
     ] {
-        assert!(scrape.contains(want), "{want} not in\n{scrape}");
+        let got = metric_sample(
+            &scrape,
+            "routemaster_shadow_total",
+            &[("route", route), ("result", result)],
+        );
+        assert_eq!(got, Some(want), "{route} {result} in\n{scrape}");
     }
 
     // The table view names the wrong ones; one route shows its mismatches.
@@ -249,17 +260,16 @@ async fn shadow_rules_are_judged_on_live_traffic_and_promoted_only_at_full_hit_r
     let (code, out, err) = cli(&cp, &["promote", "old-0", "--min-requests", "1"]).await;
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("route/old-0 promoted to active"), "{out}");
-    eventually(
-        Duration::from_secs(10),
-        "old-0 served by the proxy",
-        || async {
-            let r = fleet.get(1, "/old/0", "example.com").await?;
-            (r.status == 301 && r.header("x-backend").is_none()).then_some(())
-        },
-    )
-    .await;
-    let r = fleet.get(0, "/old/0", "example.com").await.unwrap();
-    assert_eq!(r.header("location"), Some("http://example.com/new/0"));
+    converged(&cp).await;
+    for proxy in 0..2 {
+        let r = fleet.get(proxy, "/old/0", "example.com").await.unwrap();
+        assert_eq!(
+            r.header("x-backend"),
+            None,
+            "the proxy answers old-0 itself"
+        );
+        assert_eq!(r.header("location"), Some("http://example.com/new/0"));
+    }
     let (_, yaml, _) = cli(&cp, &["get", "route", "old-0", "-o", "yaml"]).await;
     assert!(yaml.contains("mode: active"), "{yaml}");
 
@@ -275,6 +285,8 @@ async fn shadow_rules_are_judged_on_live_traffic_and_promoted_only_at_full_hit_r
         )
         .await;
     assert_eq!(code, 0, "{err}");
+    // Every proxy serves the fixed rule (its new declaration) before the next request.
+    converged(&cp).await;
     eventually(
         Duration::from_secs(15),
         "old-7's evidence restarted",

@@ -73,7 +73,9 @@ impl prost::Message for EncodedSnapshot {
 
 use routemaster_common::model::{LoadBalancing, RouteMode};
 use routemaster_common::snapshot::{Snapshot, Source};
+use routemaster_common::mirror::BodyCompare;
 use routemaster_common::spec::{
+    CompareSpec, MirrorSpec,
     BackendSpec, CodeOrWord, ConfigSpec, FiltersSpec, ForwardSpec, HeaderFilterSpec, HeaderSpec,
     HealthCheckSpec, InstanceSpec, LimitsSpec, OutlierSpec, PathSpec, ProtocolSpec, QuerySpec,
     RedirectSpec, RetrySpec, RouteSpec, ServiceSpec, ShadowSpec, UpstreamTlsSpec,
@@ -118,8 +120,6 @@ impl TryFrom<v1::Service> for ServiceSpec {
                 });
             }
         };
-        let protocol = match v1::Protocol::try_from(s.protocol) {
-            Ok(v1::Protocol::Unspecified) => None,
         let locality = match s.locality {
             None => None,
             Some(l) => {
@@ -145,6 +145,8 @@ impl TryFrom<v1::Service> for ServiceSpec {
                 })
             }
         };
+        let protocol = match v1::Protocol::try_from(s.protocol) {
+            Ok(v1::Protocol::Unspecified) => None,
             Ok(v1::Protocol::Http1) => Some(ProtocolSpec::Http1),
             Ok(v1::Protocol::H2c) => Some(ProtocolSpec::H2c),
             Ok(v1::Protocol::H2) => Some(ProtocolSpec::H2),
@@ -194,10 +196,10 @@ impl TryFrom<v1::Service> for ServiceSpec {
                 max_connections: l.max_connections,
                 max_pending: l.max_pending,
             }),
-        })
-    }
             select: (!s.select.is_empty()).then(|| s.select.into_iter().collect()),
             locality,
+        })
+    }
 }
 
 /// `expect` / `retry.on` items travel as strings; all digits is a status code. An empty
@@ -315,6 +317,45 @@ impl TryFrom<v1::Route> for RouteSpec {
                         backoff: r.backoff,
                         non_idempotent: r.non_idempotent,
                     }),
+                    mirror: f
+                        .mirror
+                        .map(|m| -> Result<MirrorSpec, ConversionError> {
+                            let compare = m
+                                .compare
+                                .map(|c| -> Result<CompareSpec, ConversionError> {
+                                    let body = match c.body.as_deref() {
+                                        None => None,
+                                        Some("json") => Some(BodyCompare::Json),
+                                        Some("bytes") => Some(BodyCompare::Bytes),
+                                        Some("none") => Some(BodyCompare::None),
+                                        Some(other) => {
+                                            return Err(field_error(
+                                                "forward.mirror.compare.body",
+                                                format!(
+                                                    "unknown value {other:?} (expected json, bytes or none)"
+                                                ),
+                                            ));
+                                        }
+                                    };
+                                    Ok(CompareSpec {
+                                        baseline: c.baseline,
+                                        status: c.status,
+                                        headers: (!c.headers.is_empty()).then_some(c.headers),
+                                        body,
+                                        ignore: (!c.ignore.is_empty()).then_some(c.ignore),
+                                    })
+                                })
+                                .transpose()?;
+                            Ok(MirrorSpec {
+                                service: m.service,
+                                percent: m.percent,
+                                compare,
+                                methods: (!m.methods.is_empty()).then_some(m.methods),
+                                timeout: m.timeout,
+                                max_body: m.max_body,
+                            })
+                        })
+                        .transpose()?,
                 };
                 (Some(spec), None)
             }
@@ -480,6 +521,23 @@ fn service_message(s: &ServiceSpec) -> v1::Service {
             max_connections: l.max_connections,
             max_pending: l.max_pending,
         }),
+        select: s
+            .select
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        locality: s.locality.as_ref().map(|l| {
+            use routemaster_common::locality::Fallback;
+            v1::Locality {
+                prefer: l.prefer.clone(),
+                fallback: match l.fallback {
+                    None => v1::LocalityFallback::Unspecified,
+                    Some(Fallback::Any) => v1::LocalityFallback::FallbackAny,
+                    Some(Fallback::None) => v1::LocalityFallback::FallbackNone,
+                } as i32,
+            }
+        }),
     }
 }
 
@@ -521,23 +579,6 @@ fn route_message(r: &RouteSpec) -> v1::Route {
                             weight: b.weight,
                         })
                         .collect(),
-        select: s
-            .select
-            .iter()
-            .flatten()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-        locality: s.locality.as_ref().map(|l| {
-            use routemaster_common::locality::Fallback;
-            v1::Locality {
-                prefer: l.prefer.clone(),
-                fallback: match l.fallback {
-                    None => v1::LocalityFallback::Unspecified,
-                    Some(Fallback::Any) => v1::LocalityFallback::FallbackAny,
-                    Some(Fallback::None) => v1::LocalityFallback::FallbackNone,
-                } as i32,
-            }
-        }),
                 })),
                 _ => None,
             };
@@ -553,6 +594,20 @@ fn route_message(r: &RouteSpec) -> v1::Route {
                     per_try_timeout: r.per_try_timeout.clone(),
                     backoff: r.backoff.clone(),
                     non_idempotent: r.non_idempotent,
+                }),
+                mirror: f.mirror.as_ref().map(|m| v1::Mirror {
+                    service: m.service.clone(),
+                    percent: m.percent,
+                    compare: m.compare.as_ref().map(|c| v1::MirrorCompare {
+                        baseline: c.baseline.clone(),
+                        status: c.status,
+                        headers: c.headers.clone().unwrap_or_default(),
+                        body: c.body.map(|b| b.as_str().to_owned()),
+                        ignore: c.ignore.clone().unwrap_or_default(),
+                    }),
+                    methods: m.methods.clone().unwrap_or_default(),
+                    timeout: m.timeout.clone(),
+                    max_body: m.max_body.clone(),
                 }),
             }))
         }

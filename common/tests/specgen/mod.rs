@@ -12,8 +12,10 @@
 use std::time::Duration;
 
 use routemaster_common::duration;
+use routemaster_common::mirror::BodyCompare;
 use routemaster_common::model::{LoadBalancing, RouteMode};
 use routemaster_common::spec::{
+    CompareSpec, MirrorSpec,
     BackendSpec, CodeOrWord, ConfigSpec, FiltersSpec, ForwardSpec, HeaderFilterSpec, HeaderSpec,
     HealthCheckSpec, InstanceSpec, LimitsSpec, OutlierSpec, PathSpec, ProtocolSpec, QuerySpec,
     RedirectSpec, RetrySpec, RouteSpec, ServiceSpec, ShadowSpec,
@@ -301,8 +303,6 @@ fn service(g: &mut Gen, i: usize) -> ServiceSpec {
             max_connections: g.maybe(60, |g| g.pick(&[1, 100, 1024, 1_000_000])),
             max_pending: g.maybe(60, |g| g.pick(&[1, 256, 1_000_000])),
         }),
-    }
-}
         select: g.maybe(30, |g| {
             let mut select = std::collections::BTreeMap::new();
             select.insert("env".to_owned(), "${node.env}".to_owned());
@@ -324,6 +324,8 @@ fn service(g: &mut Gen, i: usize) -> ServiceSpec {
                 ])
             }),
         }),
+    }
+}
 
 fn ms(n: u64) -> String {
     duration::format(Duration::from_millis(n))
@@ -597,6 +599,39 @@ fn forward(g: &mut Gen, services: &[String], regex_path: bool) -> ForwardSpec {
             ])))
         }),
         retry: g.maybe(30, retry),
+        mirror: g.maybe(25, |g| mirror(g, services)),
+    }
+}
+
+fn mirror(g: &mut Gen, services: &[String]) -> MirrorSpec {
+    MirrorSpec {
+        service: g.pick(services),
+        percent: g.maybe(50, |g| g.pick(&[1, 10, 50, 100])),
+        compare: g.maybe(60, |g| CompareSpec {
+            baseline: g.maybe(50, |g| g.pick(services)),
+            status: g.maybe(40, |g| g.chance(50)),
+            headers: g.maybe(50, |g| {
+                let all = ["content-type", "cache-control", "etag", "x-version"];
+                let n = g.range(1, 4) as usize;
+                all[..n].iter().map(|h| (*h).to_owned()).collect()
+            }),
+            body: g.maybe(50, |g| g.pick(&[BodyCompare::Json, BodyCompare::Bytes, BodyCompare::None])),
+            ignore: g.maybe(50, |g| {
+                let all = ["$.generated_at", "$.items[*].etag", "$['odd key'][0]", "$"];
+                let n = g.range(1, 4) as usize;
+                all[..n].iter().map(|p| (*p).to_owned()).collect()
+            }),
+        }),
+        methods: g.maybe(40, |g| {
+            g.pick(&[vec!["GET"], vec!["GET", "HEAD"], vec!["POST", "GET"]])
+                .into_iter()
+                .map(str::to_owned)
+                .collect()
+        }),
+        timeout: g.maybe(40, |g| {
+            duration::format(Duration::from_millis(g.pick(&[100, 2_000, 5_000])))
+        }),
+        max_body: g.maybe(40, |g| g.pick(&["1MiB", "512KiB", "1000", "2MiB"]).to_owned()),
     }
 }
 

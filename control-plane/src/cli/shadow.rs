@@ -62,8 +62,13 @@ pub async fn shadow(
         ShadowFormat::Yaml => {
             serde_saphyr::to_string(&doc).map_err(|e| CliError::Other(e.to_string()))?
         }
-        ShadowFormat::Table => match (route, doc.routes.first()) {
-            (Some(_), Some(one)) => render_one(one),
+        ShadowFormat::Table => match route {
+            Some(_) if !doc.routes.is_empty() => doc
+                .routes
+                .iter()
+                .map(render_one)
+                .collect::<Vec<_>>()
+                .join("\n"),
             _ => render_list(&doc.routes),
         },
     };
@@ -76,7 +81,20 @@ fn percent(s: &ShadowRouteStatus) -> String {
         .map_or_else(|| "-".to_owned(), |r| format!("{:.2}%", r * 100.0))
 }
 
-/// One row per shadow route, with its last miss.
+/// The verdicts beside hit and miss: `unknown N` for rules; noise, error and dropped
+/// for mirrors.
+fn others(s: &ShadowRouteStatus) -> String {
+    if s.kind == "mirror" {
+        format!(
+            "noise {}, error {}, dropped {}",
+            s.noise, s.error, s.dropped
+        )
+    } else {
+        format!("unknown {}", s.unknown)
+    }
+}
+
+/// One row per shadow route (and comparing mirror), with its last miss.
 pub fn render_list(routes: &[ShadowRouteStatus]) -> String {
     if routes.is_empty() {
         return "No shadow routes.\n".to_owned();
@@ -95,11 +113,12 @@ pub fn render_list(routes: &[ShadowRouteStatus]) -> String {
             );
             vec![
                 s.route.clone(),
+                s.kind.to_owned(),
                 s.outcome.clone(),
                 s.requests.to_string(),
                 s.hit.to_string(),
                 s.miss.to_string(),
-                s.unknown.to_string(),
+                others(s),
                 percent(s),
                 last,
             ]
@@ -108,11 +127,12 @@ pub fn render_list(routes: &[ShadowRouteStatus]) -> String {
     table(
         &[
             "ROUTE",
+            "KIND",
             "WOULD",
             "REQUESTS",
             "HIT",
             "MISS",
-            "UNKNOWN",
+            "OTHER",
             "HIT RATE",
             "LAST MISS",
         ],
@@ -124,14 +144,21 @@ pub fn render_list(routes: &[ShadowRouteStatus]) -> String {
 /// One route: its totals, then its recent mismatches (newest last).
 pub fn render_one(s: &ShadowRouteStatus) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "Route:     {}", s.route);
+    let _ = writeln!(out, "Route:     {} ({})", s.route, s.kind);
     let _ = writeln!(out, "Would:     {}", s.outcome);
     let _ = writeln!(
         out,
-        "Requests:  {} (hit {}, miss {}, unknown {}) from {} proxies",
-        s.requests, s.hit, s.miss, s.unknown, s.nodes_reporting
+        "Requests:  {} (hit {}, miss {}, {}) from {} proxies",
+        s.requests,
+        s.hit,
+        s.miss,
+        others(s),
+        s.nodes_reporting
     );
     let _ = writeln!(out, "Hit rate:  {}", percent(s));
+    if !s.noise_paths.is_empty() {
+        let _ = writeln!(out, "Noise:     {}", s.noise_paths.join(", "));
+    }
     if s.recent.is_empty() {
         out.push_str("No recent mismatches.\n");
         return out;
@@ -179,11 +206,10 @@ pub async fn promote(
     io: &mut Io<'_>,
 ) -> Result<Outcome, CliError> {
     let doc = fetch(url, Some(route)).await?;
-    let Some(evidence) = doc.routes.into_iter().next() else {
-        return Err(CliError::NotFound {
-            kind: "shadow route",
-            name: route.to_owned(),
-        });
+    let Some(evidence) = doc.routes.into_iter().find(|r| r.kind == "rule") else {
+        return Err(CliError::Other(format!(
+            "route {route:?} is not a shadow route (mode: shadow): only shadow rules are promoted"
+        )));
     };
     let verdict = evidence.promotable(min_requests);
     let summary = format!(
@@ -262,6 +288,11 @@ mod tests {
         let judged = hit + miss;
         ShadowRouteStatus {
             route: "old".into(),
+            kind: "rule",
+            noise: 0,
+            error: 0,
+            dropped: 0,
+            noise_paths: Vec::new(),
             fingerprint: 7,
             outcome: "redirect 301 /new".into(),
             hit,
@@ -313,8 +344,8 @@ mod tests {
         let list = render_list(&[status(47, 3, 1)]);
         assert_eq!(
             list,
-            "ROUTE   WOULD               REQUESTS   HIT   MISS   UNKNOWN   HIT RATE   LAST MISS\n\
-             old     redirect 301 /new   51         47    3      1         94.00%     GET /old/3: want 301 http://a/new/3, got 301 http://a/elsewhere\n"
+            "ROUTE   KIND   WOULD               REQUESTS   HIT   MISS   OTHER       HIT RATE   LAST MISS\n\
+             old     rule   redirect 301 /new   51         47    3      unknown 1   94.00%     GET /old/3: want 301 http://a/new/3, got 301 http://a/elsewhere\n"
         );
         let one = render_one(&status(47, 3, 1));
         assert!(one.contains("Hit rate:  94.00%"), "{one}");

@@ -342,7 +342,10 @@ pub fn prepare_on(
         }
         // This engine's own pool speaks HTTP/1.1 over TCP; `h2c`, `h2` and `https`
         // services get the request through the shared upstream clients.
-        Ok(Decision::Forward(upstream)) if upstream.protocol != Protocol::Http1 => {
+        // Mirrored requests too: mirroring is written once, on that path.
+        Ok(Decision::Forward(upstream))
+            if upstream.protocol != Protocol::Http1 || upstream.mirror.is_some() =>
+        {
             match super::bridge::parts(
                 &method,
                 original_pq,

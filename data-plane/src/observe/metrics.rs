@@ -407,7 +407,7 @@ impl ProxyCollector {
 pub const FAMILIES: &[(&str, &str, &[&str])] = &[
     (
         "routemaster_shadow_total",
-        "Shadow route verdicts (hit, miss, unknown) for each shadow route's current declaration.",
+        "Shadow mode verdicts for each route's current declaration: shadow rules (hit, miss, unknown) and comparing mirrors (match, miss, noise, error, dropped).",
         &["route", "result"],
     ),
     (
@@ -717,7 +717,7 @@ impl Collector for ProxyCollector {
 
         let stats = &state.stats;
         let log = state.observe.access_log();
-        let shadow = state
+        let mut shadow: Vec<Metric> = state
             .shadow
             .counts()
             .iter()
@@ -726,6 +726,11 @@ impl Collector for ProxyCollector {
                     .map(|(result, n)| counter(&[("route", &c.route), ("result", result)], n))
             })
             .collect();
+        for c in state.shadow.mirror_counts() {
+            for (result, n) in crate::mirror::RESULTS.iter().zip(c.counts) {
+                shadow.push(counter(&[("route", &c.route), ("result", result)], n));
+            }
+        }
         vec![
             family("routemaster_shadow_total", COUNTER, shadow),
             family("routemaster_requests_total", COUNTER, requests),

@@ -1,0 +1,535 @@
+//! Mirrored comparison (shadow mode, part 2) on the proxy: a copy of a sampled request
+//! goes to the route's candidate service (and, with `compare.baseline`, a second copy to
+//! the primary's own service), and the candidate's response is compared with the one
+//! the client got. The rules (what differs, what is noise, the verdict) are
+//! `routemaster_common::mirror`; this module owns the I/O and the tallies.
+//!
+//! Written once, on the shared forwarding path ([`crate::proxy::Proxy::forward`]):
+//! HTTP/2 clients take it, and the HTTP/1.1 engine hands mirrored requests to it.
+//!
+//! The mirror never delays or fails the client's request: the copies are sent by a
+//! spawned task after the primary's response head is in, at most [`MAX_IN_FLIGHT`] per
+//! worker (more → `dropped`, counted), each bounded by the mirror's `timeout`; the
+//! primary's body is observed as it streams to the client ([`Tee`], up to `max_body`,
+//! then length + hash only) and never held back. Requests with a body are not mirrored
+//! (`dropped`): the engine streams request bodies and keeps no copy.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Uri};
+use http_body_util::BodyExt;
+use routemaster_common::mirror::{
+    Compare, MirrorVerdict, NoiseSet, Observed, differences, fnv1a, verdict,
+};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+
+use crate::compile::{Cluster, MirrorTarget};
+use crate::shadow::{MissSample, RECENT_MISSES};
+use crate::upstream::{Clients, RequestBody};
+
+/// Mirrored exchanges in progress per worker; beyond, copies are dropped.
+pub const MAX_IN_FLIGHT: usize = 256;
+/// Longest wait for the primary's body to finish streaming to the client.
+const PRIMARY_WAIT: Duration = Duration::from_secs(60);
+/// Differences kept in a miss sample.
+const SAMPLE_DIFFERENCES: usize = 5;
+
+/// Marks the copies so candidates can tell (and never mirror them again).
+pub static X_ROUTEMASTER_SHADOW: HeaderName = HeaderName::from_static("x-routemaster-shadow");
+
+/// One worker's mirror capacity.
+#[derive(Debug)]
+pub struct MirrorQueue(Arc<Semaphore>);
+
+impl Default for MirrorQueue {
+    fn default() -> Self {
+        Self(Arc::new(Semaphore::new(MAX_IN_FLIGHT)))
+    }
+}
+
+impl MirrorQueue {
+    pub fn try_take(&self) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.0).try_acquire_owned().ok()
+    }
+}
+
+/// One mirrored route declaration's evidence on this proxy, and the noise its baseline
+/// taught.
+#[derive(Debug)]
+pub struct MirrorTally {
+    route: Box<str>,
+    fingerprint: u64,
+    counts: [AtomicU64; 5],
+    recent: Mutex<VecDeque<MissSample>>,
+    noise: Mutex<NoiseSet>,
+}
+
+/// The verdicts in counter order.
+pub const RESULTS: [&str; 5] = ["match", "miss", "noise", "error", "dropped"];
+
+/// A mirror tally's numbers at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorCounts {
+    pub route: String,
+    pub fingerprint: u64,
+    /// In [`RESULTS`] order.
+    pub counts: [u64; 5],
+    pub recent: Vec<MissSample>,
+    pub noise: Vec<String>,
+}
+
+impl MirrorTally {
+    pub fn new(route: &str, fingerprint: u64) -> Self {
+        Self {
+            route: route.into(),
+            fingerprint,
+            counts: Default::default(),
+            recent: Mutex::new(VecDeque::with_capacity(RECENT_MISSES)),
+            noise: Mutex::new(NoiseSet::default()),
+        }
+    }
+
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+
+    fn count(&self, verdict: &MirrorVerdict) {
+        let i = RESULTS
+            .iter()
+            .position(|r| *r == verdict.label())
+            .unwrap_or(3);
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a copy that was not sent.
+    pub fn dropped(&self) {
+        self.count(&MirrorVerdict::Dropped);
+    }
+
+    pub fn counts(&self) -> MirrorCounts {
+        MirrorCounts {
+            route: self.route.to_string(),
+            fingerprint: self.fingerprint,
+            counts: std::array::from_fn(|i| self.counts[i].load(Ordering::Relaxed)),
+            recent: lock(&self.recent).iter().cloned().collect(),
+            noise: lock(&self.noise).patterns(),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The primary's response as the client got it, for the comparison.
+#[derive(Debug)]
+pub struct Captured {
+    status: u16,
+    headers: HeaderMap,
+    /// The whole body up to `max_body`; beyond, its length and hash.
+    body: Result<Vec<u8>, (u64, u64)>,
+}
+
+/// Watches the primary's response body stream past (no copy beyond `max_body`, no
+/// wait): when it ends, the captured response goes to the mirror task. Dropped before
+/// the end (the client went away, the body failed): the task counts the copy dropped.
+#[derive(Debug)]
+pub struct Tee {
+    status: u16,
+    headers: HeaderMap,
+    max: usize,
+    buf: Vec<u8>,
+    len: u64,
+    hash: u64,
+    done: Option<oneshot::Sender<Captured>>,
+}
+
+impl Tee {
+    pub fn data(&mut self, bytes: &[u8]) {
+        self.len += bytes.len() as u64;
+        self.hash = fnv_update(self.hash, bytes);
+        if self.buf.len() + bytes.len() <= self.max {
+            self.buf.extend_from_slice(bytes);
+        } else {
+            self.buf = Vec::new();
+            self.max = 0;
+        }
+    }
+
+    pub fn end(mut self) {
+        if let Some(done) = self.done.take() {
+            let body = if self.max == 0 && self.len > 0 {
+                Err((self.len, self.hash))
+            } else {
+                Ok(std::mem::take(&mut self.buf))
+            };
+            let _ = done.send(Captured {
+                status: self.status,
+                headers: std::mem::take(&mut self.headers),
+                body,
+            });
+        }
+    }
+}
+
+fn fnv_update(mut h: u64, bytes: &[u8]) -> u64 {
+    for &b in bytes {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// A sampled request's mirror, from the primary's send to the comparison.
+#[derive(Debug)]
+pub struct Mirroring {
+    target: Arc<MirrorTarget>,
+    tally: Option<Arc<MirrorTally>>,
+    copy: Option<http::request::Parts>,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Mirroring {
+    /// Prepares the copy of the upstream request `parts` (as sent to the primary, after
+    /// the route's filters). `None` means nothing is sent: the request has a body, or
+    /// the worker's mirror queue is full (both counted as dropped).
+    pub fn prepare(
+        target: Arc<MirrorTarget>,
+        tally: Option<Arc<MirrorTally>>,
+        queue: &MirrorQueue,
+        parts: &http::request::Parts,
+        has_body: bool,
+    ) -> Option<Self> {
+        let permit = (!has_body).then(|| queue.try_take()).flatten();
+        let Some(permit) = permit else {
+            if let Some(t) = &tally {
+                t.dropped();
+            }
+            return None;
+        };
+        let mut copy = Request::new(());
+        *copy.method_mut() = parts.method.clone();
+        *copy.uri_mut() = parts.uri.clone();
+        *copy.headers_mut() = parts.headers.clone();
+        let (mut copy, ()) = copy.into_parts();
+        copy.headers.remove(http::header::CONTENT_LENGTH);
+        copy.headers
+            .insert(X_ROUTEMASTER_SHADOW.clone(), HeaderValue::from_static("1"));
+        if let Some(h) = copy
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            && let Ok(v) = HeaderValue::from_str(&shadow_host(h))
+        {
+            copy.headers.insert(http::header::HOST, v);
+        }
+        Some(Self {
+            target,
+            tally,
+            copy: Some(copy),
+            permit: Some(permit),
+        })
+    }
+
+    /// Starts the mirror once the primary's response head is in: returns the [`Tee`]
+    /// for the primary's body when the route compares (`None`: fire-and-forget).
+    pub fn launch(
+        mut self,
+        clients: Arc<Clients>,
+        status: u16,
+        headers: &HeaderMap,
+        head_only: bool,
+    ) -> Option<Tee> {
+        let compare = self.target.mirror.compare().cloned();
+        let (tee, primary) = match &compare {
+            Some(c) => {
+                let (tx, rx) = oneshot::channel();
+                let mut kept = HeaderMap::new();
+                for name in c.headers() {
+                    for v in headers.get_all(name) {
+                        kept.append(name.clone(), v.clone());
+                    }
+                }
+                let tee = Tee {
+                    status,
+                    headers: kept,
+                    max: self.target.mirror.max_body(),
+                    buf: Vec::new(),
+                    len: 0,
+                    hash: fnv1a(b""),
+                    done: Some(tx),
+                };
+                if head_only {
+                    tee.end();
+                    (None, Some(rx))
+                } else {
+                    (Some(tee), Some(rx))
+                }
+            }
+            None => (None, None),
+        };
+        let copy = self.copy.take();
+        let permit = self.permit.take();
+        let target = Arc::clone(&self.target);
+        let tally = self.tally.take();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let Some(copy) = copy else { return };
+            run(clients, target, tally, compare, copy, primary).await;
+        });
+        tee
+    }
+}
+
+/// `host` with Envoy's `-shadow` suffix on the host part (`a.example:8080` →
+/// `a.example-shadow:8080`).
+pub fn shadow_host(host: &str) -> String {
+    match host.rsplit_once(':') {
+        Some((h, port))
+            if !h.ends_with(']')
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && !h.contains(':') =>
+        {
+            format!("{h}-shadow:{port}")
+        }
+        _ if host.starts_with('[') => match host.rsplit_once("]:") {
+            Some((h, port)) => format!("{h}]-shadow:{port}"),
+            None => format!("{host}-shadow"),
+        },
+        _ => format!("{host}-shadow"),
+    }
+}
+
+/// One mirrored exchange: the copies, then (when comparing) the verdict.
+async fn run(
+    clients: Arc<Clients>,
+    target: Arc<MirrorTarget>,
+    tally: Option<Arc<MirrorTally>>,
+    compare: Option<Compare>,
+    copy: http::request::Parts,
+    primary: Option<oneshot::Receiver<Captured>>,
+) {
+    let timeout = target.mirror.timeout();
+    let max_body = target.mirror.max_body();
+    let candidate = send(&clients, &target.candidate, &copy, timeout, max_body);
+    let (Some(compare), Some(tally), Some(primary)) = (compare, tally, primary) else {
+        // Fire-and-forget: read and discard.
+        let _ = candidate.await;
+        return;
+    };
+    let baseline = async {
+        match &target.baseline {
+            Some(cluster) => Some(send(&clients, cluster, &copy, timeout, max_body).await),
+            None => None,
+        }
+    };
+    let (candidate, baseline) = tokio::join!(candidate, baseline);
+    let primary = match tokio::time::timeout(PRIMARY_WAIT, primary).await {
+        Ok(Ok(p)) => p,
+        // The client's response did not complete: nothing to compare against.
+        _ => {
+            tally.dropped();
+            return;
+        }
+    };
+    let observe = |status: u16, headers: &HeaderMap, body: &Result<Vec<u8>, (u64, u64)>| {
+        Observed::new(
+            &compare,
+            status,
+            |name| joined(headers, name),
+            body.as_ref().map(Vec::as_slice).map_err(|e| *e),
+        )
+    };
+    let primary_seen = observe(primary.status, &primary.headers, &primary.body);
+    let result = match candidate {
+        Err(reason) => MirrorVerdict::Error(reason),
+        Ok(c) => {
+            let candidate_seen = observe(c.status, &c.headers, &c.body);
+            let diffs = differences(&compare, &primary_seen, &candidate_seen);
+            let mut noise = lock(&tally.noise);
+            if let Some(Ok(b)) = &baseline {
+                let baseline_seen = observe(b.status, &b.headers, &b.body);
+                noise.learn(&differences(&compare, &primary_seen, &baseline_seen));
+            }
+            verdict(diffs, &noise)
+        }
+    };
+    tally.count(&result);
+    let sample = match &result {
+        MirrorVerdict::Miss(diffs) => Some((
+            join(diffs, |d| format!("{}={}", d.path, d.primary)),
+            join(diffs, |d| format!("{}={}", d.path, d.candidate)),
+        )),
+        MirrorVerdict::Error(reason) => {
+            Some((primary.status.to_string(), format!("error: {reason}")))
+        }
+        _ => None,
+    };
+    if let Some((expected, actual)) = sample {
+        let mut ring = lock(&tally.recent);
+        if ring.len() == RECENT_MISSES {
+            ring.pop_front();
+        }
+        ring.push_back(MissSample {
+            at: SystemTime::now(),
+            request_id: copy
+                .headers
+                .get(crate::forwarding::X_REQUEST_ID.clone())
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned(),
+            method: copy.method.as_str().to_owned(),
+            path: copy
+                .uri
+                .path_and_query()
+                .map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned()),
+            expected,
+            actual,
+        });
+    }
+}
+
+fn join(
+    diffs: &[routemaster_common::mirror::Difference],
+    f: impl Fn(&routemaster_common::mirror::Difference) -> String,
+) -> String {
+    let mut parts: Vec<String> = diffs.iter().take(SAMPLE_DIFFERENCES).map(f).collect();
+    if diffs.len() > SAMPLE_DIFFERENCES {
+        parts.push(format!("… {} more", diffs.len() - SAMPLE_DIFFERENCES));
+    }
+    parts.join("; ")
+}
+
+fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+    let values: Vec<&str> = headers
+        .get_all(name)
+        .iter()
+        .map(|v| v.to_str().unwrap_or("(not text)"))
+        .collect();
+    (!values.is_empty()).then(|| values.join(", "))
+}
+
+/// Sends one copy to an endpoint of `cluster` and reads its response (bounded by
+/// `timeout` overall, the body kept up to `max_body`).
+fn send(
+    clients: &Arc<Clients>,
+    cluster: &Arc<Cluster>,
+    copy: &http::request::Parts,
+    timeout: Duration,
+    max_body: usize,
+) -> impl std::future::Future<Output = Result<Captured, String>> + use<> {
+    let clients = Arc::clone(clients);
+    let cluster = Arc::clone(cluster);
+    let mut req = Request::new(RequestBody::full(Bytes::new()));
+    *req.method_mut() = copy.method.clone();
+    *req.headers_mut() = copy.headers.clone();
+    let path = copy.uri.path_and_query().cloned();
+    async move {
+        let endpoint = cluster
+            .pick(0)
+            .map_err(|_| format!("no instance of {} to send to", cluster.name()))?;
+        let protocol = cluster.protocol();
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(if protocol.is_tls() {
+            http::uri::Scheme::HTTPS
+        } else {
+            http::uri::Scheme::HTTP
+        });
+        uri.authority = Some(endpoint.authority().clone());
+        uri.path_and_query = path;
+        *req.uri_mut() = Uri::from_parts(uri).map_err(|e| e.to_string())?;
+        *req.version_mut() = if protocol.is_http2() {
+            http::Version::HTTP_2
+        } else {
+            http::Version::HTTP_11
+        };
+        let exchange = async {
+            let resp = clients
+                .request(protocol, cluster.tls(), req)
+                .await
+                .map_err(|e| format!("{} {}: {e}", cluster.name(), endpoint.authority()))?;
+            let (parts, mut body) = resp.into_parts();
+            let (mut buf, mut len, mut hash, mut over) = (Vec::new(), 0u64, fnv1a(b""), false);
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| format!("body: {e}"))?;
+                if let Some(d) = frame.data_ref() {
+                    len += d.len() as u64;
+                    hash = fnv_update(hash, d);
+                    if !over && buf.len() + d.len() <= max_body {
+                        buf.extend_from_slice(d);
+                    } else {
+                        over = true;
+                        buf = Vec::new();
+                    }
+                }
+            }
+            Ok(Captured {
+                status: parts.status.as_u16(),
+                headers: parts.headers,
+                body: if over { Err((len, hash)) } else { Ok(buf) },
+            })
+        };
+        let result = tokio::time::timeout(timeout, exchange)
+            .await
+            .unwrap_or_else(|_| Err(format!("slower than the mirror timeout ({timeout:?})")));
+        endpoint.record(result.is_ok());
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shadow_hosts() {
+        for (host, want) in [
+            ("lms.example.com", "lms.example.com-shadow"),
+            ("lms.example.com:8080", "lms.example.com-shadow:8080"),
+            ("[::1]:8080", "[::1]-shadow:8080"),
+            ("127.0.0.1:80", "127.0.0.1-shadow:80"),
+        ] {
+            assert_eq!(shadow_host(host), want);
+        }
+    }
+
+    #[test]
+    fn the_tee_keeps_small_bodies_and_digests_big_ones() {
+        let tee = |max| {
+            let (tx, rx) = oneshot::channel();
+            (
+                Tee {
+                    status: 200,
+                    headers: HeaderMap::new(),
+                    max,
+                    buf: Vec::new(),
+                    len: 0,
+                    hash: fnv1a(b""),
+                    done: Some(tx),
+                },
+                rx,
+            )
+        };
+        let (mut small, mut rx) = tee(10);
+        small.data(b"hello");
+        small.data(b"world");
+        small.end();
+        assert_eq!(
+            rx.try_recv().ok().map(|c| c.body),
+            Some(Ok(b"helloworld".to_vec()))
+        );
+        let (mut big, mut rx) = tee(4);
+        big.data(b"hello");
+        big.end();
+        assert_eq!(
+            rx.try_recv().ok().map(|c| c.body),
+            Some(Err((5, fnv1a(b"hello"))))
+        );
+        let (dropped, mut rx) = tee(4);
+        drop(dropped);
+        assert!(rx.try_recv().is_err());
+    }
+}
