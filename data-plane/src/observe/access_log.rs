@@ -84,6 +84,11 @@ impl AccessLog {
     /// Opens `target` (an error if the file cannot be opened) and starts the writer.
     pub fn start(target: Target) -> io::Result<Self> {
         let out = open(&target)?;
+        Self::with_writer(target, out)
+    }
+
+    /// The writer thread writing to `out` (`target` is what SIGHUP reopens).
+    fn with_writer(target: Target, out: Box<dyn Write + Send>) -> io::Result<Self> {
         let (tx, rx) = sync_channel(QUEUE);
         let reopen = Arc::new(AtomicBool::new(false));
         let written = Arc::new(AtomicU64::new(0));
@@ -349,6 +354,61 @@ fn format_line(out: &mut Vec<u8>, o: &Outcome<'_>, elapsed: Duration, now: Syste
 mod tests {
     use super::super::{Protocol, Reason, RequestInfo, TraceContext};
     use super::*;
+
+    /// A sink that takes nothing until released: the writer thread stalls on it.
+    struct Stalled(Arc<AtomicBool>);
+
+    impl Write for Stalled {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            while !self.0.load(Ordering::Acquire) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_writer_that_falls_behind_costs_lines_never_waits() {
+        let released = Arc::new(AtomicBool::new(false));
+        let log = AccessLog::with_writer(Target::Stdout, Box::new(Stalled(Arc::clone(&released))))
+            .unwrap();
+        let o = Outcome {
+            started: std::time::Instant::now(),
+            request_id: b"rid",
+            trace: None,
+            client: "10.0.0.1:5000".parse().unwrap(),
+            request: RequestInfo::default(),
+            protocol: Protocol::Http1,
+            tag: None,
+            endpoint: None,
+            status: 200,
+            reason: Reason::Upstream,
+            bytes_in: 1,
+            bytes_out: 1,
+            upstream_time: None,
+        };
+        // Far more than the queue holds, while the writer is stuck on its first buffer:
+        // every call returns at once, and what does not fit is dropped and counted.
+        let t0 = std::time::Instant::now();
+        let lines = 50_000;
+        for _ in 0..lines {
+            log.write(&o, Duration::from_millis(1));
+        }
+        log.flush_local();
+        assert!(t0.elapsed() < Duration::from_secs(20), "requests waited");
+        let dropped = log.dropped();
+        assert!(dropped > 0, "nothing dropped");
+        assert!(dropped < lines, "everything dropped");
+        assert_eq!(log.written(), 0);
+        // Released: what was queued is written, and counted as such.
+        released.store(true, Ordering::Release);
+        log.sync(Duration::from_secs(10));
+        assert_eq!(log.written() + log.dropped(), lines);
+    }
 
     #[test]
     fn times_are_rfc3339_like_everywhere_else() {
