@@ -37,6 +37,7 @@ from routemaster_bench.progress import START, log
 from routemaster_bench.report import report
 from routemaster_bench.scenarios import FULL, QUICK, SCENARIOS, TABLE_SIZES
 from routemaster_bench.servers import Server, start_backend
+from routemaster_bench.tls import tls_phase
 from routemaster_bench.tools import machine, tool, tool_versions
 
 
@@ -73,7 +74,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="short runs, 1 round (smoke test)")
     ap.add_argument("--profile", action="store_true", help="perf/strace the proxies under load; writes bench/PROFILE.md")
     ap.add_argument("--workdir", type=Path, help="temp dir for configs and logs (default: a new one, removed at exit)")
-    ap.add_argument("--only", help="comma-separated subset: scenarios keys (%s), tables, obs, idle" % ",".join(s.key for s in SCENARIOS))
+    ap.add_argument("--only", help="comma-separated subset: scenarios keys (%s), tables, obs, idle, tls" % ",".join(s.key for s in SCENARIOS))
     ap.add_argument("--command", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
 
@@ -121,6 +122,8 @@ def main() -> int:
             b.observability()
         if only is None or "idle" in only:
             b.idle()
+        if only is None or "tls" in only:
+            tls_phase(b)
         if not backend.alive():
             b.notes.append("the backend died during the run: " + backend.tail(5))
         meta["elapsed_min"] = (time.monotonic() - START) / 60

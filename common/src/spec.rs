@@ -1179,6 +1179,7 @@ impl Sources {
     /// Each object validated on its own (no cross-object checks but duplicates): what
     /// `apply` checks before anything is sent, since a route may use a service the
     /// control plane already stores. Certificates are checked too (their errors are
+    /// reported; valid ones are not returned). Certificates are checked too (their errors are
     /// reported; valid ones are not returned).
     pub fn validate_objects(&self) -> Result<(Vec<Service>, Vec<Route>), SourceErrors> {
         let duplicates = self.duplicates();
@@ -1194,6 +1195,18 @@ impl Sources {
                     origin: Some(origin.clone()),
                     error,
                 })),
+            }
+        }
+        // Certificates: each checked on its own (inline PEM fully), errors only; the
+        // caller decides what to do with valid ones.
+        let now = std::time::SystemTime::now();
+        for (c, origin) in self.certificates().iter().zip(&self.certificate_origins) {
+            let mut found = Vec::new();
+            if crate::tls::certificate(c, now, &mut found).is_none() {
+                errors.extend(found.into_iter().map(|error| SourceError::Invalid {
+                    origin: Some(origin.clone()),
+                    error,
+                }));
             }
         }
         // Certificates: each checked on its own (inline PEM fully), errors only; the

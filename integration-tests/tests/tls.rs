@@ -570,3 +570,38 @@ async fn invalid_inline_certificates_are_refused_and_keys_never_shown() {
     );
     assert!(!err.contains("PRIVATE KEY"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_checks_certificates_and_refuses_what_the_control_plane_cannot_store() {
+    use routemaster_integration_tests::cluster::cli;
+    let dir = TempDir::new("tls-apply");
+    let alpha = ecdsa(&["a.example.test"]);
+    let other = ecdsa(&["a.example.test"]);
+    let rsa = rsa(dir.path(), "d.example.test");
+    let app: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    // Nothing listens there: both answers come before the CLI connects.
+    let url = "http://127.0.0.1:9";
+    let mismatched = Pem {
+        cert: alpha.cert.clone(),
+        key: other.key.clone(),
+    };
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, routes(app, &mismatched, &rsa, dir.path())).unwrap();
+    let good = dir.path().join("good.yaml");
+    std::fs::write(&good, routes(app, &alpha, &rsa, dir.path())).unwrap();
+    for verb in ["apply", "diff"] {
+        let (code, _, err) = cli(url, &[verb, "-f", bad.to_str().unwrap()]).await;
+        assert_ne!(code, 0, "{verb}: {err}");
+        assert!(
+            err.contains("bad.yaml:3: certificate \"alpha\": key_pem: does not match the certificate"),
+            "{verb}: {err}"
+        );
+        assert!(!err.contains("PRIVATE KEY"), "{err}");
+        let (code, _, err) = cli(url, &[verb, "-f", good.to_str().unwrap()]).await;
+        assert_eq!(code, 2, "{verb}: {err}");
+        assert!(
+            err.contains("tls.certificates (alpha, star, zdefault): the control plane does not store certificates yet"),
+            "{verb}: {err}"
+        );
+    }
+}

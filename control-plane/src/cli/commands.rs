@@ -232,7 +232,25 @@ fn warn_stale(err: &mut dyn Write, reason: &str) -> Result<(), CliError> {
 fn read_and_validate(files: &[PathBuf], io: &mut Io<'_>) -> Result<Sources, CliError> {
     let sources = read_sources(files, io.stdin)?;
     sources.validate_objects().map_err(CliError::Invalid)?;
+    refuse_certificates(&sources)?;
     Ok(sources)
+}
+
+/// `tls.certificates` are checked (an invalid one is reported, named, with the other
+/// errors) but the control plane does not store them yet: refused rather than dropped.
+fn refuse_certificates(sources: &Sources) -> Result<(), CliError> {
+    let names: Vec<&str> = sources
+        .certificates()
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    if names.is_empty() {
+        return Ok(());
+    }
+    Err(CliError::Usage(format!(
+        "tls.certificates ({}): the control plane does not store certificates yet; give them to the proxy in its --config route file",
+        names.join(", ")
+    )))
 }
 
 async fn apply(
@@ -244,6 +262,7 @@ async fn apply(
     // Read and validate before connecting: a typo should not need a control plane.
     let sources = read_sources(files, io.stdin)?;
     let (services, routes) = sources.validate_objects().map_err(CliError::Invalid)?;
+    refuse_certificates(&sources)?;
     let req = v1::ApplyRequest {
         services: services.iter().map(v1::Service::from).collect(),
         routes: routes.iter().map(v1::Route::from).collect(),
