@@ -3,7 +3,8 @@
 //!
 //! - `GET /metrics` passes `promtool check metrics` (Debian's `prometheus` 2.42) and
 //!   counts what happened: applies and deletes by result, streams by group, the fleet
-//!   gauges, the convergence histogram;
+//!   gauges, the convergence histogram; an etcd outage shows (connected 0, errors
+//!   counted, the watch restarted once etcd is back);
 //! - the dashboard at `GET /`, rendered by headless Chromium, shows the nodes, the
 //!   version and a route's way through the map (host → route → service → instance →
 //!   proxy); a screenshot is written to the test's temp dir (copied to
@@ -19,6 +20,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use routemaster_integration_tests::backend::EchoBackend;
+use routemaster_integration_tests::client::HttpClient;
 use routemaster_integration_tests::cluster::cli;
 use routemaster_integration_tests::eventually;
 use routemaster_integration_tests::fleet::{Fleet, route_file};
@@ -188,6 +190,57 @@ async fn metrics_pass_promtool_and_count_writes_streams_and_convergence() {
     );
     assert!(sample(&scrape, "routemaster_control_snapshot_size_bytes_sum") > Some(0.0));
     assert!(scrape.contains("routemaster_control_build_info{version=\""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_etcd_outage_shows_in_the_metrics() {
+    let mut fleet = Fleet::start("cp-metrics-outage", &[]).await;
+    let url = fleet.control[0].http_url("/metrics");
+    let http = HttpClient::new();
+    let scrape = || async { http.get(&url, &[]).await.unwrap().body };
+    let before = scrape().await;
+    assert_eq!(
+        sample(&before, "routemaster_control_etcd_connected"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&before, "routemaster_control_watch_restarts_total"),
+        Some(0.0)
+    );
+
+    fleet.etcd.stop().await;
+    let during = eventually(Duration::from_secs(20), "etcd errors counted", || async {
+        let s = scrape().await;
+        let errors: f64 = s
+            .lines()
+            .filter(|l| {
+                l.starts_with("routemaster_control_etcd_errors_total{")
+                    && l.contains("kind=\"unavailable\"")
+            })
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum();
+        (sample(&s, "routemaster_control_etcd_connected") == Some(0.0) && errors >= 1.0)
+            .then_some(s)
+    })
+    .await;
+    let (ok, report) = promtool_check(&during).await;
+    assert!(
+        ok,
+        "promtool check metrics failed:\n{report}\n---\n{during}"
+    );
+
+    fleet.etcd.restart().await;
+    eventually(
+        Duration::from_secs(20),
+        "the watch to come back",
+        || async {
+            let s = scrape().await;
+            (sample(&s, "routemaster_control_etcd_connected") == Some(1.0)
+                && sample(&s, "routemaster_control_watch_restarts_total") >= Some(1.0))
+            .then_some(())
+        },
+    )
+    .await;
 }
 
 /// Runs headless Chromium with `args` against `url`; returns stdout.
