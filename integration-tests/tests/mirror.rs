@@ -237,24 +237,31 @@ routes:
     );
 
     // The client's latency with a 100% compared mirror (plus baseline) vs none, same
-    // backend, same run: measured and printed, not asserted (see README).
-    let mut on = Vec::new();
-    let mut off = Vec::new();
-    for _ in 0..200 {
-        for (path, into) in [("/a", &mut on), ("/g", &mut off)] {
-            let t = Instant::now();
-            let r = fleet.get(0, path, "example.com").await.unwrap();
-            into.push(t.elapsed());
-            assert_eq!(r.status, 200);
+    // backend, same run, over each client protocol: measured and printed, not asserted
+    // (see README).
+    for (label, over_h2) in [("HTTP/1.1", false), ("HTTP/2", true)] {
+        let mut on = Vec::new();
+        let mut off = Vec::new();
+        for _ in 0..200 {
+            for (path, into) in [("/a", &mut on), ("/g", &mut off)] {
+                let t = Instant::now();
+                let r = if over_h2 {
+                    h2.get(&proxy.url(path), &[]).await.unwrap()
+                } else {
+                    fleet.get(0, path, "example.com").await.unwrap()
+                };
+                into.push(t.elapsed());
+                assert_eq!(r.status, 200);
+            }
         }
+        on.sort();
+        off.sort();
+        eprintln!(
+            "{label} client latency, mirror on / off: p50 {:?} / {:?}, p99 {:?} / {:?}",
+            percentile(&on, 0.5),
+            percentile(&off, 0.5),
+            percentile(&on, 0.99),
+            percentile(&off, 0.99)
+        );
     }
-    on.sort();
-    off.sort();
-    eprintln!(
-        "client latency, mirror on / off: p50 {:?} / {:?}, p99 {:?} / {:?}",
-        percentile(&on, 0.5),
-        percentile(&off, 0.5),
-        percentile(&on, 0.99),
-        percentile(&off, 0.99)
-    );
 }
