@@ -210,6 +210,7 @@ impl Session {
                 record.requests_total = h.requests_total;
                 record.errors_total = h.downstream_errors + h.upstream_errors + h.internal_errors;
                 record.shadow = h.shadow.into_iter().map(Into::into).collect();
+                record.upstreams = h.upstreams.into_iter().map(Into::into).collect();
             }
             Some(Message::Goodbye(bye)) => {
                 tracing::info!(node = %record.id, reason = %bye.reason, "proxy says goodbye");

@@ -49,6 +49,48 @@ pub struct NodeRecord {
     /// Its shadow routes' tallies, from its last health report.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shadow: Vec<crate::shadow::NodeShadow>,
+    /// Each service's endpoints as this node sees them, from its last health report.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upstreams: Vec<NodeUpstream>,
+}
+
+/// A service's endpoints as one proxy sees them (its health report).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct NodeUpstream {
+    pub service: String,
+    /// Fewer than half its endpoints are healthy: the proxy balances over all.
+    pub panic: bool,
+    pub endpoints: Vec<NodeEndpoint>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct NodeEndpoint {
+    pub address: String,
+    /// Takes new requests: up (or unchecked) and not ejected.
+    pub healthy: bool,
+    /// The active checks' verdict: `unknown`, `up` or `down`.
+    pub active: String,
+    /// Ejected by outlier detection right now.
+    pub ejected: bool,
+}
+
+impl From<routemaster_proto::v1::UpstreamHealth> for NodeUpstream {
+    fn from(u: routemaster_proto::v1::UpstreamHealth) -> Self {
+        NodeUpstream {
+            service: u.service,
+            panic: u.panic,
+            endpoints: u
+                .endpoints
+                .into_iter()
+                .map(|e| NodeEndpoint {
+                    address: e.address,
+                    healthy: e.healthy,
+                    active: e.active,
+                    ejected: e.ejected,
+                })
+                .collect(),
+        }
+    }
 }
 
 /// A node's state as the status API and the CLI show it.
@@ -173,6 +215,7 @@ impl From<&v1::NodeStatus> for Node {
                 errors_total: n.errors_total,
                 control_plane: n.control_plane.clone(),
                 shadow: Vec::new(),
+                upstreams: Vec::new(),
             },
             liveness,
         }

@@ -168,8 +168,99 @@ async fn routes(State(api): Api) -> Response {
     json(&api.controller.catalog().spec().routes)
 }
 
+/// The services as the route file has them, each with `health`: its instances as every
+/// proxy that serves it reports them (`seen_by`), and the proxies in panic mode for it.
 async fn services(State(api): Api) -> Response {
-    json(&api.controller.catalog().spec().services)
+    let spec = api.controller.catalog().spec();
+    let nodes = api.nodes.list().await;
+    let views: Vec<ServiceView<'_>> = spec
+        .services
+        .iter()
+        .map(|s| ServiceView {
+            registered: crate::registry::registered_views(&api.controller, &s.name),
+            ..ServiceView::new(s, &nodes)
+        })
+        .collect();
+    json(&views)
+}
+
+/// A `/v1/services` object: the service's fields, then `health`, then `registered`:
+/// its registered instances (source, id, ttl).
+#[derive(Debug, Serialize)]
+struct ServiceView<'a> {
+    #[serde(flatten)]
+    spec: &'a routemaster_common::spec::ServiceSpec,
+    health: ServiceHealth,
+    registered: Vec<crate::registry::InstanceView>,
+}
+
+#[derive(Debug, Serialize)]
+struct ServiceHealth {
+    /// Every endpoint some proxy reports, in address order.
+    instances: Vec<InstanceHealth>,
+    /// Nodes in panic mode for this service.
+    panic: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct InstanceHealth {
+    address: String,
+    /// True when every reporting proxy sends it new requests.
+    healthy: bool,
+    seen_by: Vec<SeenBy>,
+}
+
+#[derive(Debug, Serialize)]
+struct SeenBy {
+    node: String,
+    healthy: bool,
+    active: String,
+    ejected: bool,
+}
+
+impl<'a> ServiceView<'a> {
+    fn new(spec: &'a routemaster_common::spec::ServiceSpec, nodes: &[crate::nodes::Node]) -> Self {
+        let mut instances: std::collections::BTreeMap<String, Vec<SeenBy>> = Default::default();
+        let mut panic = Vec::new();
+        for node in nodes.iter().filter(|n| n.healthy()) {
+            for up in node
+                .record
+                .upstreams
+                .iter()
+                .filter(|u| u.service == spec.name)
+            {
+                if up.panic {
+                    panic.push(node.record.id.clone());
+                }
+                for e in &up.endpoints {
+                    instances
+                        .entry(e.address.clone())
+                        .or_default()
+                        .push(SeenBy {
+                            node: node.record.id.clone(),
+                            healthy: e.healthy,
+                            active: e.active.clone(),
+                            ejected: e.ejected,
+                        });
+                }
+            }
+        }
+        ServiceView {
+            spec,
+            health: ServiceHealth {
+                instances: instances
+                    .into_iter()
+                    .map(|(address, seen_by)| InstanceHealth {
+                        address,
+                        healthy: seen_by.iter().all(|s| s.healthy),
+                        seen_by,
+                    })
+                    .collect(),
+                panic,
+            },
+            registered: Vec::new(),
+        }
+    }
 }
 
 /// `GET /v1/map[?host=H]`: the route map ([`RouteMap`]), all hosts or as a request for
