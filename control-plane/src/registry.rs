@@ -405,6 +405,7 @@ async fn renew(store: &Store, stored: &Stored, ops: &[RegistryOp]) -> HashSet<i6
     let leases: HashSet<i64> = ops
         .iter()
         .filter(|op| !matches!(op, RegistryOp::Deregister { .. }))
+        .filter(|op| stored.services.contains_key(op.key().0))
         .filter_map(|op| {
             let (service, id) = op.key();
             stored.registered.get(service)?.get(id).map(|r| r.lease)
@@ -458,6 +459,12 @@ fn plan(store: &Store, stored: &Stored, ops: &[RegistryOp], dead: &HashSet<i64>)
         let decision = match op {
             RegistryOp::Register { service, id, spec } => {
                 register(stored, &mut state, &mut plan, i, service, id, spec)
+            }
+            // A deleted service's registrations are renewed no more: they expire.
+            RegistryOp::Heartbeat { service, .. }
+                if !stored.services.contains_key(service.as_str()) =>
+            {
+                Decision::Done(Err(RegistryError::UnknownService(service.clone())))
             }
             RegistryOp::Heartbeat { service, id } => {
                 match state.get(service.as_str()).and_then(|m| m.get(id.as_str())) {
@@ -626,6 +633,29 @@ pub struct InstanceView {
     pub expires_in_seconds: Option<i64>,
 }
 
+/// The registered instances of `service` in the published catalog (id order), without
+/// the lease lookups of [`instances`]: what `/v1/services` lists beside each service.
+pub fn registered_views(controller: &Controller, service: &str) -> Vec<InstanceView> {
+    controller
+        .catalog()
+        .registered(service)
+        .iter()
+        .map(|(r, _)| registered_view(r, None))
+        .collect()
+}
+
+fn registered_view(r: &Registration, expires_in_seconds: Option<i64>) -> InstanceView {
+    InstanceView {
+        source: "registered",
+        id: Some(r.id().to_owned()),
+        address: r.instance().address().to_string(),
+        weight: r.instance().weight(),
+        labels: r.instance().labels().clone(),
+        ttl: Some(routemaster_common::duration::format(r.ttl())),
+        expires_in_seconds,
+    }
+}
+
 /// How long a listing waits for lease times from etcd before leaving them out.
 const LEASE_LOOKUP: Duration = Duration::from_secs(2);
 
@@ -665,16 +695,8 @@ pub async fn instances(controller: &Controller, service: &str) -> Option<Vec<Ins
     }))
     .await;
     for ((r, _), left) in registered.iter().zip(lookups) {
-        out.push(InstanceView {
-            source: "registered",
-            id: Some(r.id().to_owned()),
-            address: r.instance().address().to_string(),
-            weight: r.instance().weight(),
-            labels: r.instance().labels().clone(),
-            ttl: Some(routemaster_common::duration::format(r.ttl())),
-            // Gone (expired, deletion not seen yet): 0.
-            expires_in_seconds: left.map(|l| l.unwrap_or(0)),
-        });
+        // Gone (expired, deletion not seen yet): 0.
+        out.push(registered_view(r, left.map(|l| l.unwrap_or(0))));
     }
     Some(out)
 }

@@ -184,6 +184,31 @@ async fn registered_instances_get_traffic_and_leave_with_their_lease() {
     let left = reg["expires_in_seconds"].as_i64().unwrap();
     assert!((1..=5).contains(&left), "{list}");
     assert_eq!(list["instances"][0]["source"], "static");
+    // `/v1/services`: the static list as the file has it, and the registered ones.
+    let services = http
+        .get(&fleet.control[0].http_url("/v1/services"), &[])
+        .await
+        .unwrap()
+        .json();
+    let lms = &services[0];
+    assert_eq!(lms["instances"].as_array().unwrap().len(), 1, "{lms}");
+    let registered: Vec<(&str, &str, &str)> = lms["registered"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap(),
+                r["source"].as_str().unwrap(),
+                r["ttl"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        registered,
+        [("b", "registered", "5s"), ("c", "registered", "5s")],
+        "{lms}"
+    );
     let (code, table, _) = cli(&cp, &["get", "instances", "lms"]).await;
     assert_eq!(code, 0);
     assert!(
