@@ -169,10 +169,24 @@ impl ProxyError {
     /// headers of an otherwise empty response (trailers-only: one HEADERS frame with
     /// END_STREAM). Counted by side like [`ProxyError::into_response`].
     pub fn into_grpc_response(self, request_id: &[u8], stats: &Stats) -> Response<ProxyBody> {
+        self.into_traced_grpc_response(request_id, None, stats)
+    }
+
+    /// [`ProxyError::into_grpc_response`], with the trace id in `grpc-message` too.
+    pub fn into_traced_grpc_response(
+        self,
+        request_id: &[u8],
+        trace_id: Option<&[u8]>,
+        stats: &Stats,
+    ) -> Response<ProxyBody> {
         self.count(stats);
         let code = self.grpc_code();
+        let trace = match trace_id {
+            Some(t) => format!("; trace id {}", String::from_utf8_lossy(t)),
+            None => String::new(),
+        };
         let message = format!(
-            "routemaster: {}; request id {}",
+            "routemaster: {}; request id {}{trace}",
             self,
             String::from_utf8_lossy(request_id)
         );

@@ -531,7 +531,11 @@ impl Handler for Proxy {
                 facts.reason = Some(crate::observe::Reason::of(&e));
                 facts.upstream_time = None;
                 let mut resp = if grpc {
-                    e.into_grpc_response(request_id.as_bytes(), stats)
+                    e.into_traced_grpc_response(
+                        request_id.as_bytes(),
+                        Some(&trace.trace_id_hex()),
+                        stats,
+                    )
                 } else {
                     e.into_traced_response(
                         request_id.as_bytes(),

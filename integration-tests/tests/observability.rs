@@ -156,6 +156,24 @@ async fn metrics_and_access_log_account_for_known_traffic() {
     let missing = h1.get(&p.proxy.url("/nope"), &[]).await.unwrap();
     assert_eq!(missing.status, 404);
     assert!(missing.body.contains("trace id "), "{}", missing.body);
+    // A gRPC call the proxy fails itself carries the trace id in grpc-message.
+    let unrouted_grpc = h2
+        .send(
+            http::Request::post(p.proxy.url("/nope.Svc/Call"))
+                .header("content-type", "application/grpc")
+                .body(http_body_util::Full::new(bytes::Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(unrouted_grpc.header("grpc-status"), Some("12"));
+    assert!(
+        unrouted_grpc
+            .header("grpc-message")
+            .is_some_and(|m| m.contains("trace id ")),
+        "{:?}",
+        unrouted_grpc.header("grpc-message")
+    );
 
     // Trace context: the incoming trace continues with the proxy's span; absent ones start.
     let first = sent[0].1.json();
@@ -217,7 +235,8 @@ async fn metrics_and_access_log_account_for_known_traffic() {
         1.0
     );
     let reasons = "routemaster_proxy_responses_total";
-    assert_eq!(total(&scrape, reasons, &[("reason", "no_route")]), 1.0);
+    // The HTTP/1.1 404 and the gRPC UNIMPLEMENTED (HTTP 200, trailers-only).
+    assert_eq!(total(&scrape, reasons, &[("reason", "no_route")]), 2.0);
     assert_eq!(total(&scrape, reasons, &[("reason", "redirect")]), 1.0);
     assert_eq!(
         total(&scrape, reasons, &[("reason", "upstream_connect")]),
@@ -249,8 +268,16 @@ async fn metrics_and_access_log_account_for_known_traffic() {
     );
     // Still open (idle in the worker's pool): every connection opened, none closed.
     assert_eq!(
-        total(&scrape, "routemaster_upstream_connections_open", &[("service", "app")]),
-        total(&scrape, connections, &[("service", "app"), ("result", "new")]),
+        total(
+            &scrape,
+            "routemaster_upstream_connections_open",
+            &[("service", "app")]
+        ),
+        total(
+            &scrape,
+            connections,
+            &[("service", "app"), ("result", "new")]
+        ),
     );
     assert_eq!(
         total(
@@ -282,12 +309,12 @@ async fn metrics_and_access_log_account_for_known_traffic() {
     assert!(!om.body.contains("# EOF"));
 
     // Access log: one line per proxied request (not the admin scrapes), parsed.
-    let lines = eventually(WAIT, "16 access log lines", || async {
+    let lines = eventually(WAIT, "17 access log lines", || async {
         let lines = log_lines(&log);
-        (lines.len() >= 16).then_some(lines)
+        (lines.len() >= 17).then_some(lines)
     })
     .await;
-    assert_eq!(lines.len(), 16, "{lines:#?}");
+    assert_eq!(lines.len(), 17, "{lines:#?}");
     let by_id: HashMap<&str, &serde_json::Value> = lines
         .iter()
         .map(|l| (l["request_id"].as_str().unwrap(), l))
