@@ -219,9 +219,10 @@ impl RouteMap {
     }
 
     /// The map as a request for `host` sees it: that host's entries, the wildcards that
-    /// match it, and the routes for any host.
+    /// match it, and the routes for any host. `host` is read as the proxy reads a Host
+    /// header (a port and a trailing dot dropped, case ignored).
     pub fn for_host(mut self, host: &str) -> Self {
-        let host = host.to_ascii_lowercase();
+        let host = routemaster_common::host::normalize_host(host);
         self.hosts.retain(|h| host_matches(&h.host, &host));
         self
     }
@@ -750,6 +751,7 @@ routes:
                 vec!["*.example.com", "api.example.com", "*"],
             ),
             ("other.org", vec!["*"]),
+            ("Example.COM.:8080", vec!["example.com", "*"]),
         ];
         for (host, want) in cases {
             let map = RouteMap::build(7, &config(), &nodes()).for_host(host);
