@@ -235,6 +235,16 @@ async fn applies_acks_nacks_keeps_the_last_good_table_and_reconnects() {
     }
     assert_eq!(applied(&state), Some(5));
     assert!(state.load().is_some());
+    // The proxy's /metrics: the NACK counted, the stream connected, version 5 served.
+    let scrape = routemaster_data_plane::observe::metrics::render(&state).unwrap();
+    for line in [
+        "routemaster_snapshot_nacks_total 1",
+        r#"routemaster_control_plane_state{state="connected"} 1"#,
+        r#"routemaster_control_plane_state{state="disconnected"} 0"#,
+        "routemaster_snapshot_version 5",
+    ] {
+        assert!(scrape.lines().any(|l| l == line), "{line} not in\n{scrape}");
+    }
 
     // Older: ignored without a reply. Same version: Ack only. The Ack for 5 being the
     // very next reply proves 3 got none.
