@@ -21,8 +21,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use routemaster_integration_tests::backend::EchoBackend;
 use routemaster_integration_tests::client::{HttpClient, Reply};
-use routemaster_integration_tests::eventually;
 use routemaster_integration_tests::process::binary;
+use routemaster_integration_tests::{eventually, metric_sample};
 use support::{Running, dead_port, start};
 use tokio::net::TcpListener;
 
@@ -175,6 +175,17 @@ async fn a_backend_answering_503_twice_is_retried_transparently() {
     assert_eq!(reply.json()["backend"], "flaky");
     assert_eq!(flaky.hits(), 3);
     assert_eq!(flaky.attempts(), ["1", "2", "3"]);
+
+    // The metrics count the same retries (two per engine).
+    let scrape = p.admin("/metrics").await.body;
+    let retries = metric_sample(
+        &scrape,
+        "routemaster_upstream_events_total",
+        &[("service", "s"), ("event", "retry")],
+    );
+    assert_eq!(retries, Some(4.0), "{scrape}");
+    let panic = metric_sample(&scrape, "routemaster_upstream_panic", &[("service", "s")]);
+    assert_eq!(panic, Some(0.0));
 
     // A client's own x-routemaster-attempts does not reach the upstream.
     let reply = p

@@ -481,6 +481,16 @@ pub const FAMILIES: &[(&str, &str, &[&str])] = &[
         &["service", "endpoint"],
     ),
     (
+        "routemaster_upstream_panic",
+        "1 while fewer than half the service's endpoints are healthy (panic mode: balancing over all), else 0.",
+        &["service"],
+    ),
+    (
+        "routemaster_upstream_events_total",
+        "Resilience events per service: retry, retry_over_budget (a retry the budget refused), ejection (outlier detection), limit_overflow (503 from limits), panic_pick (an endpoint picked in panic mode).",
+        &["service", "event"],
+    ),
+    (
         "routemaster_snapshot_version",
         "Version of the serving snapshot (absent before the first).",
         &[],
@@ -676,9 +686,29 @@ impl Collector for ProxyCollector {
 
         let mut in_flight = Vec::new();
         let mut healthy = Vec::new();
+        let mut panic = Vec::new();
+        let mut events = Vec::new();
         let now_ms = crate::health::now_ms();
         if let Some(compiled) = state.load() {
             for cluster in compiled.clusters() {
+                let service = [("service", cluster.name())];
+                panic.push(gauge(
+                    &service,
+                    f64::from(u8::from(cluster.in_panic(now_ms))),
+                ));
+                let l = cluster.load();
+                for (event, n) in [
+                    ("retry", &l.retries),
+                    ("retry_over_budget", &l.retries_over_budget),
+                    ("ejection", &l.ejections),
+                    ("limit_overflow", &l.overflows),
+                    ("panic_pick", &l.panic_picks),
+                ] {
+                    events.push(counter(
+                        &[("service", cluster.name()), ("event", event)],
+                        n.load(Ordering::Relaxed),
+                    ));
+                }
                 for e in cluster.endpoints() {
                     let endpoint = e.authority.as_str();
                     let l = [("service", cluster.name()), ("endpoint", endpoint)];
@@ -767,6 +797,8 @@ impl Collector for ProxyCollector {
             family("routemaster_upstream_connections_open", GAUGE, open),
             family("routemaster_endpoint_in_flight", GAUGE, in_flight),
             family("routemaster_endpoint_healthy", GAUGE, healthy),
+            family("routemaster_upstream_panic", GAUGE, panic),
+            family("routemaster_upstream_events_total", COUNTER, events),
             family("routemaster_snapshot_version", GAUGE, snapshot_version),
             family(
                 "routemaster_snapshot_applied_timestamp_seconds",
