@@ -539,3 +539,72 @@ async fn control_metrics(fleet: &Fleet) -> (f64, f64) {
         value("routemaster_control_snapshot_encode_duration_seconds_count"),
     )
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_snapshots_per_second_coalesces_versions() {
+    use routemaster_integration_tests::TempDir;
+    use routemaster_integration_tests::cluster::{ControlPlane, Etcd};
+    use routemaster_integration_tests::fleet::start_proxy;
+    let dir = TempDir::new("registry-pace");
+    let etcd = Etcd::start(dir.path()).await;
+    let control = ControlPlane::start_with(
+        &etcd.url(),
+        "/routemaster",
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        &["--node-ttl", "6s", "--max-snapshots-per-second", "1"],
+    )
+    .await;
+    let proxy = start_proxy(&control.grpc_url(), "p1", "default").await;
+    let fleet = Fleet {
+        dir,
+        etcd,
+        control: vec![control],
+        proxies: vec![proxy],
+        client: HttpClient::new(),
+    };
+    let (code, _, err) = fleet
+        .apply(0, &format!("services:\n  - {{ name: lms }}\n{ROUTE}"))
+        .await;
+    assert_eq!(code, 0, "{err}");
+    fleet.wait_all("/lms/x", 503, None).await;
+
+    let before = control_metrics(&fleet).await;
+    let start = Instant::now();
+    let mut last = 0;
+    for i in 0..10 {
+        let url = instance_url(&fleet, "lms", &format!("i{i}"));
+        let body = format!(r#"{{"address": "10.0.0.{i}:80", "ttl": "60s"}}"#);
+        let r = send(&fleet.client, "PUT", &url, &body).await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        last = r.json()["version"].as_u64().unwrap();
+    }
+    let p = &fleet.proxies[0];
+    eventually(
+        Duration::from_secs(5),
+        "the proxy to get the last version",
+        || async {
+            let c = fleet
+                .client
+                .get(&p.admin_url("/config"), &[])
+                .await
+                .ok()?
+                .json();
+            (c["version"].as_u64()? >= last).then_some(())
+        },
+    )
+    .await;
+    let took = start.elapsed();
+    let after = control_metrics(&fleet).await;
+    let (published, sent) = (after.0 - before.0, after.1 - before.1);
+    eprintln!(
+        "registry pace: 10 registrations one by one, {published} versions published, {sent} sent at 1/s, converged after {took:?}"
+    );
+    assert!(published >= 10.0, "{published}");
+    assert!(
+        sent <= took.as_secs_f64().ceil() + 1.0,
+        "{sent} snapshots in {took:?} at --max-snapshots-per-second 1"
+    );
+    // The newest version waits at most about one interval after the last write.
+    assert!(took <= Duration::from_secs(4), "{took:?}");
+}
