@@ -271,12 +271,6 @@ pub struct RouteSpec {
     pub priority: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub filters: Option<FiltersSpec>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub forward: Option<ForwardSpec>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redirect: Option<RedirectSpec>,
     /// `active` (default) or `shadow`: a shadow route is evaluated and compared with
     /// what actually answers, but never serves ([`crate::shadow`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -284,6 +278,12 @@ pub struct RouteSpec {
     /// How a shadow forward route learns what the upstream decided.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shadow: Option<ShadowSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filters: Option<FiltersSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward: Option<ForwardSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<RedirectSpec>,
 }
 
 /// `routes[].shadow`: `expect_header` names the response header in which the upstream
@@ -1179,7 +1179,6 @@ impl Sources {
     /// Each object validated on its own (no cross-object checks but duplicates): what
     /// `apply` checks before anything is sent, since a route may use a service the
     /// control plane already stores. Certificates are checked too (their errors are
-    /// reported; valid ones are not returned). Certificates are checked too (their errors are
     /// reported; valid ones are not returned).
     pub fn validate_objects(&self) -> Result<(Vec<Service>, Vec<Route>), SourceErrors> {
         let duplicates = self.duplicates();
@@ -1195,18 +1194,6 @@ impl Sources {
                     origin: Some(origin.clone()),
                     error,
                 })),
-            }
-        }
-        // Certificates: each checked on its own (inline PEM fully), errors only; the
-        // caller decides what to do with valid ones.
-        let now = std::time::SystemTime::now();
-        for (c, origin) in self.certificates().iter().zip(&self.certificate_origins) {
-            let mut found = Vec::new();
-            if crate::tls::certificate(c, now, &mut found).is_none() {
-                errors.extend(found.into_iter().map(|error| SourceError::Invalid {
-                    origin: Some(origin.clone()),
-                    error,
-                }));
             }
         }
         // Certificates: each checked on its own (inline PEM fully), errors only; the

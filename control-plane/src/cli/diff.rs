@@ -484,6 +484,7 @@ routes:
   +   exact: /new
   + priority: 0
   + group: default
+  + mode: active
   + forward:
   +   service: lms-v2
 1 to create, 0 to update, 0 unchanged
