@@ -26,6 +26,11 @@ PORTS = {
     "haproxy_h2": 18084,
     "routemaster": 18085,
     "routemaster_admin": 18086,
+    # gRPC-shaped scenario: the backend's h2c listener and the peers' grpc frontends
+    # (routemaster routes it by path on its one port).
+    "backend_h2": 18088,
+    "nginx_grpc": 18089,
+    "haproxy_grpc": 18120,
     # route-table scenarios: one routemaster per table size
     "table_base": 18090,  # 18090.. (proxy), 18100.. (admin)
     "table_admin_base": 18100,

@@ -50,8 +50,12 @@ def wrk(url: str, conns: int, seconds: float, headers: list[str] = (), script: P
     return res
 
 
-def h2load(url: str, conns: int, streams: int, seconds: float, log_file: Path | None = None, rps: float | None = None) -> dict:
+def h2load(url: str, conns: int, streams: int, seconds: float, log_file: Path | None = None, rps: float | None = None,
+           grpc_body: Path | None = None) -> dict:
     argv = ["taskset", "-c", LOADGEN_CPU, "h2load", "-t", "1", "-c", str(conns), "-m", str(streams), "-D", str(int(seconds))]
+    if grpc_body:
+        # A gRPC-shaped unary call: POST of one framed message with gRPC's headers.
+        argv += ["-d", str(grpc_body), "-H", "content-type: application/grpc", "-H", "te: trailers"]
     if log_file:
         argv += ["--log-file", str(log_file)]
     if rps:

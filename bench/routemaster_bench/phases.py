@@ -41,7 +41,9 @@ class Bench:
         acc0, req0 = backend_counters()
         ticks0 = proc_ticks(pids)
         w0 = time.monotonic()
-        if scn.h2:
+        if scn.grpc:
+            r = h2load(t.grpc_url(), scn.conns, scn.streams, seconds, grpc_body=self.grpc_body())
+        elif scn.h2:
             r = h2load(t.url(True), scn.conns, scn.streams, seconds)
         else:
             r = wrk(t.url(False), scn.conns, seconds, ["Connection: close"] if scn.close else [])
@@ -60,6 +62,13 @@ class Bench:
         r["upstream_conns_opened"] = acc1 - acc0 - 1
         r["backend_requests"] = req1 - req0 - 1
         return r
+
+    def grpc_body(self) -> Path:
+        """One gRPC message: uncompressed flag, length 5, payload `hello`."""
+        p = self.workdir / "grpc-unary.bin"
+        if not p.exists():
+            p.write_bytes(b"\x00\x00\x00\x00\x05hello")
+        return p
 
     def latency(self, t: Target, scn: Scenario, rate: float, seconds: float) -> dict:
         url = t.url(scn.h2)
@@ -115,7 +124,8 @@ class Bench:
                         res[name]["errors"].append(f"round {rnd + 1}: {e}")
                         log(f"  round {rnd + 1} {name}: FAILED {e}")
             nginx_rps = [r["rps"] for r in res["nginx"]["throughput"]]
-            if nginx_rps:
+            # The gRPC scenario measures throughput and CPU only (no fixed-rate phase).
+            if nginx_rps and not scn.grpc:
                 rate = 0.5 * statistics.median(nginx_rps)
                 self.results.setdefault("rates", {})[scn.key] = rate
                 for rnd in range(st.rounds):
@@ -216,7 +226,8 @@ class Bench:
         log("observability: routemaster metrics+access log off vs on, nginx access log on")
         d = self.workdir / "obs"
         d.mkdir(exist_ok=True)
-        conf = render("routemaster-routes.yaml", d / "routes.yaml", BACKEND_PORT=PORTS["backend"])
+        conf = render("routemaster-routes.yaml", d / "routes.yaml", BACKEND_PORT=PORTS["backend"],
+                      BACKEND_H2_PORT=PORTS["backend_h2"])
         variants = {
             "routemaster-off": ("--metrics", "off", "--access-log", "off"),
             "routemaster-on": ("--metrics", "on", "--access-log", str(d / "routemaster-access.log")),

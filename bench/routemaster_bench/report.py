@@ -202,7 +202,7 @@ def report(b: Bench, meta: dict) -> str:
       "into bench/.tools, falling back to wrk/h2load for fixed-rate latency if that fails), stops the system "
       "nginx/haproxy services it installed, raises `ulimit -n` to the hard limit and runs bench/bench.py "
       "(Python 3 stdlib). Every server runs as a child process with its own config rendered from bench/templates/ "
-      "into a temp dir; everything is stopped and removed on exit. Ports: 127.0.0.1:18080-18102.")
+      "into a temp dir; everything is stopped and removed on exit. Ports: 127.0.0.1:18080-18102 and 18120.")
     w("")
     w("## Notes")
     w("")

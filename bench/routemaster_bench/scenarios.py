@@ -32,6 +32,10 @@ class Scenario:
     h2: bool = False
     close: bool = False
     streams: int = 1
+    # gRPC-shaped unary calls (POST, `content-type: application/grpc`, `te: trailers`,
+    # a 5-byte message; the backend answers with `grpc-status` trailers) to an h2c
+    # upstream: nginx `grpc_pass`, HAProxy `proto h2`, routemaster `protocol: h2c`.
+    grpc: bool = False
 
 
 SCENARIOS = [
@@ -40,6 +44,7 @@ SCENARIOS = [
     Scenario("ka256", "HTTP/1.1 keep-alive, 256 conns", 256),
     Scenario("close", "HTTP/1.1 `Connection: close`, 64 conns", 64, close=True),
     Scenario("h2c", "h2c prior knowledge, 4 conns x 100 streams", 4, h2=True, streams=100),
+    Scenario("grpc", "gRPC unary, h2c both sides, 4 conns x 100 streams", 4, h2=True, streams=100, grpc=True),
 ]
 
 # The table-size phase: routemaster alone, one instance per table size.

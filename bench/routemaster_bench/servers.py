@@ -98,9 +98,13 @@ class Target:
     admin_port: int | None = None
     idle_rss_kb: int = 0
     start_s: float = 0.0
+    grpc_port: int | None = None
 
     def url(self, h2: bool, path: str = "/") -> str:
         return f"http://127.0.0.1:{self.h2_port if h2 else self.h1_port}{path}"
+
+    def grpc_url(self) -> str:
+        return f"http://127.0.0.1:{self.grpc_port or self.h2_port}/grpc.Bench/Unary"
 
 
 def wait_port(port: int, timeout: float, server: Server) -> None:
@@ -176,10 +180,12 @@ def start_backend(workdir: Path) -> Server:
     """The backend: nginx with one worker answering `return 200 "ok"`, on the load generator's CPU."""
     d = workdir / "backend"
     d.mkdir(exist_ok=True)
+    h2_listen, _ = nginx_h2_listen(PORTS["backend_h2"])
     conf = render("backend-nginx.conf", d / "nginx.conf", DIR=d, BACKEND_PORT=PORTS["backend"],
-                  STATUS_PORT=PORTS["backend_status"])
+                  STATUS_PORT=PORTS["backend_status"], BACKEND_H2_LISTEN=h2_listen)
     s = Server("backend", ["nginx", "-p", str(d), "-c", str(conf)], LOADGEN_CPU, workdir)
     wait_http_200(PORTS["backend"], 10, s)
+    wait_port(PORTS["backend_h2"], 10, s)
     return s
 
 
@@ -191,10 +197,12 @@ def start_proxy(name: str, workdir: Path, tag: str = "", nginx_access_log: Path 
     t0 = time.monotonic()
     if name == "nginx":
         listen, syntax = nginx_h2_listen(PORTS["nginx_h2"])
+        grpc_listen, _ = nginx_h2_listen(PORTS["nginx_grpc"])
         v = ".".join(map(str, nginx_version()))
         conf = render("nginx-proxy.conf", d / "nginx.conf", DIR=d, BACKEND_PORT=PORTS["backend"],
                       H1_PORT=PORTS["nginx"], H2_PORT=PORTS["nginx_h2"], H2_LISTEN=listen,
-                      H2_SYNTAX=syntax, NGINX_VERSION=v)
+                      H2_SYNTAX=syntax, NGINX_VERSION=v, GRPC_LISTEN=grpc_listen,
+                      BACKEND_H2_PORT=PORTS["backend_h2"])
         if nginx_access_log is not None:
             # The access-log comparison: nginx's usual buffered log (64 KiB, flushed every
             # second), like routemaster's per-worker buffer.
@@ -202,18 +210,20 @@ def start_proxy(name: str, workdir: Path, tag: str = "", nginx_access_log: Path 
                 "access_log off;", f"access_log {nginx_access_log} combined buffer=64k flush=1s;")
             conf.write_text(text)
         s = Server(f"nginx{tag}", ["nginx", "-p", str(d), "-c", str(conf)], PROXY_CPU, workdir)
-        t = Target(name, s, PORTS["nginx"], PORTS["nginx_h2"])
+        t = Target(name, s, PORTS["nginx"], PORTS["nginx_h2"], grpc_port=PORTS["nginx_grpc"])
         wait_port(t.h1_port, 10, s)
         wait_port(t.h2_port, 10, s)
     elif name == "haproxy":
         conf = render("haproxy.cfg", d / "haproxy.cfg", BACKEND_PORT=PORTS["backend"],
-                      H1_PORT=PORTS["haproxy"], H2_PORT=PORTS["haproxy_h2"])
+                      H1_PORT=PORTS["haproxy"], H2_PORT=PORTS["haproxy_h2"],
+                      GRPC_PORT=PORTS["haproxy_grpc"], BACKEND_H2_PORT=PORTS["backend_h2"])
         s = Server(f"haproxy{tag}", ["haproxy", "-db", "-f", str(conf)], PROXY_CPU, workdir)
-        t = Target(name, s, PORTS["haproxy"], PORTS["haproxy_h2"])
+        t = Target(name, s, PORTS["haproxy"], PORTS["haproxy_h2"], grpc_port=PORTS["haproxy_grpc"])
         wait_port(t.h1_port, 10, s)
         wait_port(t.h2_port, 10, s)
     elif name == "routemaster":
-        conf = render("routemaster-routes.yaml", d / "routes.yaml", BACKEND_PORT=PORTS["backend"])
+        conf = render("routemaster-routes.yaml", d / "routes.yaml", BACKEND_PORT=PORTS["backend"],
+                      BACKEND_H2_PORT=PORTS["backend_h2"])
         t = start_routemaster(conf, PORTS["routemaster"], PORTS["routemaster_admin"], f"routemaster{tag}",
                               workdir)
     else:
