@@ -652,6 +652,32 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        /// Whatever bytes a key file holds, reading its public key never panics (and a
+        /// DER length never reads past the input).
+        #[test]
+        fn arbitrary_key_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..96)) {
+            use rustls_pki_types::{PrivatePkcs1KeyDer, PrivatePkcs8KeyDer, PrivateSec1KeyDer};
+            if let Some((_, content, rest)) = Der::any(&bytes) {
+                proptest::prop_assert!(content.len() + rest.len() < bytes.len());
+            }
+            let _ = public_key_of(&PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(bytes.clone())));
+            let _ = public_key_of(&PrivateKeyDer::Pkcs1(PrivatePkcs1KeyDer::from(bytes.clone())));
+            let _ = public_key_of(&PrivateKeyDer::Sec1(PrivateSec1KeyDer::from(bytes)));
+        }
+
+        /// Arbitrary text as certificate and key is an error naming a field, never a panic.
+        #[test]
+        fn arbitrary_pem_text_is_an_error(cert in ".{0,200}", key in ".{0,200}") {
+            let wrapped = format!("-----BEGIN CERTIFICATE-----\n{cert}\n-----END CERTIFICATE-----\n");
+            for c in [cert.as_str(), wrapped.as_str()] {
+                let e = check_pair(c, &key, &[], SystemTime::now()).expect_err("not a certificate");
+                proptest::prop_assert!(["cert_pem", "key_pem"].contains(&e.field), "{e}");
+            }
+        }
+    }
+
     #[test]
     fn der_lengths_short_long_and_truncated() {
         assert_eq!(
