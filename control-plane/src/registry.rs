@@ -287,10 +287,11 @@ async fn commit(
         let mut failed = None;
         for ((i, _), lease) in wanted.into_iter().zip(grants) {
             match lease {
-                Ok(l) => {
+                Some(Ok(l)) => {
                     granted.insert(i, l);
                 }
-                Err(e) => failed = Some(e),
+                Some(Err(e)) => failed = Some(e),
+                None => failed = Some(StoreError::Rejected("a lease grant did not finish".into())),
             }
         }
         if let Some(e) = failed {
@@ -366,10 +367,11 @@ async fn commit(
     }
 }
 
-/// Runs `futures` concurrently (each on its own task); their outputs in order.
+/// Runs `futures` concurrently (each on its own task); their outputs in order, `None`
+/// for one whose task did not finish (it panicked).
 async fn all<T: Send + 'static>(
     futures: impl IntoIterator<Item = impl std::future::Future<Output = T> + Send + 'static>,
-) -> Vec<T> {
+) -> Vec<Option<T>> {
     let mut set = tokio::task::JoinSet::new();
     let mut n = 0;
     for (i, f) in futures.into_iter().enumerate() {
@@ -382,8 +384,7 @@ async fn all<T: Send + 'static>(
             out[i] = Some(v);
         }
     }
-    // A task only fails to join if it panicked; the store calls do not panic.
-    out.into_iter().flatten().collect()
+    out
 }
 
 async fn revoke_all(store: &Store, leases: Vec<i64>) {
@@ -392,7 +393,7 @@ async fn revoke_all(store: &Store, leases: Vec<i64>) {
         async move { store.revoke_lease(l).await }
     }))
     .await;
-    for r in results {
+    for r in results.into_iter().flatten() {
         if let Err(e) = r {
             tracing::debug!(error = %e, "lease not revoked (it expires by itself)");
         }
@@ -418,6 +419,7 @@ async fn renew(store: &Store, stored: &Stored, ops: &[RegistryOp]) -> HashSet<i6
     .await;
     results
         .into_iter()
+        .flatten()
         .filter_map(|(l, r)| matches!(r, Ok(None)).then_some(l))
         .collect()
 }
@@ -696,7 +698,7 @@ pub async fn instances(controller: &Controller, service: &str) -> Option<Vec<Ins
     .await;
     for ((r, _), left) in registered.iter().zip(lookups) {
         // Gone (expired, deletion not seen yet): 0.
-        out.push(registered_view(r, left.map(|l| l.unwrap_or(0))));
+        out.push(registered_view(r, left.flatten().map(|l| l.unwrap_or(0))));
     }
     Some(out)
 }
