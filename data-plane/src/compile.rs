@@ -118,6 +118,10 @@ pub struct Cluster {
     /// Health can take endpoints out (a health check or outlier detection is set):
     /// without it, picking reads no health at all.
     guarded: bool,
+    /// Requests in flight are counted in `load.active` (the service has `limits`, or a
+    /// route with `retry` uses it: the budget reads it). Otherwise a pick touches no
+    /// per-service counter.
+    counted: bool,
 }
 
 #[derive(Debug)]
@@ -148,7 +152,7 @@ impl PickError {
 }
 
 impl Cluster {
-    fn new(service: &Service, metrics: &Metrics, health: &HealthRegistry) -> Self {
+    fn new(service: &Service, metrics: &Metrics, health: &HealthRegistry, retried: bool) -> Self {
         // An address with `${node.NAME}` placeholders is filled in when a control
         // plane's snapshot is applied (`locality::localize`); one still here (a route
         // file: a proxy without labels) has no address to connect to and is left out.
@@ -190,6 +194,7 @@ impl Cluster {
             limits: service.limits().cloned(),
             health_check: service.health_check().cloned(),
             guarded: service.health_check().is_some() || service.outlier().is_some(),
+            counted: retried || service.limits().is_some(),
         }
     }
 
@@ -325,7 +330,9 @@ impl Cluster {
             }
         }
         self.endpoints[i].in_flight.fetch_add(1, Ordering::Relaxed);
-        self.load.active.fetch_add(1, Ordering::Relaxed);
+        if self.counted {
+            self.load.active.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(EndpointGuard {
             cluster: Arc::clone(self),
             index: i,
@@ -380,20 +387,33 @@ impl Drop for EndpointGuard {
         self.cluster.endpoints[self.index]
             .in_flight
             .fetch_sub(1, Ordering::Relaxed);
-        self.cluster.load.active.fetch_sub(1, Ordering::Relaxed);
+        if self.cluster.counted {
+            self.cluster.load.active.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
 pub fn compile(snapshot: Arc<Snapshot>, metrics: &Metrics, health: &HealthRegistry) -> Compiled {
+    // Services some route retries on: their requests in flight are counted (the budget).
+    let retried: std::collections::HashSet<&str> = snapshot
+        .config()
+        .routes()
+        .iter()
+        .filter_map(|r| match r.action() {
+            Action::Forward(f) if f.retry().is_some() => Some(f.backends()),
+            _ => None,
+        })
+        .flatten()
+        .map(|b| b.service().as_str())
+        .collect();
     let clusters: std::collections::HashMap<&str, Arc<Cluster>> = snapshot
         .config()
         .services()
         .iter()
         .map(|s| {
-            (
-                s.name().as_str(),
-                Arc::new(Cluster::new(s, metrics, health)),
-            )
+            let name = s.name().as_str();
+            let retried = retried.contains(name);
+            (name, Arc::new(Cluster::new(s, metrics, health, retried)))
         })
         .collect();
     // A route naming an undeclared service cannot pass validation; should one slip
@@ -410,6 +430,7 @@ pub fn compile(snapshot: Arc<Snapshot>, metrics: &Metrics, health: &HealthRegist
         limits: None,
         health_check: None,
         guarded: false,
+        counted: false,
     });
     let snap = Arc::clone(&snapshot);
     let table = RouteTable::build(snap, |route| RouteEntry {
@@ -494,6 +515,7 @@ mod pick_tests {
             &config.services()[0],
             &Metrics::new(1),
             registry,
+            true,
         ))
     }
 
