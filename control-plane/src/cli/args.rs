@@ -460,6 +460,9 @@ mod tests {
             "routemaster status -w --interval 500ms -o json",
             "routemaster map",
             "routemaster map --host example.com -o json",
+            "routemaster register lms 10.0.0.7:8080",
+            "routemaster register lms 10.0.0.7:8080 --ttl 5s --label zone=a --label env= --id i-1 --weight 3",
+            "routemaster get instances lms -o yaml",
         ];
         for line in cases {
             Cli::try_parse_from(words(line)).unwrap_or_else(|e| panic!("{line}: {e}"));
@@ -489,6 +492,10 @@ mod tests {
             "routemaster status --interval 1s",
             "routemaster status --watch --interval 10ms",
             "routemaster map -o yaml",
+            "routemaster register lms",
+            "routemaster register lms 10.0.0.7:8080 --label zone",
+            "routemaster register lms 10.0.0.7:8080 --label =a",
+            "routemaster register lms 10.0.0.7:8080 --weight -1",
         ] {
             assert!(Cli::try_parse_from(words(bad)).is_err(), "{bad}");
         }
