@@ -644,8 +644,9 @@ async fn watch_status(
             _ = &mut interrupted => break,
         };
         let at = crate::nodes::rfc3339(now_ms());
-        io.out
-            .write_all(super::watch::frame(&body, &at, interval, tty, first).as_bytes())?;
+        let rows = if tty { terminal_rows() } else { None };
+        let frame = super::watch::frame(&body, &at, interval, tty, first, rows);
+        io.out.write_all(frame.as_bytes())?;
         io.out.flush()?;
         first = false;
         tokio::select! {
@@ -654,6 +655,19 @@ async fn watch_status(
         }
     }
     Ok(Outcome::Success)
+}
+
+/// The terminal's height (`stty size` on the controlling terminal), if it can be told.
+fn terminal_rows() -> Option<usize> {
+    let tty = std::fs::File::open("/dev/tty").ok()?;
+    let out = std::process::Command::new("stty")
+        .arg("size")
+        .stdin(tty)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace().next()?.parse().ok()
 }
 
 /// The terminal's width when stdout is one (tables then wrap long cells), else `None`.
