@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod backend;
+pub mod browser;
 pub mod client;
 pub mod cluster;
 pub mod etcd_cluster;

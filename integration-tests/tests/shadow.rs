@@ -16,6 +16,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use routemaster_integration_tests::browser::{chromium, rows};
 use routemaster_integration_tests::client::HttpClient;
 use routemaster_integration_tests::cluster::cli;
 use routemaster_integration_tests::fleet::Fleet;
@@ -226,6 +227,25 @@ async fn shadow_rules_are_judged_on_live_traffic_and_promoted_only_at_full_hit_r
         );
         assert_eq!(got, Some(want), "{route} {result} in\n{scrape}");
     }
+
+    // The dashboard's shadow panel, rendered by headless Chromium, shows the same.
+    let profile = fleet.dir.path().join("chromium-shadow");
+    let dom = chromium(
+        &profile,
+        &["--virtual-time-budget=3000", "--dump-dom"],
+        &fleet.control[0].http_url("/"),
+    )
+    .await;
+    let shadow_rows = rows(&dom, "shadow-row");
+    assert_eq!(shadow_rows.len(), 51, "50 redirect rules and shop:\n{dom}");
+    let row = shadow_rows
+        .iter()
+        .find(|r| r.contains("data-route=\"old-42\""))
+        .unwrap();
+    assert!(
+        row.contains("0.00%") && row.contains("expected 301 http://example.com/wrong/42"),
+        "{row}"
+    );
 
     // The table view names the wrong ones; one route shows its mismatches.
     let (code, table, _) = cli(&cp, &["shadow"]).await;

@@ -261,9 +261,8 @@ pub async fn promote(
     let routes = vec![v1::Route::try_from(&spec).map_err(|e| CliError::Other(e.to_string()))?];
     let resp = client
         .apply(v1::ApplyRequest {
-            services: Vec::new(),
             routes,
-            dry_run: false,
+            ..Default::default()
         })
         .await
         .map_err(|s| server_error(url, s))?
