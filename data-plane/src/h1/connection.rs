@@ -511,7 +511,8 @@ impl<S: ClientStream> Conn<S> {
             // Assigning releases the previous endpoint's slot.
             endpoint = match cluster.pick(tried) {
                 Ok(next) => next,
-                Err(e) => break Err(Failure::Respond(e.into_error(&cluster))),
+                // Nowhere to go (limits): the last outcome stands.
+                Err(_) => break result,
             };
             attempt += 1;
             cluster.load().retries.fetch_add(1, Ordering::Relaxed);
