@@ -433,7 +433,7 @@ async fn run_checker(
         let sent = match &tls_client {
             Some(c) => req
                 .body(RequestBody::full(Bytes::new()))
-                .map(|req| c.request(protocol, tls.as_ref(), req)),
+                .map(|req| c.request(protocol, tls.as_ref(), &authority, req)),
             None => req
                 .body(Empty::<Bytes>::new())
                 .map(|req| client.request(req)),

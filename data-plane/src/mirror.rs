@@ -448,7 +448,7 @@ fn send(
         };
         let exchange = async {
             let resp = clients
-                .request(protocol, cluster.tls(), req)
+                .request(protocol, cluster.tls(), endpoint.authority(), req)
                 .await
                 .map_err(|e| format!("{} {}: {e}", cluster.name(), endpoint.authority()))?;
             let (parts, mut body) = resp.into_parts();

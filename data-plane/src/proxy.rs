@@ -200,11 +200,20 @@ impl Proxy {
         } else {
             Scheme::HTTP
         });
-        uri_parts.authority = Some(endpoint.authority().clone());
+        let http2 = protocol.is_http2();
+        // The URI's authority: the endpoint for `http1` (the shared client dials it);
+        // for HTTP/2 the `:authority` the upstream sees — the client's host or the
+        // route's `host_rewrite` (the pinned client dials the endpoint regardless).
+        let upstream_host = upstream.host_rewrite.unwrap_or_else(|| origin.host.clone());
+        uri_parts.authority = Some(if http2 {
+            http::uri::Authority::try_from(upstream_host.as_bytes())
+                .unwrap_or_else(|_| endpoint.authority().clone())
+        } else {
+            endpoint.authority().clone()
+        });
         uri_parts.path_and_query = Some(path_and_query);
         parts.uri = Uri::from_parts(uri_parts)
             .map_err(|_| ProxyError::Internal("cannot build upstream uri"))?;
-        let http2 = protocol.is_http2();
         // `te` is hop-by-hop, but HTTP/2 allows exactly `te: trailers` (RFC 9113
         // §8.2.2) and gRPC servers require it: kept for HTTP/2 upstreams only.
         let te_trailers = http2 && te_is_trailers(&parts.headers);
@@ -227,13 +236,10 @@ impl Proxy {
             );
         }
         if http2 {
-            // HTTP/2 carries the authority in `:authority`, here the instance's address
-            // (hyper's pool connects to the URI's authority); a `host` beside it naming
-            // another entity makes the request malformed (RFC 9113 §8.3.1; nginx
-            // refuses it), so the client's host travels in `x-forwarded-host` only.
+            // HTTP/2 carries it in `:authority` (the URI's): a `host` beside it would be
+            // redundant at best, malformed if it differed (RFC 9113 §8.3.1).
             parts.headers.remove(header::HOST);
         } else {
-            let upstream_host = upstream.host_rewrite.unwrap_or(origin.host);
             parts.headers.insert(header::HOST, upstream_host);
         }
         parts
@@ -299,7 +305,9 @@ impl Proxy {
             *req.version_mut() = parts.version;
             *req.headers_mut() = parts.headers.clone();
             let body_finished = req.body().finished_flag();
-            let sent = self.clients.request(protocol, tls.as_ref(), req);
+            let sent = self
+                .clients
+                .request(protocol, tls.as_ref(), endpoint.authority(), req);
             tokio::pin!(sent);
             let outcome: Result<Response<Incoming>, Option<ProxyError>> = loop {
                 let idle_at = Instant::now() + self.io_timeout;
@@ -371,10 +379,12 @@ impl Proxy {
                 .load()
                 .retries
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let mut uri_parts = parts.uri.clone().into_parts();
-            uri_parts.authority = Some(endpoint.authority().clone());
-            parts.uri = Uri::from_parts(uri_parts)
-                .map_err(|_| ProxyError::Internal("cannot build upstream uri"))?;
+            if !http2 {
+                let mut uri_parts = parts.uri.clone().into_parts();
+                uri_parts.authority = Some(endpoint.authority().clone());
+                parts.uri = Uri::from_parts(uri_parts)
+                    .map_err(|_| ProxyError::Internal("cannot build upstream uri"))?;
+            }
             parts
                 .headers
                 .insert(ATTEMPTS.clone(), HeaderValue::from(attempt));

@@ -56,65 +56,77 @@ impl Default for UpstreamOptions {
     }
 }
 
-/// One hyper client per upstream protocol; for TLS ones, one per service (each has
-/// its own roots and server name, and hyper's pool is keyed by scheme and address only).
+/// The hyper clients: one shared client for `http1` services, and for `h2c`, `h2` and
+/// `https` one client per endpoint (and TLS settings) whose connector always dials that
+/// endpoint. So the request's URI can carry the authority the upstream should see —
+/// for HTTP/2 the `:authority`, which is the client's host (or the route's
+/// `host_rewrite`), as an HTTP/1.1 upstream sees it in `host` — while the connection
+/// goes to the endpoint picked; two TLS services on one address with different roots
+/// never share a connection.
 #[derive(Debug)]
 pub struct Clients {
     http1: Client<HttpConnector, RequestBody>,
-    h2c: Client<HttpConnector, RequestBody>,
-    /// TLS clients by [`ServiceTls`] key, made on a service's first request. This
-    /// worker's own map: the lock is never contended.
-    tls: Mutex<HashMap<u64, Client<TlsConnector, RequestBody>>>,
-    tls_tcp: HttpConnector,
+    /// This worker's own map: the lock is never contended. Cleared when it grows past
+    /// [`MAX_PINNED`] (endpoints that come and go): idle connections then reconnect.
+    pinned: Mutex<HashMap<PinKey, Client<Pinned, RequestBody>>>,
+    tcp: HttpConnector,
     idle_timeout: Duration,
 }
+
+/// (protocol, TLS settings' key or 0, endpoint).
+type PinKey = (Protocol, u64, http::uri::Authority);
+
+/// Pinned clients kept per worker before the map is cleared.
+const MAX_PINNED: usize = 4096;
 
 impl Clients {
     pub fn new(options: &UpstreamOptions) -> Self {
         let mut tcp = HttpConnector::new();
         tcp.set_nodelay(true);
         tcp.set_connect_timeout(Some(options.connect_timeout));
-        let mut tls_tcp = tcp.clone();
-        // The TLS connector hands this connector `https://` URIs.
-        tls_tcp.enforce_http(false);
+        let http1 = builder(false, options.idle_timeout).build(tcp.clone());
+        // Pinned connectors dial `http://endpoint` whatever the request's scheme.
+        tcp.enforce_http(false);
         Self {
-            http1: builder(false, options.idle_timeout).build(tcp.clone()),
-            h2c: builder(true, options.idle_timeout).build(tcp),
-            tls: Mutex::new(HashMap::new()),
-            tls_tcp,
+            http1,
+            pinned: Mutex::new(HashMap::new()),
+            tcp,
             idle_timeout: options.idle_timeout,
         }
     }
 
-    /// Sends `req` (its URI: `http://` for plain protocols, `https://` for TLS ones, and
-    /// the endpoint's authority) with the client for `protocol` (and `tls`, for TLS).
+    /// Sends `req` with the client for `protocol` to `endpoint`. The URI's scheme is
+    /// `https` for TLS protocols; its authority is the endpoint for `http1` (the shared
+    /// client dials it) and the authority the upstream should see for the others.
     pub fn request(
         &self,
         protocol: Protocol,
         tls: Option<&Arc<ServiceTls>>,
+        endpoint: &http::uri::Authority,
         req: http::Request<RequestBody>,
     ) -> ResponseFuture {
-        match (protocol, tls) {
-            (Protocol::H2c, _) => self.h2c.request(req),
-            (Protocol::Https | Protocol::H2, Some(tls)) => {
-                let client = {
-                    let mut clients = self.tls.lock().unwrap_or_else(|e| e.into_inner());
-                    clients
-                        .entry(tls.key)
-                        .or_insert_with(|| {
-                            builder(tls.protocol == Protocol::H2, self.idle_timeout).build(
-                                TlsConnector {
-                                    tcp: self.tls_tcp.clone(),
-                                    tls: Arc::clone(tls),
-                                },
-                            )
-                        })
-                        .clone()
-                };
-                client.request(req)
-            }
-            _ => self.http1.request(req),
+        if protocol == Protocol::Http1 {
+            return self.http1.request(req);
         }
+        let key = (protocol, tls.map_or(0, |t| t.key), endpoint.clone());
+        let client = {
+            let mut clients = self.pinned.lock().unwrap_or_else(|e| e.into_inner());
+            if clients.len() >= MAX_PINNED && !clients.contains_key(&key) {
+                clients.clear();
+            }
+            clients
+                .entry(key)
+                .or_insert_with(|| {
+                    builder(protocol.is_http2(), self.idle_timeout).build(Pinned::new(
+                        self.tcp.clone(),
+                        protocol,
+                        endpoint,
+                        tls.cloned(),
+                    ))
+                })
+                .clone()
+        };
+        client.request(req)
     }
 }
 
@@ -259,7 +271,6 @@ pub struct ServiceTls {
     /// with the same settings in the next snapshot keeps its connections.
     key: u64,
     service: Box<str>,
-    protocol: Protocol,
     settings: Result<(Arc<rustls::ClientConfig>, Option<ServerName<'static>>), String>,
 }
 
@@ -296,7 +307,6 @@ impl ServiceTls {
         Arc::new(Self {
             key: h.finish(),
             service: service.name().as_str().into(),
-            protocol: service.protocol(),
             settings,
         })
     }
@@ -358,39 +368,72 @@ fn system_roots() -> &'static Arc<RootCertStore> {
 #[error("{0}")]
 pub struct TlsConnectError(pub String);
 
-/// Connects TCP, then TLS with one service's settings (SNI: `tls.server_name`, else
-/// the instance's host).
+/// Dials one endpoint, whatever the request's URI says; then TLS with its service's
+/// settings (SNI: `tls.server_name`, else the endpoint's host) for `h2`/`https`.
 #[derive(Debug, Clone)]
-pub struct TlsConnector {
+pub struct Pinned {
     tcp: HttpConnector,
-    tls: Arc<ServiceTls>,
+    protocol: Protocol,
+    endpoint: http::uri::Authority,
+    target: Uri,
+    tls: Option<Arc<ServiceTls>>,
 }
 
-impl tower_service::Service<Uri> for TlsConnector {
-    type Response = TlsConn;
+impl Pinned {
+    fn new(
+        tcp: HttpConnector,
+        protocol: Protocol,
+        endpoint: &http::uri::Authority,
+        tls: Option<Arc<ServiceTls>>,
+    ) -> Self {
+        let target = Uri::builder()
+            .scheme("http")
+            .authority(endpoint.clone())
+            .path_and_query("/")
+            .build()
+            .unwrap_or_default();
+        Self {
+            tcp,
+            protocol,
+            endpoint: endpoint.clone(),
+            target,
+            tls,
+        }
+    }
+}
+
+impl tower_service::Service<Uri> for Pinned {
+    type Response = UpConn;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<TlsConn, BoxError>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<UpConn, BoxError>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.tcp.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let tls = Arc::clone(&self.tls);
-        let connecting = self.tcp.call(uri.clone());
+    fn call(&mut self, _uri: Uri) -> Self::Future {
+        let connecting = self.tcp.call(self.target.clone());
+        let (protocol, endpoint, tls) = (self.protocol, self.endpoint.clone(), self.tls.clone());
         Box::pin(async move {
+            let tls = match tls {
+                None if protocol.is_tls() => {
+                    return Err(TlsConnectError(format!("no TLS settings for {endpoint}")).into());
+                }
+                None => return Ok(UpConn::Plain(connecting.await?)),
+                Some(tls) => tls,
+            };
             let service = &tls.service;
             let (config, name) = tls.settings.clone().map_err(|e| {
-                tracing::warn!(%service, upstream = %uri, error = %e, "upstream TLS connection refused");
+                tracing::warn!(%service, upstream = %endpoint, error = %e, "upstream TLS connection refused");
                 TlsConnectError(e)
             })?;
             let name = match name {
                 Some(n) => n,
                 None => {
-                    let host = uri.host().unwrap_or_default();
+                    let host = endpoint.host();
                     let host = host.trim_start_matches('[').trim_end_matches(']');
                     ServerName::try_from(host.to_owned()).map_err(|_| {
-                        tracing::warn!(%service, upstream = %uri, "the instance's host is not a TLS server name; set tls.server_name");
+                        tracing::warn!(%service, upstream = %endpoint, "the instance's host is not a TLS server name; set tls.server_name");
                         TlsConnectError(format!("{host:?} is not a TLS server name"))
                     })?
                 }
@@ -400,26 +443,100 @@ impl tower_service::Service<Uri> for TlsConnector {
             let stream = connector.connect(name.clone(), tcp).await.map_err(|e| {
                 tracing::warn!(
                     %service,
-                    upstream = %uri,
+                    upstream = %endpoint,
                     server_name = ?name,
                     error = %e,
                     "upstream TLS handshake failed"
                 );
-                TlsConnectError(format!("TLS handshake with {uri} failed: {e}"))
+                TlsConnectError(format!("TLS handshake with {endpoint} failed: {e}"))
             })?;
             let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-            if tls.protocol == Protocol::H2 && !h2 {
-                tracing::warn!(%service, upstream = %uri, "upstream did not agree to HTTP/2 (ALPN h2)");
+            if protocol == Protocol::H2 && !h2 {
+                tracing::warn!(%service, upstream = %endpoint, "upstream did not agree to HTTP/2 (ALPN h2)");
                 return Err(TlsConnectError(format!(
-                    "{uri} did not agree to HTTP/2 in the TLS handshake (ALPN h2)"
+                    "{endpoint} did not agree to HTTP/2 in the TLS handshake (ALPN h2)"
                 ))
                 .into());
             }
-            Ok(TlsConn {
+            Ok(UpConn::Tls(TlsConn {
                 io: TokioIo::new(stream),
                 h2,
-            })
+            }))
         })
+    }
+}
+
+/// An upstream connection of a pinned client: plain TCP or TLS.
+#[derive(Debug)]
+pub enum UpConn {
+    Plain(TokioIo<TcpStream>),
+    Tls(TlsConn),
+}
+
+impl Connection for UpConn {
+    fn connected(&self) -> Connected {
+        match self {
+            UpConn::Plain(io) => io.connected(),
+            UpConn::Tls(io) => io.connected(),
+        }
+    }
+}
+
+impl hyper::rt::Read for UpConn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpConn::Plain(io) => Pin::new(io).poll_read(cx, buf),
+            UpConn::Tls(io) => Pin::new(io).poll_read(cx, buf),
+        }
+    }
+}
+
+impl hyper::rt::Write for UpConn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            UpConn::Plain(io) => Pin::new(io).poll_write(cx, buf),
+            UpConn::Tls(io) => Pin::new(io).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            UpConn::Plain(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+            UpConn::Tls(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            UpConn::Plain(io) => io.is_write_vectored(),
+            UpConn::Tls(io) => io.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpConn::Plain(io) => Pin::new(io).poll_flush(cx),
+            UpConn::Tls(io) => Pin::new(io).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            UpConn::Plain(io) => Pin::new(io).poll_shutdown(cx),
+            UpConn::Tls(io) => Pin::new(io).poll_shutdown(cx),
+        }
     }
 }
 
