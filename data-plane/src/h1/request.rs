@@ -498,3 +498,26 @@ fn is_absolute(target: &str) -> bool {
         && (b[..7].eq_ignore_ascii_case(b"http://")
             || b[..8.min(b.len())].eq_ignore_ascii_case(b"https://"))
 }
+
+#[cfg(test)]
+mod attempts_tests {
+    use super::*;
+
+    #[test]
+    fn the_attempts_field_ending_the_head_is_rewritten_in_place() {
+        let mut head = b"GET / HTTP/1.1\r\nhost: a\r\n".to_vec();
+        head.extend_from_slice(ATTEMPTS_FIELD);
+        head.extend_from_slice(b"1\r\n\r\n");
+        for (attempt, want) in [(2, "2"), (10, "10"), (11, "11"), (3, "3")] {
+            set_attempts(&mut head, attempt);
+            let text = String::from_utf8(head.clone()).unwrap();
+            assert_eq!(
+                text,
+                format!("GET / HTTP/1.1\r\nhost: a\r\nx-routemaster-attempts: {want}\r\n\r\n")
+            );
+            let mut fields = [httparse::EMPTY_HEADER; 4];
+            let mut req = httparse::Request::new(&mut fields);
+            assert!(req.parse(&head).unwrap().is_complete());
+        }
+    }
+}
