@@ -35,7 +35,10 @@ use crate::upstream::{Clients, RequestBody, ServiceTls, UpstreamOptions};
 /// deadlines use 0 for "not ejected").
 pub fn now_ms() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
-    let start = START.get_or_init(|| Instant::now() - Duration::from_millis(1));
+    let start = START.get_or_init(|| {
+        let now = Instant::now();
+        now.checked_sub(Duration::from_millis(1)).unwrap_or(now)
+    });
     u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
