@@ -370,9 +370,8 @@ impl Proxy {
             }
             endpoint = match cluster.pick(tried) {
                 Ok(next) => next,
-                Err(e) => {
-                    break outcome.map_err(|_| e.into_error(&cluster))?;
-                }
+                // Nowhere to go (limits): the last outcome stands.
+                Err(_) => break outcome.map_err(|e| e.unwrap_or(ProxyError::UpstreamTimeout))?,
             };
             attempt += 1;
             cluster
