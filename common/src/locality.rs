@@ -239,6 +239,7 @@ fn localize_service(
                             weight: inst.weight,
                             labels: inst.labels.clone(),
                             template: None,
+                            level: 0,
                         });
                     }
                 }
@@ -263,36 +264,61 @@ fn localize_service(
             .all(|(k, v)| i.labels.get(*k).is_some_and(|have| have == v))
     });
     if let Some(loc) = &s.locality {
-        instances = best_level(instances, loc, labels);
+        instances = leveled(instances, loc, labels);
     }
     let mut out = s.clone();
     out.instances = instances;
     Ok(out)
 }
 
-/// The instances of the best locality level (see [`localize`]).
-fn best_level(
+/// The instances the locality policy allows, each with its level (0: shares every
+/// preferred label; 1: all but the last; …; `prefer.len()`: none, kept only with
+/// `fallback: any`), lowest level first. The proxy uses the lowest level that has a
+/// usable instance (one with a positive weight that health checks and outlier
+/// detection have not taken out), so levels nest: level k's instances are those with a
+/// level ≤ k.
+fn leveled(
     instances: Vec<Instance>,
     loc: &Locality,
     labels: &HashMap<String, String>,
 ) -> Vec<Instance> {
-    for n in (1..=loc.prefer.len()).rev() {
-        let keys = &loc.prefer[..n];
-        let shares = |i: &Instance| {
-            keys.iter().all(|k| match (labels.get(k), i.labels.get(k)) {
-                (Some(mine), Some(its)) => mine == its,
-                _ => false,
-            })
-        };
-        let level: Vec<Instance> = instances.iter().filter(|i| shares(i)).cloned().collect();
-        if level.iter().any(|i| i.weight > 0) {
-            return level;
-        }
-    }
-    match loc.fallback {
-        Fallback::Any => instances,
-        Fallback::None => Vec::new(),
-    }
+    let n = loc.prefer.len();
+    let shared = |i: &Instance| {
+        loc.prefer
+            .iter()
+            .take_while(
+                |k| matches!((labels.get(*k), i.labels.get(*k)), (Some(a), Some(b)) if a == b),
+            )
+            .count()
+    };
+    let mut out: Vec<Instance> = instances
+        .into_iter()
+        .filter_map(|mut i| {
+            let shared = shared(&i);
+            if shared == 0 && loc.fallback == Fallback::None {
+                return None;
+            }
+            i.level = u8::try_from(n - shared).unwrap_or(u8::MAX);
+            Some(i)
+        })
+        .collect();
+    out.sort_by_key(|i| i.level);
+    out
+}
+
+/// The instances of the lowest level with one of positive weight: what a proxy uses
+/// while no health check or outlier detection takes instances out.
+pub fn first_level(instances: &[Instance]) -> &[Instance] {
+    let Some(level) = instances
+        .iter()
+        .filter(|i| i.weight > 0)
+        .map(|i| i.level)
+        .min()
+    else {
+        return instances;
+    };
+    let end = instances.partition_point(|i| i.level <= level);
+    &instances[..end]
 }
 
 /// `select` as validated: label key → the value (a [`Template`]) it must have.
@@ -382,8 +408,33 @@ services:
         ];
         for (c, l, want) in cases {
             let got = localize(c, &labels(l)).unwrap();
-            assert_eq!(addresses(&got), *want, "{l:?}");
+            let used: Vec<String> = first_level(got.services()[0].instances())
+                .iter()
+                .map(|i| i.address().to_string())
+                .collect();
+            assert_eq!(used, *want, "{l:?}");
         }
+        // Every allowed instance stays, by level, for when a level's instances are down.
+        let got = localize(&any, &labels(&[("region", "a"), ("zone", "a2")])).unwrap();
+        let levels: Vec<(String, u8)> = got.services()[0]
+            .instances()
+            .iter()
+            .map(|i| (i.address().to_string(), i.locality_level()))
+            .collect();
+        assert_eq!(
+            levels,
+            [
+                ("10.0.0.2:80".to_owned(), 0),
+                ("10.0.0.1:80".to_owned(), 1),
+                ("10.0.0.3:80".to_owned(), 2)
+            ]
+        );
+        let got = localize(&none, &labels(&[("region", "a"), ("zone", "a2")])).unwrap();
+        assert_eq!(
+            addresses(&got),
+            ["10.0.0.2:80", "10.0.0.1:80"],
+            "none never crosses"
+        );
     }
 
     #[test]

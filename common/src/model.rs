@@ -352,6 +352,9 @@ pub struct Instance {
     /// ([`crate::locality::localize`]); `address` then holds a sample rendering that
     /// only proves the shape, and is never connected to.
     pub(crate) template: Option<crate::locality::Template>,
+    /// Its `locality` level for this proxy (0: shares every preferred label), set by
+    /// [`crate::locality::localize`]; 0 without `locality`.
+    pub(crate) level: u8,
 }
 
 impl Instance {
@@ -367,6 +370,11 @@ impl Instance {
     /// The address as written, when it has `${node.NAME}` placeholders.
     pub fn template(&self) -> Option<&crate::locality::Template> {
         self.template.as_ref()
+    }
+    /// Its `locality` level for this proxy: the proxy uses the lowest level that has a
+    /// usable instance (see [`crate::locality::localize`]).
+    pub fn locality_level(&self) -> u8 {
+        self.level
     }
 }
 

@@ -165,6 +165,7 @@ impl Registration {
                     weight,
                     labels: spec.labels.clone(),
                     template: None,
+                    level: 0,
                 },
                 ttl,
             }),

@@ -224,6 +224,7 @@ fn service(spec: &ServiceSpec, errors: &mut Vec<ValidationError>) -> Option<Serv
                     weight: inst.weight.unwrap_or(1),
                     labels: inst.labels.clone(),
                     template,
+                    level: 0,
                 });
             }
             Err(reason) if template.is_some() => p.add(

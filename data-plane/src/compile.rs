@@ -122,6 +122,12 @@ pub struct Cluster {
     /// route with `retry` uses it: the budget reads it). Otherwise a pick touches no
     /// per-service counter.
     counted: bool,
+    /// `locality` with health: the next level (this level's endpoints and those of the
+    /// next, same `Endpoint`s at the same indices), used while none of this level's
+    /// endpoints is available. `None`: the last level, or no locality.
+    spill: Option<Arc<Cluster>>,
+    /// To build a level's balancer.
+    load_balancing: LoadBalancing,
 }
 
 #[derive(Debug)]
@@ -195,7 +201,79 @@ impl Cluster {
             health_check: service.health_check().cloned(),
             guarded: service.health_check().is_some() || service.outlier().is_some(),
             counted: retried || service.limits().is_some(),
+            spill: None,
+            load_balancing: service.load_balancing(),
         }
+    }
+
+    /// The service's cluster with `locality` levels (instances sorted by level, see
+    /// `common::locality`): without health guarding, only the first usable level; with
+    /// it, a chain of levels, each spilling over to the next while none of its
+    /// endpoints is available. Panic mode is computed within a level, so traffic never
+    /// crosses a `fallback: none` line (those instances are not in any level).
+    fn leveled(
+        service: &Service,
+        metrics: &Metrics,
+        health: &HealthRegistry,
+        retried: bool,
+    ) -> Self {
+        let all = Self::new(service, metrics, health, retried);
+        let resolved: Vec<&routemaster_common::model::Instance> = service
+            .instances()
+            .iter()
+            .filter(|i| i.template().is_none())
+            .collect();
+        let level_of = |k: usize| resolved.get(k).map_or(u8::MAX, |i| i.locality_level());
+        // The end of each level's prefix, lowest level first.
+        let mut ends: Vec<usize> = (1..=resolved.len())
+            .filter(|&end| end == resolved.len() || level_of(end) != level_of(end - 1))
+            .collect();
+        if !all.guarded {
+            let first = routemaster_common::locality::first_level(service.instances()).len();
+            ends = vec![first.min(all.endpoints.len())];
+        }
+        let mut next: Option<Arc<Cluster>> = None;
+        let mut top = None;
+        for (k, &end) in ends.iter().enumerate().rev() {
+            let level = all.level(end, next.take());
+            if k == 0 {
+                top = Some(level);
+            } else {
+                next = Some(Arc::new(level));
+            }
+        }
+        top.unwrap_or(all)
+    }
+
+    /// This cluster cut to its first `end` endpoints, spilling over to `spill`.
+    fn level(&self, end: usize, spill: Option<Arc<Cluster>>) -> Self {
+        let endpoints: Vec<Arc<Endpoint>> = self.endpoints.iter().take(end).cloned().collect();
+        let weights: Vec<u32> = endpoints.iter().map(|e| e.weight).collect();
+        Self {
+            name: self.name.clone(),
+            balancer: Balancer::new(self.load_balancing, &weights),
+            endpoints,
+            protocol: self.protocol,
+            tls: self.tls.clone(),
+            metrics: Arc::clone(&self.metrics),
+            load: Arc::clone(&self.load),
+            outlier: self.outlier.clone(),
+            limits: self.limits.clone(),
+            health_check: self.health_check.clone(),
+            guarded: self.guarded,
+            counted: self.counted,
+            spill,
+            load_balancing: self.load_balancing,
+        }
+    }
+
+    /// The last level: every endpoint of the service.
+    fn deepest(&self) -> &Cluster {
+        let mut c = self;
+        while let Some(next) = &c.spill {
+            c = next;
+        }
+        c
     }
 
     /// Per-service counters (limits, retry budget, panic picks).
@@ -213,7 +291,7 @@ impl Cluster {
 
     /// What [`HealthRegistry::reconcile`] needs about each endpoint.
     pub fn wanted(&self) -> impl Iterator<Item = Wanted<'_>> {
-        self.endpoints.iter().map(|e| Wanted {
+        self.deepest().endpoints.iter().map(|e| Wanted {
             service: &self.name,
             authority: &e.authority,
             check: self.health_check.as_ref(),
@@ -270,8 +348,9 @@ impl Cluster {
         }
     }
 
+    /// Every endpoint of the service (all `locality` levels).
     pub fn endpoints(&self) -> impl Iterator<Item = &Endpoint> {
-        self.endpoints.iter().map(|e| &**e)
+        self.deepest().endpoints.iter().map(|e| &**e)
     }
 
     /// Its upstream connection counters.
@@ -295,6 +374,17 @@ impl Cluster {
     /// Healthy endpoints only, unless in panic mode; `tried` (bit `i` for endpoint `i`,
     /// the first 64) are avoided while an untried healthy one exists. Only atomics.
     pub fn pick(self: &Arc<Self>, tried: u64) -> Result<EndpointGuard, PickError> {
+        if let Some(next) = &self.spill {
+            // `locality`: the next level while none of this one's endpoints is usable.
+            let now = now_ms();
+            if !self
+                .endpoints
+                .iter()
+                .any(|e| e.weight > 0 && e.health.available(now))
+            {
+                return next.pick(tried);
+            }
+        }
         let balancer = self.balancer.as_ref().ok_or(PickError::NoInstances)?;
         if let Some(limits) = &self.limits
             && self.load.active.load(Ordering::Relaxed) >= limits.max_connections() as usize
@@ -413,7 +503,12 @@ pub fn compile(snapshot: Arc<Snapshot>, metrics: &Metrics, health: &HealthRegist
         .map(|s| {
             let name = s.name().as_str();
             let retried = retried.contains(name);
-            (name, Arc::new(Cluster::new(s, metrics, health, retried)))
+            let cluster = if s.locality().is_some() {
+                Cluster::leveled(s, metrics, health, retried)
+            } else {
+                Cluster::new(s, metrics, health, retried)
+            };
+            (name, Arc::new(cluster))
         })
         .collect();
     // A route naming an undeclared service cannot pass validation; should one slip
@@ -431,6 +526,8 @@ pub fn compile(snapshot: Arc<Snapshot>, metrics: &Metrics, health: &HealthRegist
         health_check: None,
         guarded: false,
         counted: false,
+        spill: None,
+        load_balancing: LoadBalancing::default(),
     });
     let snap = Arc::clone(&snapshot);
     let table = RouteTable::build(snap, |route| RouteEntry {

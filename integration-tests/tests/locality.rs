@@ -218,3 +218,45 @@ routes:
     expect(&fleet, 0, "/pinned/x", &["prod"]).await;
     expect(&fleet, 1, "/lms/x", &["test"]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_region_spills_over_on_health_but_never_across_fallback_none() {
+    let a1 = EchoBackend::start("a1").await;
+    let b1 = EchoBackend::start("b1").await;
+    let fleet = fleet("locality-health", &[&["region=a"], &["region=b"]]).await;
+    let file = |fallback: &str, a: &str| {
+        format!(
+            "services:\n  - {{ name: lms, health_check: {{ path: /healthz, interval: 200ms, timeout: 100ms, healthy: 1, unhealthy: 1 }}, locality: {{ prefer: [region], fallback: {fallback} }}, instances: [{{ address: \"{a}\", labels: {{ region: a }} }}, {{ address: \"{}\", labels: {{ region: b }} }}] }}\nroutes:\n  - {{ id: lms, path: {{ prefix: /lms }}, forward: {{ service: lms }} }}\n",
+            b1.addr
+        )
+    };
+    let a_addr = a1.addr.to_string();
+    let (code, _, err) = fleet.apply(0, &file("any", &a_addr)).await;
+    assert_eq!(code, 0, "{err}");
+    expect(&fleet, 0, "/lms/x", &["a1"]).await;
+    expect(&fleet, 1, "/lms/x", &["b1"]).await;
+
+    // Region a's only instance dies but stays configured: once its health check fails,
+    // region a's proxy spills over to region b.
+    drop(a1);
+    expect(&fleet, 0, "/lms/x", &["b1"]).await;
+
+    // With `fallback: none` the same dead region is never crossed: the proxy keeps to
+    // region a (panic mode within it) and fails rather than reach region b.
+    let (code, _, err) = fleet.apply(0, &file("none", &a_addr)).await;
+    assert_eq!(code, 0, "{err}");
+    eventually(
+        Duration::from_secs(10),
+        "region a's proxy to stop reaching b1",
+        || async {
+            let got = seen(&fleet, 0, "/lms/x", 8).await;
+            (!got.contains("b1") && !got.is_empty()).then_some(got)
+        },
+    )
+    .await;
+    for _ in 0..3 {
+        let got = seen(&fleet, 0, "/lms/x", 8).await;
+        assert!(!got.contains("b1"), "{got:?}");
+    }
+    expect(&fleet, 1, "/lms/x", &["b1"]).await;
+}
