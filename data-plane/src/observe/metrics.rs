@@ -17,7 +17,7 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, UNIX_EPOCH};
 
 use prometheus::core::{Collector, Desc};
@@ -68,17 +68,30 @@ pub fn set_worker(i: usize) {
 #[repr(align(128))]
 struct Padded<T>(T);
 
-fn sharded<T: Default>(n: usize) -> Box<[Padded<T>]> {
-    (0..n).map(|_| Padded(T::default())).collect()
+/// One shard per worker, each allocated by its worker's first use: a series nobody
+/// has counted into (most routes of a large table) costs a pointer per worker, not a
+/// block of counters. After the first use a shard is one atomic load away.
+#[derive(Debug)]
+struct Shards<T>(Box<[OnceLock<Box<Padded<T>>>]>);
+
+impl<T> Shards<T> {
+    /// The shards in use.
+    fn iter(&self) -> impl Iterator<Item = &T> {
+        self.0.iter().filter_map(OnceLock::get).map(|p| &p.0)
+    }
 }
 
-fn pick<T>(shards: &[Padded<T>]) -> &T {
-    let i = SHARD.with(Cell::get).min(shards.len() - 1);
-    &shards[i].0
+fn sharded<T: Default>(n: usize) -> Shards<T> {
+    Shards((0..n).map(|_| OnceLock::new()).collect())
 }
 
-fn sum<T>(shards: &[Padded<T>], f: impl Fn(&T) -> u64) -> u64 {
-    shards.iter().map(|s| f(&s.0)).sum()
+fn pick<T: Default>(shards: &Shards<T>) -> &T {
+    let i = SHARD.with(Cell::get).min(shards.0.len() - 1);
+    &shards.0[i].get_or_init(|| Box::new(Padded(T::default()))).0
+}
+
+fn sum<T>(shards: &Shards<T>, f: impl Fn(&T) -> u64) -> u64 {
+    shards.iter().map(f).sum()
 }
 
 fn bump(c: &AtomicU64, n: u64) {
@@ -109,11 +122,11 @@ impl Histo {
     }
 }
 
-fn histogram<T>(shards: &[Padded<T>], f: impl Fn(&T) -> &Histo) -> Histogram {
+fn histogram<T>(shards: &Shards<T>, f: impl Fn(&T) -> &Histo) -> Histogram {
     let mut counts = [0u64; 15];
     let mut sum_nanos = 0u64;
-    for s in shards {
-        let h = f(&s.0);
+    for s in shards.iter() {
+        let h = f(s);
         for (c, b) in counts.iter_mut().zip(&h.buckets) {
             *c += get(b);
         }
@@ -149,7 +162,7 @@ struct RouteShard {
 #[derive(Debug)]
 pub struct RouteMetrics {
     id: Box<str>,
-    shards: Box<[Padded<RouteShard>]>,
+    shards: Shards<RouteShard>,
 }
 
 /// Per (route, service) counters on one worker.
@@ -168,7 +181,7 @@ struct PairShard {
 pub struct PairMetrics {
     route: Arc<RouteMetrics>,
     service: Option<Arc<ServiceMetrics>>,
-    shards: Box<[Padded<PairShard>]>,
+    shards: Shards<PairShard>,
 }
 
 impl PairMetrics {
@@ -204,7 +217,7 @@ struct ServiceShard {
 #[derive(Debug)]
 pub struct ServiceMetrics {
     name: Box<str>,
-    shards: Box<[Padded<ServiceShard>]>,
+    shards: Shards<ServiceShard>,
 }
 
 impl ServiceMetrics {
@@ -223,7 +236,7 @@ impl ServiceMetrics {
     pub fn open_connections(&self) -> i64 {
         self.shards
             .iter()
-            .map(|x| x.0.open.load(Ordering::Relaxed))
+            .map(|x| x.open.load(Ordering::Relaxed))
             .sum()
     }
 }
@@ -267,14 +280,15 @@ struct GlobalShard {
 struct Names {
     routes: HashMap<Box<str>, Arc<RouteMetrics>>,
     services: HashMap<Box<str>, Arc<ServiceMetrics>>,
-    pairs: HashMap<(Box<str>, Box<str>), Arc<PairMetrics>>,
+    /// Route id → service name → counters (looked up without allocating).
+    pairs: HashMap<Box<str>, HashMap<Box<str>, Arc<PairMetrics>>>,
 }
 
 /// Every metric of the proxy's request path. One per process (in [`ProxyState`]).
 #[derive(Debug)]
 pub struct Metrics {
     shards: usize,
-    global: Box<[Padded<GlobalShard>]>,
+    global: Shards<GlobalShard>,
     /// Only taken at snapshot apply time and at scrape time.
     names: Mutex<Names>,
     pub nacks: AtomicU64,
@@ -303,12 +317,15 @@ impl Metrics {
     }
 
     fn route_locked(&self, names: &mut Names, id: &str) -> Arc<RouteMetrics> {
-        Arc::clone(names.routes.entry(id.into()).or_insert_with(|| {
-            Arc::new(RouteMetrics {
-                id: id.into(),
-                shards: sharded(self.shards),
-            })
-        }))
+        if let Some(r) = names.routes.get(id) {
+            return Arc::clone(r);
+        }
+        let r = Arc::new(RouteMetrics {
+            id: id.into(),
+            shards: sharded(self.shards),
+        });
+        names.routes.insert(id.into(), Arc::clone(&r));
+        r
     }
 
     /// The series of service `name` (apply time only).
@@ -318,18 +335,21 @@ impl Metrics {
     }
 
     fn service_locked(&self, names: &mut Names, name: &str) -> Arc<ServiceMetrics> {
-        Arc::clone(names.services.entry(name.into()).or_insert_with(|| {
-            Arc::new(ServiceMetrics {
-                name: name.into(),
-                shards: sharded(self.shards),
-            })
-        }))
+        if let Some(s) = names.services.get(name) {
+            return Arc::clone(s);
+        }
+        let s = Arc::new(ServiceMetrics {
+            name: name.into(),
+            shards: sharded(self.shards),
+        });
+        names.services.insert(name.into(), Arc::clone(&s));
+        s
     }
 
     /// The counters of route `route` sending to `service` (`""`: no service).
     pub fn pair(&self, route: &str, service: &str) -> Arc<PairMetrics> {
         let mut names = lock(&self.names);
-        if let Some(p) = names.pairs.get(&(route.into(), service.into())) {
+        if let Some(p) = names.pairs.get(route).and_then(|m| m.get(service)) {
             return Arc::clone(p);
         }
         let pair = Arc::new(PairMetrics {
@@ -339,7 +359,9 @@ impl Metrics {
         });
         names
             .pairs
-            .insert((route.into(), service.into()), Arc::clone(&pair));
+            .entry(route.into())
+            .or_default()
+            .insert(service.into(), Arc::clone(&pair));
         pair
     }
 
@@ -582,7 +604,12 @@ impl Collector for ProxyCollector {
         let m = &state.observe.metrics;
         let (pairs, routes, services) = {
             let names = lock(&m.names);
-            let mut pairs: Vec<_> = names.pairs.values().cloned().collect();
+            let mut pairs: Vec<_> = names
+                .pairs
+                .values()
+                .flat_map(HashMap::values)
+                .cloned()
+                .collect();
             pairs.sort_by(|a, b| {
                 (a.route_id(), a.service_name()).cmp(&(b.route_id(), b.service_name()))
             });
@@ -614,10 +641,12 @@ impl Collector for ProxyCollector {
                     }
                 }
             };
-        for pair in &pairs {
+        // A series appears once something was counted into it: a large table whose
+        // routes are mostly idle does not make a large scrape.
+        for pair in pairs.iter().filter(|p| p.shards.iter().next().is_some()) {
             let mut counts = [[0u64; CLASSES]; Protocol::COUNT];
             for s in pair.shards.iter() {
-                for (p, by_class) in s.0.requests.iter().enumerate() {
+                for (p, by_class) in s.requests.iter().enumerate() {
                     for (c, n) in by_class.iter().enumerate() {
                         counts[p][c] += get(n);
                     }
@@ -630,7 +659,7 @@ impl Collector for ProxyCollector {
         }
         let mut counts = [[0u64; CLASSES]; Protocol::COUNT];
         for s in m.global.iter() {
-            for (p, by_class) in s.0.unrouted.iter().enumerate() {
+            for (p, by_class) in s.unrouted.iter().enumerate() {
                 for (c, n) in by_class.iter().enumerate() {
                     counts[p][c] += get(n);
                 }
@@ -643,7 +672,7 @@ impl Collector for ProxyCollector {
 
         let mut duration = Vec::new();
         let mut upstream = Vec::new();
-        for r in &routes {
+        for r in routes.iter().filter(|r| r.shards.iter().next().is_some()) {
             duration.push(hist(
                 &[("route", &r.id)],
                 histogram(&r.shards, |s| &s.duration),
@@ -672,7 +701,7 @@ impl Collector for ProxyCollector {
             let n: i64 = s
                 .shards
                 .iter()
-                .map(|x| x.0.open.load(Ordering::Relaxed))
+                .map(|x| x.open.load(Ordering::Relaxed))
                 .sum();
             open.push(gauge(&[("service", name)], n.max(0) as f64));
             for (result, n) in [
