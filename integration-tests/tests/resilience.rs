@@ -419,6 +419,11 @@ async fn health_checks_mark_a_backend_down_and_up_again() {
         assert_eq!(r.json()["backend"], "b");
     }
     assert_eq!(a.hits(), before, "a got traffic while down");
+    // A reload (a new table, the same endpoints) keeps what the checks concluded.
+    p.ensure_watching().await;
+    let up = upstream(&p, "s").await;
+    let e = endpoint(&up, a.addr);
+    assert!(e["active"] == "down" && e["healthy"] == false, "{up}");
 
     sick.store(false, Ordering::SeqCst);
     eventually(Duration::from_secs(5), "a back up", || async {
