@@ -266,14 +266,57 @@ fn put_opt_str(out: &mut Vec<u8>, s: &[u8]) {
     }
 }
 
-fn put_u64(out: &mut Vec<u8>, n: u64) {
-    let _ = write!(out, "{n}");
+/// Decimal digits without `core::fmt` (the line is on every request's path).
+fn put_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// `n` in exactly `width` digits, zero-padded (`n` < 10^width).
+fn put_padded(out: &mut Vec<u8>, n: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut n = n;
+    for d in digits[..width].iter_mut().rev() {
+        *d = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    out.extend_from_slice(&digits[..width]);
 }
 
 /// Milliseconds with microsecond precision (`1.234`).
 fn put_ms(out: &mut Vec<u8>, d: Duration) {
-    let micros = d.as_micros();
-    let _ = write!(out, "{}.{:03}", micros / 1000, micros % 1000);
+    let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+    put_u64(out, micros / 1000);
+    out.push(b'.');
+    put_padded(out, micros % 1000, 3);
+}
+
+/// The client address: IPv4 by hand, IPv6 through `Display`.
+fn put_addr(out: &mut Vec<u8>, addr: std::net::SocketAddr) {
+    match addr {
+        std::net::SocketAddr::V4(a) => {
+            for (i, octet) in a.ip().octets().iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                put_u64(out, u64::from(*octet));
+            }
+            out.push(b':');
+            put_u64(out, u64::from(a.port()));
+        }
+        v6 => {
+            let _ = write!(out, "{v6}");
+        }
+    }
 }
 
 /// RFC 3339, UTC, milliseconds — the same format as the rest of Routemaster.
@@ -291,14 +334,22 @@ fn put_time(out: &mut Vec<u8>, t: SystemTime) {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    let _ = write!(
-        out,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        ms % 1000
-    );
+    let year = u64::try_from(year).unwrap_or(0).min(9999);
+    let field = |n: i64| u64::try_from(n).unwrap_or(0);
+    put_padded(out, year, 4);
+    out.push(b'-');
+    put_padded(out, field(month), 2);
+    out.push(b'-');
+    put_padded(out, field(day), 2);
+    out.push(b'T');
+    put_padded(out, field(rem / 3600), 2);
+    out.push(b':');
+    put_padded(out, field(rem / 60 % 60), 2);
+    out.push(b':');
+    put_padded(out, field(rem % 60), 2);
+    out.push(b'.');
+    put_padded(out, u64::try_from(ms % 1000).unwrap_or(0), 3);
+    out.push(b'Z');
 }
 
 /// One line, with its newline.
@@ -313,7 +364,7 @@ fn format_line(out: &mut Vec<u8>, o: &Outcome<'_>, elapsed: Duration, now: Syste
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"client\":\"");
-    let _ = write!(out, "{}", o.client);
+    put_addr(out, o.client);
     out.extend_from_slice(b"\",\"method\":");
     put_opt_str(out, o.request.method.as_bytes());
     out.extend_from_slice(b",\"authority\":");
@@ -408,6 +459,35 @@ mod tests {
         released.store(true, Ordering::Release);
         log.sync(Duration::from_secs(10));
         assert_eq!(log.written() + log.dropped(), lines);
+    }
+
+    #[test]
+    fn numbers_and_addresses_without_fmt() {
+        for n in [0u64, 7, 10, 999, 1000, 123_456_789, u64::MAX] {
+            let mut out = Vec::new();
+            put_u64(&mut out, n);
+            assert_eq!(out, n.to_string().as_bytes());
+        }
+        for (micros, want) in [
+            (0, "0.000"),
+            (1, "0.001"),
+            (2001, "2.001"),
+            (1_500_000, "1500.000"),
+        ] {
+            let mut out = Vec::new();
+            put_ms(&mut out, Duration::from_micros(micros));
+            assert_eq!(out, want.as_bytes());
+        }
+        for addr in [
+            "10.0.0.1:5000",
+            "255.255.255.255:65535",
+            "0.0.0.0:0",
+            "[::1]:8080",
+        ] {
+            let mut out = Vec::new();
+            put_addr(&mut out, addr.parse().unwrap());
+            assert_eq!(out, addr.as_bytes());
+        }
     }
 
     #[test]
