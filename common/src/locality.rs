@@ -240,6 +240,7 @@ fn localize_service(
                             labels: inst.labels.clone(),
                             template: None,
                             level: 0,
+                            discovery: inst.discovery,
                         });
                     }
                 }

@@ -355,7 +355,23 @@ pub struct Instance {
     /// Its `locality` level for this proxy (0: shares every preferred label), set by
     /// [`crate::locality::localize`]; 0 without `locality`.
     pub(crate) level: u8,
+    /// `discovery`: the address as written (static) or every A/AAAA record of its host.
+    pub(crate) discovery: Discovery,
 }
+
+/// How an instance's address becomes endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Discovery {
+    /// One endpoint, the address as written (a host name is resolved at connect time).
+    #[default]
+    Static,
+    /// One endpoint per A/AAAA record of the host (same port, weight and labels),
+    /// looked up again every `refresh` by the proxy.
+    Dns { refresh: std::time::Duration },
+}
+
+/// `dns_refresh` when left out.
+pub const DEFAULT_DNS_REFRESH: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Instance {
     pub fn address(&self) -> &http::uri::Authority {
@@ -375,6 +391,10 @@ impl Instance {
     /// usable instance (see [`crate::locality::localize`]).
     pub fn locality_level(&self) -> u8 {
         self.level
+    }
+    /// `discovery` (static unless `dns`).
+    pub fn discovery(&self) -> Discovery {
+        self.discovery
     }
 }
 

@@ -166,6 +166,7 @@ impl Registration {
                     labels: spec.labels.clone(),
                     template: None,
                     level: 0,
+                    discovery: crate::model::Discovery::Static,
                 },
                 ttl,
             }),

@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::duration;
 use crate::model::{
-    Action, Config, Filters, HeaderFilter, HeaderValueMatch, LoadBalancing, PathMatch, Protocol,
-    QueryValueMatch, RedirectPath, Retry, RetryOn, Rewrite, Route, RouteMode, Service, StatusRange,
+    Action, Config, DEFAULT_DNS_REFRESH, Discovery, Filters, HeaderFilter, HeaderValueMatch,
+    LoadBalancing, PathMatch, Protocol, QueryValueMatch, RedirectPath, Retry, RetryOn, Rewrite,
+    Route, RouteMode, Service, StatusRange,
 };
 use crate::validate::{ObjectRef, ValidationError};
 
@@ -251,6 +252,20 @@ pub struct InstanceSpec {
     /// against (empty: none).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub labels: std::collections::BTreeMap<String, String>,
+    /// `static` (default: the address as written) or `dns`: every A/AAAA record of the
+    /// host becomes an endpoint, looked up again every `dns_refresh`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discovery: Option<DiscoverySpec>,
+    /// How often a `discovery: dns` name is looked up again (default 30s, at least 1s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_refresh: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiscoverySpec {
+    Static,
+    Dns,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -539,6 +554,16 @@ impl From<&Service> for ServiceSpec {
                         .map_or_else(|| i.address.to_string(), |t| t.as_str().to_owned()),
                     weight: (i.weight != 1).then_some(i.weight),
                     labels: i.labels.clone(),
+                    discovery: match i.discovery {
+                        Discovery::Static => None,
+                        Discovery::Dns { .. } => Some(DiscoverySpec::Dns),
+                    },
+                    dns_refresh: match i.discovery {
+                        Discovery::Dns { refresh } if refresh != DEFAULT_DNS_REFRESH => {
+                            Some(crate::duration::format(refresh))
+                        }
+                        _ => None,
+                    },
                 })
                 .collect(),
             load_balancing: (s.load_balancing != LoadBalancing::default())
@@ -819,6 +844,13 @@ impl ServiceSpec {
     pub fn with_defaults(mut self) -> Self {
         for i in &mut self.instances {
             i.weight.get_or_insert(1);
+            // `discovery: static` stays implicit (the common case); a DNS instance shows
+            // its refresh.
+            if i.discovery == Some(DiscoverySpec::Dns) {
+                i.dns_refresh.get_or_insert_with(|| {
+                    crate::duration::format(crate::model::DEFAULT_DNS_REFRESH)
+                });
+            }
         }
         self.load_balancing.get_or_insert(LoadBalancing::default());
         self.protocol.get_or_insert(Protocol::default().into());

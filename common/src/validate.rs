@@ -219,12 +219,14 @@ fn service(spec: &ServiceSpec, errors: &mut Vec<ValidationError>) -> Option<Serv
                 if !seen.insert(key.to_ascii_lowercase()) {
                     p.add(field, format_args!("{:?} is listed twice", inst.address));
                 }
+                let discovery = discovery(&mut p, i, inst, &address);
                 instances.push(Instance {
                     address,
                     weight: inst.weight.unwrap_or(1),
                     labels: inst.labels.clone(),
                     template,
                     level: 0,
+                    discovery,
                 });
             }
             Err(reason) if template.is_some() => p.add(
@@ -384,6 +386,55 @@ fn check_ca_pem(pem: &str) -> Result<(), String> {
         return Err("no PEM certificate (-----BEGIN CERTIFICATE-----) in it".into());
     }
     Ok(())
+}
+
+/// An instance's `discovery` and `dns_refresh`: `dns` needs a host name (an IP literal
+/// has nothing to look up) and a refresh of at least a second; `dns_refresh` without
+/// `discovery: dns` is an error, not ignored.
+fn discovery(
+    p: &mut Problems<'_>,
+    i: usize,
+    inst: &InstanceSpec,
+    address: &http::uri::Authority,
+) -> Discovery {
+    match inst.discovery {
+        None | Some(DiscoverySpec::Static) => {
+            if inst.dns_refresh.is_some() {
+                p.add(
+                    format!("instances[{i}].dns_refresh"),
+                    "only applies with discovery: dns",
+                );
+            }
+            Discovery::Static
+        }
+        Some(DiscoverySpec::Dns) => {
+            let host = address.host();
+            let literal = host.trim_start_matches('[').trim_end_matches(']');
+            if literal.parse::<std::net::IpAddr>().is_ok() {
+                p.add(
+                    format!("instances[{i}].discovery"),
+                    format_args!(
+                        "dns needs a host name, but {:?} is an IP address",
+                        inst.address
+                    ),
+                );
+            }
+            let field = format!("instances[{i}].dns_refresh");
+            let refresh = match inst.dns_refresh.as_deref().map(duration::parse) {
+                None => DEFAULT_DNS_REFRESH,
+                Some(Ok(d)) if d >= std::time::Duration::from_secs(1) => d,
+                Some(Ok(_)) => {
+                    p.add(field, "must be at least 1s");
+                    DEFAULT_DNS_REFRESH
+                }
+                Some(Err(e)) => {
+                    p.add(field, e);
+                    DEFAULT_DNS_REFRESH
+                }
+            };
+            Discovery::Dns { refresh }
+        }
+    }
 }
 
 /// A positive duration, or the default when left out.
@@ -1164,7 +1215,11 @@ fn forward(p: &mut Problems<'_>, spec: &ForwardSpec, path: Option<&PathMatch>) -
             }
         });
     let retry = spec.retry.as_ref().and_then(|r| retry(p, r));
-    let mirror = spec.mirror.as_ref().and_then(|m| mirror(p, m)).map(Box::new);
+    let mirror = spec
+        .mirror
+        .as_ref()
+        .and_then(|m| mirror(p, m))
+        .map(Box::new);
     (p.out.len() == before).then_some(Forward {
         backends,
         rewrite,
@@ -1186,7 +1241,10 @@ fn mirror(p: &mut Problems<'_>, spec: &MirrorSpec) -> Option<crate::mirror::Mirr
         None => DEFAULT_PERCENT,
         Some(n @ 1..=100) => n as u8,
         Some(n) => {
-            p.add("forward.mirror.percent", format_args!("{n} must be 1 to 100"));
+            p.add(
+                "forward.mirror.percent",
+                format_args!("{n} must be 1 to 100"),
+            );
             DEFAULT_PERCENT
         }
     };
@@ -1194,7 +1252,10 @@ fn mirror(p: &mut Problems<'_>, spec: &MirrorSpec) -> Option<crate::mirror::Mirr
     match &spec.methods {
         None => methods.extend([Method::GET, Method::HEAD]),
         Some(list) if list.is_empty() => {
-            p.add("forward.mirror.methods", "is empty; omit it for GET and HEAD");
+            p.add(
+                "forward.mirror.methods",
+                "is empty; omit it for GET and HEAD",
+            );
         }
         Some(list) => {
             for (i, m) in list.iter().enumerate() {

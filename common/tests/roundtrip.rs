@@ -105,6 +105,10 @@ fn the_generator_covers_every_field() {
                 note("weight", i.weight.is_some());
                 note("labels", !i.labels.is_empty());
                 note("address ${node.NAME}", i.address.contains("${node."));
+                note("discovery", i.discovery.is_some());
+                if i.discovery.is_some() {
+                    note("dns_refresh", i.dns_refresh.is_some());
+                }
             }
         }
         for r in &spec.routes {
@@ -185,5 +189,5 @@ fn the_generator_covers_every_field() {
             "{field}: present {present}, absent {absent}"
         );
     }
-    assert_eq!(seen.len(), 74, "{seen:?}");
+    assert_eq!(seen.len(), 76, "{seen:?}");
 }

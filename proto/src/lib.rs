@@ -77,7 +77,7 @@ use routemaster_common::mirror::BodyCompare;
 use routemaster_common::spec::{
     CompareSpec, MirrorSpec,
     BackendSpec, CodeOrWord, ConfigSpec, FiltersSpec, ForwardSpec, HeaderFilterSpec, HeaderSpec,
-    HealthCheckSpec, InstanceSpec, LimitsSpec, OutlierSpec, PathSpec, ProtocolSpec, QuerySpec,
+    DiscoverySpec, HealthCheckSpec, InstanceSpec, LimitsSpec, OutlierSpec, PathSpec, ProtocolSpec, QuerySpec,
     RedirectSpec, RetrySpec, RouteSpec, ServiceSpec, ShadowSpec, UpstreamTlsSpec,
 };
 use routemaster_common::{Config, ObjectRef, Route, Service, ValidationErrors};
@@ -162,17 +162,33 @@ impl TryFrom<v1::Service> for ServiceSpec {
                 });
             }
         };
+        let mut instances = Vec::with_capacity(s.instances.len());
+        for (k, i) in s.instances.into_iter().enumerate() {
+            let discovery = match i.discovery.as_str() {
+                "" => None,
+                "static" => Some(DiscoverySpec::Static),
+                "dns" => Some(DiscoverySpec::Dns),
+                other => {
+                    return Err(ConversionError::Field {
+                        object: ObjectRef::Service(s.name),
+                        field: "instances[].discovery",
+                        reason: format!(
+                            "instances[{k}]: unknown value {other:?} (expected static or dns)"
+                        ),
+                    });
+                }
+            };
+            instances.push(InstanceSpec {
+                address: i.address,
+                weight: i.weight,
+                labels: i.labels.into_iter().collect(),
+                discovery,
+                dns_refresh: (!i.dns_refresh.is_empty()).then_some(i.dns_refresh),
+            });
+        }
         Ok(ServiceSpec {
             name: s.name,
-            instances: s
-                .instances
-                .into_iter()
-                .map(|i| InstanceSpec {
-                    address: i.address,
-                    weight: i.weight,
-                    labels: i.labels.into_iter().collect(),
-                })
-                .collect(),
+            instances,
             load_balancing,
             protocol,
             tls: s.tls.map(|t| UpstreamTlsSpec {
@@ -496,6 +512,12 @@ fn service_message(s: &ServiceSpec) -> v1::Service {
                     .iter()
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
+                discovery: match i.discovery {
+                    None => String::new(),
+                    Some(DiscoverySpec::Static) => "static".into(),
+                    Some(DiscoverySpec::Dns) => "dns".into(),
+                },
+                dns_refresh: i.dns_refresh.clone().unwrap_or_default(),
             })
             .collect(),
         load_balancing: lb as i32,

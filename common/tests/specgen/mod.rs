@@ -15,12 +15,11 @@ use routemaster_common::duration;
 use routemaster_common::mirror::BodyCompare;
 use routemaster_common::model::{LoadBalancing, RouteMode};
 use routemaster_common::spec::{
-    CompareSpec, MirrorSpec,
-    BackendSpec, CodeOrWord, ConfigSpec, FiltersSpec, ForwardSpec, HeaderFilterSpec, HeaderSpec,
-    HealthCheckSpec, InstanceSpec, LimitsSpec, OutlierSpec, PathSpec, ProtocolSpec, QuerySpec,
-    RedirectSpec, RetrySpec, RouteSpec, ServiceSpec, ShadowSpec,
+    BackendSpec, CodeOrWord, CompareSpec, ConfigSpec, FiltersSpec, ForwardSpec, HeaderFilterSpec,
+    HeaderSpec, HealthCheckSpec, InstanceSpec, LimitsSpec, MirrorSpec, OutlierSpec, PathSpec,
+    ProtocolSpec, QuerySpec, RedirectSpec, RetrySpec, RouteSpec, ServiceSpec, ShadowSpec,
 };
-use routemaster_common::spec::{CertificateSpec, TlsSpec, UpstreamTlsSpec};
+use routemaster_common::spec::{CertificateSpec, DiscoverySpec, TlsSpec, UpstreamTlsSpec};
 
 /// splitmix64: small, seedable, good enough to pick shapes.
 #[derive(Debug, Clone)]
@@ -236,13 +235,23 @@ fn service(g: &mut Gen, i: usize) -> ServiceSpec {
     let mut instances: Vec<InstanceSpec> = (0..n)
         .map(|j| {
             let port = g.range(1, 65535);
-            let address = match g.below(7) {
+            let kind = g.below(7);
+            let address = match kind {
                 0 | 1 => format!("10.{i}.{j}.{}:{port}", g.below(256)),
                 2 | 3 => format!("{}:{port}", g.host(j)),
                 4 => format!("${{node.env}}.${{node.region}}.{}:{port}", g.host(j)),
                 _ => format!("[fd00::{i}:{j}]:{port}"),
             };
+            // `discovery: dns` needs a host name; `static` is never written out, so
+            // only `dns` (or nothing) roundtrips as written.
+            let dns = (2..=4).contains(&kind) && g.chance(40);
             InstanceSpec {
+                discovery: dns.then_some(DiscoverySpec::Dns),
+                dns_refresh: if dns {
+                    g.maybe(50, |g| ms(g.pick(&[1_000, 30_000, 45_000, 600_000])))
+                } else {
+                    None
+                },
                 address,
                 weight: g.maybe(50, |g| g.pick(&[0, 1, 2, 7, 100, 10_000])),
                 labels: if g.chance(40) {
@@ -313,7 +322,11 @@ fn service(g: &mut Gen, i: usize) -> ServiceSpec {
         }),
         locality: g.maybe(30, |g| routemaster_common::spec::LocalitySpec {
             prefer: g
-                .pick(&[&["region"][..], &["region", "zone"], &["zone", "example.com/tier"]])
+                .pick(&[
+                    &["region"][..],
+                    &["region", "zone"],
+                    &["zone", "example.com/tier"],
+                ])
                 .iter()
                 .map(|k| (*k).to_owned())
                 .collect(),
@@ -615,7 +628,9 @@ fn mirror(g: &mut Gen, services: &[String]) -> MirrorSpec {
                 let n = g.range(1, 4) as usize;
                 all[..n].iter().map(|h| (*h).to_owned()).collect()
             }),
-            body: g.maybe(50, |g| g.pick(&[BodyCompare::Json, BodyCompare::Bytes, BodyCompare::None])),
+            body: g.maybe(50, |g| {
+                g.pick(&[BodyCompare::Json, BodyCompare::Bytes, BodyCompare::None])
+            }),
             ignore: g.maybe(50, |g| {
                 let all = ["$.generated_at", "$.items[*].etag", "$['odd key'][0]", "$"];
                 let n = g.range(1, 4) as usize;
@@ -631,7 +646,9 @@ fn mirror(g: &mut Gen, services: &[String]) -> MirrorSpec {
         timeout: g.maybe(40, |g| {
             duration::format(Duration::from_millis(g.pick(&[100, 2_000, 5_000])))
         }),
-        max_body: g.maybe(40, |g| g.pick(&["1MiB", "512KiB", "1000", "2MiB"]).to_owned()),
+        max_body: g.maybe(40, |g| {
+            g.pick(&["1MiB", "512KiB", "1000", "2MiB"]).to_owned()
+        }),
     }
 }
 
