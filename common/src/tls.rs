@@ -177,6 +177,16 @@ pub fn check_pair(
     })
 }
 
+/// The leaf's `notAfter` (Unix seconds) of a PEM chain, without the key: what `get
+/// certificates` shows. `None` when the PEM holds no parsable certificate.
+pub fn not_after(cert_pem: &str) -> Option<i64> {
+    let leaf = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .next()?
+        .ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    Some(cert.validity().not_after.timestamp())
+}
+
 /// Does a certificate's DNS name `cert_name` cover the declared host `host`? Exact
 /// (case-insensitive); a wildcard `*.b.c` covers `a.b.c` (exactly one label) and the
 /// declared wildcard `*.b.c` itself.

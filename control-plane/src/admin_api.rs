@@ -51,6 +51,7 @@ fn change(c: &ObjectChange) -> v1::ObjectChange {
         kind: match c.kind {
             Kind::Service => v1::Kind::Service,
             Kind::Route => v1::Kind::Route,
+            Kind::Certificate => v1::Kind::Certificate,
         } as i32,
         name: c.name.clone(),
         change: match c.change {
@@ -69,13 +70,18 @@ impl v1::admin_server::Admin for AdminService {
         request: Request<v1::ApplyRequest>,
     ) -> Result<Response<v1::ApplyResponse>, Status> {
         let req = request.into_inner();
-        let spec = routemaster_proto::config_spec(req.services, req.routes)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let spec = routemaster_proto::config_spec_with_certificates(
+            req.services,
+            req.routes,
+            req.certificates,
+        )
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let outcome = self
             .controller
             .dispatch(Command::Apply {
                 services: spec.services,
                 routes: spec.routes,
+                certificates: spec.tls.map(|t| t.certificates).unwrap_or_default(),
                 dry_run: req.dry_run,
             })
             .await
@@ -95,7 +101,12 @@ impl v1::admin_server::Admin for AdminService {
         let command = match v1::Kind::try_from(req.kind) {
             Ok(v1::Kind::Service) => Command::DeleteService(req.name),
             Ok(v1::Kind::Route) => Command::DeleteRoute(req.name),
-            _ => return Err(Status::invalid_argument("kind must be SERVICE or ROUTE")),
+            Ok(v1::Kind::Certificate) => Command::DeleteCertificate(req.name),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "kind must be SERVICE, ROUTE or CERTIFICATE",
+                ));
+            }
         };
         let outcome = self.controller.dispatch(command).await.map_err(status)?;
         Ok(Response::new(v1::DeleteResponse {
@@ -119,6 +130,15 @@ impl v1::admin_server::Admin for AdminService {
             version: catalog.version,
             services: parts.services,
             routes: parts.routes,
+            // Never the key: `key_pem` reads <redacted> (apply keeps the stored key).
+            certificates: config
+                .certificates()
+                .iter()
+                .map(|c| {
+                    let spec = routemaster_common::spec::CertificateSpec::from(c);
+                    v1::Certificate::from(&spec.redacted())
+                })
+                .collect(),
             stale_reason: freshness.reason(),
         }))
     }

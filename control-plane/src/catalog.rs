@@ -1,12 +1,15 @@
 //! The control plane's view of the configuration at one version: validated objects and
 //! each group's snapshot message. Immutable; a new version is a new `Catalog`, published
 //! to discovery streams, the admin API and the status API through a `watch` channel.
+//!
+//! Certificates (`tls.certificates`) are not grouped: every group's snapshot carries all
+//! of them (a proxy serves TLS for whatever hosts its listener is asked for).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use routemaster_common::registry::{self, Registration};
-use routemaster_common::spec::{ConfigSpec, RouteSpec, ServiceSpec};
+use routemaster_common::spec::{CertificateSpec, ConfigSpec, RouteSpec, ServiceSpec};
 use routemaster_common::{Config, Route, Service};
 
 use crate::controller::Registered;
@@ -26,6 +29,8 @@ pub struct Catalog {
     /// Each group's snapshot encoded at this version, built by the first stream that
     /// needs it and shared by all the others.
     encoded: std::sync::Mutex<HashMap<String, EncodedSnapshot>>,
+    /// Every certificate, as messages with their keys (in every group's snapshot).
+    certificates: Vec<v1::Certificate>,
 }
 
 /// The routes of one group and the services they use, as messages.
@@ -92,9 +97,48 @@ impl Catalog {
                 registered,
                 groups,
                 encoded: std::sync::Mutex::default(),
+                certificates: Vec::new(),
             },
             problems,
         )
+    }
+
+    /// The same catalog with the stored certificates: each validated alone, then as a
+    /// set; one that fails (etcd edited by hand, or an inline certificate that has
+    /// expired since it was applied) is left out and reported, the others served.
+    pub fn with_certificates(
+        mut self,
+        stored: &BTreeMap<String, CertificateSpec>,
+    ) -> (Self, Vec<String>) {
+        let mut problems = Vec::new();
+        let mut valid = Vec::with_capacity(stored.len());
+        for spec in stored.values() {
+            match routemaster_common::tls::Certificate::try_from(spec.clone()) {
+                Ok(c) => valid.push(c),
+                Err(e) => problems.push(e.to_string()),
+            }
+        }
+        if let Some(config) = self.config.take() {
+            let fallback = config.clone();
+            self.config = Some(match config.with_certificates(valid) {
+                Ok(c) => c,
+                Err(e) => {
+                    problems.push(e.to_string());
+                    fallback
+                }
+            });
+        }
+        self.certificates = self
+            .config
+            .as_ref()
+            .map(|c| {
+                c.certificates()
+                    .iter()
+                    .map(|c| v1::Certificate::from(&CertificateSpec::from(c)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        (self, problems)
     }
 
     pub fn is_loaded(&self) -> bool {
@@ -110,6 +154,7 @@ impl Catalog {
             group: group.to_owned(),
             services: content.services.clone(),
             routes: content.routes.clone(),
+            certificates: self.certificates.clone(),
         }
     }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use routemaster_common::spec::{ConfigSpec, RouteSpec, ServiceSpec};
+use routemaster_common::spec::{CertificateSpec, ConfigSpec, RouteSpec, ServiceSpec, TlsSpec};
 use routemaster_common::{Config, ValidationErrors};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -25,16 +25,21 @@ pub enum Command {
     Apply {
         services: Vec<ServiceSpec>,
         routes: Vec<RouteSpec>,
+        /// `tls.certificates`; a `key_pem` of [`routemaster_common::tls::REDACTED`]
+        /// (what `get -o yaml` prints) keeps the stored certificate's key.
+        certificates: Vec<CertificateSpec>,
         dry_run: bool,
     },
     DeleteService(String),
     DeleteRoute(String),
+    DeleteCertificate(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Service,
     Route,
+    Certificate,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -289,7 +294,9 @@ impl Controller {
         let operation = match &command {
             Command::Apply { dry_run: true, .. } => "dry_run",
             Command::Apply { .. } => "apply",
-            Command::DeleteService(_) | Command::DeleteRoute(_) => "delete",
+            Command::DeleteService(_) | Command::DeleteRoute(_) | Command::DeleteCertificate(_) => {
+                "delete"
+            }
         };
         let result = self.dispatch_once(command).await;
         let label = match &result {
@@ -389,11 +396,19 @@ impl Controller {
             version,
             mut services,
             mut routes,
+            mut certificates,
             mut registered,
             ..
         } = stored;
         let mut version = version.max(0) as u64;
-        self.publish(version, &services, &routes, &registered, None);
+        self.publish(
+            version,
+            &services,
+            &routes,
+            &certificates,
+            &registered,
+            None,
+        );
         let mut stream = self.store.watch(revision + 1).await?;
         loop {
             let Some(resp) = stream.message().await? else {
@@ -408,7 +423,13 @@ impl Controller {
             }
             let mut events = Vec::new();
             let mut expired = None;
-            let mut state = (&mut services, &mut routes, &mut registered, &mut expired);
+            let mut state = (
+                &mut services,
+                &mut routes,
+                &mut certificates,
+                &mut registered,
+                &mut expired,
+            );
             if !self.fold(&resp, &mut version, &mut state, &mut events)? {
                 continue; // watch created / progress notifications
             }
@@ -427,7 +448,14 @@ impl Controller {
                     Err(_) => break,
                 }
             }
-            self.publish(version, &services, &routes, &registered, Some(events));
+            self.publish(
+                version,
+                &services,
+                &routes,
+                &certificates,
+                &registered,
+                Some(events),
+            );
             if let Some(revision) = expired {
                 self.fence_expiry(revision);
             }
@@ -451,7 +479,7 @@ impl Controller {
         &self,
         resp: &etcd_client::WatchResponse,
         version: &mut u64,
-        (services, routes, registered, expired): &mut WatchState<'_>,
+        (services, routes, certificates, registered, expired): &mut WatchState<'_>,
         events: &mut Vec<ObjectEvent>,
     ) -> Result<bool, StoreError> {
         // A fenced write rewrites the meta key in its own revision; an instance deleted
@@ -502,6 +530,16 @@ impl Controller {
                         note("route", &id, "deleted");
                     }
                 }
+                Change::PutCertificate(c) => {
+                    let name = c.name.clone();
+                    let old = certificates.insert(name.clone(), *c);
+                    note("certificate", &name, put_change(old.is_some()));
+                }
+                Change::DeleteCertificate(name) => {
+                    if certificates.remove(&name).is_some() {
+                        note("certificate", &name, "deleted");
+                    }
+                }
                 Change::PutInstance {
                     service,
                     id,
@@ -537,10 +575,13 @@ impl Controller {
         version: u64,
         services: &BTreeMap<String, ServiceSpec>,
         routes: &BTreeMap<String, RouteSpec>,
+        certificates: &BTreeMap<String, CertificateSpec>,
         registered: &Registered,
         events: Option<Vec<ObjectEvent>>,
     ) {
-        let (catalog, problems) = Catalog::build_with(version, services, routes, registered);
+        let (catalog, mut problems) = Catalog::build_with(version, services, routes, registered);
+        let (catalog, more) = catalog.with_certificates(certificates);
+        problems.extend(more);
         for p in problems {
             tracing::error!(problem = %p, "stored object skipped");
         }
@@ -576,11 +617,13 @@ impl Controller {
 /// Registered instances: service → id → registration.
 pub type Registered = BTreeMap<String, BTreeMap<String, StoredRegistration>>;
 
-/// What the watch keeps between versions: services, routes, registered instances, and
-/// the latest revision in which a lease expiry deleted an instance (to fence).
+/// What the watch keeps between versions: services, routes, certificates, registered
+/// instances, and the latest revision in which a lease expiry deleted an instance (to
+/// fence).
 type WatchState<'a> = (
     &'a mut BTreeMap<String, ServiceSpec>,
     &'a mut BTreeMap<String, RouteSpec>,
+    &'a mut BTreeMap<String, CertificateSpec>,
     &'a mut Registered,
     &'a mut Option<i64>,
 );
@@ -604,10 +647,12 @@ fn plan(store: &Store, stored: &Stored, command: &Command) -> Result<Plan, Dispa
     };
     let mut services = stored.services.clone();
     let mut routes = stored.routes.clone();
+    let mut certificates = stored.certificates.clone();
     match command {
         Command::Apply {
             services: new_services,
             routes: new_routes,
+            certificates: new_certificates,
             ..
         } => {
             let mut seen = std::collections::HashSet::new();
@@ -627,6 +672,15 @@ fn plan(store: &Store, stored: &Stored, command: &Command) -> Result<Plan, Dispa
                     });
                 }
             }
+            for c in new_certificates {
+                if !seen.insert(("certificate", c.name.as_str())) {
+                    return Err(DispatchError::Duplicate {
+                        kind: "certificate",
+                        name: c.name.clone(),
+                    });
+                }
+            }
+            let new_certificates = keep_redacted_keys(new_certificates, &stored.certificates)?;
             // Validate the whole resulting configuration, not just the batch: a route
             // may name a service that already exists, and names must stay unique.
             for s in new_services {
@@ -635,10 +689,15 @@ fn plan(store: &Store, stored: &Stored, command: &Command) -> Result<Plan, Dispa
             for r in new_routes {
                 routes.insert(r.id.clone(), r.clone());
             }
+            for c in &new_certificates {
+                certificates.insert(c.name.clone(), c.clone());
+            }
             let merged = ConfigSpec {
                 services: services.values().cloned().collect(),
                 routes: routes.values().cloned().collect(),
-                tls: None,
+                tls: (!certificates.is_empty()).then(|| TlsSpec {
+                    certificates: certificates.values().cloned().collect(),
+                }),
             };
             let config = Config::try_from(merged).map_err(DispatchError::Invalid)?;
             // Compare normalised forms so `weight: 1` and no weight are "unchanged".
@@ -669,6 +728,37 @@ fn plan(store: &Store, stored: &Stored, command: &Command) -> Result<Plan, Dispa
                     (store.route_key(&r.id), encode(new))
                 });
             }
+            let normal_certificates: BTreeMap<&str, CertificateSpec> = config
+                .certificates()
+                .iter()
+                .map(|c| (c.name(), CertificateSpec::from(c)))
+                .collect();
+            for c in &new_certificates {
+                let Some(new) = normal_certificates.get(c.name.as_str()) else {
+                    continue;
+                };
+                let change = classify(
+                    stored.certificates.get(&c.name).map(normalise_certificate),
+                    new,
+                );
+                record(&mut plan, change, Kind::Certificate, &c.name, || {
+                    (store.certificate_key(&c.name), encode(new))
+                });
+            }
+        }
+        Command::DeleteCertificate(name) => {
+            if certificates.remove(name).is_none() {
+                return Err(DispatchError::NotFound {
+                    kind: "certificate",
+                    name: name.clone(),
+                });
+            }
+            plan.deletes.push(store.certificate_key(name));
+            plan.changes.push(ObjectChange {
+                kind: Kind::Certificate,
+                name: name.clone(),
+                change: ChangeKind::Deleted,
+            });
         }
         Command::DeleteService(name) => {
             if !services.contains_key(name) {
@@ -728,6 +818,49 @@ fn normalise_route(r: &RouteSpec) -> Option<RouteSpec> {
     routemaster_common::Route::try_from(r.clone())
         .ok()
         .map(|v| RouteSpec::from(&v))
+}
+
+/// The stored form of a certificate, compared by its validated form (so hosts' case and
+/// `default: false` vs none do not count as changes). A stored certificate that no
+/// longer validates (expired) compares as changed.
+fn normalise_certificate(c: &CertificateSpec) -> Option<CertificateSpec> {
+    routemaster_common::tls::Certificate::try_from(c.clone())
+        .ok()
+        .map(|v| CertificateSpec::from(&v))
+}
+
+/// A `key_pem` of [`routemaster_common::tls::REDACTED`] (what `get -o yaml` prints) stands
+/// for the stored certificate's key, so a listed certificate re-applies as `unchanged`.
+/// Without a stored certificate of that name there is no key to keep: refused, naming it.
+fn keep_redacted_keys(
+    batch: &[CertificateSpec],
+    stored: &BTreeMap<String, CertificateSpec>,
+) -> Result<Vec<CertificateSpec>, DispatchError> {
+    let mut out = Vec::with_capacity(batch.len());
+    let mut errors = Vec::new();
+    for c in batch {
+        let mut c = c.clone();
+        if c.key_pem.as_deref() == Some(routemaster_common::tls::REDACTED) {
+            match stored.get(&c.name).and_then(|s| s.key_pem.clone()) {
+                Some(key) => c.key_pem = Some(key),
+                None => errors.push(routemaster_common::ValidationError {
+                    object: routemaster_common::ObjectRef::Certificate(c.name.clone()),
+                    field: "key_pem".into(),
+                    reason: format!(
+                        "{} keeps the stored certificate's inline key, but the control plane stores no certificate {:?} with one; give the key (key_pem or key_file)",
+                        routemaster_common::tls::REDACTED,
+                        c.name
+                    ),
+                }),
+            }
+        }
+        out.push(c);
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(DispatchError::Invalid(ValidationErrors(errors)))
+    }
 }
 
 fn classify<T: PartialEq>(old: Option<Option<T>>, new: &T) -> ChangeKind {

@@ -2,6 +2,9 @@
 //!
 //! - `{prefix}/config/services/{name}` — JSON of the service, same fields as the route file
 //! - `{prefix}/config/routes/{id}`     — JSON of the route, same fields as the route file
+//! - `{prefix}/config/certificates/{name}` — JSON of a `tls.certificates[]` entry, same
+//!   fields as the route file (inline `key_pem` included: etcd holds the key, so access
+//!   to etcd is access to the keys; `cert_file`/`key_file` entries hold only paths)
 //! - `{prefix}/config/instances/{service}/{id}` — JSON of a registered instance
 //!   (`RegistrationSpec`), attached to its own lease: lease expiry deletes it (see
 //!   [`leases`])
@@ -24,7 +27,7 @@ use etcd_client::{
     Txn, TxnOp, WatchOptions, WatchStream,
 };
 use routemaster_common::registry::RegistrationSpec;
-use routemaster_common::spec::{RouteSpec, ServiceSpec};
+use routemaster_common::spec::{CertificateSpec, RouteSpec, ServiceSpec};
 
 use crate::metrics::Metrics;
 
@@ -70,6 +73,7 @@ pub struct Stored {
     pub meta_revision: i64,
     pub services: BTreeMap<String, ServiceSpec>,
     pub routes: BTreeMap<String, RouteSpec>,
+    pub certificates: BTreeMap<String, CertificateSpec>,
     /// Registered instances: service → id → registration.
     pub registered: BTreeMap<String, BTreeMap<String, StoredRegistration>>,
 }
@@ -88,6 +92,8 @@ pub enum Change {
     PutRoute(Box<RouteSpec>),
     DeleteService(String),
     DeleteRoute(String),
+    PutCertificate(Box<CertificateSpec>),
+    DeleteCertificate(String),
     PutInstance {
         service: String,
         id: String,
@@ -126,6 +132,7 @@ impl fmt::Debug for Store {
 enum Key<'a> {
     Service(&'a str),
     Route(&'a str),
+    Certificate(&'a str),
     Instance(&'a str, &'a str),
     Meta,
     Other,
@@ -224,6 +231,9 @@ impl Store {
     pub fn route_key(&self, id: &str) -> String {
         format!("{}/config/routes/{id}", self.prefix)
     }
+    pub fn certificate_key(&self, name: &str) -> String {
+        format!("{}/config/certificates/{name}", self.prefix)
+    }
     fn nodes_prefix(&self) -> String {
         format!("{}/nodes/", self.prefix)
     }
@@ -241,6 +251,8 @@ impl Store {
             Key::Service(name)
         } else if let Some(id) = rest.strip_prefix("/config/routes/") {
             Key::Route(id)
+        } else if let Some(name) = rest.strip_prefix("/config/certificates/") {
+            Key::Certificate(name)
         } else if let Some((service, id)) = rest
             .strip_prefix("/config/instances/")
             .and_then(|r| r.split_once('/'))
@@ -275,6 +287,10 @@ impl Store {
                 Key::Route(_) => {
                     let spec: RouteSpec = decode(&key, kv.value())?;
                     stored.routes.insert(spec.id.clone(), spec);
+                }
+                Key::Certificate(_) => {
+                    let spec: CertificateSpec = decode(&key, kv.value())?;
+                    stored.certificates.insert(spec.name.clone(), spec);
                 }
                 Key::Instance(service, id) => {
                     let spec: RegistrationSpec = decode(&key, kv.value())?;
@@ -377,6 +393,12 @@ impl Store {
             }
             (EventType::Delete, Key::Service(name)) => Change::DeleteService(name.to_owned()),
             (EventType::Delete, Key::Route(id)) => Change::DeleteRoute(id.to_owned()),
+            (EventType::Put, Key::Certificate(_)) => {
+                Change::PutCertificate(Box::new(decode(&key, kv.value())?))
+            }
+            (EventType::Delete, Key::Certificate(name)) => {
+                Change::DeleteCertificate(name.to_owned())
+            }
             (EventType::Put, Key::Instance(service, id)) => Change::PutInstance {
                 service: service.to_owned(),
                 id: id.to_owned(),

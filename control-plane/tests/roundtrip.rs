@@ -56,6 +56,7 @@ fn round_trip(yaml: &str) -> ConfigSpec {
     let request = wire(&v1::ApplyRequest {
         services: services.iter().map(v1::Service::from).collect(),
         routes: routes.iter().map(v1::Route::from).collect(),
+        certificates: Vec::new(),
         dry_run: false,
     });
     // Control plane: convert (refusing what no file could say), validate the whole,
@@ -86,6 +87,7 @@ fn round_trip(yaml: &str) -> ConfigSpec {
         version: catalog.version,
         services: parts.services,
         routes: parts.routes,
+        certificates: Vec::new(),
         stale_reason: String::new(),
     });
     // CLI: `get services -o yaml`, `get routes -o yaml`.

@@ -21,9 +21,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use routemaster_common::Config;
 use routemaster_common::snapshot::{Snapshot, Source};
+use routemaster_proto::v1;
 use routemaster_proto::v1::discovery_client::DiscoveryClient;
 use routemaster_proto::v1::proxy_message::Message;
-use routemaster_proto::{ConversionError, v1};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_stream::wrappers::ReceiverStream;
@@ -360,8 +360,20 @@ async fn bootstrap(
         }
     };
     let target = Arc::clone(&state);
-    let applied =
-        tokio::task::spawn_blocking(move || target.apply_last_known_good(Arc::new(snapshot))).await;
+    let applied = tokio::task::spawn_blocking(move || {
+        // Its certificates too (read and checked first; if they no longer are usable,
+        // the table is still served, without TLS certificates, and said so).
+        let installed = crate::tls::prepare(snapshot.config().certificates());
+        let applied = target.apply_last_known_good(Arc::new(snapshot));
+        if applied.is_some() {
+            match installed {
+                Ok(installed) => target.tls.install(installed),
+                Err(e) => tracing::warn!(error = %e, "last-known-good certificates not served"),
+            }
+        }
+        applied
+    })
+    .await;
     if let Ok(Some(applied)) = applied {
         tracing::warn!(
             version = applied.version,
@@ -553,14 +565,22 @@ async fn handle_snapshot(
     let outcome = tokio::task::spawn_blocking(move || {
         // `routemaster_proto::snapshot_from_proto`, keeping the spec to save: the file
         // holds exactly what was received and validated.
-        let spec = routemaster_proto::config_spec(snapshot.services, snapshot.routes)?;
+        let spec = routemaster_proto::config_spec_with_certificates(
+            snapshot.services,
+            snapshot.routes,
+            snapshot.certificates,
+        )
+        .map_err(|e| e.to_string())?;
         let keep = state_dir.as_ref().map(|_| spec.clone());
-        let validated = Config::try_from(spec)?;
+        let validated = Config::try_from(spec).map_err(|e| e.to_string())?;
         let snapshot = Snapshot::new(version, Source::ControlPlane(source.clone()), validated);
         // `${node.NAME}`, `select` and `locality` resolved for this proxy's labels; a
         // label it lacks refuses the snapshot (NACK) naming the service and field.
-        let snapshot = localized(snapshot, &labels)?;
-        let applied = target.apply(Arc::new(snapshot));
+        let snapshot = localized(snapshot, &labels).map_err(|e| e.to_string())?;
+        // Certificates' files are read and every pair checked before anything is
+        // swapped: a missing or bad `cert_file`/`key_file` NACKs the snapshot naming the
+        // certificate and file, and the last good table and certificates keep serving.
+        let applied = crate::tls::apply(&target, Arc::new(snapshot)).map_err(|e| e.to_string())?;
         let saved = match (state_dir, keep) {
             (Some(dir), Some(spec)) => Some(last_known_good::save(
                 &dir,
@@ -574,7 +594,7 @@ async fn handle_snapshot(
             )),
             _ => None,
         };
-        Ok::<_, ConversionError>((applied, saved))
+        Ok::<_, String>((applied, saved))
     })
     .await;
     match outcome {
@@ -598,8 +618,7 @@ async fn handle_snapshot(
             }
             Some(Message::Ack(v1::Ack { version }))
         }
-        Ok(Err(e)) => {
-            let error = e.to_string();
+        Ok(Err(error)) => {
             tracing::error!(version, %error, "snapshot rejected; keeping the last good table");
             Some(Message::Nack(v1::Nack { version, error }))
         }
@@ -769,9 +788,8 @@ pub mod last_known_good {
     //! fsync the directory. A crash at any point leaves the old file or the new one,
     //! never a mix. One state directory per proxy.
     //!
-    //! Nothing secret is in a snapshot today; when the model gains secrets (TLS keys,
-    //! upstream credentials), they must not be written here in the clear (and the file
-    //! would need mode 0600).
+    //! A snapshot may carry TLS private keys (inline `key_pem`): the file is created
+    //! with mode 0600 (owner only), as a key file would be.
 
     use std::io::Write;
     use std::path::{Path, PathBuf};
@@ -966,7 +984,16 @@ pub mod last_known_good {
             path: at.to_owned(),
             error,
         };
-        let mut file = std::fs::File::create(&tmp).map_err(|e| write(&tmp, e))?;
+        let mut file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(|e| write(&tmp, e))?
+        };
         file.write_all(&bytes).map_err(|e| write(&tmp, e))?;
         file.sync_all().map_err(|e| write(&tmp, e))?;
         drop(file);

@@ -137,7 +137,7 @@ impl Terminator {
         self.current.load_full()
     }
 
-    fn install(&self, installed: Option<Installed>) {
+    pub(crate) fn install(&self, installed: Option<Installed>) {
         self.current.store(installed.map(Arc::new));
     }
 }

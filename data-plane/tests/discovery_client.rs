@@ -167,6 +167,7 @@ fn valid(version: u64) -> v1::Snapshot {
         group: "edge".into(),
         services: vec![service()],
         routes: vec![route("home", v1::path_match::Kind::Prefix("/".into()))],
+        certificates: Vec::new(),
     }
 }
 

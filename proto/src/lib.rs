@@ -77,9 +77,10 @@ use routemaster_common::mirror::BodyCompare;
 use routemaster_common::spec::{
     CompareSpec, MirrorSpec,
     BackendSpec, CodeOrWord, ConfigSpec, FiltersSpec, ForwardSpec, HeaderFilterSpec, HeaderSpec,
-    DiscoverySpec, HealthCheckSpec, InstanceSpec, LimitsSpec, OutlierSpec, PathSpec, ProtocolSpec, QuerySpec,
+    HealthCheckSpec, InstanceSpec, LimitsSpec, OutlierSpec, PathSpec, ProtocolSpec, QuerySpec,
     RedirectSpec, RetrySpec, RouteSpec, ServiceSpec, ShadowSpec, UpstreamTlsSpec,
 };
+use routemaster_common::spec::{CertificateSpec, TlsSpec};
 use routemaster_common::{Config, ObjectRef, Route, Service, ValidationErrors};
 
 /// A message that does not describe a valid object. Every message the other side could
@@ -162,33 +163,17 @@ impl TryFrom<v1::Service> for ServiceSpec {
                 });
             }
         };
-        let mut instances = Vec::with_capacity(s.instances.len());
-        for (k, i) in s.instances.into_iter().enumerate() {
-            let discovery = match i.discovery.as_str() {
-                "" => None,
-                "static" => Some(DiscoverySpec::Static),
-                "dns" => Some(DiscoverySpec::Dns),
-                other => {
-                    return Err(ConversionError::Field {
-                        object: ObjectRef::Service(s.name),
-                        field: "instances[].discovery",
-                        reason: format!(
-                            "instances[{k}]: unknown value {other:?} (expected static or dns)"
-                        ),
-                    });
-                }
-            };
-            instances.push(InstanceSpec {
-                address: i.address,
-                weight: i.weight,
-                labels: i.labels.into_iter().collect(),
-                discovery,
-                dns_refresh: (!i.dns_refresh.is_empty()).then_some(i.dns_refresh),
-            });
-        }
         Ok(ServiceSpec {
             name: s.name,
-            instances,
+            instances: s
+                .instances
+                .into_iter()
+                .map(|i| InstanceSpec {
+                    address: i.address,
+                    weight: i.weight,
+                    labels: i.labels.into_iter().collect(),
+                })
+                .collect(),
             load_balancing,
             protocol,
             tls: s.tls.map(|t| UpstreamTlsSpec {
@@ -512,12 +497,6 @@ fn service_message(s: &ServiceSpec) -> v1::Service {
                     .iter()
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
-                discovery: match i.discovery {
-                    None => String::new(),
-                    Some(DiscoverySpec::Static) => "static".into(),
-                    Some(DiscoverySpec::Dns) => "dns".into(),
-                },
-                dns_refresh: i.dns_refresh.clone().unwrap_or_default(),
             })
             .collect(),
         load_balancing: lb as i32,
@@ -719,10 +698,56 @@ impl From<&Route> for v1::Route {
     }
 }
 
-/// Spec of a whole batch/snapshot body.
+// ---- certificates (tls.certificates[]): same fields both ways ----
+
+impl From<v1::Certificate> for CertificateSpec {
+    fn from(c: v1::Certificate) -> Self {
+        CertificateSpec {
+            name: c.name,
+            hosts: c.hosts,
+            cert_pem: c.cert_pem,
+            cert_file: c.cert_file,
+            key_pem: c.key_pem,
+            key_file: c.key_file,
+            default: c.r#default,
+        }
+    }
+}
+
+impl From<&CertificateSpec> for v1::Certificate {
+    fn from(c: &CertificateSpec) -> Self {
+        v1::Certificate {
+            name: c.name.clone(),
+            hosts: c.hosts.clone(),
+            cert_pem: c.cert_pem.clone(),
+            cert_file: c.cert_file.clone(),
+            key_pem: c.key_pem.clone(),
+            key_file: c.key_file.clone(),
+            r#default: c.default,
+        }
+    }
+}
+
+impl TryFrom<v1::Certificate> for routemaster_common::tls::Certificate {
+    type Error = ConversionError;
+    fn try_from(c: v1::Certificate) -> Result<Self, Self::Error> {
+        Ok(Self::try_from(CertificateSpec::from(c))?)
+    }
+}
+
+/// Spec of a whole batch/snapshot body without certificates.
 pub fn config_spec(
     services: Vec<v1::Service>,
     routes: Vec<v1::Route>,
+) -> Result<ConfigSpec, ConversionError> {
+    config_spec_with_certificates(services, routes, Vec::new())
+}
+
+/// Spec of a whole batch/snapshot body: services, routes and `tls.certificates`.
+pub fn config_spec_with_certificates(
+    services: Vec<v1::Service>,
+    routes: Vec<v1::Route>,
+    certificates: Vec<v1::Certificate>,
 ) -> Result<ConfigSpec, ConversionError> {
     Ok(ConfigSpec {
         services: services
@@ -733,8 +758,9 @@ pub fn config_spec(
             .into_iter()
             .map(RouteSpec::try_from)
             .collect::<Result<_, _>>()?,
-        // Certificates are not carried by the control-plane protocol yet: route files only.
-        tls: None,
+        tls: (!certificates.is_empty()).then(|| TlsSpec {
+            certificates: certificates.into_iter().map(CertificateSpec::from).collect(),
+        }),
     })
 }
 
@@ -744,7 +770,11 @@ pub fn snapshot_from_proto(
     control_plane: &str,
 ) -> Result<Snapshot, ConversionError> {
     let version = s.version;
-    let config = Config::try_from(config_spec(s.services, s.routes)?)?;
+    let config = Config::try_from(config_spec_with_certificates(
+        s.services,
+        s.routes,
+        s.certificates,
+    )?)?;
     Ok(Snapshot::new(
         version,
         Source::ControlPlane(control_plane.to_owned()),
@@ -757,15 +787,22 @@ impl From<&Config> for ListParts {
         ListParts {
             services: c.services().iter().map(v1::Service::from).collect(),
             routes: c.routes().iter().map(v1::Route::from).collect(),
+            certificates: c
+                .certificates()
+                .iter()
+                .map(|c| v1::Certificate::from(&CertificateSpec::from(c)))
+                .collect(),
         }
     }
 }
 
-/// Services and routes of a config as messages.
+/// Services, routes and certificates of a config as messages (certificates with their
+/// keys: redact before showing them to people).
 #[derive(Debug, Default)]
 pub struct ListParts {
     pub services: Vec<v1::Service>,
     pub routes: Vec<v1::Route>,
+    pub certificates: Vec<v1::Certificate>,
 }
 
 #[cfg(test)]
@@ -817,6 +854,7 @@ routes:
             group: "default".into(),
             services: parts.services,
             routes: parts.routes,
+            certificates: parts.certificates,
         };
         let encoded = EncodedSnapshot::new(&snapshot);
         let mut wire = Vec::new();

@@ -248,6 +248,8 @@ pub enum Kind {
     Node,
     /// A service's instances (`get instances SVC`).
     Instance,
+    /// `tls.certificates` entries.
+    Certificate,
 }
 
 impl Kind {
@@ -258,6 +260,7 @@ impl Kind {
             "service" | "services" | "svc" => Some(Kind::Service),
             "node" | "nodes" | "no" => Some(Kind::Node),
             "instance" | "instances" | "inst" => Some(Kind::Instance),
+            "certificate" | "certificates" | "cert" | "certs" => Some(Kind::Certificate),
             _ => None,
         }
     }
@@ -268,6 +271,7 @@ impl Kind {
             Kind::Service => "service",
             Kind::Node => "node",
             Kind::Instance => "instance",
+            Kind::Certificate => "certificate",
         }
     }
 
@@ -277,6 +281,7 @@ impl Kind {
             Kind::Service => "services",
             Kind::Node => "nodes",
             Kind::Instance => "instances",
+            Kind::Certificate => "certificates",
         }
     }
 }
@@ -302,7 +307,7 @@ pub struct UsageError(pub String);
 fn kind_of(word: &str) -> Result<Kind, UsageError> {
     Kind::parse(word).ok_or_else(|| {
         UsageError(format!(
-            "unknown resource type {word:?}; expected routes (route, rt), services (service, svc), nodes (node, no) or instances (instance, inst)"
+            "unknown resource type {word:?}; expected routes (route, rt), services (service, svc), nodes (node, no), instances (instance, inst) or certificates (certificate, cert)"
         ))
     })
 }

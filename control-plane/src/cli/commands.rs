@@ -231,26 +231,60 @@ fn warn_stale(err: &mut dyn Write, reason: &str) -> Result<(), CliError> {
 /// `forward`+`redirect` or `prefix`+`exact`).
 fn read_and_validate(files: &[PathBuf], io: &mut Io<'_>) -> Result<Sources, CliError> {
     let sources = read_sources(files, io.stdin)?;
-    sources.validate_objects().map_err(CliError::Invalid)?;
-    refuse_certificates(&sources)?;
+    validate_objects(&sources)?;
     Ok(sources)
 }
 
-/// `tls.certificates` are checked (an invalid one is reported, named, with the other
-/// errors) but the control plane does not store them yet: refused rather than dropped.
-fn refuse_certificates(sources: &Sources) -> Result<(), CliError> {
-    let names: Vec<&str> = sources
+/// Each object checked on its own before anything is sent. A certificate whose
+/// `key_pem` is the `<redacted>` placeholder `get -o yaml` prints stands for the key the
+/// control plane stores: its key is not checked here (the control plane checks the
+/// stored key against the certificate, or refuses the placeholder when it has none).
+fn validate_objects(
+    sources: &Sources,
+) -> Result<
+    (
+        Vec<routemaster_common::Service>,
+        Vec<routemaster_common::Route>,
+    ),
+    CliError,
+> {
+    let redacted: Vec<&str> = sources
         .certificates()
         .iter()
+        .filter(|c| c.key_pem.as_deref() == Some(routemaster_common::tls::REDACTED))
         .map(|c| c.name.as_str())
         .collect();
-    if names.is_empty() {
-        return Ok(());
+    match sources.validate_objects() {
+        Ok(objects) => Ok(objects),
+        Err(mut errors) => {
+            errors.0.retain(|e| match e {
+                routemaster_common::spec::SourceError::Invalid { error, .. } => !matches!(
+                    &error.object,
+                    ObjectRef::Certificate(name)
+                        if error.field == "key_pem" && redacted.contains(&name.as_str())
+                ),
+                _ => true,
+            });
+            if errors.0.is_empty() {
+                // Only placeholders failed: the services and routes are valid.
+                let services = sources
+                    .spec
+                    .services
+                    .iter()
+                    .filter_map(|s| routemaster_common::Service::try_from(s.clone()).ok())
+                    .collect();
+                let routes = sources
+                    .spec
+                    .routes
+                    .iter()
+                    .filter_map(|r| routemaster_common::Route::try_from(r.clone()).ok())
+                    .collect();
+                Ok((services, routes))
+            } else {
+                Err(CliError::Invalid(errors))
+            }
+        }
     }
-    Err(CliError::Usage(format!(
-        "tls.certificates ({}): the control plane does not store certificates yet; give them to the proxy in its --config route file",
-        names.join(", ")
-    )))
 }
 
 async fn apply(
@@ -261,11 +295,15 @@ async fn apply(
 ) -> Result<Outcome, CliError> {
     // Read and validate before connecting: a typo should not need a control plane.
     let sources = read_sources(files, io.stdin)?;
-    let (services, routes) = sources.validate_objects().map_err(CliError::Invalid)?;
-    refuse_certificates(&sources)?;
+    let (services, routes) = validate_objects(&sources)?;
     let req = v1::ApplyRequest {
         services: services.iter().map(v1::Service::from).collect(),
         routes: routes.iter().map(v1::Route::from).collect(),
+        certificates: sources
+            .certificates()
+            .iter()
+            .map(v1::Certificate::from)
+            .collect(),
         dry_run,
     };
     let mut admin = connect(url).await?;
@@ -294,6 +332,9 @@ fn locate_server_errors(sources: &Sources, message: &str) -> Option<CliError> {
         } else if let Some(rest) = part.strip_prefix("service \"") {
             let (name, rest) = rest.split_once("\": ")?;
             (ObjectRef::Service(name.to_owned()), rest)
+        } else if let Some(rest) = part.strip_prefix("certificate \"") {
+            let (name, rest) = rest.split_once("\": ")?;
+            (ObjectRef::Certificate(name.to_owned()), rest)
         } else {
             return None;
         };
@@ -311,10 +352,13 @@ fn locate_server_errors(sources: &Sources, message: &str) -> Option<CliError> {
 async fn diff(url: &str, files: &[PathBuf], io: &mut Io<'_>) -> Result<Outcome, CliError> {
     let sources = read_and_validate(files, io)?;
     let list = connect(url).await?.list(io.err).await?;
-    let plan = diff::plan(&sources.spec, list.services, list.routes).map_err(|e| match e {
+    let located = |e| match e {
         DiffError::Invalid(errors) => CliError::Invalid(sources.locate(errors.0)),
         other => CliError::Other(other.to_string()),
-    })?;
+    };
+    let mut plan = diff::plan(&sources.spec, list.services, list.routes).map_err(located)?;
+    plan.entries
+        .extend(diff::certificate_entries(&sources.spec, list.certificates).map_err(located)?);
     io.out.write_all(diff::render_plan(&plan).as_bytes())?;
     Ok(if plan.has_changes() {
         Outcome::Differences
@@ -370,6 +414,31 @@ async fn get(
         }
         Kind::Instance => {
             return super::register::get_instances(url, &target.names, format, io).await;
+        }
+        Kind::Certificate => {
+            let list = admin.list(io.err).await?;
+            let mut all: Vec<routemaster_common::spec::CertificateSpec> = list
+                .certificates
+                .into_iter()
+                // The control plane redacts keys; redact again so nothing else could
+                // ever print one.
+                .map(|c| routemaster_common::spec::CertificateSpec::from(c).redacted())
+                .collect();
+            all.sort_by(|a, b| a.name.cmp(&b.name));
+            let (certs, missing) = pick(all, &target.names, |c| &c.name);
+            let text = match format {
+                Format::Table | Format::Wide => output::certificates_table(&certs, width),
+                Format::Name => output::names("certificate", certs.iter().map(|c| &c.name)),
+                Format::Json | Format::Yaml => document(
+                    &output::CertificatesDoc {
+                        tls: output::CertificatesList {
+                            certificates: &certs,
+                        },
+                    },
+                    format,
+                )?,
+            };
+            (text, missing)
         }
         Kind::Node => {
             let status = admin.status().await?;
@@ -473,11 +542,11 @@ async fn delete(url: &str, args: &[String], io: &mut Io<'_>) -> Result<Outcome, 
                 "registered instances leave when their `routemaster register` stops (or DELETE /v1/services/SVC/instances/ID); static ones with `apply`".into(),
             ));
         }
-        Kind::Route | Kind::Service => {
-            let kind = if kind == Kind::Route {
-                v1::Kind::Route
-            } else {
-                v1::Kind::Service
+        Kind::Route | Kind::Service | Kind::Certificate => {
+            let kind = match kind {
+                Kind::Route => v1::Kind::Route,
+                Kind::Service => v1::Kind::Service,
+                _ => v1::Kind::Certificate,
             };
             let req = v1::DeleteRequest {
                 kind: kind as i32,

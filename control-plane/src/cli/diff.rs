@@ -6,11 +6,15 @@
 //! written out and `code` left to its default compare equal, exactly as the control
 //! plane will store them. Objects are matched by service name / route id; objects only
 //! on the server are not part of the plan, because `apply` never deletes.
+//!
+//! Certificates are compared with `key_pem` redacted on both sides (the control plane
+//! never lists keys): a key cannot change without its certificate changing (they must
+//! match), so comparing `cert_pem`, files, hosts and `default` shows every real change.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
-use routemaster_common::spec::{ConfigSpec, RouteSpec, ServiceSpec};
+use routemaster_common::spec::{CertificateSpec, ConfigSpec, RouteSpec, ServiceSpec};
 use routemaster_common::{Config, ObjectRef, Route, Service, ValidationErrors};
 use routemaster_proto::{ConversionError, v1};
 use serde::Serialize;
@@ -25,6 +29,7 @@ const CONTEXT: usize = 3;
 pub enum ObjectKind {
     Service,
     Route,
+    Certificate,
 }
 
 impl fmt::Display for ObjectKind {
@@ -32,6 +37,7 @@ impl fmt::Display for ObjectKind {
         f.write_str(match self {
             ObjectKind::Service => "service",
             ObjectKind::Route => "route",
+            ObjectKind::Certificate => "certificate",
         })
     }
 }
@@ -264,6 +270,44 @@ impl Explicit for RouteSpec {
     fn explicit(&self) -> Self {
         self.clone().with_defaults()
     }
+}
+
+impl Explicit for CertificateSpec {
+    fn explicit(&self) -> Self {
+        self.clone()
+    }
+}
+
+/// The file's certificates against the server's (listed with keys redacted), in file
+/// order; both sides shown and compared with `key_pem` redacted.
+pub fn certificate_entries(
+    file: &ConfigSpec,
+    server: Vec<v1::Certificate>,
+) -> Result<Vec<Entry>, DiffError> {
+    let server: HashMap<String, CertificateSpec> = server
+        .into_iter()
+        .map(|c| {
+            let spec = CertificateSpec::from(c).redacted();
+            (spec.name.clone(), spec)
+        })
+        .collect();
+    let mut entries = Vec::new();
+    for c in file.tls.iter().flat_map(|t| &t.certificates) {
+        // Normalised (hosts lowercased, `default: false` dropped) when it validates on
+        // its own; a `<redacted>` key does not, and is compared as written.
+        let after = routemaster_common::tls::Certificate::try_from(c.clone())
+            .map(|m| CertificateSpec::from(&m))
+            .unwrap_or_else(|_| c.clone())
+            .redacted();
+        let before = server.get(&after.name);
+        entries.push(entry(
+            ObjectKind::Certificate,
+            after.name.clone(),
+            before,
+            &after,
+        )?);
+    }
+    Ok(entries)
 }
 
 /// `before` and `after` are normalised (compared as such); they are shown with their

@@ -44,6 +44,62 @@ pub struct ServicesDoc<'a> {
     pub services: &'a [ServiceSpec],
 }
 
+/// `get certificates -o yaml|json`, shaped like a route file's `tls:` section (keys
+/// read `<redacted>`: the control plane never lists them; applying this keeps them).
+#[derive(Debug, Serialize)]
+pub struct CertificatesDoc<'a> {
+    pub tls: CertificatesList<'a>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CertificatesList<'a> {
+    pub certificates: &'a [routemaster_common::spec::CertificateSpec],
+}
+
+/// `get certificates`: name, hosts, default, the leaf's not-after (inline PEM; `-` for
+/// `cert_file`, which only the proxy reads) and where the PEM comes from.
+pub fn certificates_table(
+    certs: &[routemaster_common::spec::CertificateSpec],
+    width: Option<u16>,
+) -> String {
+    if certs.is_empty() {
+        return "no certificates\n".into();
+    }
+    let rows = certs
+        .iter()
+        .map(|c| {
+            let not_after = c
+                .cert_pem
+                .as_deref()
+                .and_then(routemaster_common::tls::not_after)
+                .map_or_else(
+                    || "-".to_owned(),
+                    |t| {
+                        routemaster_common::time::rfc3339(
+                            std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64),
+                        )
+                    },
+                );
+            let source = match (&c.cert_file, &c.key_file) {
+                (None, None) => "inline".to_owned(),
+                (Some(f), _) | (None, Some(f)) => format!("file {f}"),
+            };
+            vec![
+                c.name.clone(),
+                c.hosts.join(", "),
+                if c.default == Some(true) { "yes" } else { "no" }.to_owned(),
+                not_after,
+                source,
+            ]
+        })
+        .collect();
+    table(
+        &["NAME", "HOSTS", "DEFAULT", "NOT AFTER", "SOURCE"],
+        rows,
+        width,
+    )
+}
+
 /// `get -o name`: `kind/name`, one per line (for `xargs`, like kubectl).
 pub fn names(kind: &str, names: impl IntoIterator<Item = impl AsRef<str>>) -> String {
     names
@@ -578,6 +634,7 @@ fn kind_name(kind: i32) -> &'static str {
     match v1::Kind::try_from(kind) {
         Ok(v1::Kind::Service) => "service",
         Ok(v1::Kind::Route) => "route",
+        Ok(v1::Kind::Certificate) => "certificate",
         _ => "object",
     }
 }
