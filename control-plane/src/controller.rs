@@ -169,7 +169,8 @@ pub struct Published {
 /// One object write seen by the watch.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ObjectEvent {
-    /// `service`, `route` or `instance` (a registered one, named `service/id`).
+    /// `service`, `route`, `certificate` or `instance` (a registered one, named
+    /// `service/id`).
     pub kind: &'static str,
     pub name: String,
     /// `created`, `updated` or `deleted`; `expired` for an instance whose lease ran out.
@@ -891,6 +892,53 @@ fn record(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_redacted_key_keeps_the_stored_inline_key_or_is_refused_by_name() {
+        use routemaster_common::tls::REDACTED;
+        let cert = |name: &str, key_pem: Option<&str>, key_file: Option<&str>| CertificateSpec {
+            name: name.into(),
+            hosts: vec!["a.example.test".into()],
+            cert_pem: Some("CERT".into()),
+            cert_file: None,
+            key_pem: key_pem.map(Into::into),
+            key_file: key_file.map(Into::into),
+            default: None,
+        };
+        let stored: BTreeMap<String, CertificateSpec> = [
+            (
+                "inline".to_owned(),
+                cert("inline", Some("STORED KEY"), None),
+            ),
+            ("filed".to_owned(), cert("filed", None, Some("/k.pem"))),
+        ]
+        .into();
+        // (applied, Ok(key_pem it is stored with) | Err(text in the error))
+        let cases: [(CertificateSpec, Result<Option<&str>, &str>); 4] = [
+            (cert("inline", Some(REDACTED), None), Ok(Some("STORED KEY"))),
+            (cert("inline", Some("NEW KEY"), None), Ok(Some("NEW KEY"))),
+            (
+                cert("filed", Some(REDACTED), None),
+                Err(r#"certificate "filed": key_pem: <redacted> keeps the stored"#),
+            ),
+            (
+                cert("fresh", Some(REDACTED), None),
+                Err(r#"certificate "fresh": key_pem: "#),
+            ),
+        ];
+        for (applied, want) in cases {
+            let got = keep_redacted_keys(std::slice::from_ref(&applied), &stored);
+            match (got, want) {
+                (Ok(out), Ok(key)) => assert_eq!(out[0].key_pem.as_deref(), key, "{applied:?}"),
+                (Err(e), Err(text)) => {
+                    let e = e.to_string();
+                    assert!(e.contains(text) && e.contains("give the key"), "{e}");
+                    assert!(!e.contains("STORED KEY"), "{e}");
+                }
+                (got, want) => panic!("{applied:?}: {got:?}, want {want:?}"),
+            }
+        }
+    }
 
     #[test]
     fn errors_are_in_the_users_terms() {
