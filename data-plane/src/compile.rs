@@ -1,18 +1,22 @@
 //! Snapshot → [`Compiled`]: the route table with each route's upstream clusters
 //! resolved, so the request path does no name lookups. Each route also gets its metric
 //! series ([`crate::observe::metrics`]) here: a request finds its counters through the
-//! route it matched, never by name.
+//! route it matched, never by name. A `discovery: dns` instance becomes one endpoint
+//! per address its name last resolved to ([`crate::dns`]), or its address as written
+//! until the first lookup succeeded.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use routemaster_common::balance::Balancer;
 use routemaster_common::model::{
-    Action, HealthCheck, Limits, LoadBalancing, Outlier, Protocol, Retry, Service,
+    Action, Discovery, HealthCheck, Instance, Limits, LoadBalancing, Outlier, Protocol, Retry,
+    Service,
 };
 use routemaster_common::snapshot::Snapshot;
 use routemaster_common::table::RouteTable;
 
+use crate::dns::Resolved;
 use crate::error::ProxyError;
 use crate::health::{EndpointHealth, HealthRegistry, ServiceLoad, Wanted, now_ms};
 use crate::observe::metrics::{Metrics, PairMetrics, ServiceMetrics};
@@ -157,34 +161,63 @@ impl PickError {
     }
 }
 
+/// A service's endpoints in instance order, each with its instance's index: one per
+/// instance, or for a `discovery: dns` instance that has resolved, one per address it
+/// resolved to (same weight and labels). An address with `${node.NAME}` placeholders is
+/// filled in when a control plane's snapshot is applied (`locality::localize`); one
+/// still here (a route file: a proxy without labels) has no address to connect to and
+/// is left out.
+fn expand<'a>(
+    service: &'a Service,
+    resolved: &Resolved,
+) -> Vec<(usize, &'a Instance, http::uri::Authority)> {
+    let mut out = Vec::with_capacity(service.instances().len());
+    for (k, i) in service.instances().iter().enumerate() {
+        if i.template().is_some() {
+            continue;
+        }
+        let addrs = match i.discovery() {
+            Discovery::Dns { .. } => resolved.get(i.address().as_str()),
+            Discovery::Static => None,
+        };
+        match addrs {
+            Some(addrs) => out.extend(addrs.iter().filter_map(|a| {
+                let authority = a.to_string().parse::<http::uri::Authority>().ok()?;
+                Some((k, i, authority))
+            })),
+            None => out.push((k, i, i.address().clone())),
+        }
+    }
+    out
+}
+
 impl Cluster {
-    fn new(service: &Service, metrics: &Metrics, health: &HealthRegistry, retried: bool) -> Self {
-        // An address with `${node.NAME}` placeholders is filled in when a control
-        // plane's snapshot is applied (`locality::localize`); one still here (a route
-        // file: a proxy without labels) has no address to connect to and is left out.
-        let instances: Vec<&routemaster_common::model::Instance> = service
-            .instances()
-            .iter()
-            .filter(|i| i.template().is_none())
-            .collect();
-        if instances.len() < service.instances().len() {
+    fn new(
+        service: &Service,
+        metrics: &Metrics,
+        health: &HealthRegistry,
+        retried: bool,
+        resolved: &Resolved,
+    ) -> Self {
+        if service.instances().iter().any(|i| i.template().is_some()) {
             tracing::error!(
                 service = %service.name(),
                 "instances with ${{node.NAME}} addresses left out: only proxies of a control plane (with --label) fill them in"
             );
         }
-        let weights: Vec<u32> = instances.iter().map(|i| i.weight()).collect();
+        let instances = expand(service, resolved);
+        let weights: Vec<u32> = instances.iter().map(|(_, i, _)| i.weight()).collect();
         let name = service.name().as_str();
         Self {
             name: name.into(),
             endpoints: instances
                 .iter()
-                .map(|i| {
+                .map(|(_, i, authority)| {
                     Arc::new(Endpoint {
-                        authority: i.address().clone(),
+                        health: health.endpoint(name, authority.as_str()),
+                        authority: authority.clone(),
                         in_flight: AtomicUsize::new(0),
                         weight: i.weight(),
-                        health: health.endpoint(name, i.address().as_str()),
                     })
                 })
                 .collect(),
@@ -216,21 +249,23 @@ impl Cluster {
         metrics: &Metrics,
         health: &HealthRegistry,
         retried: bool,
+        resolved: &Resolved,
     ) -> Self {
-        let all = Self::new(service, metrics, health, retried);
-        let resolved: Vec<&routemaster_common::model::Instance> = service
-            .instances()
-            .iter()
-            .filter(|i| i.template().is_none())
-            .collect();
-        let level_of = |k: usize| resolved.get(k).map_or(u8::MAX, |i| i.locality_level());
+        let all = Self::new(service, metrics, health, retried, resolved);
+        let expanded = expand(service, resolved);
+        let level_of = |k: usize| {
+            expanded
+                .get(k)
+                .map_or(u8::MAX, |(_, i, _)| i.locality_level())
+        };
         // The end of each level's prefix, lowest level first.
-        let mut ends: Vec<usize> = (1..=resolved.len())
-            .filter(|&end| end == resolved.len() || level_of(end) != level_of(end - 1))
+        let mut ends: Vec<usize> = (1..=expanded.len())
+            .filter(|&end| end == expanded.len() || level_of(end) != level_of(end - 1))
             .collect();
         if !all.guarded {
             let first = routemaster_common::locality::first_level(service.instances()).len();
-            ends = vec![first.min(all.endpoints.len())];
+            let end = expanded.iter().filter(|(k, _, _)| *k < first).count();
+            ends = vec![end.min(all.endpoints.len())];
         }
         let mut next: Option<Arc<Cluster>> = None;
         let mut top = None;
@@ -449,6 +484,11 @@ impl Endpoint {
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
     }
+
+    /// Its instance's `weight`.
+    pub fn weight(&self) -> u32 {
+        self.weight
+    }
 }
 
 impl EndpointGuard {
@@ -483,7 +523,13 @@ impl Drop for EndpointGuard {
     }
 }
 
-pub fn compile(snapshot: Arc<Snapshot>, metrics: &Metrics, health: &HealthRegistry) -> Compiled {
+/// `resolved`: the current sets of `discovery: dns` names ([`crate::dns`]).
+pub fn compile(
+    snapshot: Arc<Snapshot>,
+    metrics: &Metrics,
+    health: &HealthRegistry,
+    resolved: &Resolved,
+) -> Compiled {
     // Services some route retries on: their requests in flight are counted (the budget).
     let retried: std::collections::HashSet<&str> = snapshot
         .config()
@@ -504,9 +550,9 @@ pub fn compile(snapshot: Arc<Snapshot>, metrics: &Metrics, health: &HealthRegist
             let name = s.name().as_str();
             let retried = retried.contains(name);
             let cluster = if s.locality().is_some() {
-                Cluster::leveled(s, metrics, health, retried)
+                Cluster::leveled(s, metrics, health, retried, resolved)
             } else {
-                Cluster::new(s, metrics, health, retried)
+                Cluster::new(s, metrics, health, retried, resolved)
             };
             (name, Arc::new(cluster))
         })
@@ -613,6 +659,7 @@ mod pick_tests {
             &Metrics::new(1),
             registry,
             true,
+            &Resolved::default(),
         ))
     }
 

@@ -15,6 +15,7 @@ pub mod admin;
 pub mod body;
 pub mod compile;
 pub mod control_plane;
+pub mod dns;
 pub mod error;
 pub mod file_source;
 pub mod forwarding;

@@ -83,6 +83,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         .context("cannot start the runtime")?;
     let (workers, state) = runtime.block_on(async move {
         let state = Arc::new(ProxyState::with_limits(max_connections, workers));
+        // `discovery: dns`: recompile the table when a name's addresses change.
+        tokio::spawn(Arc::clone(&state).run_dns_refresher());
         state.observe.set_metrics(args.metrics.is_on());
         state
             .observe

@@ -3,7 +3,8 @@
 //! draining flag (set on SIGTERM: readiness fails, responses say `connection: close`),
 //! where the table came from, and (connected mode) the state of the control-plane
 //! connection. [`ProxyState::apply`] is the only way to change the table, for file,
-//! control-plane and last-known-good sources alike. Requests `load()` the table once and
+//! control-plane and last-known-good sources alike; [`ProxyState::refresh`] recompiles
+//! the same snapshot when a `discovery: dns` name resolves differently ([`crate::dns`]). Requests `load()` the table once and
 //! keep that `Arc` for their whole life, so a swap never affects a request already
 //! routed.
 
@@ -16,6 +17,7 @@ use routemaster_common::snapshot::{Snapshot, Source};
 use serde::Serialize;
 
 use crate::compile::{Compiled, compile};
+use crate::dns::Dns;
 use crate::health::HealthRegistry;
 use crate::observe::Observer;
 use crate::server::ConnectionLimit;
@@ -36,6 +38,8 @@ pub struct ProxyState {
     pub shadow: ShadowBook,
     /// Upstream health and per-service load, kept across snapshots ([`crate::health`]).
     pub health: HealthRegistry,
+    /// `discovery: dns` names and what they resolved to ([`crate::dns`]).
+    pub dns: Arc<Dns>,
     pub started: Instant,
     /// Open client connections across workers, against `--max-connections`.
     pub connections: Arc<ConnectionLimit>,
@@ -163,6 +167,7 @@ impl ProxyState {
             stats: Stats::default(),
             observe: Observer::new(workers),
             health: HealthRegistry::default(),
+            dns: Arc::new(Dns::default()),
             shadow: ShadowBook::default(),
             started: Instant::now(),
             connections: ConnectionLimit::new(max),
@@ -184,10 +189,48 @@ impl ProxyState {
     /// Compiles `snapshot` and makes it the table new requests see.
     pub fn apply(&self, snapshot: Arc<Snapshot>) -> Applied {
         let kind = SourceKind::of(&snapshot);
-        let (applied, compiled) = self.compile(snapshot);
+        let (applied, compiled, generation) = self.compile(snapshot);
         let mut meta = lock(&self.applied);
         self.swap(&mut meta, compiled, kind);
+        drop(meta);
+        self.catch_up(generation);
         applied
+    }
+
+    /// Recompiles the current snapshot with the latest DNS resolutions ([`crate::dns`])
+    /// and swaps it in like an apply (same source; health of unchanged endpoints kept).
+    /// Under the meta lock throughout, so it never puts back an older snapshot than an
+    /// apply that raced it. `None` when nothing is served yet.
+    pub fn refresh(&self) -> Option<Applied> {
+        let mut meta = lock(&self.applied);
+        let snapshot = self.current_snapshot()?;
+        let kind = meta.kind.unwrap_or(SourceKind::of(&snapshot));
+        let (applied, compiled, _) = self.compile(snapshot);
+        self.swap(&mut meta, compiled, kind);
+        Some(applied)
+    }
+
+    /// An apply compiled with resolutions that changed before its swap: compile again,
+    /// so the change is not lost (the refresher may have run before the swap).
+    fn catch_up(&self, generation: u64) {
+        if self.dns.generation() != generation {
+            self.refresh();
+        }
+    }
+
+    /// Recompiles whenever a `discovery: dns` name's set changes, until the process
+    /// ends (spawned once on the main runtime).
+    pub async fn run_dns_refresher(self: Arc<Self>) {
+        loop {
+            self.dns.changed().await;
+            if let Some(applied) = self.refresh() {
+                tracing::info!(
+                    version = applied.version,
+                    compile_ms = applied.compile_time.as_secs_f64() * 1e3,
+                    "DNS discovery: endpoints updated"
+                );
+            }
+        }
     }
 
     /// [`ProxyState::apply`] for a snapshot read back from disk, but only if nothing is
@@ -197,28 +240,36 @@ impl ProxyState {
         if self.current.load().is_some() {
             return None;
         }
-        let (applied, compiled) = self.compile(snapshot);
+        let (applied, compiled, generation) = self.compile(snapshot);
         let mut meta = lock(&self.applied);
         if self.current.load().is_some() {
             return None;
         }
         self.swap(&mut meta, compiled, SourceKind::LastKnownGood);
+        drop(meta);
+        self.catch_up(generation);
         Some(applied)
     }
 
-    fn compile(&self, snapshot: Arc<Snapshot>) -> (Applied, Arc<Compiled>) {
+    fn compile(&self, snapshot: Arc<Snapshot>) -> (Applied, Arc<Compiled>, u64) {
         let t0 = Instant::now();
         let version = snapshot.version();
         let routes = snapshot.config().routes().len();
         let services = snapshot.config().services().len();
-        let compiled = Arc::new(compile(snapshot, &self.observe.metrics, &self.health));
+        let (resolved, generation) = self.dns.resolved();
+        let compiled = Arc::new(compile(
+            snapshot,
+            &self.observe.metrics,
+            &self.health,
+            &resolved,
+        ));
         let applied = Applied {
             version,
             routes,
             services,
             compile_time: t0.elapsed(),
         };
-        (applied, compiled)
+        (applied, compiled, generation)
     }
 
     fn swap(&self, meta: &mut AppliedMeta, compiled: Arc<Compiled>, kind: SourceKind) {
@@ -226,6 +277,9 @@ impl ProxyState {
         // ones (under the meta lock, so in apply order).
         self.health
             .reconcile(compiled.all_clusters().flat_map(|c| c.wanted()));
+        // Resolver tasks follow the table too.
+        self.dns
+            .reconcile(crate::dns::wanted(compiled.table.snapshot().config()).into_iter());
         // Shadow tallies first, so a request routed by the new table finds its tally.
         self.shadow.sync(compiled.table.snapshot().config());
         // The old table is dropped by whichever request releases it last.

@@ -533,6 +533,11 @@ pub const FAMILIES: &[(&str, &str, &[&str])] = &[
         &["state"],
     ),
     (
+        "routemaster_dns_lookup_failures_total",
+        "discovery: dns lookups that failed or found nothing (the last good set was kept).",
+        &[],
+    ),
+    (
         "routemaster_access_log_lines_total",
         "Access log lines written.",
         &[],
@@ -840,6 +845,17 @@ impl Collector for ProxyCollector {
                 vec![counter(&[], get(&m.nacks))],
             ),
             family("routemaster_control_plane_state", GAUGE, control_plane),
+            family(
+                "routemaster_dns_lookup_failures_total",
+                COUNTER,
+                vec![counter(
+                    &[],
+                    state
+                        .dns
+                        .failures
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                )],
+            ),
             family(
                 "routemaster_access_log_lines_total",
                 COUNTER,
