@@ -458,10 +458,10 @@ impl tower_service::Service<Uri> for Pinned {
                 ))
                 .into());
             }
-            Ok(UpConn::Tls(TlsConn {
+            Ok(UpConn::Tls(Box::new(TlsConn {
                 io: TokioIo::new(stream),
                 h2,
-            }))
+            })))
         })
     }
 }
@@ -470,7 +470,8 @@ impl tower_service::Service<Uri> for Pinned {
 #[derive(Debug)]
 pub enum UpConn {
     Plain(TokioIo<TcpStream>),
-    Tls(TlsConn),
+    // Boxed: a TLS session is far larger than a socket.
+    Tls(Box<TlsConn>),
 }
 
 impl Connection for UpConn {
@@ -490,7 +491,7 @@ impl hyper::rt::Read for UpConn {
     ) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             UpConn::Plain(io) => Pin::new(io).poll_read(cx, buf),
-            UpConn::Tls(io) => Pin::new(io).poll_read(cx, buf),
+            UpConn::Tls(io) => Pin::new(&mut **io).poll_read(cx, buf),
         }
     }
 }
@@ -503,7 +504,7 @@ impl hyper::rt::Write for UpConn {
     ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
             UpConn::Plain(io) => Pin::new(io).poll_write(cx, buf),
-            UpConn::Tls(io) => Pin::new(io).poll_write(cx, buf),
+            UpConn::Tls(io) => Pin::new(&mut **io).poll_write(cx, buf),
         }
     }
 
@@ -514,7 +515,7 @@ impl hyper::rt::Write for UpConn {
     ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
             UpConn::Plain(io) => Pin::new(io).poll_write_vectored(cx, bufs),
-            UpConn::Tls(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+            UpConn::Tls(io) => Pin::new(&mut **io).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -528,14 +529,14 @@ impl hyper::rt::Write for UpConn {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             UpConn::Plain(io) => Pin::new(io).poll_flush(cx),
-            UpConn::Tls(io) => Pin::new(io).poll_flush(cx),
+            UpConn::Tls(io) => Pin::new(&mut **io).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             UpConn::Plain(io) => Pin::new(io).poll_shutdown(cx),
-            UpConn::Tls(io) => Pin::new(io).poll_shutdown(cx),
+            UpConn::Tls(io) => Pin::new(&mut **io).poll_shutdown(cx),
         }
     }
 }
