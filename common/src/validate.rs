@@ -263,6 +263,18 @@ fn service(spec: &ServiceSpec, errors: &mut Vec<ValidationError>) -> Option<Serv
         .tls
         .as_ref()
         .and_then(|t| upstream_tls(&mut p, protocol, t));
+    // A resolved endpoint is an IP address: without `tls.server_name` the certificate
+    // would be checked against that address, never the name.
+    if protocol.is_tls() && spec.tls.as_ref().is_none_or(|t| t.server_name.is_none()) {
+        for (i, inst) in spec.instances.iter().enumerate() {
+            if inst.discovery == Some(DiscoverySpec::Dns) {
+                p.add(
+                    format!("instances[{i}].discovery"),
+                    "dns on an h2/https service needs tls.server_name (the name certificates are checked against)",
+                );
+            }
+        }
+    }
     let health_check = spec
         .health_check
         .as_ref()

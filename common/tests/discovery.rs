@@ -87,6 +87,17 @@ fn bad_discovery_names_the_object_and_field() {
     for (block, want) in cases {
         assert_eq!(validate(&instance(block)).unwrap_err(), want, "{block}");
     }
+    // A TLS service checks certificates against tls.server_name, never a resolved IP.
+    let https = |tls: &str| {
+        format!(
+            "services:\n  - name: s\n    protocol: https\n{tls}    instances: [{{ address: lms.internal:443, discovery: dns }}]\n"
+        )
+    };
+    assert_eq!(
+        validate(&https("")).unwrap_err(),
+        r#"service "s": instances[0].discovery: dns on an h2/https service needs tls.server_name (the name certificates are checked against)"#
+    );
+    assert!(validate(&https("    tls: { server_name: lms.internal }\n")).is_ok());
     let err = validate(&instance("address: a.b:1, discovery: srv")).unwrap_err();
     assert!(err.starts_with("parse: ") && err.contains("srv"), "{err}");
 }

@@ -290,6 +290,15 @@ fn service(g: &mut Gen, i: usize) -> ServiceSpec {
         }),
         _ => None,
     };
+    // `discovery: dns` on a TLS service needs `tls.server_name`.
+    if protocol.is_some_and(|p| matches!(p, ProtocolSpec::H2 | ProtocolSpec::Https))
+        && tls.as_ref().is_none_or(|t| t.server_name.is_none())
+    {
+        for inst in &mut instances {
+            inst.discovery = None;
+            inst.dns_refresh = None;
+        }
+    }
     ServiceSpec {
         name: g.name(i),
         instances,
