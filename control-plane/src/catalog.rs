@@ -191,6 +191,8 @@ impl Catalog {
             .map(ConfigSpec::from)
             .unwrap_or_default()
             .with_defaults()
+            // What the status API shows: never a key.
+            .redacted()
     }
 
     /// The registered instances of `service` (id order) with their leases.

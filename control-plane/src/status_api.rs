@@ -89,6 +89,7 @@ pub fn router(api: Arc<StatusApi>) -> Router {
         .route("/v1/nodes/{*id}", get(node))
         .route("/v1/routes", get(routes))
         .route("/v1/services", get(services))
+        .route("/v1/certificates", get(certificates))
         .route("/v1/map", get(route_map))
         .route("/v1/changes", get(changes))
         .route("/v1/shadow", get(shadow))
@@ -166,6 +167,12 @@ async fn node(State(api): Api, uri: Uri) -> Response {
 
 async fn routes(State(api): Api) -> Response {
     json(&api.controller.catalog().spec().routes)
+}
+
+/// `tls.certificates` as the route file has them, `key_pem` read `<redacted>`.
+async fn certificates(State(api): Api) -> Response {
+    let spec = api.controller.catalog().spec();
+    json(&spec.tls.map(|t| t.certificates).unwrap_or_default())
 }
 
 /// The services as the route file has them, each with `health`: its instances as every

@@ -145,6 +145,17 @@ async fn certificates_applied_to_the_control_plane_are_served_rotated_nacked_and
         "{out}"
     );
 
+    // The status API's view: the certificate, never its key.
+    let shown = HttpClient::new()
+        .get(&control.http_url("/v1/certificates"), &[])
+        .await
+        .unwrap();
+    assert_eq!(shown.status.as_u16(), 200);
+    let shown = shown.json();
+    assert_eq!(shown[0]["name"], "site", "{shown}");
+    assert_eq!(shown[0]["key_pem"], "<redacted>", "{shown}");
+    assert!(!shown.to_string().contains("PRIVATE KEY"), "{shown}");
+
     // Rotation: a new certificate for the same name; new handshakes see it.
     let v2 = ecdsa(&["a.example.test"]);
     let ca2 = dir.path().join("v2.pem");
