@@ -994,6 +994,13 @@ pub mod last_known_good {
                 .open(&tmp)
                 .map_err(|e| write(&tmp, e))?
         };
+        // `mode` applies only when the file is created: a leftover temporary file (or
+        // one from a version that wrote 0644) is narrowed before the keys are written.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            file.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(|e| write(&tmp, e))?;
+        }
         file.write_all(&bytes).map_err(|e| write(&tmp, e))?;
         file.sync_all().map_err(|e| write(&tmp, e))?;
         drop(file);
@@ -1192,6 +1199,22 @@ pub mod last_known_good {
                 &Source::File(written.display().to_string())
             );
             assert_eq!(saved.snapshot.config().routes().len(), 1);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+
+        /// The file may hold TLS keys: owner-only, even over a leftover 0644 temporary.
+        #[test]
+        fn the_saved_file_is_owner_only() {
+            use std::os::unix::fs::PermissionsExt;
+            let dir = std::env::temp_dir().join(format!("rm-lkg-mode-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let tmp = dir.join(TMP_NAME);
+            std::fs::write(&tmp, "old").unwrap();
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).unwrap();
+            let written = save(&dir, &record()).unwrap();
+            let mode = std::fs::metadata(&written).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{mode:o}");
             let _ = std::fs::remove_dir_all(&dir);
         }
 
