@@ -142,6 +142,7 @@ fn service() -> v1::Service {
             address: "127.0.0.1:9".into(),
             weight: None,
             labels: Default::default(),
+            ..Default::default()
         }],
         load_balancing: 0,
         protocol: 0,
