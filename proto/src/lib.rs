@@ -71,14 +71,14 @@ impl prost::Message for EncodedSnapshot {
     }
 }
 
+use routemaster_common::mirror::BodyCompare;
 use routemaster_common::model::{LoadBalancing, RouteMode};
 use routemaster_common::snapshot::{Snapshot, Source};
-use routemaster_common::mirror::BodyCompare;
 use routemaster_common::spec::{
-    CompareSpec, MirrorSpec,
-    BackendSpec, CodeOrWord, ConfigSpec, FiltersSpec, ForwardSpec, HeaderFilterSpec, HeaderSpec,
-    HealthCheckSpec, InstanceSpec, LimitsSpec, OutlierSpec, PathSpec, ProtocolSpec, QuerySpec,
-    RedirectSpec, RetrySpec, RouteSpec, ServiceSpec, ShadowSpec, UpstreamTlsSpec,
+    BackendSpec, CodeOrWord, CompareSpec, ConfigSpec, DiscoverySpec, FiltersSpec, ForwardSpec,
+    HeaderFilterSpec, HeaderSpec, HealthCheckSpec, InstanceSpec, LimitsSpec, MirrorSpec,
+    OutlierSpec, PathSpec, ProtocolSpec, QuerySpec, RedirectSpec, RetrySpec, RouteSpec,
+    ServiceSpec, ShadowSpec, UpstreamTlsSpec,
 };
 use routemaster_common::spec::{CertificateSpec, TlsSpec};
 use routemaster_common::{Config, ObjectRef, Route, Service, ValidationErrors};
@@ -133,10 +133,7 @@ impl TryFrom<v1::Service> for ServiceSpec {
                         return Err(ConversionError::Field {
                             object: ObjectRef::Service(s.name),
                             field: "locality.fallback",
-                            reason: format!(
-                                "unknown value {} (expected any or none)",
-                                l.fallback
-                            ),
+                            reason: format!("unknown value {} (expected any or none)", l.fallback),
                         });
                     }
                 };
@@ -163,17 +160,33 @@ impl TryFrom<v1::Service> for ServiceSpec {
                 });
             }
         };
+        let mut instances = Vec::with_capacity(s.instances.len());
+        for (k, i) in s.instances.into_iter().enumerate() {
+            let discovery = match i.discovery.as_str() {
+                "" => None,
+                "static" => Some(DiscoverySpec::Static),
+                "dns" => Some(DiscoverySpec::Dns),
+                other => {
+                    return Err(ConversionError::Field {
+                        object: ObjectRef::Service(s.name),
+                        field: "instances[].discovery",
+                        reason: format!(
+                            "instances[{k}]: unknown value {other:?} (expected static or dns)"
+                        ),
+                    });
+                }
+            };
+            instances.push(InstanceSpec {
+                address: i.address,
+                weight: i.weight,
+                labels: i.labels.into_iter().collect(),
+                discovery,
+                dns_refresh: (!i.dns_refresh.is_empty()).then_some(i.dns_refresh),
+            });
+        }
         Ok(ServiceSpec {
             name: s.name,
-            instances: s
-                .instances
-                .into_iter()
-                .map(|i| InstanceSpec {
-                    address: i.address,
-                    weight: i.weight,
-                    labels: i.labels.into_iter().collect(),
-                })
-                .collect(),
+            instances,
             load_balancing,
             protocol,
             tls: s.tls.map(|t| UpstreamTlsSpec {
@@ -497,6 +510,12 @@ fn service_message(s: &ServiceSpec) -> v1::Service {
                     .iter()
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect(),
+                discovery: match i.discovery {
+                    None => String::new(),
+                    Some(DiscoverySpec::Static) => "static".into(),
+                    Some(DiscoverySpec::Dns) => "dns".into(),
+                },
+                dns_refresh: i.dns_refresh.clone().unwrap_or_default(),
             })
             .collect(),
         load_balancing: lb as i32,
@@ -759,7 +778,10 @@ pub fn config_spec_with_certificates(
             .map(RouteSpec::try_from)
             .collect::<Result<_, _>>()?,
         tls: (!certificates.is_empty()).then(|| TlsSpec {
-            certificates: certificates.into_iter().map(CertificateSpec::from).collect(),
+            certificates: certificates
+                .into_iter()
+                .map(CertificateSpec::from)
+                .collect(),
         }),
     })
 }
