@@ -182,8 +182,14 @@ fn expand<'a>(
         };
         match addrs {
             Some(addrs) => out.extend(addrs.iter().filter_map(|a| {
-                let authority = a.to_string().parse::<http::uri::Authority>().ok()?;
-                Some((k, i, authority))
+                match a.to_string().parse::<http::uri::Authority>() {
+                    Ok(authority) => Some((k, i, authority)),
+                    Err(_) => {
+                        // An IPv6 address with a zone (`fe80::1%eth0`) has no URI form.
+                        tracing::warn!(service = %service.name(), instance = %i.address(), address = %a, "DNS discovery: an address that cannot be an endpoint left out");
+                        None
+                    }
+                }
             })),
             None => out.push((k, i, i.address().clone())),
         }
