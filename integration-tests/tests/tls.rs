@@ -593,7 +593,9 @@ async fn apply_checks_certificates_before_connecting() {
         let (code, _, err) = cli(url, &[verb, "-f", bad.to_str().unwrap()]).await;
         assert_ne!(code, 0, "{verb}: {err}");
         assert!(
-            err.contains("bad.yaml:3: certificate \"alpha\": key_pem: does not match the certificate"),
+            err.contains(
+                "bad.yaml:3: certificate \"alpha\": key_pem: does not match the certificate"
+            ),
             "{verb}: {err}"
         );
         assert!(!err.contains("PRIVATE KEY"), "{err}");

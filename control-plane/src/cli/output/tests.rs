@@ -88,24 +88,29 @@ fn services_table_shows_counts_weights_and_balancing() {
                 InstanceSpec {
                     address: "127.0.0.1:9001".into(),
                     weight: None,
+                    ..Default::default()
                 },
                 InstanceSpec {
                     address: "127.0.0.1:9002".into(),
                     weight: Some(2),
+                    ..Default::default()
                 },
                 InstanceSpec {
                     address: "127.0.0.1:9003".into(),
                     weight: Some(0),
+                    ..Default::default()
                 },
             ],
             load_balancing: Some(LoadBalancing::LeastRequest),
             protocol: None,
+            ..Default::default()
         },
         ServiceSpec {
             name: "empty".into(),
             instances: vec![],
             load_balancing: None,
             protocol: None,
+            ..Default::default()
         },
     ];
     let got = services_table(&services, &[], None, false);
@@ -125,10 +130,12 @@ fn narrow_terminal_wraps_instead_of_overflowing() {
             .map(|i| InstanceSpec {
                 address: format!("10.0.0.{i}:9000"),
                 weight: None,
+                ..Default::default()
             })
             .collect(),
         load_balancing: None,
         protocol: None,
+        ..Default::default()
     }];
     let got = services_table(&services, &[], Some(60), false);
     assert!(got.lines().count() > 2, "\n{got}");
@@ -317,9 +324,11 @@ fn list_documents_read_back_as_route_files() {
         instances: vec![InstanceSpec {
             address: "127.0.0.1:9001".into(),
             weight: None,
+            ..Default::default()
         }],
         load_balancing: None,
         protocol: None,
+        ..Default::default()
     }];
     for text in [
         to_yaml(&RoutesDoc { routes: &routes }).unwrap(),
