@@ -98,15 +98,19 @@ pub async fn serve_with(
 ) {
     tokio::pin!(shutdown);
     let name: Arc<str> = name.into();
+    // Connections die with the backend (dropping the set aborts them), as they do when
+    // a real backend process dies: a pooled keep-alive connection must not outlive it.
+    let mut connections = tokio::task::JoinSet::new();
     loop {
         let (stream, _) = tokio::select! {
             r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
             () = &mut shutdown => return,
         };
+        while connections.try_join_next().is_some() {}
         let name = Arc::clone(&name);
         let hits = Arc::clone(&hits);
         let tls = tls.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let svc = service_fn(move |req| {
                 hits.fetch_add(1, Ordering::Relaxed);
                 echo(Arc::clone(&name), req)
