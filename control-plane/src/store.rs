@@ -338,11 +338,22 @@ impl Store {
         puts: Vec<(String, String)>,
         deletes: Vec<String>,
     ) -> Result<Option<i64>, StoreError> {
-        let meta = self.meta_key();
-        let mut ops: Vec<TxnOp> = puts
+        let ops = puts
             .into_iter()
             .map(|(k, v)| TxnOp::put(k, v, None))
             .collect();
+        self.commit_ops(meta_revision, ops, deletes).await
+    }
+
+    /// `ops`, then `deletes`, then the meta key's rewrite, in one transaction fenced on
+    /// the meta key (the body of [`Store::commit`] and `commit_leased`).
+    pub(crate) async fn commit_ops(
+        &self,
+        meta_revision: i64,
+        mut ops: Vec<TxnOp>,
+        deletes: Vec<String>,
+    ) -> Result<Option<i64>, StoreError> {
+        let meta = self.meta_key();
         ops.extend(deletes.into_iter().map(|k| TxnOp::delete(k, None)));
         ops.push(TxnOp::put(meta.clone(), "{}", None));
         let txn = Txn::new()

@@ -77,28 +77,14 @@ impl Store {
         puts: Vec<Put>,
         deletes: Vec<String>,
     ) -> Result<Option<i64>, StoreError> {
-        let meta = self.meta_key();
-        let mut ops: Vec<TxnOp> = puts
+        let ops = puts
             .into_iter()
             .map(|p| {
                 let options = p.lease.map(|l| PutOptions::new().with_lease(l));
                 TxnOp::put(p.key, p.value, options)
             })
             .collect();
-        ops.extend(deletes.into_iter().map(|k| TxnOp::delete(k, None)));
-        ops.push(TxnOp::put(meta.clone(), "{}", None));
-        let txn = Txn::new()
-            .when([Compare::mod_revision(meta, CompareOp::Equal, meta_revision)])
-            .and_then(ops);
-        let resp = self
-            .call("txn", |mut c| {
-                let txn = txn.clone();
-                async move { c.txn(txn).await }
-            })
-            .await?;
-        Ok(resp
-            .succeeded()
-            .then(|| resp.header().map_or(0, |h| h.revision())))
+        self.commit_ops(meta_revision, ops, deletes).await
     }
 
     /// After a lease expiry deleted an instance at `revision` without a write of ours:
