@@ -551,9 +551,15 @@ pub fn format_size(n: usize) -> String {
     }
 }
 
-/// FNV-1a, 64 bits: stable across processes (sampling by request id, body hashes).
+/// FNV-1a, 64 bits: stable across processes and versions, unlike the std hasher
+/// (sampling by request id, body hashes, declaration fingerprints).
 pub fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+    fnv1a_update(0xcbf2_9ce4_8422_2325, bytes)
+}
+
+/// Continues an FNV-1a hash `h` over `bytes` (a body hashed as it streams).
+pub fn fnv1a_update(h: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(h, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
 }

@@ -239,10 +239,11 @@ fn split_absolute(s: &str) -> Option<(&str, &str, &str)> {
 pub fn declaration_fingerprint(route: &Route) -> u64 {
     let mut spec = RouteSpec::from(route);
     spec.mode = None;
-    let text = serde_saphyr::to_string(&spec).unwrap_or_default();
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+    crate::mirror::fnv1a(
+        serde_saphyr::to_string(&spec)
+            .unwrap_or_default()
+            .as_bytes(),
+    )
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Uri};
 use http_body_util::BodyExt;
 use routemaster_common::mirror::{
-    Compare, MirrorVerdict, NoiseSet, Observed, differences, fnv1a, verdict,
+    Compare, MirrorVerdict, NoiseSet, Observed, differences, fnv1a, fnv1a_update, verdict,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
@@ -151,7 +151,7 @@ pub struct Tee {
 impl Tee {
     pub fn data(&mut self, bytes: &[u8]) {
         self.len += bytes.len() as u64;
-        self.hash = fnv_update(self.hash, bytes);
+        self.hash = fnv1a_update(self.hash, bytes);
         if self.buf.len() + bytes.len() <= self.max {
             self.buf.extend_from_slice(bytes);
         } else {
@@ -174,13 +174,6 @@ impl Tee {
             });
         }
     }
-}
-
-fn fnv_update(mut h: u64, bytes: &[u8]) -> u64 {
-    for &b in bytes {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
 }
 
 /// A sampled request's mirror, from the primary's send to the comparison.
@@ -457,7 +450,7 @@ fn send(
                 let frame = frame.map_err(|e| format!("body: {e}"))?;
                 if let Some(d) = frame.data_ref() {
                     len += d.len() as u64;
-                    hash = fnv_update(hash, d);
+                    hash = fnv1a_update(hash, d);
                     if !over && buf.len() + d.len() <= max_body {
                         buf.extend_from_slice(d);
                     } else {
