@@ -149,16 +149,12 @@ impl ProxyError {
     ) -> Response<ProxyBody> {
         self.count(stats);
         let status = self.status();
-        let trace = match trace_id {
-            Some(t) => format!("; trace id {}", String::from_utf8_lossy(t)),
-            None => String::new(),
-        };
         let body = format!(
-            "{} {}: {}; request id {}{trace}\n",
+            "{} {}: {}; {}\n",
             status.as_u16(),
             status.canonical_reason().unwrap_or(""),
             self,
-            String::from_utf8_lossy(request_id)
+            ids(request_id, trace_id)
         );
         crate::responses::text(status, body)
     }
@@ -181,15 +177,7 @@ impl ProxyError {
     ) -> Response<ProxyBody> {
         self.count(stats);
         let code = self.grpc_code();
-        let trace = match trace_id {
-            Some(t) => format!("; trace id {}", String::from_utf8_lossy(t)),
-            None => String::new(),
-        };
-        let message = format!(
-            "routemaster: {}; request id {}{trace}",
-            self,
-            String::from_utf8_lossy(request_id)
-        );
+        let message = format!("routemaster: {}; {}", self, ids(request_id, trace_id));
         let mut resp = Response::new(ProxyBody::empty());
         let headers = resp.headers_mut();
         headers.insert(
@@ -288,6 +276,17 @@ fn grpc_percent_encode(message: &str) -> String {
         }
     }
     out
+}
+
+/// `request id X` and, when traced, `; trace id Y`: how the proxy's own answers name
+/// the request, in text bodies and in `grpc-message` alike.
+fn ids(request_id: &[u8], trace_id: Option<&[u8]>) -> String {
+    let mut s = format!("request id {}", String::from_utf8_lossy(request_id));
+    if let Some(t) = trace_id {
+        s.push_str("; trace id ");
+        s.push_str(&String::from_utf8_lossy(t));
+    }
+    s
 }
 
 #[cfg(test)]
