@@ -5,13 +5,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod certs;
+
+use certs::{Pem, ecdsa};
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rcgen::{CertificateParams, KeyPair};
 use routemaster_integration_tests::backend::EchoBackend;
 use routemaster_integration_tests::process::binary;
 use routemaster_integration_tests::{TempDir, eventually, write_atomic};
@@ -19,21 +22,6 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-struct Pem {
-    cert: String,
-    key: String,
-}
-
-fn ecdsa(names: &[&str]) -> Pem {
-    let key = KeyPair::generate().unwrap();
-    let params =
-        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
-    Pem {
-        cert: params.self_signed(&key).unwrap().pem(),
-        key: key.serialize_pem(),
-    }
-}
 
 /// An RSA certificate from the openssl CLI (PKCS#8 key), for the RSA key check.
 fn rsa(dir: &Path, name: &str) -> Pem {

@@ -7,11 +7,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod certs;
+
+use certs::{Pem, ecdsa};
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use rcgen::{CertificateParams, KeyPair};
 use routemaster_integration_tests::backend::EchoBackend;
 use routemaster_integration_tests::client::HttpClient;
 use routemaster_integration_tests::cluster::{ControlPlane, Etcd, cli, spawn_reporting};
@@ -20,21 +23,6 @@ use routemaster_integration_tests::{TempDir, eventually};
 use tokio::process::Command;
 
 const WAIT: Duration = Duration::from_secs(15);
-
-struct Pem {
-    cert: String,
-    key: String,
-}
-
-fn ecdsa(names: &[&str]) -> Pem {
-    let key = KeyPair::generate().unwrap();
-    let params =
-        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
-    Pem {
-        cert: params.self_signed(&key).unwrap().pem(),
-        key: key.serialize_pem(),
-    }
-}
 
 fn indent(pem: &str) -> String {
     pem.lines().map(|l| format!("        {l}\n")).collect()
