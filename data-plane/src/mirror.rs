@@ -4,8 +4,13 @@
 //! the client got. The rules (what differs, what is noise, the verdict) are
 //! `routemaster_common::mirror`; this module owns the I/O and the tallies.
 //!
-//! Written once, on the shared forwarding path ([`crate::proxy::Proxy::forward`]):
-//! HTTP/2 clients take it, and the HTTP/1.1 engine hands mirrored requests to it.
+//! One [`Mirroring`] for both engines, taking its copy and the primary's response where
+//! each has them: the shared forwarding path ([`crate::proxy::Proxy::forward`], HTTP/2
+//! clients and HTTP/1.1 clients of h2c/h2/https services) from `http` types; the
+//! HTTP/1.1 engine's own exchange from the head bytes it wrote and read
+//! ([`Mirroring::prepare_head`], [`MirrorSlot`]), its relay feeding the [`Tee`] the body
+//! the client gets (chunked framing removed). Both use the worker's one [`MirrorQueue`]
+//! and upstream clients, those of its [`crate::proxy::Proxy`].
 //!
 //! The mirror never delays or fails the client's request: the copies are sent by a
 //! spawned task after the primary's response head is in, at most [`MAX_IN_FLIGHT`] per
@@ -28,6 +33,8 @@ use routemaster_common::mirror::{
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::compile::{Cluster, MirrorTarget};
+use crate::forwarding::is_hop_by_hop;
+use crate::proxy::Proxy;
 use crate::shadow::{MissSample, RECENT_MISSES};
 use crate::upstream::{Clients, RequestBody};
 
@@ -196,29 +203,44 @@ impl Mirroring {
         parts: &http::request::Parts,
         has_body: bool,
     ) -> Option<Self> {
+        Self::prepare_with(target, tally, queue, has_body, || {
+            let mut copy = Request::new(());
+            *copy.method_mut() = parts.method.clone();
+            *copy.uri_mut() = parts.uri.clone();
+            *copy.headers_mut() = parts.headers.clone();
+            Some(copy.into_parts().0)
+        })
+    }
+
+    /// [`Mirroring::prepare`] for the HTTP/1.1 engine, from the upstream request head
+    /// exactly as written for the primary (`head`, ending with its empty line).
+    pub fn prepare_head(
+        target: Arc<MirrorTarget>,
+        tally: Option<Arc<MirrorTally>>,
+        queue: &MirrorQueue,
+        head: &[u8],
+        has_body: bool,
+    ) -> Option<Self> {
+        Self::prepare_with(target, tally, queue, has_body, || copy_of_head(head))
+    }
+
+    /// The one path every copy takes: the queue's permit, then the copy (`make`), then
+    /// its marking.
+    fn prepare_with(
+        target: Arc<MirrorTarget>,
+        tally: Option<Arc<MirrorTally>>,
+        queue: &MirrorQueue,
+        has_body: bool,
+        make: impl FnOnce() -> Option<http::request::Parts>,
+    ) -> Option<Self> {
         let permit = (!has_body).then(|| queue.try_take()).flatten();
-        let Some(permit) = permit else {
+        let (Some(permit), Some(mut copy)) = (permit, make()) else {
             if let Some(t) = &tally {
                 t.dropped();
             }
             return None;
         };
-        let mut copy = Request::new(());
-        *copy.method_mut() = parts.method.clone();
-        *copy.uri_mut() = parts.uri.clone();
-        *copy.headers_mut() = parts.headers.clone();
-        let (mut copy, ()) = copy.into_parts();
-        copy.headers.remove(http::header::CONTENT_LENGTH);
-        copy.headers
-            .insert(X_ROUTEMASTER_SHADOW.clone(), HeaderValue::from_static("1"));
-        if let Some(h) = copy
-            .headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            && let Ok(v) = HeaderValue::from_str(&shadow_host(h))
-        {
-            copy.headers.insert(http::header::HOST, v);
-        }
+        mark(&mut copy.headers);
         Some(Self {
             target,
             tally,
@@ -230,11 +252,48 @@ impl Mirroring {
     /// Starts the mirror once the primary's response head is in: returns the [`Tee`]
     /// for the primary's body when the route compares (`None`: fire-and-forget).
     pub fn launch(
-        mut self,
+        self,
         clients: Arc<Clients>,
         status: u16,
         headers: &HeaderMap,
         head_only: bool,
+    ) -> Option<Tee> {
+        self.launch_with(clients, status, head_only, |name, kept| {
+            for v in headers.get_all(name) {
+                kept.append(name.clone(), v.clone());
+            }
+        })
+    }
+
+    /// [`Mirroring::launch`] for the HTTP/1.1 engine, from the primary's final response
+    /// head as it came from the upstream (status line and fields, already validated):
+    /// only the compared fields are taken from it.
+    pub fn launch_head(self, clients: Arc<Clients>, head: &[u8], head_only: bool) -> Option<Tee> {
+        let mut fields = [httparse::EMPTY_HEADER; crate::h1::request::MAX_HEADERS];
+        let mut resp = httparse::Response::new(&mut fields);
+        let status = match resp.parse(head) {
+            Ok(httparse::Status::Complete(_)) => resp.code.unwrap_or(0),
+            _ => 0,
+        };
+        self.launch_with(clients, status, head_only, |name, kept| {
+            for f in resp.headers.iter() {
+                if f.name.eq_ignore_ascii_case(name.as_str())
+                    && let Ok(v) = HeaderValue::from_bytes(f.value)
+                {
+                    kept.append(name.clone(), v);
+                }
+            }
+        })
+    }
+
+    /// Starts the mirror; `keep(name, kept)` appends the primary's values of one
+    /// compared field.
+    fn launch_with(
+        mut self,
+        clients: Arc<Clients>,
+        status: u16,
+        head_only: bool,
+        mut keep: impl FnMut(&HeaderName, &mut HeaderMap),
     ) -> Option<Tee> {
         let compare = self.target.mirror.compare().cloned();
         let (tee, primary) = match &compare {
@@ -242,9 +301,7 @@ impl Mirroring {
                 let (tx, rx) = oneshot::channel();
                 let mut kept = HeaderMap::new();
                 for name in c.headers() {
-                    for v in headers.get_all(name) {
-                        kept.append(name.clone(), v.clone());
-                    }
+                    keep(name, &mut kept);
                 }
                 let tee = Tee {
                     status,
@@ -274,6 +331,74 @@ impl Mirroring {
             run(clients, target, tally, compare, copy, primary).await;
         });
         tee
+    }
+}
+
+/// Marks a copy so candidates can tell: `x-routemaster-shadow: 1`, the host with the
+/// `-shadow` suffix; it has no body, so no length.
+fn mark(headers: &mut HeaderMap) {
+    headers.remove(http::header::CONTENT_LENGTH);
+    headers.insert(X_ROUTEMASTER_SHADOW.clone(), HeaderValue::from_static("1"));
+    if let Some(h) = headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        && let Ok(v) = HeaderValue::from_str(&shadow_host(h))
+    {
+        headers.insert(http::header::HOST, v);
+    }
+}
+
+/// The copy of an HTTP/1.1 upstream request head: its method, target and fields but
+/// those of this hop (hop-by-hop ones) and of this try (`x-routemaster-attempts`, which
+/// the shared path adds after taking its copy). `None`: not a head we wrote.
+fn copy_of_head(head: &[u8]) -> Option<http::request::Parts> {
+    // The engine's own fields and the route's filter come on top of the client's.
+    let mut fields = [httparse::EMPTY_HEADER; 2 * crate::h1::request::MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut fields);
+    if !matches!(req.parse(head), Ok(httparse::Status::Complete(_))) {
+        return None;
+    }
+    let mut copy = Request::builder().method(req.method?).uri(req.path?);
+    for f in req.headers.iter() {
+        if !is_hop_by_hop(f.name) && !f.name.eq_ignore_ascii_case("x-routemaster-attempts") {
+            copy = copy.header(f.name, f.value);
+        }
+    }
+    copy.body(()).ok().map(|r| r.into_parts().0)
+}
+
+/// A prepared mirror on the HTTP/1.1 engine's exchange, launched by the try whose
+/// response is relayed to the client (a retried request has several tries; the
+/// others never launch it).
+#[derive(Debug)]
+pub struct MirrorSlot {
+    mirroring: Mutex<Option<Mirroring>>,
+    clients: Arc<Clients>,
+}
+
+impl MirrorSlot {
+    /// The copy of a sampled request from its upstream head, with the worker's mirror
+    /// queue and clients (those of the shared path, `proxy`). `None`: nothing is sent.
+    pub fn prepare(
+        target: Arc<MirrorTarget>,
+        proxy: &Proxy,
+        head: &[u8],
+        has_body: bool,
+    ) -> Option<Box<Self>> {
+        let tally = proxy.state().shadow.mirror_tally(&target.route);
+        let mirroring =
+            Mirroring::prepare_head(target, tally, proxy.mirror_queue(), head, has_body)?;
+        Some(Box::new(Self {
+            mirroring: Mutex::new(Some(mirroring)),
+            clients: Arc::clone(proxy.clients()),
+        }))
+    }
+
+    /// Launches the mirror on the primary's final response head (see
+    /// [`Mirroring::launch_head`]); later calls do nothing.
+    pub fn launch_head(&self, head: &[u8], head_only: bool) -> Option<Tee> {
+        let mirroring = lock(&self.mirroring).take()?;
+        mirroring.launch_head(Arc::clone(&self.clients), head, head_only)
     }
 }
 
@@ -486,6 +611,79 @@ mod tests {
             ("127.0.0.1:80", "127.0.0.1-shadow:80"),
         ] {
             assert_eq!(shadow_host(host), want);
+        }
+    }
+
+    #[test]
+    fn a_copy_is_taken_from_the_upstream_head_as_written() {
+        let attempts = "x-routemaster-attempts: 1\r\n";
+        for (head, want) in [
+            (
+                "GET /a?x=1 HTTP/1.1\r\nhost: lms.example\r\nx-request-id: r1\r\n\r\n".to_owned(),
+                Some((
+                    "GET",
+                    "/a?x=1",
+                    vec![
+                        ("host", "lms.example-shadow"),
+                        ("x-request-id", "r1"),
+                        ("x-routemaster-shadow", "1"),
+                    ],
+                )),
+            ),
+            // Repeated fields stay, in order; a port stays after the suffix.
+            (
+                "HEAD / HTTP/1.1\r\naccept: a\r\naccept: b\r\nhost: h:8080\r\n\r\n".to_owned(),
+                Some((
+                    "HEAD",
+                    "/",
+                    vec![
+                        ("accept", "a"),
+                        ("accept", "b"),
+                        ("host", "h-shadow:8080"),
+                        ("x-routemaster-shadow", "1"),
+                    ],
+                )),
+            ),
+            // This hop's fields, the body's length and the try counter are not copied.
+            (
+                format!(
+                    "GET /ws HTTP/1.1\r\nhost: h\r\nconnection: upgrade\r\nupgrade: websocket\r\n\
+                     content-length: 0\r\n{attempts}\r\n"
+                ),
+                Some((
+                    "GET",
+                    "/ws",
+                    vec![("host", "h-shadow"), ("x-routemaster-shadow", "1")],
+                )),
+            ),
+            // A candidate may already be marked: still once.
+            (
+                "GET / HTTP/1.1\r\nx-routemaster-shadow: 1\r\n\r\n".to_owned(),
+                Some(("GET", "/", vec![("x-routemaster-shadow", "1")])),
+            ),
+            // Not a complete head: no copy.
+            ("GET / HTTP/1.1\r\nhost: h\r\n".to_owned(), None),
+            ("\r\n\r\n".to_owned(), None),
+        ] {
+            let got = copy_of_head(head.as_bytes()).map(|mut c| {
+                mark(&mut c.headers);
+                let mut fields: Vec<(String, String)> = c
+                    .headers
+                    .iter()
+                    .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
+                    .collect();
+                fields.sort();
+                (c.method.to_string(), c.uri.to_string(), fields)
+            });
+            let want = want.map(|(m, pq, fields)| {
+                let mut fields: Vec<(String, String)> = fields
+                    .into_iter()
+                    .map(|(n, v)| (n.to_owned(), v.to_owned()))
+                    .collect();
+                fields.sort();
+                (m.to_owned(), pq.to_owned(), fields)
+            });
+            assert_eq!(got, want, "{head:?}");
         }
     }
 

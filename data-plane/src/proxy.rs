@@ -84,6 +84,16 @@ impl Proxy {
         &self.state
     }
 
+    /// This worker's upstream clients (the HTTP/1.1 engine's mirrors send with them).
+    pub fn clients(&self) -> &Arc<Clients> {
+        &self.clients
+    }
+
+    /// This worker's mirror capacity (shared with the HTTP/1.1 engine's mirrors).
+    pub fn mirror_queue(&self) -> &MirrorQueue {
+        &self.mirrors
+    }
+
     async fn proxy(
         &self,
         req: Request<Incoming>,

@@ -4,7 +4,8 @@
 //! `match`; a real difference is a `miss` naming the JSON path with both values; a dead
 //! candidate is an `error` and never a client error; a fire-and-forget mirror's copies
 //! carry `x-routemaster-shadow: 1` and a `-shadow` host; HTTP/1.1 and HTTP/2 clients
-//! alike. The client's latency with mirroring on and off is measured and printed.
+//! alike; a primary answering chunked JSON to HTTP/1.1 clients is compared on the
+//! decoded body. The client's latency with mirroring on and off is measured and printed.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -15,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::Full;
+use http_body_util::{Either, Full, StreamBody};
+use hyper::body::Frame;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -29,8 +31,9 @@ use tokio::net::TcpListener;
 type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
 
 /// A JSON backend: `{"generated_at": <n>, "items": [{"id": 1}, {"id": second}], "v": 1}`,
-/// with `n` counting up per request (so two calls never agree on it).
-async fn json_backend(second: u64) -> (String, Seen) {
+/// with `n` counting up per request (so two calls never agree on it); `chunked`: sent in
+/// two frames without a length (chunked over HTTP/1.1).
+async fn json_backend(second: u64, chunked: bool) -> (String, Seen) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let seen: Seen = Arc::default();
@@ -58,11 +61,20 @@ async fn json_backend(second: u64) -> (String, Seen) {
                     let body = format!(
                         r#"{{"generated_at": {n}, "items": [{{"id": 1}}, {{"id": {second}}}], "v": 1}}"#
                     );
+                    let body = if chunked {
+                        let (a, b) = body.split_at(body.len() / 2);
+                        let frames = [a, b].map(|p| {
+                            Ok::<_, Infallible>(Frame::data(Bytes::copy_from_slice(p.as_bytes())))
+                        });
+                        Either::Right(StreamBody::new(tokio_stream::iter(frames)))
+                    } else {
+                        Either::Left(Full::new(Bytes::from(body)))
+                    };
                     async move {
                         Ok::<_, Infallible>(
                             Response::builder()
                                 .header("content-type", "application/json")
-                                .body(Full::new(Bytes::from(body)))
+                                .body(body)
                                 .unwrap(),
                         )
                     }
@@ -100,9 +112,10 @@ const N: u64 = 12;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mirrored_responses_are_compared_with_noise_learned_from_a_baseline() {
     let fleet = Fleet::start("mirror", &[("m1", "default")]).await;
-    let (lms, _) = json_backend(2).await;
-    let (v2, v2_seen) = json_backend(2).await;
-    let (v3, _) = json_backend(3).await;
+    let (lms, _) = json_backend(2, false).await;
+    let (lms_chunked, _) = json_backend(2, true).await;
+    let (v2, v2_seen) = json_backend(2, false).await;
+    let (v3, _) = json_backend(3, false).await;
     let dead = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().to_string()
@@ -111,6 +124,7 @@ async fn mirrored_responses_are_compared_with_noise_learned_from_a_baseline() {
     let yaml = format!(
         r#"services:
   - {{ name: lms, instances: [{{ address: "{lms}" }}] }}
+  - {{ name: lms-chunked, instances: [{{ address: "{lms_chunked}" }}] }}
   - {{ name: lms-v2, instances: [{{ address: "{v2}" }}] }}
   - {{ name: lms-v3, instances: [{{ address: "{v3}" }}] }}
   - {{ name: gone, instances: [{{ address: "{dead}" }}] }}
@@ -122,6 +136,8 @@ routes:
   - {{ id: ignoring, path: {{ prefix: /e }}, forward: {{ service: lms, mirror: {{ service: lms-v2, compare: {{ ignore: ["$.generated_at"] }} }} }} }}
   - {{ id: fire-and-forget, path: {{ prefix: /f }}, forward: {{ service: lms, mirror: {{ service: lms-v2 }} }} }}
   - {{ id: plain, path: {{ prefix: /g }}, forward: {{ service: lms }} }}
+  - {{ id: chunked-change, path: {{ prefix: /h }}, forward: {{ service: lms-chunked, mirror: {{ service: lms-v3, compare: {{ ignore: ["$.generated_at"] }} }} }} }}
+  - {{ id: chunked-same, path: {{ prefix: /i }}, forward: {{ service: lms-chunked, mirror: {{ service: lms-v2, compare: {{ ignore: ["$.generated_at"] }} }} }} }}
 "#
     );
     let (code, _, err) = fleet.apply(0, &yaml).await;
@@ -143,6 +159,20 @@ routes:
             assert!(r.body.contains("\"items\""), "{path}: {}", r.body);
         }
     }
+    // A primary answering chunked JSON to HTTP/1.1 clients (relayed chunked by the
+    // engine): the mirror compares the decoded body, structurally.
+    for path in ["/h", "/i"] {
+        for _ in 0..N {
+            let r = fleet.get(0, path, "example.com").await.unwrap();
+            assert_eq!(r.status, 200, "{path}");
+            assert_eq!(
+                r.headers.get("transfer-encoding").map(|v| v.as_bytes()),
+                Some(&b"chunked"[..]),
+                "{path}"
+            );
+            assert!(r.body.contains("\"items\""), "{path}: {}", r.body);
+        }
+    }
 
     let doc = eventually(Duration::from_secs(15), "every mirror judged", || {
         let cp = cp.clone();
@@ -154,6 +184,8 @@ routes:
                 "real-change",
                 "dead-candidate",
                 "ignoring",
+                "chunked-change",
+                "chunked-same",
             ]
             .iter()
             .all(|id| mirror(&doc, id)["requests"] == N);
@@ -196,6 +228,12 @@ routes:
     // An ignored path does not count.
     assert_eq!(counts("ignoring"), [N, 0, 0, 0, 0]);
     assert_eq!(mirror(&doc, "ignoring")["hit_rate"], 1.0);
+    // Chunked primaries: a real change is a miss on the JSON path, the same body a match.
+    assert_eq!(counts("chunked-change"), [0, N, 0, 0, 0]);
+    let miss = &mirror(&doc, "chunked-change")["recent"][0];
+    assert_eq!(miss["expected"], "$.items[1].id=2", "{miss}");
+    assert_eq!(miss["actual"], "$.items[1].id=3", "{miss}");
+    assert_eq!(counts("chunked-same"), [N, 0, 0, 0, 0]);
 
     // The copies are marked, and name the host with the -shadow suffix.
     let seen = v2_seen.lock().unwrap().clone();
@@ -213,9 +251,9 @@ routes:
             .any(|(h, _)| h == &format!("{}-shadow:{}", proxy.addr.ip(), proxy.addr.port())),
         "{seen:?}"
     );
-    // lms-v2 mirrors /a, /b, /e and the fire-and-forget /f.
+    // lms-v2 mirrors /a, /b, /e, /i and the fire-and-forget /f.
     eventually(Duration::from_secs(5), "fire-and-forget copies", || async {
-        (v2_seen.lock().unwrap().len() as u64 == 4 * N).then_some(())
+        (v2_seen.lock().unwrap().len() as u64 == 5 * N).then_some(())
     })
     .await;
 

@@ -29,6 +29,7 @@ use super::stream::ClientStream;
 use crate::compile::{Cluster, EndpointGuard};
 use crate::error::ProxyError;
 use crate::health::RetrySlot;
+use crate::mirror::MirrorSlot;
 use crate::observe::metrics::{OpenConn, ServiceMetrics};
 use crate::observe::{Outcome, PairMetrics, Protocol, Reason, RequestInfo, TraceContext};
 use crate::server::ConnectionSlot;
@@ -331,7 +332,14 @@ impl<S: ClientStream> Conn<S> {
                 filters,
                 shadow,
                 retry,
+                mirror,
             } => {
+                // A sampled request's copy, taken from the head as written for the
+                // primary (only routes with a mirror get here with one).
+                let mirror = mirror.and_then(|target| {
+                    let has_body = !matches!(body, Framing::Empty | Framing::Length(0));
+                    MirrorSlot::prepare(target, &engine.h2_proxy, &head, has_body)
+                });
                 let pending = endpoint
                     .cluster()
                     .limits()
@@ -347,6 +355,7 @@ impl<S: ClientStream> Conn<S> {
                     shadow,
                     retry,
                     pending,
+                    mirror,
                 };
                 let exchange = Exchange {
                     client,
@@ -603,6 +612,7 @@ impl<S: ClientStream> Conn<S> {
         let io_timeout = self.engine.options.io_timeout;
         let ctx = ResponseCtx {
             shadow: fwd.shadow.as_ref(),
+            mirror: fwd.mirror.as_deref(),
             seen,
             side: client,
             request_id,
@@ -1003,6 +1013,8 @@ struct Forward {
     retry: Option<Arc<Retry>>,
     /// The service when it has `limits` (for `max_pending`).
     pending: Option<Arc<Cluster>>,
+    /// A sampled request's mirror, launched by the try whose response is relayed.
+    mirror: Option<Box<MirrorSlot>>,
 }
 
 /// Counts a request (or an HTTP/2 connection) in progress, so a drain can wait for

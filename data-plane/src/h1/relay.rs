@@ -17,6 +17,7 @@ use super::head::{Framing, RequestId};
 use super::io::{within, write_all_2};
 use super::response::{self, ClientSide, Parsed};
 use crate::error::ProxyError;
+use crate::mirror::{MirrorSlot, Tee};
 use crate::shadow::ShadowSlot;
 use routemaster_common::model::{HeaderFilter, Retry};
 
@@ -87,6 +88,9 @@ pub struct ResponseCtx<'a> {
     pub seen: &'a Seen,
     /// A shadow route's expectation, judged on the final response head.
     pub shadow: Option<&'a ShadowSlot>,
+    /// A sampled request's mirror, launched on the final response head that is
+    /// relayed; the body the client gets (chunked framing removed) is watched for it.
+    pub mirror: Option<&'a MirrorSlot>,
     /// Final statuses to give back as [`Failure::Status`] instead of relaying (a try that
     /// may be retried); `None` on the last try.
     pub retry_on: Option<&'a Retry>,
@@ -240,6 +244,10 @@ where
     *started = true;
     ctx.seen.head(head.status);
     let start = head.len;
+    let mut tee = match ctx.mirror {
+        Some(m) if !head.switched => m.launch_head(&buf[..start], head.body == Framing::Empty),
+        _ => None,
+    };
     if head.switched {
         // The 101 head, then whatever frames the upstream sent right behind it.
         within(limit, write_all_2(client, out, &buf[start..]))
@@ -266,33 +274,48 @@ where
             within(limit, write_all_2(client, out, &buf[start..start + first]))
                 .await
                 .map_err(abort)?;
-            copy_exact(up, client, buf, n - first as u64, limit).await?;
+            watch(&mut tee, &buf[start..start + first]);
+            copy_exact(up, client, buf, n - first as u64, limit, &mut tee).await?;
         }
         Framing::Chunked => {
             within(limit, client.write_all(out)).await.map_err(abort)?;
             buf.drain(..start);
-            let leftover = copy_chunked(up, client, buf, head.dechunk, limit).await?;
+            let leftover = copy_chunked(up, client, buf, head.dechunk, limit, &mut tee).await?;
             upstream_reusable &= !leftover;
         }
         Framing::UntilClose => {
             within(limit, write_all_2(client, out, &buf[start..]))
                 .await
                 .map_err(abort)?;
+            watch(&mut tee, &buf[start..]);
             loop {
                 buf.clear();
                 match within(limit, up.read_buf(buf)).await.map_err(abort)? {
                     0 => break,
                     _ => within(limit, client.write_all(buf)).await.map_err(abort)?,
                 }
+                watch(&mut tee, buf);
             }
         }
     }
     client.flush().await.map_err(abort)?;
+    // The body reached the client whole: the mirror compares against it (a tee
+    // dropped on any failure above counts the copy dropped).
+    if let Some(tee) = tee {
+        tee.end();
+    }
     Ok(Done {
         upstream_reusable,
         client_keep_alive: head.client_keep_alive,
         switched: false,
     })
+}
+
+/// Shows relayed body bytes to a mirror's tee, when there is one.
+fn watch(tee: &mut Option<Tee>, bytes: &[u8]) {
+    if let Some(t) = tee {
+        t.data(bytes);
+    }
 }
 
 /// Copies exactly `left` more bytes from `from` to `to` through `buf`.
@@ -302,6 +325,7 @@ async fn copy_exact<R, W>(
     buf: &mut Vec<u8>,
     mut left: u64,
     limit: Duration,
+    tee: &mut Option<Tee>,
 ) -> Result<(), Failure>
 where
     R: AsyncRead + Unpin,
@@ -321,19 +345,22 @@ where
         within(limit, to.write_all(buf))
             .await
             .map_err(|_| Failure::Abort)?;
+        watch(tee, buf);
         left -= n as u64;
     }
     Ok(())
 }
 
 /// Relays a chunked body whose first bytes are in `buf`, passing the framing through
-/// (or stripping it for `dechunk`). Returns whether bytes followed the body's end.
+/// (or stripping it for `dechunk`); a mirror's `tee` sees the chunk data. Returns
+/// whether bytes followed the body's end.
 async fn copy_chunked<R, W>(
     from: &mut R,
     to: &mut W,
     buf: &mut Vec<u8>,
     dechunk: bool,
     limit: Duration,
+    tee: &mut Option<Tee>,
 ) -> Result<bool, Failure>
 where
     R: AsyncRead + Unpin,
@@ -341,23 +368,29 @@ where
 {
     let mut state = Chunked::new();
     let mut ranges: Vec<Range<usize>> = Vec::new();
+    let data = dechunk || tee.is_some();
     loop {
         ranges.clear();
         let p = state
             .scan(buf, |r| {
-                if dechunk {
+                if data {
                     ranges.push(r);
                 }
             })
             .map_err(|_| Failure::Abort)?;
         if dechunk {
             for r in ranges.drain(..) {
-                within(limit, to.write_all(&buf[r]))
+                within(limit, to.write_all(&buf[r.clone()]))
                     .await
                     .map_err(|_| Failure::Abort)?;
+                watch(tee, &buf[r]);
             }
             buf.drain(..p.consumed);
         } else {
+            // Chunk data lies before any trailer lines `compact` cuts out.
+            for r in ranges.drain(..) {
+                watch(tee, &buf[r]);
+            }
             let n = p.compact(buf, 0);
             if n > 0 {
                 within(limit, to.write_all(&buf[..n]))

@@ -19,7 +19,7 @@ use super::head::{
     content_length, named_in, only_chunked, only_member, put_field,
 };
 use crate::body::ProxyBody;
-use crate::compile::EndpointGuard;
+use crate::compile::{EndpointGuard, MirrorTarget};
 use crate::error::ProxyError;
 use crate::forwarding::put_ip;
 use crate::observe::{PairMetrics, Reason, TraceContext};
@@ -118,6 +118,9 @@ pub enum Next {
         /// The route's retry policy; the head then ends with
         /// `x-routemaster-attempts: 1` (rewritten for each further try).
         retry: Option<Arc<Retry>>,
+        /// The route's mirror when this request is sampled: its copy is taken from
+        /// `head` ([`crate::mirror::MirrorSlot::prepare`]).
+        mirror: Option<Arc<MirrorTarget>>,
     },
     /// We answer ourselves (redirect, or a routing error already counted).
     Respond(Box<Response<ProxyBody>>, Reason),
@@ -342,10 +345,7 @@ pub fn prepare_on(
         }
         // This engine's own pool speaks HTTP/1.1 over TCP; `h2c`, `h2` and `https`
         // services get the request through the shared upstream clients.
-        // Mirrored requests too: mirroring is written once, on that path.
-        Ok(Decision::Forward(upstream))
-            if upstream.protocol != Protocol::Http1 || upstream.mirror.is_some() =>
-        {
+        Ok(Decision::Forward(upstream)) if upstream.protocol != Protocol::Http1 => {
             match super::bridge::parts(
                 &method,
                 original_pq,
@@ -464,6 +464,7 @@ pub fn prepare_on(
                 filters: upstream.filters,
                 shadow: upstream.shadow.map(ShadowSlot::new),
                 retry: upstream.retry,
+                mirror: upstream.mirror,
             }
         }
     };
