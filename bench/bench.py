@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 from routemaster_bench.layout import PORTS, PROFILE_MD, PROXY_BIN, REPO, RESULTS_JSON, RESULTS_MD
+from routemaster_bench.mirror import mirror_phase
 from routemaster_bench.phases import Bench
 from routemaster_bench.profiling import profile
 from routemaster_bench.progress import START, log
@@ -74,7 +75,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="short runs, 1 round (smoke test)")
     ap.add_argument("--profile", action="store_true", help="perf/strace the proxies under load; writes bench/PROFILE.md")
     ap.add_argument("--workdir", type=Path, help="temp dir for configs and logs (default: a new one, removed at exit)")
-    ap.add_argument("--only", help="comma-separated subset: scenarios keys (%s), tables, obs, idle, tls" % ",".join(s.key for s in SCENARIOS))
+    ap.add_argument("--only", help="comma-separated subset: scenarios keys (%s), tables, obs, idle, tls, mirror" % ",".join(s.key for s in SCENARIOS))
     ap.add_argument("--command", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
 
@@ -108,8 +109,9 @@ def main() -> int:
     try:
         backend = start_backend(workdir)
         if args.profile:
-            text = profile(b, 5 if args.quick else 8, args.command or " ".join(sys.argv))
-            PROFILE_MD.write_text(text + "\n")
+            obs = "obs" in (args.only or "").split(",")
+            text = profile(b, 5 if args.quick else 8, args.command or " ".join(sys.argv), obs=obs)
+            (PROFILE_MD.with_name("PROFILE.obs.md") if obs else PROFILE_MD).write_text(text + "\n")
             print(text)
             return 0
         only = set(args.only.split(",")) if args.only else None
@@ -124,6 +126,8 @@ def main() -> int:
             b.idle()
         if only is None or "tls" in only:
             tls_phase(b)
+        if only is None or "mirror" in only:
+            mirror_phase(b)
         if not backend.alive():
             b.notes.append("the backend died during the run: " + backend.tail(5))
         meta["elapsed_min"] = (time.monotonic() - START) / 60

@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .layout import BENCH, LABEL, LOADGEN_CPU, PROXY_CPU
+from .layout import BENCH, LABEL, LOADGEN_CPU, PORTS, PROXY_CPU
 from .loadgen import wrk
-from .servers import start_proxy
+from .servers import render, start_proxy, start_routemaster
 
 if TYPE_CHECKING:
     from .phases import Bench
@@ -39,8 +39,9 @@ def perf_report(data: Path, *args: str, limit: int = 0, user_only: bool = False)
     return rows[:limit] if limit else rows
 
 
-# Request-path buckets for the routemaster call-graph profile: (label, frame predicate).
-# A sample counts in a bucket when any frame of its stack matches (inclusive time).
+# Request-path buckets for the routemaster call-graph profile: (label, frame predicate,
+# or a thread's name). A sample counts in a bucket when any frame of its stack matches
+# (inclusive time), or when its thread has that name.
 BREAKDOWN = [
     ("kernel: writev/sendto (TCP send + loopback delivery to the peer, inline)",
      lambda f: f in ("do_writev", "__sys_sendto")),
@@ -67,14 +68,22 @@ BREAKDOWN = [
     ("user: allocator (malloc/free/realloc)",
      lambda f: f.startswith(("__rustc::__rdl_alloc", "__rustc::__rdl_dealloc", "__rustc::__rdl_realloc"))),
     ("user: memcpy/memmove (self)", None),
+    ("user: logging hook (observe::Observer::observe: metrics, access-log line)",
+     lambda f: f.startswith("routemaster_data_plane::observe::Observer::observe")),
+    ("user:   access-log line (format into the worker's buffer, hand-over)",
+     lambda f: f.startswith("routemaster_data_plane::observe::access_log::")),
+    ("user:   metrics (per-worker counters and histograms)",
+     lambda f: f.startswith("routemaster_data_plane::observe::metrics::")),
+    ("thread: access-log writer (incl. its write syscalls and its context switches)", "access-log"),
 ]
 
 
 def perf_breakdown(data: Path, requests: int) -> list[str]:
     """Inclusive time per request-path bucket from a call-graph perf.data."""
-    text = subprocess.run(["perf", "script", "-i", str(data), "-F", "ip,sym"], capture_output=True, text=True,
+    text = subprocess.run(["perf", "script", "-i", str(data), "-F", "comm,ip,sym"], capture_output=True, text=True,
                           timeout=900).stdout
     samples: list[list[str]] = []
+    threads: list[str] = []  # each sample's thread name
     cur: list[str] = []
     for line in text.splitlines():
         if not line.strip():
@@ -82,10 +91,15 @@ def perf_breakdown(data: Path, requests: int) -> list[str]:
                 samples.append(cur)
                 cur = []
             continue
+        if not line.startswith(("\t", " ")):
+            threads.append(line.strip())
+            continue
         parts = line.strip().split(" ", 1)
         cur.append(parts[1] if len(parts) > 1 else "?")
     if cur:
         samples.append(cur)
+    if len(threads) != len(samples):
+        threads = [""] * len(samples)
     if not samples or not requests:
         return ["(no samples)"]
     n = len(samples)
@@ -99,19 +113,39 @@ def perf_breakdown(data: Path, requests: int) -> list[str]:
     for label, pred in BREAKDOWN:
         if pred is None:
             hits = sum(1 for s in samples if s[0].startswith(("__memcpy", "__memmove")))
+        elif isinstance(pred, str):  # a thread, by name
+            hits = sum(1 for t in threads if t == pred)
         else:
             hits = sum(1 for s in samples if any(pred(f) for f in s))
         pct_ = hits / n * 100
         rows.append(f"| {label} | {pct_:.1f}% | {pct_ * us_per_pct:.2f} |")
-    conn = sum(1 for s in samples if any("h1::connection::Conn::run" in f for f in s)) / n * 100
+    conn = sum(1 for s in samples if any(f.startswith("routemaster_data_plane::h1::connection::Conn")
+                                         and "::run" in f for f in s)) / n * 100
     rows.append(f"| task: client connections (h1::connection::Conn::run, incl. their syscalls) | {conn:.1f}% | "
                 f"{conn * us_per_pct:.2f} |")
     return rows
 
 
-def profile(b: Bench, seconds: int, command: str) -> str:
-    """perf stat, perf record and strace -c of each proxy under the 64-connection load."""
-    out = ["# Profile: proxies under 64 keep-alive connections", ""]
+def start_obs_variant(name: str, b: Bench):
+    """routemaster-off / routemaster-on exactly as the obs phase starts them (metrics and
+    access log off, or both on with the log in a file)."""
+    d = b.workdir / "obs-prof"
+    d.mkdir(exist_ok=True)
+    conf = render("routemaster-routes.yaml", d / "routes.yaml", BACKEND_PORT=PORTS["backend"],
+                  BACKEND_H2_PORT=PORTS["backend_h2"])
+    extra = (("--metrics", "off", "--access-log", "off") if name == "routemaster-off"
+             else ("--metrics", "on", "--access-log", str(d / "routemaster-access.log")))
+    t = start_routemaster(conf, PORTS["routemaster"], PORTS["routemaster_admin"], f"{name}-prof", b.workdir,
+                          extra=extra)
+    time.sleep(0.5)
+    return t
+
+
+def profile(b: Bench, seconds: int, command: str, obs: bool = False) -> str:
+    """perf stat, perf record and strace -c of each proxy under the 64-connection load;
+    with `obs`, of routemaster with metrics and the access log off and on instead (the
+    observability phase's variants: where the access log's CPU goes)."""
+    out = ["# Profile: proxies under 64 keep-alive connections" + (" (observability off vs on)" if obs else ""), ""]
     out.append(f"- Date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}; "
                f"`nproc` {os.cpu_count()}, `uname -r` {os.uname().release}; same layout as bench.py "
                f"(backend + wrk on CPU {LOADGEN_CPU}, proxy alone on CPU {PROXY_CPU}, one worker)")
@@ -119,12 +153,13 @@ def profile(b: Bench, seconds: int, command: str) -> str:
     out.append("")
     pdir = PROFILE_DIR
     pdir.mkdir(exist_ok=True)
-    for name in ["routemaster", "nginx", "haproxy"]:
-        t = start_proxy(name, b.workdir, tag="-prof")
+    names = ["routemaster-off", "routemaster-on"] if obs else ["routemaster", "nginx", "haproxy"]
+    for name in names:
+        t = start_obs_variant(name, b) if obs else start_proxy(name, b.workdir, tag="-prof")
         try:
             wrk(t.url(False), 64, 2)  # warm-up
             pids = t.server.pids()
-            out.append(f"## {LABEL[name]}")
+            out.append(f"## {LABEL.get(name, name)}")
             out.append("")
             # 1) perf stat over a fixed-length wrk run
             stat_file = pdir / f"{name}.stat"
@@ -177,7 +212,8 @@ def profile(b: Bench, seconds: int, command: str) -> str:
             data = PROFILE_DIR / f"{name}.perf.data"
             data.unlink(missing_ok=True)
             Path(f"{data}.old").unlink(missing_ok=True)
-            cg = ["-g", "--call-graph", "dwarf,16384"] if name == "routemaster" else []
+            ours = name.startswith("routemaster")
+            cg = ["-g", "--call-graph", "dwarf,16384"] if ours else []
             pr = subprocess.Popen(["perf", "record", "-F", "1999", *cg, "-p", ",".join(map(str, pids)), "-o", str(data)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(0.3)
@@ -191,9 +227,9 @@ def profile(b: Bench, seconds: int, command: str) -> str:
                 "user-space self time by symbol, top 30 (% of all samples)":
                     perf_report(data, "--no-children", "--sort", "dso,symbol", limit=30, user_only=True),
             }
-            if name == "routemaster":
+            if ours:
                 breakdown = perf_breakdown(data, r["requests"])
-                (PROFILE_DIR / "routemaster.breakdown.md").write_text("\n".join(breakdown) + "\n")
+                (PROFILE_DIR / f"{name}.breakdown.md").write_text("\n".join(breakdown) + "\n")
                 incl = perf_report(data, "--children", "--sort", "symbol", limit=400)
                 keep = [line for line in incl if re.search(r"routemaster_|hyper|http::|uuid|tracing|HeaderMap|"
                                                            r"malloc|free|memmove|memcpy|sys_|do_syscall", line)
@@ -204,7 +240,7 @@ def profile(b: Bench, seconds: int, command: str) -> str:
                 "\n\n".join(f"## {k}\n" + "\n".join(v) for k, v in reports.items()) + "\n")
             out.append(f"### perf record ({seconds} s at 1999 Hz, {r['requests']:,} requests, {r['rps']:,.0f} req/s)")
             out.append("")
-            if name == "routemaster":
+            if ours:
                 out.append("Request-path breakdown (from the DWARF call graphs; buckets overlap, a sample counts in "
                            "every bucket that is on its stack):")
                 out.append("")

@@ -12,6 +12,7 @@
 //! (logging, signals, reading route files) is `routemaster-runtime`.
 
 pub mod admin;
+pub mod ascii;
 pub mod body;
 pub mod compile;
 pub mod control_plane;

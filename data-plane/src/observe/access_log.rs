@@ -1,26 +1,40 @@
 //! The access log (`--access-log stdout|PATH|off`): one JSON line per proxied request
 //! (per WebSocket tunnel, per gRPC stream), written off the request path. A request
-//! formats its line into its worker's buffer (thread-local: no lock); full buffers,
-//! and every worker's buffer every 200 ms, go to one writer thread through a bounded
-//! queue. When the queue is full the buffer is dropped and its lines counted
+//! formats its line into its worker's buffer (thread-local: no lock, no allocation);
+//! full buffers, and every worker's buffer every 200 ms, are handed over whole to a
+//! queue (one uncontended lock per 64 KiB of lines). One writer thread wakes on its own
+//! every 100 ms and writes everything queued with one `writev`: the workers do not wake
+//! it (a wake-up per buffer, and the context switches it brought on the workers' CPU,
+//! were most of what the log cost), except when the queue fills up. Written buffers
+//! go back to the workers for reuse. When the queue holds [`MAX_QUEUED`] bytes, a
+//! buffer handed over is dropped and its lines counted
 //! (`routemaster_access_log_dropped_total`): requests never wait for the disk.
 //! SIGHUP makes the writer reopen the file (logrotate's `create` or `rename`).
 
 use std::cell::RefCell;
 use std::fs::OpenOptions;
-use std::io::{self, Write};
+use std::io::{self, IoSlice, Write};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::Thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::Outcome;
+use crate::ascii::{put_padded, put_u64};
 
 /// A worker hands its buffer over once it holds this much.
-const FLUSH_AT: usize = 32 * 1024;
-/// Buffers queued for the writer before lines are dropped (about 4 MiB).
-const QUEUE: usize = 128;
+const FLUSH_AT: usize = 64 * 1024;
+/// Room for the line that crosses [`FLUSH_AT`] (longer lines grow the buffer).
+const LINE_ROOM: usize = 4096;
+/// Bytes handed over and not yet written before buffers are dropped.
+const MAX_QUEUED: usize = 8 << 20;
+/// Queued bytes that wake the writer before its period is up.
+const WAKE_AT: usize = MAX_QUEUED / 4;
+/// Written buffers kept for the workers to reuse.
+const SPARE_BUFFERS: usize = 16;
+/// How often the writer writes what was handed over (unless woken earlier).
+const WRITE_EVERY: Duration = Duration::from_millis(100);
 /// How often workers hand over what they have, full or not.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
 
@@ -31,10 +45,37 @@ pub enum Target {
     File(PathBuf),
 }
 
-enum Msg {
-    Lines(Vec<u8>, u64),
-    /// Everything before it is written: answer.
-    Sync(SyncSender<()>),
+/// Buffers handed over and not yet taken by the writer.
+#[derive(Debug, Default)]
+struct Queue {
+    bufs: Vec<Vec<u8>>,
+    lines: u64,
+    /// Bytes queued plus those the writer is writing (what the bound counts).
+    bytes: usize,
+    /// Hand-overs so far: [`AccessLog::sync`] waits until the writer has written them.
+    handed: u64,
+    /// The writer was woken early and has not run since.
+    woken: bool,
+    /// The log is dropped: the writer writes what is left and stops.
+    closed: bool,
+}
+
+/// What the workers and the writer share.
+#[derive(Debug, Default)]
+struct Shared {
+    queue: Mutex<Queue>,
+    /// Written buffers, emptied, for the workers' next hand-over.
+    spare: Mutex<Vec<Vec<u8>>>,
+    /// Hand-overs written (or failed to write) so far, and its waiters.
+    done: Mutex<u64>,
+    done_changed: Condvar,
+    reopen: AtomicBool,
+    written: AtomicU64,
+    dropped: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The sending end, shared by the workers.
@@ -42,16 +83,8 @@ enum Msg {
 pub struct AccessLog {
     /// Tells each thread's buffer which log it belongs to.
     id: usize,
-    tx: SyncSender<Msg>,
-    reopen: Arc<AtomicBool>,
-    written: Arc<AtomicU64>,
-    dropped: AtomicU64,
-}
-
-impl std::fmt::Debug for Msg {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Msg")
-    }
+    shared: Arc<Shared>,
+    writer: Thread,
 }
 
 #[derive(Debug, Default)]
@@ -59,6 +92,7 @@ struct Local {
     owner: usize,
     buf: Vec<u8>,
     lines: u64,
+    clock: Clock,
 }
 
 thread_local! {
@@ -89,40 +123,35 @@ impl AccessLog {
 
     /// The writer thread writing to `out` (`target` is what SIGHUP reopens).
     fn with_writer(target: Target, out: Box<dyn Write + Send>) -> io::Result<Self> {
-        let (tx, rx) = sync_channel(QUEUE);
-        let reopen = Arc::new(AtomicBool::new(false));
-        let written = Arc::new(AtomicU64::new(0));
+        let shared = Arc::new(Shared::default());
         let writer = Writer {
             target,
             out,
-            reopen: Arc::clone(&reopen),
-            written: Arc::clone(&written),
+            shared: Arc::clone(&shared),
         };
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || writer.run(rx))?;
+            .spawn(move || writer.run())?;
         Ok(Self {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            tx,
-            reopen,
-            written,
-            dropped: AtomicU64::new(0),
+            shared,
+            writer: thread.thread().clone(),
         })
     }
 
     /// Lines written so far.
     pub fn written(&self) -> u64 {
-        self.written.load(Ordering::Relaxed)
+        self.shared.written.load(Ordering::Relaxed)
     }
 
     /// Lines dropped because the writer fell behind.
     pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+        self.shared.dropped.load(Ordering::Relaxed)
     }
 
     /// SIGHUP: the writer reopens the file before its next write.
     pub fn reopen(&self) {
-        self.reopen.store(true, Ordering::Release);
+        self.shared.reopen.store(true, Ordering::Release);
     }
 
     /// Formats one line into this thread's buffer.
@@ -134,9 +163,10 @@ impl AccessLog {
                 local.lines = 0;
             }
             if local.buf.capacity() == 0 {
-                local.buf.reserve(FLUSH_AT + 4096);
+                local.buf = self.fresh_buffer();
             }
-            format_line(&mut local.buf, o, elapsed, SystemTime::now());
+            let Local { buf, clock, .. } = local;
+            format_line(buf, clock, o, elapsed);
             local.lines += 1;
             if local.buf.len() >= FLUSH_AT {
                 self.hand_over(local);
@@ -154,60 +184,108 @@ impl AccessLog {
         });
     }
 
+    /// A spare buffer from the writer, or a new one.
+    fn fresh_buffer(&self) -> Vec<u8> {
+        lock(&self.shared.spare)
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(FLUSH_AT + LINE_ROOM))
+    }
+
     fn hand_over(&self, local: &mut Local) {
-        let buf = std::mem::replace(&mut local.buf, Vec::with_capacity(FLUSH_AT + 4096));
         let lines = std::mem::take(&mut local.lines);
-        match self.tx.try_send(Msg::Lines(buf, lines)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.dropped.fetch_add(lines, Ordering::Relaxed);
-            }
+        let len = local.buf.len();
+        let mut q = lock(&self.shared.queue);
+        if q.bytes + len > MAX_QUEUED {
+            drop(q);
+            local.buf.clear();
+            self.shared.dropped.fetch_add(lines, Ordering::Relaxed);
+            return;
         }
+        q.bytes += len;
+        q.lines += lines;
+        q.handed += 1;
+        let wake = q.bytes >= WAKE_AT && !q.woken;
+        q.woken |= wake;
+        q.bufs.push(std::mem::take(&mut local.buf));
+        drop(q);
+        if wake {
+            self.writer.unpark();
+        }
+        local.buf = self.fresh_buffer();
     }
 
     /// Waits (at most `timeout`) until everything handed over is written.
     pub fn sync(&self, timeout: Duration) {
-        let (tx, rx) = sync_channel(1);
-        if self.tx.send(Msg::Sync(tx)).is_ok() {
-            let _ = rx.recv_timeout(timeout);
-        }
+        let target = lock(&self.shared.queue).handed;
+        self.writer.unpark();
+        let done = lock(&self.shared.done);
+        let _ = self
+            .shared
+            .done_changed
+            .wait_timeout_while(done, timeout, |done| *done < target);
+    }
+}
+
+impl Drop for AccessLog {
+    fn drop(&mut self) {
+        lock(&self.shared.queue).closed = true;
+        self.writer.unpark();
     }
 }
 
 struct Writer {
     target: Target,
     out: Box<dyn Write + Send>,
-    reopen: Arc<AtomicBool>,
-    written: Arc<AtomicU64>,
+    shared: Arc<Shared>,
 }
 
 impl Writer {
-    fn run(mut self, rx: Receiver<Msg>) {
+    fn run(mut self) {
         loop {
-            let msg = rx.recv_timeout(FLUSH_EVERY);
-            if self.reopen.swap(false, Ordering::AcqRel) {
+            std::thread::park_timeout(WRITE_EVERY);
+            if self.shared.reopen.swap(false, Ordering::AcqRel) {
                 self.reopen();
             }
-            match msg {
-                Ok(Msg::Lines(buf, lines)) => match self.out.write_all(&buf) {
+            let (mut bufs, lines, handed, closed) = {
+                let mut q = lock(&self.shared.queue);
+                q.woken = false;
+                (
+                    std::mem::take(&mut q.bufs),
+                    std::mem::take(&mut q.lines),
+                    q.handed,
+                    q.closed,
+                )
+            };
+            let bytes: usize = bufs.iter().map(Vec::len).sum();
+            if !bufs.is_empty() {
+                match write_all(&mut self.out, &bufs) {
                     Ok(()) => {
-                        self.written.fetch_add(lines, Ordering::Relaxed);
+                        self.shared.written.fetch_add(lines, Ordering::Relaxed);
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, lines, "access log: cannot write");
                     }
-                },
-                Ok(Msg::Sync(ack)) => {
-                    let _ = self.out.flush();
-                    let _ = ack.send(());
                 }
-                Err(RecvTimeoutError::Timeout) => {
-                    let _ = self.out.flush();
+            }
+            let _ = self.out.flush();
+            lock(&self.shared.queue).bytes -= bytes;
+            {
+                let mut spare = lock(&self.shared.spare);
+                for mut buf in bufs.drain(..) {
+                    if spare.len() < SPARE_BUFFERS {
+                        buf.clear();
+                        spare.push(buf);
+                    }
                 }
-                Err(RecvTimeoutError::Disconnected) => {
-                    let _ = self.out.flush();
-                    return;
-                }
+            }
+            let mut done = lock(&self.shared.done);
+            if *done != handed {
+                *done = handed;
+                self.shared.done_changed.notify_all();
+            }
+            drop(done);
+            if closed {
+                return;
             }
         }
     }
@@ -237,24 +315,59 @@ impl std::fmt::Debug for Writer {
     }
 }
 
-/// A JSON string: `"`, `\` and control bytes escaped; bytes above ASCII are written as
-/// `\u00XX` (what reaches here is ASCII-checked, so this only keeps the line valid JSON
-/// whatever happens).
-fn put_str(out: &mut Vec<u8>, s: &[u8]) {
-    out.push(b'"');
-    for &b in s {
-        match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            0x20..=0x7e => out.push(b),
-            _ => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[usize::from(b >> 4)]);
-                out.push(HEX[usize::from(b & 15)]);
-            }
+/// Writes all of `bufs`, as few `writev` calls as the kernel allows.
+fn write_all(out: &mut dyn Write, bufs: &[Vec<u8>]) -> io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = bufs.iter().map(|b| IoSlice::new(b)).collect();
+    let mut slices = &mut slices[..];
+    while !slices.is_empty() {
+        match out.write_vectored(slices) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
+    Ok(())
+}
+
+/// The bytes that must be escaped in a JSON string as written here: control bytes,
+/// `"`, `\` and bytes above ASCII (see [`put_str`]).
+const ESCAPE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = b < 0x20 || b > 0x7e || b == b'"' as usize || b == b'\\' as usize;
+        b += 1;
+    }
+    t
+};
+
+/// A JSON string: `"`, `\` and control bytes escaped; bytes above ASCII are written as
+/// `\u00XX` (what reaches here is ASCII-checked, so this only keeps the line valid JSON
+/// whatever happens). Runs of bytes that need nothing are copied whole.
+fn put_str(out: &mut Vec<u8>, s: &[u8]) {
+    out.push(b'"');
+    let mut rest = s;
+    while let Some(i) = rest.iter().position(|&b| ESCAPE[usize::from(b)]) {
+        out.extend_from_slice(&rest[..i]);
+        match rest[i] {
+            b'"' => out.extend_from_slice(b"\\\""),
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[usize::from(b >> 4)],
+                    HEX[usize::from(b & 15)],
+                ]);
+            }
+        }
+        rest = &rest[i + 1..];
+    }
+    out.extend_from_slice(rest);
     out.push(b'"');
 }
 
@@ -264,32 +377,6 @@ fn put_opt_str(out: &mut Vec<u8>, s: &[u8]) {
     } else {
         put_str(out, s);
     }
-}
-
-/// Decimal digits without `core::fmt` (the line is on every request's path).
-fn put_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
-}
-
-/// `n` in exactly `width` digits, zero-padded (`n` < 10^width).
-fn put_padded(out: &mut Vec<u8>, n: u64, width: usize) {
-    let mut digits = [b'0'; 20];
-    let mut n = n;
-    for d in digits[..width].iter_mut().rev() {
-        *d = b'0' + (n % 10) as u8;
-        n /= 10;
-    }
-    out.extend_from_slice(&digits[..width]);
 }
 
 /// Milliseconds with microsecond precision (`1.234`).
@@ -319,51 +406,82 @@ fn put_addr(out: &mut Vec<u8>, addr: std::net::SocketAddr) {
     }
 }
 
-/// RFC 3339, UTC, milliseconds — the same format as the rest of Routemaster.
-fn put_time(out: &mut Vec<u8>, t: SystemTime) {
-    let ms = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis();
-    let secs = (ms / 1000) as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let year = u64::try_from(year).unwrap_or(0).min(9999);
-    let field = |n: i64| u64::try_from(n).unwrap_or(0);
-    put_padded(out, year, 4);
-    out.push(b'-');
-    put_padded(out, field(month), 2);
-    out.push(b'-');
-    put_padded(out, field(day), 2);
-    out.push(b'T');
-    put_padded(out, field(rem / 3600), 2);
-    out.push(b':');
-    put_padded(out, field(rem / 60 % 60), 2);
-    out.push(b':');
-    put_padded(out, field(rem % 60), 2);
-    out.push(b'.');
-    put_padded(out, u64::try_from(ms % 1000).unwrap_or(0), 3);
-    out.push(b'Z');
+/// A worker's clock for the lines' `time` (when the request started). The wall time is
+/// derived from the request's start [`Instant`] and an anchor pair of clock readings
+/// taken at most once a second (no clock read per line); the second's
+/// `YYYY-MM-DDTHH:MM:SS.` is formatted once (by [`routemaster_common::time::rfc3339`],
+/// the format of the rest of Routemaster) and kept; a line adds its milliseconds.
+#[derive(Debug, Default)]
+struct Clock {
+    /// `Instant` and wall clock read together.
+    anchor: Option<(Instant, SystemTime)>,
+    /// The Unix second `prefix` is for.
+    second: Option<u64>,
+    prefix: [u8; 20],
 }
 
-/// One line, with its newline.
-fn format_line(out: &mut Vec<u8>, o: &Outcome<'_>, elapsed: Duration, now: SystemTime) {
+/// How long an anchor is used for: the wall clock's slew (NTP: at most 0.5 ms a
+/// second) and steps are taken in within this.
+const ANCHOR_FOR: Duration = Duration::from_secs(1);
+
+impl Clock {
+    /// The wall time at `t`.
+    fn wall(&mut self, t: Instant) -> SystemTime {
+        let (at, wall) = match self.anchor {
+            Some((at, wall)) if t.saturating_duration_since(at) < ANCHOR_FOR => (at, wall),
+            _ => *self.anchor.insert((Instant::now(), SystemTime::now())),
+        };
+        match t.checked_duration_since(at) {
+            Some(after) => wall + after,
+            None => wall.checked_sub(at - t).unwrap_or(wall),
+        }
+    }
+
+    /// `t` in RFC 3339, UTC, milliseconds (`2026-11-30T22:01:39.718Z`).
+    fn put(&mut self, out: &mut Vec<u8>, t: SystemTime) {
+        let ms = u64::try_from(t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis())
+            .unwrap_or(u64::MAX);
+        let second = ms / 1000;
+        if self.second != Some(second) {
+            let text = routemaster_common::time::rfc3339(UNIX_EPOCH + Duration::from_secs(second));
+            match text.as_bytes().get(..self.prefix.len()) {
+                Some(p) => self.prefix.copy_from_slice(p),
+                None => return out.extend_from_slice(text.as_bytes()),
+            }
+            self.second = Some(second);
+        }
+        out.extend_from_slice(&self.prefix);
+        put_padded(out, ms % 1000, 3);
+        out.push(b'Z');
+    }
+}
+
+/// `,"route":…,"service":…` of a line: what the access log shows of a (route, service)
+/// pair, escaped once when the pair's counters are made (see
+/// [`super::metrics::PairMetrics`]), not per line.
+pub(super) fn route_fields(route: &str, service: &str) -> Box<[u8]> {
+    let mut out = b",\"route\":".to_vec();
+    put_opt_str(&mut out, route.as_bytes());
+    out.extend_from_slice(b",\"service\":");
+    put_opt_str(&mut out, service.as_bytes());
+    out.into_boxed_slice()
+}
+
+/// One line, with its newline; `elapsed` is how long the request took.
+fn format_line(out: &mut Vec<u8>, clock: &mut Clock, o: &Outcome<'_>, elapsed: Duration) {
     out.extend_from_slice(b"{\"time\":\"");
-    put_time(out, now.checked_sub(elapsed).unwrap_or(now));
+    let started = clock.wall(o.started);
+    clock.put(out, started);
     out.extend_from_slice(b"\",\"request_id\":");
     put_str(out, o.request_id);
-    out.extend_from_slice(b",\"trace_id\":");
     match o.trace {
-        Some(t) => put_str(out, &t.trace_id_hex()),
-        None => out.extend_from_slice(b"null"),
+        Some(t) => {
+            out.extend_from_slice(b",\"trace_id\":\"");
+            t.put_trace_id(out);
+            out.extend_from_slice(b"\",\"client\":\"");
+        }
+        None => out.extend_from_slice(b",\"trace_id\":null,\"client\":\""),
     }
-    out.extend_from_slice(b",\"client\":\"");
     put_addr(out, o.client);
     out.extend_from_slice(b"\",\"method\":");
     put_opt_str(out, o.request.method.as_bytes());
@@ -373,10 +491,11 @@ fn format_line(out: &mut Vec<u8>, o: &Outcome<'_>, elapsed: Duration, now: Syste
     put_opt_str(out, o.request.path.as_bytes());
     out.extend_from_slice(b",\"protocol\":\"");
     out.extend_from_slice(o.protocol.as_str().as_bytes());
-    out.extend_from_slice(b"\",\"route\":");
-    put_opt_str(out, o.tag.map_or("", |t| t.route_id()).as_bytes());
-    out.extend_from_slice(b",\"service\":");
-    put_opt_str(out, o.tag.map_or("", |t| t.service_name()).as_bytes());
+    out.push(b'"');
+    match o.tag {
+        Some(t) => out.extend_from_slice(t.log_fields()),
+        None => out.extend_from_slice(b",\"route\":null,\"service\":null"),
+    }
     out.extend_from_slice(b",\"endpoint\":");
     put_opt_str(out, o.endpoint.unwrap_or_default().as_bytes());
     out.extend_from_slice(b",\"status\":");
@@ -463,11 +582,6 @@ mod tests {
 
     #[test]
     fn numbers_and_addresses_without_fmt() {
-        for n in [0u64, 7, 10, 999, 1000, 123_456_789, u64::MAX] {
-            let mut out = Vec::new();
-            put_u64(&mut out, n);
-            assert_eq!(out, n.to_string().as_bytes());
-        }
         for (micros, want) in [
             (0, "0.000"),
             (1, "0.001"),
@@ -492,6 +606,8 @@ mod tests {
 
     #[test]
     fn times_are_rfc3339_like_everywhere_else() {
+        // One clock for all: its cached second must not leak into the next time.
+        let mut clock = Clock::default();
         for ms in [
             0u64,
             1_796_076_099_718,
@@ -500,16 +616,53 @@ mod tests {
             4_107_542_400_000,
             1_709_164_800_001,
             1_735_689_599_000,
+            1_735_689_599_999,
+            1_735_689_600_000,
+            1_735_689_600_000,
         ] {
             let t = UNIX_EPOCH + Duration::from_millis(ms);
             let mut out = Vec::new();
-            put_time(&mut out, t);
+            clock.put(&mut out, t);
             assert_eq!(
                 String::from_utf8(out).unwrap(),
                 routemaster_common::time::rfc3339(t),
                 "{ms}"
             );
         }
+    }
+
+    #[test]
+    fn the_clock_reads_wall_time_off_the_request_start() {
+        let mut clock = Clock::default();
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        let close = |a: SystemTime, b: SystemTime| {
+            let d = a
+                .duration_since(b)
+                .or_else(|_| b.duration_since(a))
+                .unwrap();
+            assert!(d < Duration::from_millis(50), "{a:?} vs {b:?}");
+        };
+        close(clock.wall(now), wall);
+        // A start before the anchor (a long request), and one after it.
+        close(
+            clock.wall(now - Duration::from_secs(30)),
+            wall - Duration::from_secs(30),
+        );
+        close(
+            clock.wall(now + Duration::from_millis(300)),
+            wall + Duration::from_millis(300),
+        );
+    }
+
+    #[test]
+    fn route_fields_are_escaped_once_and_valid_json() {
+        let mut line = b"{\"a\":1".to_vec();
+        line.extend_from_slice(&route_fields("r\"1", ""));
+        line.push(b'}');
+        let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(v["route"], "r\"1");
+        assert!(v["service"].is_null());
     }
 
     #[test]
@@ -544,7 +697,12 @@ mod tests {
                 upstream_time: Some(Duration::from_micros(1500)),
             };
             let mut out = Vec::new();
-            format_line(&mut out, &o, Duration::from_micros(2001), SystemTime::now());
+            format_line(
+                &mut out,
+                &mut Clock::default(),
+                &o,
+                Duration::from_micros(2001),
+            );
             assert_eq!(out.last(), Some(&b'\n'));
             let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
             for field in [
@@ -571,6 +729,18 @@ mod tests {
                 assert!(v.get(field).is_some(), "{field} missing in {v}");
             }
             assert_eq!(v["duration_ms"], 2.001);
+            // RFC 3339 of fixed width sorts as time does: within a second of now.
+            let time = v["time"].as_str().unwrap();
+            let around = |d: i8| {
+                let now = SystemTime::now();
+                let s = Duration::from_secs(1);
+                routemaster_common::time::rfc3339(if d < 0 { now - s } else { now + s })
+            };
+            assert!(
+                around(-1).as_str() < time && time < around(1).as_str(),
+                "{time}"
+            );
+            assert_eq!(time.len(), around(1).len(), "{time}");
             assert_eq!(v["upstream_ms"], 1.5);
             assert_eq!(v["client"], "10.0.0.1:5000");
             assert!(v["tls_sni"].is_null());

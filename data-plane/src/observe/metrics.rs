@@ -182,6 +182,8 @@ pub struct PairMetrics {
     route: Arc<RouteMetrics>,
     service: Option<Arc<ServiceMetrics>>,
     shards: Shards<PairShard>,
+    /// The access log's `route` and `service` fields, escaped once.
+    log_fields: Box<[u8]>,
 }
 
 impl PairMetrics {
@@ -191,6 +193,11 @@ impl PairMetrics {
 
     pub fn service_name(&self) -> &str {
         self.service.as_deref().map_or("", |s| &s.name)
+    }
+
+    /// `,"route":"…","service":"…"` for the access log's line.
+    pub fn log_fields(&self) -> &[u8] {
+        &self.log_fields
     }
 
     pub fn service(&self) -> Option<&ServiceMetrics> {
@@ -356,6 +363,7 @@ impl Metrics {
             route: self.route_locked(&mut names, route),
             service: (!service.is_empty()).then(|| self.service_locked(&mut names, service)),
             shards: sharded(self.shards),
+            log_fields: super::access_log::route_fields(route, service),
         });
         names
             .pairs

@@ -50,10 +50,11 @@ fn decode<const N: usize>(s: &[u8]) -> Option<[u8; N]> {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-fn put_hex(out: &mut Vec<u8>, bytes: &[u8]) {
-    for b in bytes {
-        out.push(HEX[usize::from(b >> 4)]);
-        out.push(HEX[usize::from(b & 15)]);
+/// `bytes` in lowercase hex into `out` (twice as long).
+fn hex_into(out: &mut [u8], bytes: &[u8]) {
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 15)];
     }
 }
 
@@ -119,27 +120,24 @@ impl TraceContext {
         self.flags & 1 == 1
     }
 
-    /// The `traceparent` value the upstream gets (55 bytes).
+    /// The `traceparent` value the upstream gets (55 bytes; built in place and
+    /// appended at once: it is on every forwarded request's path).
     pub fn put_traceparent(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"00-");
-        put_hex(out, &self.trace_id);
-        out.push(b'-');
-        put_hex(out, &self.span_id);
-        out.push(b'-');
-        put_hex(out, &[self.flags]);
+        let mut v = *b"00-################################-################-##";
+        hex_into(&mut v[3..35], &self.trace_id);
+        hex_into(&mut v[36..52], &self.span_id);
+        hex_into(&mut v[53..55], &[self.flags]);
+        out.extend_from_slice(&v);
     }
 
     pub fn put_trace_id(&self, out: &mut Vec<u8>) {
-        put_hex(out, &self.trace_id);
+        out.extend_from_slice(&self.trace_id_hex());
     }
 
     /// The trace id in hex (32 bytes, no allocation).
     pub fn trace_id_hex(&self) -> [u8; 32] {
         let mut out = [0u8; 32];
-        for (i, b) in self.trace_id.iter().enumerate() {
-            out[2 * i] = HEX[usize::from(b >> 4)];
-            out[2 * i + 1] = HEX[usize::from(b & 15)];
-        }
+        hex_into(&mut out, &self.trace_id);
         out
     }
 
