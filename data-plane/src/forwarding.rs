@@ -102,10 +102,17 @@ impl RequestId {
     }
 }
 
-/// The request id to use for a hyper-served request, as a header value.
+/// The request id to use for a hyper-served request, as a header value. Marked
+/// sensitive: HPACK then sends it as a never-indexed literal, as it should a value
+/// unique to one request — indexing it costs a dynamic-table search and insert per
+/// request on both ends and evicts the entries that do repeat. (Its `Debug` shows
+/// "Sensitive": log it from its bytes.)
 pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     let id = RequestId::from_client_or_new(headers.get(&X_REQUEST_ID).map(HeaderValue::as_bytes));
-    HeaderValue::from_bytes(id.as_bytes()).unwrap_or(HeaderValue::from_static("invalid"))
+    let mut value =
+        HeaderValue::from_bytes(id.as_bytes()).unwrap_or(HeaderValue::from_static("invalid"));
+    value.set_sensitive(true);
+    value
 }
 
 /// Adds the `x-forwarded-*` headers for a request received over plain HTTP from

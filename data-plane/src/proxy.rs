@@ -156,9 +156,10 @@ impl Proxy {
         };
         // Trace context: ours goes up (the caller's tracestate only with its trace).
         if let Some(trace) = &facts.trace {
-            parts
-                .headers
-                .insert(TRACEPARENT.clone(), trace.traceparent());
+            // Unique per request: never indexed by HPACK (see `forwarding::request_id`).
+            let mut traceparent = trace.traceparent();
+            traceparent.set_sensitive(true);
+            parts.headers.insert(TRACEPARENT.clone(), traceparent);
         }
         if !facts.keep_tracestate {
             parts.headers.remove(&TRACESTATE);
@@ -296,6 +297,7 @@ impl Proxy {
         let mut tried = 0u64;
         let mut attempt = 1u32;
         let mut _budget = None;
+        let mut parts = Some(parts);
         let resp = loop {
             tried |= endpoint.bit();
             let more = retry
@@ -309,11 +311,24 @@ impl Proxy {
                 (None, Some(b)) => b,
                 (None, None) => return Err(ProxyError::Internal("request body already sent")),
             };
-            let mut req = Request::new(try_body);
-            *req.method_mut() = parts.method.clone();
-            *req.uri_mut() = parts.uri.clone();
-            *req.version_mut() = parts.version;
-            *req.headers_mut() = parts.headers.clone();
+            // The last possible try takes the head itself; one that may be followed by
+            // another sends a copy (a `HeaderMap` clone is a dozen allocations).
+            let req = match (more, parts.take()) {
+                (None, Some(mut last)) => {
+                    last.extensions.clear();
+                    Request::from_parts(last, try_body)
+                }
+                (_, Some(head)) => {
+                    let mut req = Request::new(try_body);
+                    *req.method_mut() = head.method.clone();
+                    *req.uri_mut() = head.uri.clone();
+                    *req.version_mut() = head.version;
+                    *req.headers_mut() = head.headers.clone();
+                    parts = Some(head);
+                    req
+                }
+                (_, None) => return Err(ProxyError::Internal("request head already sent")),
+            };
             let body_finished = req.body().finished_flag();
             let sent = self
                 .clients
@@ -388,14 +403,17 @@ impl Proxy {
                 .load()
                 .retries
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            // A try that could be followed by another kept the head.
+            let head = parts
+                .as_mut()
+                .ok_or(ProxyError::Internal("request head already sent"))?;
             if !http2 {
-                let mut uri_parts = parts.uri.clone().into_parts();
+                let mut uri_parts = head.uri.clone().into_parts();
                 uri_parts.authority = Some(endpoint.authority().clone());
-                parts.uri = Uri::from_parts(uri_parts)
+                head.uri = Uri::from_parts(uri_parts)
                     .map_err(|_| ProxyError::Internal("cannot build upstream uri"))?;
             }
-            parts
-                .headers
+            head.headers
                 .insert(ATTEMPTS.clone(), HeaderValue::from(attempt));
         };
 
@@ -546,7 +564,7 @@ impl Handler for Proxy {
         let mut resp = match self.proxy(req, client, &request_id, &mut facts).await {
             Ok(resp) => resp,
             Err(e) => {
-                tracing::debug!(error = %e, side = ?e.side(), request_id = ?request_id, "request failed");
+                tracing::debug!(error = %e, side = ?e.side(), request_id = %String::from_utf8_lossy(request_id.as_bytes()), "request failed");
                 facts.reason = Some(crate::observe::Reason::of(&e));
                 facts.upstream_time = None;
                 let mut resp = if grpc {

@@ -45,7 +45,10 @@ pub(super) async fn serve<S: super::stream::ClientStream>(
             .and_then(|v| v.to_str().ok()?.parse().ok())
             .unwrap_or(0);
         async move {
-            let mut resp = crate::server::head_has_no_body(head, proxy.handle(req, client).await);
+            // Boxed: the request's future is large, and hyper keeps it inline in the
+            // stream's task, which tokio copies whole on spawn and on completion.
+            let handled = Box::pin(proxy.handle(req, client)).await;
+            let mut resp = crate::server::head_has_no_body(head, handled);
             let finish = Finish::new(state, started, client, copy, grpc, bytes_in, &mut resp);
             Ok::<_, Infallible>(resp.map(|body| ObservedBody::new(body, finish)))
         }
