@@ -13,5 +13,6 @@ bottom up:
 - phases      the measured phases of a run (scenarios, route tables, idle memory)
 - formatting  how numbers are printed in the log and the Markdown tables
 - report      RESULTS.md rendering (summaries of the raw results)
+- mirror      the mirroring phase: a 100% compared mirror on vs off (RESULTS.mirror.md)
 - profiling   the --profile mode (perf stat / perf record / strace -c) -> PROFILE.md
 """
