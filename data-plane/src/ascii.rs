@@ -2,7 +2,8 @@
 //! HTTP/1.1 engine's heads (status codes, `Content-Length`, chunk sizes) and the access
 //! log's lines, both on every request's path, share these.
 
-/// Appends the decimal form of `n`.
+/// Appends the decimal form of `n`. The digits are pushed one by one: the numbers here
+/// are short, and a copy of a slice of unknown length is a `memcpy` call.
 pub fn put_u64(out: &mut Vec<u8>, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut i = digits.len();
@@ -14,7 +15,10 @@ pub fn put_u64(out: &mut Vec<u8>, mut n: u64) {
             break;
         }
     }
-    out.extend_from_slice(&digits[i..]);
+    out.reserve(digits.len() - i);
+    for &d in &digits[i..] {
+        out.push(d);
+    }
 }
 
 /// Appends `n` in exactly `width` digits (at most 20), zero-padded; only the low

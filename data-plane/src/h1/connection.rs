@@ -983,12 +983,7 @@ impl RequestLine {
     }
 
     fn info(&self) -> RequestInfo<'_> {
-        let part = |r: &std::ops::Range<usize>| {
-            self.buf
-                .get(r.clone())
-                .and_then(|b| std::str::from_utf8(b).ok())
-                .unwrap_or_default()
-        };
+        let part = |r: &std::ops::Range<usize>| self.buf.get(r.clone()).unwrap_or_default();
         RequestInfo {
             method: part(&self.method),
             authority: part(&self.authority),

@@ -134,15 +134,20 @@ impl Drop for Finish {
             .request
             .as_ref()
             .map_or_else(RequestInfo::default, |r| RequestInfo {
-                method: r.method.as_str(),
+                method: r.method.as_str().as_bytes(),
                 authority: r
                     .authority
                     .as_ref()
                     .and_then(|a| a.to_str().ok())
-                    .unwrap_or_default(),
-                path: r.uri.path(),
+                    .unwrap_or_default()
+                    .as_bytes(),
+                path: r.uri.path().as_bytes(),
                 tls_version: r.tls.as_ref().map(|t| t.version),
-                tls_sni: r.tls.as_ref().and_then(|t| t.sni.as_deref()),
+                tls_sni: r
+                    .tls
+                    .as_ref()
+                    .and_then(|t| t.sni.as_deref())
+                    .map(str::as_bytes),
             });
         self.state.observe.observe(&Outcome {
             started: self.started,

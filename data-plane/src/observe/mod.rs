@@ -161,17 +161,18 @@ impl Reason {
     }
 }
 
-/// What the client asked for, borrowed from wherever the engine keeps it.
+/// What the client asked for, borrowed from wherever the engine keeps it: bytes as
+/// received (the access log escapes what JSON needs; no UTF-8 check per request).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RequestInfo<'a> {
-    pub method: &'a str,
-    pub authority: &'a str,
+    pub method: &'a [u8],
+    pub authority: &'a [u8],
     /// The path as received, without the query.
-    pub path: &'a str,
+    pub path: &'a [u8],
     /// `TLSv1.2` / `TLSv1.3` on a TLS listener.
     pub tls_version: Option<&'a str>,
     /// The server name the client asked for in its TLS handshake.
-    pub tls_sni: Option<&'a str>,
+    pub tls_sni: Option<&'a [u8]>,
 }
 
 /// One request's final outcome: the record both engines fill in at the end.
