@@ -73,7 +73,8 @@ def preflight() -> str | None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="short runs, 1 round (smoke test)")
-    ap.add_argument("--profile", action="store_true", help="perf/strace the proxies under load; writes bench/PROFILE.md")
+    ap.add_argument("--profile", action="store_true", help="perf/strace the proxies under load; writes bench/PROFILE.md (with --only obs, h2c "
+                    "or grpc: that load, bench/PROFILE.<key>.md)")
     ap.add_argument("--workdir", type=Path, help="temp dir for configs and logs (default: a new one, removed at exit)")
     ap.add_argument("--only", help="comma-separated subset: scenarios keys (%s), tables, obs, idle, tls, mirror" % ",".join(s.key for s in SCENARIOS))
     ap.add_argument("--command", default=None, help=argparse.SUPPRESS)
@@ -109,9 +110,12 @@ def main() -> int:
     try:
         backend = start_backend(workdir)
         if args.profile:
-            obs = "obs" in (args.only or "").split(",")
-            text = profile(b, 5 if args.quick else 8, args.command or " ".join(sys.argv), obs=obs)
-            (PROFILE_MD.with_name("PROFILE.obs.md") if obs else PROFILE_MD).write_text(text + "\n")
+            only = (args.only or "").split(",")
+            obs = "obs" in only
+            h2 = next((k for k in ("h2c", "grpc") if k in only), None)
+            text = profile(b, 5 if args.quick else 8, args.command or " ".join(sys.argv), obs=obs, h2=h2)
+            name = "PROFILE.obs.md" if obs else f"PROFILE.{h2}.md" if h2 else PROFILE_MD.name
+            PROFILE_MD.with_name(name).write_text(text + "\n")
             print(text)
             return 0
         only = set(args.only.split(",")) if args.only else None

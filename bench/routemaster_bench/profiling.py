@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .layout import BENCH, LABEL, LOADGEN_CPU, PORTS, PROXY_CPU
-from .loadgen import wrk
+from .loadgen import h2load, wrk
 from .servers import render, start_proxy, start_routemaster
 
 if TYPE_CHECKING:
@@ -78,7 +78,40 @@ BREAKDOWN = [
 ]
 
 
-def perf_breakdown(data: Path, requests: int) -> list[str]:
+# The same for the HTTP/2 path (`--profile --only h2c` or `grpc`): hyper's server and
+# client, the h2 crate, tokio's per-stream tasks.
+H2_BREAKDOWN = [
+    ("kernel: writev/sendto", lambda f: f in ("do_writev", "__sys_sendto")),
+    ("kernel: recvfrom", lambda f: f == "__sys_recvfrom"),
+    ("kernel: epoll_wait", lambda f: f == "__x64_sys_epoll_wait"),
+    ("user: client h2 connection (hyper server: frames in and out, HPACK)",
+     lambda f: f.startswith(("h2::server::Connection", "<h2::server::Connection"))),
+    ("user: stream tasks (hyper H2Stream: the request's future and its response body)",
+     lambda f: f.startswith("<hyper::proto::h2::server::H2Stream")),
+    ("user:   proxy::Proxy::forward (phases 5-7, incl. the client call)",
+     lambda f: f.startswith("routemaster_data_plane::proxy::Proxy::forward")),
+    ("user:   routing::decide", lambda f: f.startswith("routemaster_data_plane::routing::decide")),
+    ("user: hyper-util legacy client (pool checkout, send_request)",
+     lambda f: f.startswith(("hyper_util::client::legacy::", "<hyper_util::client::legacy::"))),
+    ("user: upstream HTTP/1.1 connections (hyper h1 dispatcher, incl. syscalls)",
+     lambda f: f.startswith(("hyper::proto::h1::dispatch", "<hyper::proto::h1::dispatch"))),
+    ("user: upstream h2 connection (hyper ClientTask + h2 client, incl. syscalls)",
+     lambda f: f.startswith(("<hyper::proto::h2::client::", "hyper::proto::h2::client::",
+                             "<h2::client::Connection"))),
+    ("user: HPACK encode (h2 crate)", lambda f: f.startswith(("h2::hpack::encoder", "h2::frame::headers::HeaderBlock::into_encoding"))),
+    ("user: HPACK decode (h2 crate)", lambda f: f.startswith("h2::hpack::decoder")),
+    ("user: tokio spawn (a task per stream; hyper's client adds one or two per request)",
+     lambda f: f.startswith("tokio::task::spawn::spawn")),
+    ("user: tokio timers", lambda f: f.startswith(("tokio::time", "<tokio::time", "tokio::runtime::time::entry",
+                                                   "<tokio::runtime::time::entry", "tokio::runtime::time::wheel"))),
+    ("user: allocator (jemalloc)", lambda f: f.startswith(("_rjem_", "tikv_jemalloc", "__rustc::__rdl_"))),
+    ("user: memcpy/memmove (self)", None),
+    ("user: logging hook (observe::Observer::observe)",
+     lambda f: f.startswith("routemaster_data_plane::observe::Observer::observe")),
+]
+
+
+def perf_breakdown(data: Path, requests: int, buckets: list | None = None) -> list[str]:
     """Inclusive time per request-path bucket from a call-graph perf.data."""
     text = subprocess.run(["perf", "script", "-i", str(data), "-F", "comm,ip,sym"], capture_output=True, text=True,
                           timeout=900).stdout
@@ -110,7 +143,7 @@ def perf_breakdown(data: Path, requests: int) -> list[str]:
             f"kernel {kernel:.0f}% ({kernel * us_per_pct:.1f} µs), user {100 - kernel:.0f}% "
             f"({(100 - kernel) * us_per_pct:.1f} µs)", "",
             "| bucket (inclusive) | % of samples | µs/request |", "|---|--:|--:|"]
-    for label, pred in BREAKDOWN:
+    for label, pred in BREAKDOWN if buckets is None else buckets:
         if pred is None:
             hits = sum(1 for s in samples if s[0].startswith(("__memcpy", "__memmove")))
         elif isinstance(pred, str):  # a thread, by name
@@ -141,11 +174,16 @@ def start_obs_variant(name: str, b: Bench):
     return t
 
 
-def profile(b: Bench, seconds: int, command: str, obs: bool = False) -> str:
+def profile(b: Bench, seconds: int, command: str, obs: bool = False, h2: str | None = None) -> str:
     """perf stat, perf record and strace -c of each proxy under the 64-connection load;
     with `obs`, of routemaster with metrics and the access log off and on instead (the
-    observability phase's variants: where the access log's CPU goes)."""
-    out = ["# Profile: proxies under 64 keep-alive connections" + (" (observability off vs on)" if obs else ""), ""]
+    observability phase's variants: where the access log's CPU goes); with `h2` ("h2c" or
+    "grpc"), of each proxy under that scenario's h2load (4 connections x 100 streams)."""
+    if h2:
+        title = f"# Profile: proxies under h2load, 4 conns x 100 streams ({h2})"
+    else:
+        title = "# Profile: proxies under 64 keep-alive connections" + (" (observability off vs on)" if obs else "")
+    out = [title, ""]
     out.append(f"- Date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}; "
                f"`nproc` {os.cpu_count()}, `uname -r` {os.uname().release}; same layout as bench.py "
                f"(backend + wrk on CPU {LOADGEN_CPU}, proxy alone on CPU {PROXY_CPU}, one worker)")
@@ -156,8 +194,16 @@ def profile(b: Bench, seconds: int, command: str, obs: bool = False) -> str:
     names = ["routemaster-off", "routemaster-on"] if obs else ["routemaster", "nginx", "haproxy"]
     for name in names:
         t = start_obs_variant(name, b) if obs else start_proxy(name, b.workdir, tag="-prof")
+
+        def load(secs: int, t=t) -> dict:
+            if h2 == "grpc":
+                return h2load(t.grpc_url(), 4, 100, secs, grpc_body=b.grpc_body())
+            if h2:
+                return h2load(t.url(True), 4, 100, secs)
+            return wrk(t.url(False), 64, secs)
+
         try:
-            wrk(t.url(False), 64, 2)  # warm-up
+            load(2)  # warm-up
             pids = t.server.pids()
             out.append(f"## {LABEL.get(name, name)}")
             out.append("")
@@ -167,7 +213,7 @@ def profile(b: Bench, seconds: int, command: str, obs: bool = False) -> str:
                                    "-p", ",".join(map(str, pids)), "-o", str(stat_file)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(0.2)
-            r = wrk(t.url(False), 64, seconds)
+            r = load(seconds)
             ps.send_signal(signal.SIGINT)
             ps.wait(30)
             out.append(f"### perf stat ({seconds} s, {r['requests']:,} requests, {r['rps']:,.0f} req/s)")
@@ -187,7 +233,7 @@ def profile(b: Bench, seconds: int, command: str, obs: bool = False) -> str:
                 sargv += ["-p", str(pid)]
             sp = subprocess.Popen(sargv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(0.5)
-            r = wrk(t.url(False), 64, 3)
+            r = load(3)
             sp.send_signal(signal.SIGINT)
             sp.wait(30)
             text = sfile.read_text()
@@ -217,7 +263,7 @@ def profile(b: Bench, seconds: int, command: str, obs: bool = False) -> str:
             pr = subprocess.Popen(["perf", "record", "-F", "1999", *cg, "-p", ",".join(map(str, pids)), "-o", str(data)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(0.3)
-            r = wrk(t.url(False), 64, seconds)
+            r = load(seconds)
             pr.send_signal(signal.SIGINT)
             pr.wait(120)
             reports = {
@@ -228,10 +274,10 @@ def profile(b: Bench, seconds: int, command: str, obs: bool = False) -> str:
                     perf_report(data, "--no-children", "--sort", "dso,symbol", limit=30, user_only=True),
             }
             if ours:
-                breakdown = perf_breakdown(data, r["requests"])
+                breakdown = perf_breakdown(data, r["requests"], H2_BREAKDOWN if h2 else None)
                 (PROFILE_DIR / f"{name}.breakdown.md").write_text("\n".join(breakdown) + "\n")
                 incl = perf_report(data, "--children", "--sort", "symbol", limit=400)
-                keep = [line for line in incl if re.search(r"routemaster_|hyper|http::|uuid|tracing|HeaderMap|"
+                keep = [line for line in incl if re.search(r"routemaster_|hyper|h2::|http::|uuid|tracing|HeaderMap|"
                                                            r"malloc|free|memmove|memcpy|sys_|do_syscall", line)
                         and not re.search(r"\(inlined\)|poll_future|catch_unwind|do_call|with_mut|call_once|"
                                           r"FnOnce|__rust_begin|tokio::runtime", line)]
