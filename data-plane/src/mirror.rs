@@ -10,7 +10,7 @@
 //! HTTP/1.1 engine's own exchange from the head bytes it wrote and read
 //! ([`Mirroring::prepare_head`], [`MirrorSlot`]), its relay feeding the [`Tee`] the body
 //! the client gets (chunked framing removed). Both use the worker's one [`MirrorQueue`]
-//! and upstream clients, those of its [`crate::proxy::Proxy`].
+//! and, for sending, the process's low-priority mirror thread ([`MirrorRuntime`]).
 //!
 //! The mirror never delays or fails the client's request: the copies are sent by a
 //! spawned task after the primary's response head is in, at most [`MAX_IN_FLIGHT`] per
@@ -325,14 +325,76 @@ impl Mirroring {
         let permit = self.permit.take();
         let target = Arc::clone(&self.target);
         let tally = self.tally.take();
-        tokio::spawn(async move {
+        let task = |clients| async move {
             let _permit = permit;
             let Some(copy) = copy else { return };
             run(clients, target, tally, compare, copy, primary).await;
-        });
+        };
+        match MirrorRuntime::get(&clients) {
+            Some(rt) => drop(rt.handle.spawn(task(Arc::clone(&rt.clients)))),
+            // No mirror thread could be started: the worker sends the copies itself.
+            None => drop(tokio::spawn(task(clients))),
+        }
         tee
     }
 }
+
+/// Where the copies are sent and compared: one thread per proxy process, at the lowest
+/// CPU priority (nice 19), running its own current-thread runtime with its own upstream
+/// clients. On a worker's runtime, a mirror task ready to run (a candidate's response,
+/// a comparison) sits in the same run queue as the clients' connections and delays
+/// them; on its own low-priority thread the kernel runs the workers first, so the
+/// mirror takes only CPU the client requests leave. Started on the first mirrored
+/// request; it lives as long as the process.
+#[derive(Debug)]
+struct MirrorRuntime {
+    handle: tokio::runtime::Handle,
+    clients: Arc<Clients>,
+}
+
+impl MirrorRuntime {
+    /// The process's mirror runtime, started with clients configured like `like`;
+    /// `None` when its thread could not be started.
+    fn get(like: &Clients) -> Option<&'static Self> {
+        static RUNTIME: std::sync::OnceLock<Option<MirrorRuntime>> = std::sync::OnceLock::new();
+        RUNTIME
+            .get_or_init(|| match Self::start(like) {
+                Ok(rt) => Some(rt),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no mirror thread: workers send mirror copies themselves");
+                    None
+                }
+            })
+            .as_ref()
+    }
+
+    fn start(like: &Clients) -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = runtime.handle().clone();
+        std::thread::Builder::new()
+            .name("mirror".into())
+            .spawn(move || {
+                // Best effort: at the default priority the mirror still works, it only
+                // competes with the workers on equal terms.
+                if let Err(e) = rustix::process::setpriority_process(
+                    Some(rustix::thread::gettid()),
+                    MIRROR_NICE,
+                ) {
+                    tracing::warn!(error = %e, "mirror thread keeps the default priority");
+                }
+                runtime.block_on(std::future::pending::<()>());
+            })?;
+        Ok(Self {
+            handle,
+            clients: Arc::new(like.sibling()),
+        })
+    }
+}
+
+/// The mirror thread's nice value: the lowest priority, so workers always come first.
+const MIRROR_NICE: i32 = 19;
 
 /// Marks a copy so candidates can tell: `x-routemaster-shadow: 1`, the host with the
 /// `-shadow` suffix; it has no body, so no length.

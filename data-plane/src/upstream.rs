@@ -71,6 +71,8 @@ pub struct Clients {
     pinned: Mutex<HashMap<PinKey, Client<Pinned, RequestBody>>>,
     tcp: HttpConnector,
     idle_timeout: Duration,
+    /// What these clients were built from, for [`Clients::sibling`].
+    options: UpstreamOptions,
 }
 
 /// (protocol, TLS settings' key or 0, endpoint).
@@ -92,7 +94,14 @@ impl Clients {
             pinned: Mutex::new(HashMap::new()),
             tcp,
             idle_timeout: options.idle_timeout,
+            options: options.clone(),
         }
+    }
+
+    /// Clients with the same settings and no connections, for another runtime (the
+    /// mirror thread's).
+    pub fn sibling(&self) -> Self {
+        Self::new(&self.options)
     }
 
     /// Sends `req` with the client for `protocol` to `endpoint`. The URI's scheme is
