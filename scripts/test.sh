@@ -9,6 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 need_pkg protoc protobuf-compiler
+need_pkg make make  # jemalloc (the proxy's allocator) is built with make
 need_pkg etcd etcd-server
 need_pkg haproxy haproxy
 need_pkg curl curl

@@ -1,7 +1,10 @@
 """How numbers are printed, in the progress log and the Markdown tables: counts, seconds
-as µs/ms, fractions as percentages, ratios; None prints as "n/a"."""
+as µs/ms, fractions as percentages, ratios; None prints as "n/a". Also the median over
+rounds that the tables print."""
 
 from __future__ import annotations
+
+import statistics
 
 
 def fmt_num(v, digits=0) -> str:
@@ -26,3 +29,9 @@ def ratio(a, b) -> str:
     if a is None or b is None or b == 0:
         return "n/a"
     return f"{a / b:.2f}x"
+
+
+def med(rs: list, key: str):
+    """The median of `key` over the rounds `rs` that have it; None when none has."""
+    vals = [r[key] for r in rs if r.get(key) is not None]
+    return statistics.median(vals) if vals else None

@@ -15,9 +15,8 @@ Results go to results["mirror"] and bench/RESULTS.mirror.md (on / off ratios).""
 from __future__ import annotations
 
 import re
-import statistics
 
-from .formatting import fmt_ms, fmt_num
+from .formatting import fmt_ms, fmt_num, med, ratio
 from pathlib import Path
 
 from .layout import BENCH, PORTS, PROXY_CPU
@@ -225,15 +224,6 @@ def mirror_phase(b) -> None:
             t.server.stop()
     b.results["mirror"] = res
     RESULTS_MIRROR_MD.write_text(mirror_report(res, st))
-
-
-def med(rs: list, key: str):
-    vals = [r[key] for r in rs if r.get(key) is not None]
-    return statistics.median(vals) if vals else None
-
-
-def ratio(a, b) -> str:
-    return f"{a / b:.2f}x" if a is not None and b else "n/a"
 
 
 LABELS = {

@@ -12,12 +12,11 @@ from the same run)."""
 from __future__ import annotations
 
 import re
-import statistics
 import subprocess
 import time
 from pathlib import Path
 
-from .formatting import fmt_num
+from .formatting import fmt_num, med
 from .layout import BENCH, LOADGEN_CPU, PORTS, PROXIES, PROXY_CPU
 from .loadgen import run_cmd, wrk
 from .procstats import CLK_TCK, proc_ticks
@@ -169,11 +168,6 @@ def tls_phase(b) -> None:
             t.server.stop()
     b.results["tls"] = res
     RESULTS_TLS_MD.write_text(tls_report(res, st))
-
-
-def med(rs: list, key: str):
-    vals = [r[key] for r in rs if r.get(key) is not None]
-    return statistics.median(vals) if vals else None
 
 
 def tls_report(res: dict, st) -> str:
