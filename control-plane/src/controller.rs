@@ -640,6 +640,18 @@ struct Plan {
     deletes: Vec<String>,
 }
 
+impl Plan {
+    /// Deletes the object stored at `key`, recorded as `kind` `name` deleted.
+    fn delete(&mut self, kind: Kind, key: String, name: &str) {
+        self.deletes.push(key);
+        self.changes.push(ObjectChange {
+            kind,
+            name: name.to_owned(),
+            change: ChangeKind::Deleted,
+        });
+    }
+}
+
 fn plan(store: &Store, stored: &Stored, command: &Command) -> Result<Plan, DispatchError> {
     let mut plan = Plan {
         changes: Vec::new(),
@@ -754,12 +766,7 @@ fn plan(store: &Store, stored: &Stored, command: &Command) -> Result<Plan, Dispa
                     name: name.clone(),
                 });
             }
-            plan.deletes.push(store.certificate_key(name));
-            plan.changes.push(ObjectChange {
-                kind: Kind::Certificate,
-                name: name.clone(),
-                change: ChangeKind::Deleted,
-            });
+            plan.delete(Kind::Certificate, store.certificate_key(name), name);
         }
         Command::DeleteService(name) => {
             if !services.contains_key(name) {
@@ -784,12 +791,7 @@ fn plan(store: &Store, stored: &Stored, command: &Command) -> Result<Plan, Dispa
                     routes: users,
                 });
             }
-            plan.deletes.push(store.service_key(name));
-            plan.changes.push(ObjectChange {
-                kind: Kind::Service,
-                name: name.clone(),
-                change: ChangeKind::Deleted,
-            });
+            plan.delete(Kind::Service, store.service_key(name), name);
         }
         Command::DeleteRoute(id) => {
             if routes.remove(id).is_none() {
@@ -798,12 +800,7 @@ fn plan(store: &Store, stored: &Stored, command: &Command) -> Result<Plan, Dispa
                     name: id.clone(),
                 });
             }
-            plan.deletes.push(store.route_key(id));
-            plan.changes.push(ObjectChange {
-                kind: Kind::Route,
-                name: id.clone(),
-                change: ChangeKind::Deleted,
-            });
+            plan.delete(Kind::Route, store.route_key(id), id);
         }
     }
     Ok(plan)
