@@ -1,7 +1,7 @@
 """The measured phases of a run and the raw results they collect: per scenario, peak
 throughput and fixed-rate latency of every proxy (rounds rotating the proxy order, CPU
 accounted from /proc); route-table sizes (routemaster only); the observability cost
-(metrics + access log on vs off, nginx with its access log); idle-connection memory."""
+(metrics and access log off, each alone, both on; nginx with its access log); idle-connection memory."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 from .formatting import fmt_ms, fmt_num, pct
 from .layout import BENCH, LOADGEN_CPU, PORTS, PROXIES, PROXY_CPU
 from .loadgen import h2load, h2load_fixed_rate, oha, wrk, wrk_fixed_rate
-from .procstats import CLK_TCK, cpu_busy_jiffies, proc_status_kb, proc_ticks
+from .procstats import CLK_TCK, context_switches, cpu_busy_jiffies, proc_status_kb, proc_ticks, thread_ticks
 from .progress import log
 from .scenarios import TABLE_HOST, TABLE_PATH, TABLE_SIZES, Scenario, Settings, gen_route_table
 from .servers import Target, backend_counters, http_get, render, start_proxy, start_routemaster
@@ -217,25 +217,33 @@ class Bench:
                 t.server.stop()
         self.results["tables"] = res
 
+    # The observability phase's routemaster variants: (--metrics, access log file name or None).
+    OBS_VARIANTS = {
+        "routemaster-off": ("off", None),
+        "routemaster-metrics": ("on", None),
+        "routemaster-log": ("off", "routemaster-log-access.log"),
+        "routemaster-on": ("on", "routemaster-access.log"),
+    }
+
     def observability(self) -> None:
         """The logging hook's cost: the 64-connection HTTP/1.1 scenario against routemaster
-        with metrics and the access log off, with both on, and nginx with its access log on,
-        in the same run (interleaved rounds)."""
+        with metrics and the access log off, metrics only, access log only, both on, and
+        nginx with its access log on, in the same run (interleaved rounds, the order
+        rotating). Besides the process's CPU per request, each run records the access-log
+        writer thread's own CPU and the process's context switches, so the report can say
+        which part costs what."""
         st = self.settings
         scn = Scenario("obs64", "HTTP/1.1 keep-alive, 64 conns: observability", 64)
-        log("observability: routemaster metrics+access log off vs on, nginx access log on")
+        log("observability: routemaster off / metrics only / access log only / both on, nginx access log on")
         d = self.workdir / "obs"
         d.mkdir(exist_ok=True)
         conf = render("routemaster-routes.yaml", d / "routes.yaml", BACKEND_PORT=PORTS["backend"],
                       BACKEND_H2_PORT=PORTS["backend_h2"])
-        variants = {
-            "routemaster-off": ("--metrics", "off", "--access-log", "off"),
-            "routemaster-on": ("--metrics", "on", "--access-log", str(d / "routemaster-access.log")),
-        }
         targets = {}
         res = {}
         try:
-            for i, (name, extra) in enumerate(variants.items()):
+            for i, (name, (metrics, log_name)) in enumerate(self.OBS_VARIANTS.items()):
+                extra = ("--metrics", metrics, "--access-log", str(d / log_name) if log_name else "off")
                 targets[name] = start_routemaster(conf, PORTS["table_base"] + 5 + i, PORTS["table_admin_base"] + 5 + i,
                                                   name, self.workdir, extra=extra)
             targets["nginx-log"] = start_proxy("nginx", self.workdir, tag="-log",
@@ -248,17 +256,33 @@ class Bench:
                 order = names[rnd % len(names):] + names[: rnd % len(names)]
                 for name in order:
                     try:
+                        pids = targets[name].server.pids()
+                        th0, cs0 = thread_ticks(pids), context_switches(pids)
                         r = self.throughput(targets[name], scn, st.run_s)
+                        th1, cs1 = thread_ticks(pids), context_switches(pids)
+                        r["round"] = rnd
+                        r["thread_cpu_us_per_req"] = {
+                            k: (v - th0.get(k, 0)) / CLK_TCK * 1e6 / r["good"] for k, v in th1.items()
+                        } if r["good"] else {}
+                        r["ctx_switches_per_req"] = [(b - a) / r["good"] for a, b in zip(cs0, cs1)] if r["good"] else None
                         res[name]["throughput"].append(r)
-                        log(f"  round {rnd + 1} {name:16s} {r['rps']:10.0f} req/s  "
-                            f"{fmt_num(r['cpu_us_per_req'], 2)} µs CPU/req")
+                        writer = r["thread_cpu_us_per_req"].get("access-log")
+                        log(f"  round {rnd + 1} {name:19s} {r['rps']:10.0f} req/s  "
+                            f"{fmt_num(r['cpu_us_per_req'], 2)} µs CPU/req"
+                            f"{'  (writer thread %.2f)' % writer if writer is not None else ''}")
                     except Exception as e:  # noqa: BLE001
                         res[name]["errors"].append(f"round {rnd + 1}: {e}")
                         log(f"  round {rnd + 1} {name}: FAILED {e}")
             for name in names:
                 res[name]["peak_rss_kb"] = proc_status_kb(targets[name].server.pids(), "VmHWM")
-            lines = d / "routemaster-access.log"
-            res["routemaster_access_log_lines"] = sum(1 for _ in lines.open()) if lines.exists() else 0
+            for name, (_, log_name) in self.OBS_VARIANTS.items():
+                lines = d / log_name if log_name else None
+                if lines and lines.exists():
+                    with lines.open("rb") as f:
+                        n = sum(1 for _ in f)
+                    res[name]["access_log_lines"] = n
+                    res[name]["access_log_bytes"] = lines.stat().st_size
+            res["routemaster_access_log_lines"] = res["routemaster-on"].get("access_log_lines", 0)
         finally:
             for t in targets.values():
                 t.server.stop()

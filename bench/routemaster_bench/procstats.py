@@ -61,3 +61,44 @@ def cpu_busy_jiffies(cpu: str) -> tuple[int, int]:
             idle = v[3] + v[4]
             return total - idle, total
     raise RuntimeError(f"cpu{cpu} not in /proc/stat")
+
+
+def thread_ticks(pids: list[int]) -> dict[str, int]:
+    """utime+stime per thread name over the processes' threads (names as in
+    /proc/PID/task/TID/comm; threads of the same name are summed)."""
+    out: dict[str, int] = {}
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+            except OSError:
+                continue
+            name = stat[stat.index("(") + 1 : stat.rindex(")")]
+            f = stat[stat.rindex(")") + 2 :].split()
+            out[name] = out.get(name, 0) + int(f[11]) + int(f[12])
+    return out
+
+
+def context_switches(pids: list[int]) -> tuple[int, int]:
+    """(voluntary, involuntary) context switches summed over the processes' threads."""
+    vol = invol = 0
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                text = Path(f"/proc/{pid}/task/{tid}/status").read_text()
+            except OSError:
+                continue
+            for line in text.splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    vol += int(line.split()[1])
+                elif line.startswith("nonvoluntary_ctxt_switches:"):
+                    invol += int(line.split()[1])
+    return vol, invol

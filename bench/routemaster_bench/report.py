@@ -48,6 +48,47 @@ def summarize(res: dict) -> dict:
     }
 
 
+def obs_summary(obs: dict) -> dict:
+    """The observability phase's figures: per variant the medians, min and max over rounds,
+    the ratio of medians and the paired (same-round) ratios to off; routemaster-on vs
+    nginx-log the same way."""
+    def by_round(name):
+        return {r.get("round", i): r["cpu_us_per_req"] for i, r in enumerate(obs.get(name, {}).get("throughput", []))
+                if r.get("cpu_us_per_req")}
+
+    def paired(a, b):
+        ra, rb = by_round(a), by_round(b)
+        q = [ra[k] / rb[k] for k in ra if k in rb]
+        return (statistics.median(q), min(q), max(q), len(q)) if q else None
+
+    off = med(list(by_round("routemaster-off").values()))
+    out = {"variants": {}}
+    for name, v in obs.items():
+        if not isinstance(v, dict) or "throughput" not in v:
+            continue
+        thr = v["throughput"]
+        cpus = [r["cpu_us_per_req"] for r in thr if r.get("cpu_us_per_req")]
+        cpu = med(cpus)
+        writers = [r.get("thread_cpu_us_per_req", {}).get("access-log") for r in thr]
+        ctx = [sum(r["ctx_switches_per_req"]) for r in thr if r.get("ctx_switches_per_req")]
+        out["variants"][name] = {
+            "rps": med([r["rps"] for r in thr]),
+            "cpu": cpu,
+            "min": min(cpus) if cpus else None,
+            "max": max(cpus) if cpus else None,
+            "vs_off": cpu / off if cpu and off else None,
+            "paired": paired(name, "routemaster-off") if name != "routemaster-off" else None,
+            "writer": med(writers),
+            "ctx": med(ctx),
+        }
+    on = out["variants"].get("routemaster-on", {}).get("cpu")
+    ng = out["variants"].get("nginx-log", {}).get("cpu")
+    p = paired("routemaster-on", "nginx-log")
+    if on and ng and p:
+        out["on_vs_nginx"] = (on / ng, *p)
+    return out
+
+
 def report(b: Bench, meta: dict) -> str:
     st = b.settings
     R = b.results
@@ -146,20 +187,31 @@ def report(b: Bench, meta: dict) -> str:
         w("")
         w("## Observability cost (HTTP/1.1 keep-alive, 64 connections)")
         w("")
-        w("routemaster with `--metrics off --access-log off`, with metrics and `--access-log FILE` on, and nginx "
-          "with its access log on (`buffer=64k flush=1s`), same run, rounds interleaved. Goal: on ≤ 1.05× off "
-          "CPU/request, and ≤ nginx with its log.")
+        w("routemaster with `--metrics off --access-log off` (off), metrics alone, `--access-log FILE` alone, both on, "
+          "and nginx with its access log on (`buffer=64k flush=1s`), same run, rounds interleaved (the order rotates). "
+          "Goal: on ≤ 1.05× off CPU/request, and ≤ nginx with its log. µs CPU/req: median over rounds, and the "
+          "min–max over rounds. *paired*: the median (min–max) over rounds of the variant's CPU/request ÷ off's in the "
+          "same round (slow drift of the machine cancels out). writer: the access-log thread's own CPU per request "
+          "(part of the total). ctx sw/req: voluntary + involuntary context switches of the process per request.")
         w("")
-        w("| Variant | req/s | µs CPU/req | vs off |")
-        w("|---|---:|---:|---:|")
-        off = med([r["cpu_us_per_req"] for r in obs.get("routemaster-off", {}).get("throughput", [])])
-        for name in ["routemaster-off", "routemaster-on", "nginx-log"]:
-            thr = obs.get(name, {}).get("throughput", [])
-            cpu = med([r["cpu_us_per_req"] for r in thr])
-            w(f"| {name} | {fmt_num(med([r['rps'] for r in thr]), 0)} | {fmt_num(cpu, 2)} | "
-              f"{fmt_num(cpu / off, 3) + '×' if cpu and off else '–'} |")
+        w("| Variant | req/s | µs CPU/req | min–max | vs off (medians) | vs off (paired) | writer µs/req | ctx sw/req |")
+        w("|---|---:|---:|---:|---:|---:|---:|---:|")
+        s = obs_summary(obs)
+        for name, x in s["variants"].items():
+            pr = x.get("paired")
+            w(f"| {name} | {fmt_num(x['rps'], 0)} | {fmt_num(x['cpu'], 2)} | {fmt_num(x['min'], 2)}–{fmt_num(x['max'], 2)} "
+              f"| {fmt_num(x['vs_off'], 3) + '×' if x['vs_off'] else '–'} "
+              f"| {f'{pr[0]:.3f}× ({pr[1]:.3f}–{pr[2]:.3f})' if pr else '–'} "
+              f"| {fmt_num(x['writer'], 2) if x['writer'] is not None else '–'} | {fmt_num(x['ctx'], 3)} |")
         w("")
-        w(f"Access log lines written by routemaster-on: {obs.get('routemaster_access_log_lines', 0)}.")
+        on_ng = s.get("on_vs_nginx")
+        if on_ng:
+            w(f"routemaster-on ÷ nginx-log CPU/request: {on_ng[0]:.3f}× (medians), paired {on_ng[1]:.3f}× "
+              f"({on_ng[2]:.3f}–{on_ng[3]:.3f}) over {on_ng[4]} rounds.")
+            w("")
+        logs = [f"{n}: {v['access_log_lines']:,} lines, {v['access_log_bytes'] / max(1, v['access_log_lines']):.0f} B/line"
+                for n, v in obs.items() if isinstance(v, dict) and v.get("access_log_lines")]
+        w(f"Access log lines written: {'; '.join(logs) if logs else obs.get('routemaster_access_log_lines', 0)}.")
     idle = R.get("idle")
     if idle:
         w("## Idle memory")
