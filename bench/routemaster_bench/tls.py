@@ -4,7 +4,12 @@ backend, each alone on the proxy CPU like the other scenarios:
 
 - keep-alive: wrk over HTTPS, 64 connections (TLS once per connection);
 - new connection per request: `openssl s_time -new` (a full handshake, no resumption,
-  then one `GET /` over HTTP/1.0) — handshakes per second and proxy CPU per handshake.
+  then one `GET /` over HTTP/1.0) — handshakes per second and proxy CPU per handshake;
+- HTTP/2 over TLS: h2load, 4 connections × 100 concurrent streams, h2 chosen by ALPN
+  (nginx `listen … ssl http2`, HAProxy `alpn h2,http/1.1`, routemaster's `--tls-listen`),
+  forwarded to the same HTTP/1.1 backend (like the h2c scenario). A run whose h2load output
+  does not say `Application protocol: h2`, or that has a failed, errored, timed-out or
+  non-2xx request, fails (logged and listed under its table, left out of the medians).
 
 Results go to results["tls"] and bench/RESULTS.tls.md (ratios against nginx and HAProxy
 from the same run)."""
@@ -18,7 +23,7 @@ from pathlib import Path
 
 from .formatting import fmt_num, med
 from .layout import BENCH, LOADGEN_CPU, PORTS, PROXIES, PROXY_CPU
-from .loadgen import run_cmd, wrk
+from .loadgen import parse_duration_s, run_cmd, wrk
 from .procstats import CLK_TCK, proc_ticks
 from .progress import log
 from .servers import Server, Target, start_routemaster, wait_port
@@ -60,7 +65,7 @@ http {{
     scgi_temp_path {d}/scgi;
     upstream backend {{ server 127.0.0.1:{backend}; keepalive 64; keepalive_requests 1000000000; }}
     server {{
-        listen 127.0.0.1:{port} ssl backlog=4096;
+        listen 127.0.0.1:{port} ssl http2 backlog=4096;
         ssl_certificate {cert};
         ssl_certificate_key {key};
         ssl_protocols TLSv1.2 TLSv1.3;
@@ -84,7 +89,7 @@ defaults
     timeout http-keep-alive 300s
     http-reuse always
 frontend tls
-    bind 127.0.0.1:{port} ssl crt {both} alpn http/1.1 backlog 4096
+    bind 127.0.0.1:{port} ssl crt {both} alpn h2,http/1.1 backlog 4096
     default_backend backend
 backend backend
     server b1 127.0.0.1:{backend}
@@ -121,11 +126,40 @@ def s_time(port: int, seconds: int) -> dict:
     return {"requests": n, "good": n, "seconds": real, "rps": n / real if real else 0.0}
 
 
+def h2load_tls(port: int, conns: int, streams: int, seconds: int) -> dict:
+    """h2load over TLS (h2 by ALPN). Like loadgen.h2load, but it also needs h2load's own
+    output: the run fails unless ALPN chose h2 and every request got a 2xx."""
+    argv = ["taskset", "-c", LOADGEN_CPU, "h2load", "-t", "1", "-c", str(conns), "-m", str(streams),
+            "-D", str(seconds), f"https://127.0.0.1:{port}/"]
+    out = run_cmd(argv, seconds + 60)
+    proto = re.search(r"Application protocol: (\S+)", out)
+    m = re.search(r"finished in ([\d.]+)(us|ms|s|m), ([\d.]+) req/s", out)
+    r = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+                  r"(\d+) errored, (\d+) timeout", out)
+    s = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+    if not (m and r and s):
+        raise RuntimeError(f"h2load: cannot parse output:\n{out[-600:]}")
+    if not proto or proto.group(1) != "h2":
+        raise RuntimeError(f"h2load did not negotiate h2 (application protocol "
+                           f"{proto.group(1) if proto else 'not reported'}):\n{out[-600:]}")
+    done, failed, errored, timeout = int(r.group(3)), int(r.group(5)), int(r.group(6)), int(r.group(7))
+    ok2xx, other = int(s.group(1)), sum(int(x) for x in s.groups()[1:])
+    # (2xx can be one more than done: a response whose headers came before the deadline.)
+    if failed or errored or timeout or other or not ok2xx:
+        raise RuntimeError(f"h2load: {done} done, {ok2xx} 2xx, {other} not 2xx, {failed} failed, "
+                           f"{errored} errored, {timeout} timeout:\n{out[-600:]}")
+    secs = parse_duration_s(m.group(1), m.group(2))
+    return {"requests": done, "good": ok2xx, "seconds": secs, "rps": ok2xx / secs if secs else 0.0,
+            "rps_reported": float(m.group(3)), "protocol": proto.group(1)}
+
+
 def measure(t: Target, kind: str, seconds: int) -> dict:
     pids = t.server.pids()
     ticks0 = proc_ticks(pids)
     if kind == "ka64":
         r = wrk(f"https://127.0.0.1:{t.h1_port}/", 64, seconds)
+    elif kind == "h2":
+        r = h2load_tls(t.h2_port, 4, 100, seconds)
     else:
         r = s_time(t.h1_port, seconds)
     cpu_s = (proc_ticks(pids) - ticks0) / CLK_TCK
@@ -134,7 +168,8 @@ def measure(t: Target, kind: str, seconds: int) -> dict:
     return r
 
 
-KINDS = {"ka64": "HTTPS keep-alive, 64 conns (wrk)", "new": "HTTPS new connection per request (openssl s_time -new)"}
+KINDS = {"ka64": "HTTPS keep-alive, 64 conns (wrk)", "new": "HTTPS new connection per request (openssl s_time -new)",
+         "h2": "HTTP/2 over TLS, 4 conns × 100 streams (h2load, h2 by ALPN)"}
 
 
 def tls_phase(b) -> None:
@@ -142,9 +177,10 @@ def tls_phase(b) -> None:
     d = b.workdir / "tls"
     d.mkdir(exist_ok=True)
     cert, key, both = make_cert(d)
-    log("scenario tls: HTTPS keep-alive and new-connection-per-request, same certificate (ECDSA P-256)")
+    log("scenario tls: HTTPS keep-alive, new-connection-per-request and h2 by ALPN, same certificate (ECDSA P-256)")
     targets = {name: start(name, d / name, cert, key, both) for name in PROXIES}
     res: dict = {kind: {name: [] for name in PROXIES} for kind in KINDS}
+    failed: dict = {kind: [] for kind in KINDS}  # measured rounds that failed, for the report
     try:
         for kind in KINDS:
             for name, t in targets.items():
@@ -162,15 +198,17 @@ def tls_phase(b) -> None:
                             f"{fmt_num(r['cpu_us_per_req'], 1)} µs proxy CPU each")
                     except Exception as e:  # noqa: BLE001
                         log(f"  {kind} round {rnd + 1} {name}: FAILED {e}")
+                        failed[kind].append(f"{name} round {rnd + 1}: {str(e).splitlines()[0].rstrip(':')}")
                     time.sleep(0.2)
     finally:
         for t in targets.values():
             t.server.stop()
     b.results["tls"] = res
-    RESULTS_TLS_MD.write_text(tls_report(res, st))
+    b.results["tls_failed"] = failed
+    RESULTS_TLS_MD.write_text(tls_report(res, st, failed))
 
 
-def tls_report(res: dict, st) -> str:
+def tls_report(res: dict, st, failed: dict) -> str:
     lines = ["# HTTPS: routemaster-proxy vs nginx vs HAProxy", "",
              f"Same ECDSA P-256 certificate, TLS 1.2/1.3, one proxy CPU each; medians of {st.rounds} rounds of "
              f"{st.run_s}s (`./bench/run.sh --only tls`). Load generator on the other CPU.", ""]
@@ -184,4 +222,6 @@ def tls_report(res: dict, st) -> str:
             vs = [f"{c / cpu[p]:.2f}×" if c and cpu[p] else "—" for p in ("nginx", "haproxy")]
             lines.append(f"| {name} | {fmt_num(rate, 0)} | {fmt_num(c, 1)} | {vs[0]} | {vs[1]} |")
         lines.append("")
+        if failed[kind]:
+            lines += [f"**FAILED rounds** (left out of the medians): {'; '.join(failed[kind])}", ""]
     return "\n".join(lines) + "\n"
