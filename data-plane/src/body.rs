@@ -13,6 +13,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::compile::EndpointGuard;
 use crate::error::{GrpcCode, grpc_status_fields};
+use crate::h1::client::UpstreamBody;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -45,7 +46,7 @@ pin_project_lite::pin_project! {
     pub enum ProxyBody {
         Upstream {
             #[pin]
-            inner: Incoming,
+            inner: FromUpstream,
             // One timer for both limits, armed at the earlier of the deadline and the
             // last frame + idle; a frame only records the time (no timer reset per frame).
             #[pin]
@@ -82,7 +83,7 @@ impl ProxyBody {
         }
     }
 
-    pub fn upstream(inner: Incoming, limits: BodyLimits, guard: EndpointGuard) -> Self {
+    pub fn upstream(inner: FromUpstream, limits: BodyLimits, guard: EndpointGuard) -> Self {
         let now = Instant::now();
         ProxyBody::Upstream {
             inner,
@@ -106,6 +107,46 @@ impl ProxyBody {
             }
         }
         self
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body as an upstream client delivers it: hyper's, or the HTTP/1.1
+    /// engine's ([`crate::h1::client`]).
+    #[project = FromUpstreamProj]
+    #[derive(Debug)]
+    pub enum FromUpstream {
+        Hyper { #[pin] body: Incoming },
+        H1 { body: UpstreamBody },
+    }
+}
+
+impl Body for FromUpstream {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project() {
+            FromUpstreamProj::Hyper { body } => body.poll_frame(cx).map_err(Into::into),
+            FromUpstreamProj::H1 { body } => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            FromUpstream::Hyper { body } => body.is_end_stream(),
+            FromUpstream::H1 { body } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            FromUpstream::Hyper { body } => body.size_hint(),
+            FromUpstream::H1 { body } => body.size_hint(),
+        }
     }
 }
 
@@ -185,7 +226,7 @@ impl Body for ProxyBody {
                     Poll::Ready(Some(Err(e))) => {
                         guard.take();
                         *ended = true;
-                        Poll::Ready(Some(Err(e.into())))
+                        Poll::Ready(Some(Err(e)))
                     }
                     Poll::Ready(Some(Ok(frame))) => {
                         *last = Instant::now();

@@ -43,9 +43,14 @@ use crate::stats::InFlight;
 
 static TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
 static TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
+use crate::body::FromUpstream;
+use crate::h1::UpstreamPool;
+use crate::h1::client::{Outgoing, Target};
 use crate::mirror::{MirrorQueue, Mirroring};
+use crate::observe::metrics::{PairMetrics, ServiceMetrics};
 pub use crate::upstream::UpstreamOptions;
 use crate::upstream::{Clients, RequestBody, TlsConnectError};
+use routemaster_common::model::Protocol;
 
 #[derive(Debug)]
 pub struct Proxy {
@@ -55,9 +60,19 @@ pub struct Proxy {
     clients: Arc<Clients>,
     /// This worker's mirror capacity.
     mirrors: MirrorQueue,
+    /// The HTTP/1.1 engine's client, for `http1` services when the body is in hand.
+    native: Native,
     /// `--io-timeout`: the longest wait for the response head (once the request body
     /// is all sent) and between response body frames, as on the HTTP/1.1 engine.
     io_timeout: Duration,
+}
+
+/// The HTTP/1.1 engine's upstream client as the hyper path uses it: this worker's
+/// pool, and the largest response head it accepts (`--max-header-bytes`).
+#[derive(Debug)]
+pub struct Native {
+    pub pool: Arc<UpstreamPool>,
+    pub max_head: usize,
 }
 
 /// Who the request is for, beside the request itself: what phase 5 adds.
@@ -68,13 +83,21 @@ pub struct Origin<'a> {
     /// route rewrites it, and as `x-forwarded-host`.
     pub host: HeaderValue,
     pub request_id: &'a HeaderValue,
+    /// The chosen service's upstream connection counters (HTTP/1.1 engine client).
+    pub service: Option<&'a Arc<ServiceMetrics>>,
 }
 
 impl Proxy {
-    pub fn new(state: Arc<ProxyState>, options: &UpstreamOptions, io_timeout: Duration) -> Self {
+    pub fn new(
+        state: Arc<ProxyState>,
+        options: &UpstreamOptions,
+        io_timeout: Duration,
+        native: Native,
+    ) -> Self {
         Self {
             clients: Arc::new(Clients::new(options)),
             mirrors: MirrorQueue::default(),
+            native,
             state,
             io_timeout,
         }
@@ -153,6 +176,7 @@ impl Proxy {
             client: client.ip(),
             host,
             request_id,
+            service: facts.tag.as_deref().and_then(PairMetrics::service_arc),
         };
         // Trace context: ours goes up (the caller's tracestate only with its trace).
         if let Some(trace) = &facts.trace {
@@ -311,54 +335,94 @@ impl Proxy {
                 (None, Some(b)) => b,
                 (None, None) => return Err(ProxyError::Internal("request body already sent")),
             };
-            // The last possible try takes the head itself; one that may be followed by
-            // another sends a copy (a `HeaderMap` clone is a dozen allocations).
-            let req = match (more, parts.take()) {
-                (None, Some(mut last)) => {
-                    last.extensions.clear();
-                    Request::from_parts(last, try_body)
-                }
-                (_, Some(head)) => {
-                    let mut req = Request::new(try_body);
-                    *req.method_mut() = head.method.clone();
-                    *req.uri_mut() = head.uri.clone();
-                    *req.version_mut() = head.version;
-                    *req.headers_mut() = head.headers.clone();
-                    parts = Some(head);
-                    req
-                }
-                (_, None) => return Err(ProxyError::Internal("request head already sent")),
+            // An `http1` service with the whole body in hand: the HTTP/1.1 engine's own
+            // client and pool. Otherwise hyper's client for the protocol; the last
+            // possible try takes the head itself, one that may be followed by another
+            // sends a copy (a `HeaderMap` clone is a dozen allocations).
+            let whole = if protocol == Protocol::Http1 {
+                try_body.whole()
+            } else {
+                None
             };
-            let body_finished = req.body().finished_flag();
-            let sent = self
-                .clients
-                .request(protocol, tls.as_ref(), endpoint.authority(), req);
-            tokio::pin!(sent);
-            let outcome: Result<Response<Incoming>, Option<ProxyError>> = loop {
-                let idle_at = Instant::now() + self.io_timeout;
-                let wake = [Some(idle_at), deadline, per_try]
-                    .into_iter()
-                    .flatten()
-                    .min()
-                    .unwrap_or(idle_at);
-                tokio::select! {
-                    r = &mut sent => break r.map_err(|e| Some(upstream_error(e))),
-                    () = tokio::time::sleep_until(wake) => {
-                        let now = Instant::now();
-                        if deadline.is_some_and(|d| d <= now) {
-                            endpoint.record(false);
-                            return Err(timed_out);
+            let (hyper_sent, body_finished) = match whole {
+                Some(_) => (None, None),
+                None => {
+                    let req = match (more, parts.take()) {
+                        (None, Some(mut last)) => {
+                            last.extensions.clear();
+                            Request::from_parts(last, try_body)
                         }
-                        if per_try.is_some_and(|p| p <= now) {
-                            // A per-try timeout: `None` marks it.
-                            break Err(None);
+                        (_, Some(head)) => {
+                            let mut req = Request::new(try_body);
+                            *req.method_mut() = head.method.clone();
+                            *req.uri_mut() = head.uri.clone();
+                            *req.version_mut() = head.version;
+                            *req.headers_mut() = head.headers.clone();
+                            parts = Some(head);
+                            req
                         }
-                        let streaming = body_finished
-                            .as_ref()
-                            .is_some_and(|f| !f.load(Ordering::Acquire));
-                        if !streaming {
-                            endpoint.record(false);
-                            return Err(ProxyError::UpstreamTimeout);
+                        (_, None) => {
+                            return Err(ProxyError::Internal("request head already sent"));
+                        }
+                    };
+                    let finished = req.body().finished_flag();
+                    let sent =
+                        self.clients
+                            .request(protocol, tls.as_ref(), endpoint.authority(), req);
+                    (Some(sent), finished)
+                }
+            };
+            let outcome: Result<Response<FromUpstream>, Option<ProxyError>> = {
+                let head = parts.as_ref();
+                let to = Target {
+                    authority: endpoint.authority(),
+                    service: origin.service,
+                    max_head: self.native.max_head,
+                };
+                let sent = async {
+                    match (whole, hyper_sent) {
+                        (Some(body), _) => {
+                            let parts =
+                                head.ok_or(ProxyError::Internal("request head already sent"))?;
+                            let out = Outgoing { parts, body: &body };
+                            crate::h1::client::send(&self.native.pool, to, out)
+                                .await
+                                .map(|r| r.map(|body| FromUpstream::H1 { body }))
+                        }
+                        (None, Some(sent)) => sent
+                            .await
+                            .map(|r| r.map(|body| FromUpstream::Hyper { body }))
+                            .map_err(upstream_error),
+                        (None, None) => Err(ProxyError::Internal("nothing to send")),
+                    }
+                };
+                tokio::pin!(sent);
+                loop {
+                    let idle_at = Instant::now() + self.io_timeout;
+                    let wake = [Some(idle_at), deadline, per_try]
+                        .into_iter()
+                        .flatten()
+                        .min()
+                        .unwrap_or(idle_at);
+                    tokio::select! {
+                        r = &mut sent => break r.map_err(Some),
+                        () = tokio::time::sleep_until(wake) => {
+                            let now = Instant::now();
+                            if deadline.is_some_and(|d| d <= now) {
+                                endpoint.record(false);
+                                return Err(timed_out);
+                            }
+                            if per_try.is_some_and(|p| p <= now) {
+                                // A per-try timeout: `None` marks it.
+                                break Err(None);
+                            }
+                            let streaming = body_finished
+                                .as_ref()
+                                .is_some_and(|f| !f.load(Ordering::Acquire));
+                            if !streaming {
+                                endpoint.record(false);
+                                return Err(ProxyError::UpstreamTimeout);
+                            }
                         }
                     }
                 }

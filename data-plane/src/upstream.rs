@@ -204,6 +204,16 @@ impl RequestBody {
         body
     }
 
+    /// The whole body when it is all in hand (an ended client stream: empty), for a
+    /// client that sends head and body in one write.
+    pub fn whole(&self) -> Option<Bytes> {
+        match &self.kind {
+            BodyKind::Full(data) => Some(data.clone().unwrap_or_default()),
+            BodyKind::Incoming(b) if b.is_end_stream() => Some(Bytes::new()),
+            _ => None,
+        }
+    }
+
     /// Whether the whole body has been taken (always true for an empty one).
     pub fn finished_flag(&self) -> Option<Arc<AtomicBool>> {
         self.finished.clone()

@@ -263,8 +263,10 @@ async fn metrics_and_access_log_account_for_known_traffic() {
             connections,
             &[("service", "app"), ("result", "reused")]
         ),
-        10.0,
-        "one upstream connection per HTTP/1.1 exchange"
+        13.0,
+        "one upstream connection per exchange on the HTTP/1.1 engine's client: the 10 \
+         HTTP/1.1 requests and the 3 bodiless h2c ones (the gRPC call's body streams \
+         through hyper's client)"
     );
     // Still open (idle in the worker's pool): every connection opened, none closed.
     assert_eq!(

@@ -122,6 +122,7 @@ where
         client: x.client_ip,
         host,
         request_id: &request_id,
+        service: None,
     };
     // A body already here whole goes up as one piece; one still coming is streamed.
     let avail = inbuf.len() - x.head_len;

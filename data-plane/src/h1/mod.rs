@@ -21,6 +21,7 @@
 mod bridge;
 mod buffers;
 mod chunked;
+pub mod client;
 mod connection;
 mod h2;
 mod head;
@@ -44,18 +45,18 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
-use crate::proxy::{Proxy, UpstreamOptions};
+use crate::proxy::{Native, Proxy, UpstreamOptions};
 use crate::server::{ServerOptions, accept, refuse_overloaded};
 use crate::state::ProxyState;
 
-use pool::UpstreamPool;
+pub use pool::UpstreamPool;
 
 /// One worker's HTTP engine: the shared state plus everything per worker (upstream
 /// pool, drain signal, the HTTP/2 fallback).
 #[derive(Debug)]
 pub struct Engine {
     state: Arc<ProxyState>,
-    pool: UpstreamPool,
+    pool: Arc<UpstreamPool>,
     options: ServerOptions,
     h2: hyper::server::conn::http2::Builder<TokioExecutor>,
     h2_proxy: Arc<Proxy>,
@@ -84,10 +85,22 @@ impl Engine {
         let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         h2.timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(options.max_header_bytes).unwrap_or(u32::MAX));
+        let pool = Arc::new(UpstreamPool::new(
+            upstream.connect_timeout,
+            upstream.idle_timeout,
+        ));
         Self {
-            h2_proxy: Arc::new(Proxy::new(Arc::clone(&state), upstream, options.io_timeout)),
+            h2_proxy: Arc::new(Proxy::new(
+                Arc::clone(&state),
+                upstream,
+                options.io_timeout,
+                Native {
+                    pool: Arc::clone(&pool),
+                    max_head: options.max_header_bytes,
+                },
+            )),
             state,
-            pool: UpstreamPool::new(upstream.connect_timeout, upstream.idle_timeout),
+            pool,
             options,
             h2,
             drain: Drain::default(),

@@ -15,7 +15,7 @@ use routemaster_common::model::HeaderFilter;
 use crate::body::ProxyBody;
 use crate::error::ProxyError;
 
-const MAX_HEADERS: usize = 128;
+pub const MAX_HEADERS: usize = 128;
 
 /// What the client asked for, as far as the response head is concerned.
 #[derive(Debug, Clone, Copy)]
@@ -113,67 +113,13 @@ pub fn prepare(
         return Ok(Parsed::Interim(len));
     }
     let headers: &[httparse::Header<'_>] = resp.headers;
-
-    let mut kinds = [Field::Other; MAX_HEADERS];
-    let mut connection = FieldLines::new();
-    let mut coding = FieldLines::new();
-    let mut has_length = false;
-    for (i, h) in headers.iter().enumerate() {
-        let kind = classify(h.name);
-        kinds[i] = kind;
-        let lines = match kind {
-            Field::Connection => &mut connection,
-            Field::TransferEncoding => &mut coding,
-            Field::ContentLength => {
-                has_length = true;
-                continue;
-            }
-            _ => continue,
-        };
-        lines
-            .push(h.value)
-            .map_err(|()| ProxyError::UpstreamProtocol("too many list fields"))?;
-    }
-    let connection = connection.as_slice();
-    let coding = coding.as_slice();
-    let options = connection_options(connection);
-    let persistent = if version == 0 {
-        options.keep_alive && !options.close
-    } else {
-        !options.close
-    };
-
-    // RFC 9112 §6.3, in order.
-    let no_body = client.head_method || code == 204 || code == 304;
-    let length = || {
-        content_length(
-            headers
-                .iter()
-                .zip(&kinds)
-                .filter(|(_, k)| **k == Field::ContentLength)
-                .map(|(h, _)| h.value),
-        )
-    };
-    let body = if no_body {
-        Framing::Empty
-    } else if !coding.is_empty() {
-        // Another coding under `chunked` would reach the client undeclared once we
-        // re-state the framing: refuse rather than corrupt the body.
-        if !only_chunked(coding) {
-            return Err(ProxyError::UpstreamProtocol(
-                "unsupported transfer-encoding",
-            ));
-        }
-        Framing::Chunked
-    } else if has_length {
-        Framing::Length(length().ok_or(ProxyError::UpstreamProtocol("bad Content-Length"))?)
-    } else {
-        Framing::UntilClose
-    };
-    // A response with both framings is suspicious: honour Transfer-Encoding, but do not
-    // trust this connection with another request.
-    let upstream_reusable =
-        persistent && body != Framing::UntilClose && (coding.is_empty() || !has_length);
+    let reading = Reading::of(version, code, client.head_method, headers)?;
+    let Reading {
+        body,
+        upstream_reusable,
+        has_length,
+        ..
+    } = reading;
     let dechunk = body == Framing::Chunked && client.http10;
     let client_keep_alive = client.keep_alive && body != Framing::UntilClose && !dechunk;
 
@@ -195,18 +141,8 @@ pub fn prepare(
     // The route's response filter runs last: what it sets or removes does not pass from
     // the upstream, nor from us.
     let ours = |name: &str| filter.is_none_or(|f| !f.overrides(name));
-    for (h, kind) in headers.iter().zip(&kinds) {
-        let keep = match kind {
-            Field::Other
-            | Field::Confusable
-            | Field::Host
-            | Field::Expect
-            | Field::TraceParent
-            | Field::TraceState => connection.is_empty() || !named_in(connection, h.name),
-            Field::XForwardedFor | Field::XForwardedProto | Field::XForwardedHost => true,
-            _ => false,
-        };
-        if keep && ours(h.name) {
+    for (i, h) in headers.iter().enumerate() {
+        if reading.passes(i, h.name) && ours(h.name) {
             put_field(out, h.name.as_bytes(), h.value);
         }
     }
@@ -219,7 +155,7 @@ pub fn prepare(
     // A body-less response to HEAD (or a 304) states the length it would have had:
     // passed on, once and checked.
     if body == Framing::Empty && has_length && code != 204 {
-        let n = length().ok_or(ProxyError::UpstreamProtocol("bad Content-Length"))?;
+        let n = reading.length(headers)?;
         out.extend_from_slice(b"content-length: ");
         put_u64(out, n);
         out.extend_from_slice(b"\r\n");
@@ -244,6 +180,115 @@ pub fn prepare(
         client_keep_alive,
         switched: false,
     }))
+}
+
+/// How the proxy reads a final upstream response head, whoever the client is: which
+/// fields pass on, how the body is framed (RFC 9112 §6.3) and whether the connection
+/// can carry another request after it.
+#[derive(Debug)]
+pub struct Reading<'h> {
+    kinds: [Field; MAX_HEADERS],
+    connection: FieldLines<'h>,
+    pub has_length: bool,
+    pub body: Framing,
+    pub upstream_reusable: bool,
+}
+
+impl<'h> Reading<'h> {
+    /// `version` is httparse's minor version; `head_method`: the request was `HEAD`.
+    pub fn of(
+        version: u8,
+        code: u16,
+        head_method: bool,
+        headers: &[httparse::Header<'h>],
+    ) -> Result<Self, ProxyError> {
+        let mut kinds = [Field::Other; MAX_HEADERS];
+        let mut connection = FieldLines::new();
+        let mut coding = FieldLines::new();
+        let mut has_length = false;
+        for (i, h) in headers.iter().enumerate() {
+            let kind = classify(h.name);
+            kinds[i] = kind;
+            let lines = match kind {
+                Field::Connection => &mut connection,
+                Field::TransferEncoding => &mut coding,
+                Field::ContentLength => {
+                    has_length = true;
+                    continue;
+                }
+                _ => continue,
+            };
+            lines
+                .push(h.value)
+                .map_err(|()| ProxyError::UpstreamProtocol("too many list fields"))?;
+        }
+        let coding = coding.as_slice();
+        let options = connection_options(connection.as_slice());
+        let persistent = if version == 0 {
+            options.keep_alive && !options.close
+        } else {
+            !options.close
+        };
+        // RFC 9112 §6.3, in order.
+        let no_body = head_method || code == 204 || code == 304;
+        let mut reading = Self {
+            kinds,
+            connection,
+            has_length,
+            body: Framing::Empty,
+            upstream_reusable: false,
+        };
+        reading.body = if no_body {
+            Framing::Empty
+        } else if !coding.is_empty() {
+            // Another coding under `chunked` would reach the client undeclared once we
+            // re-state the framing: refuse rather than corrupt the body.
+            if !only_chunked(coding) {
+                return Err(ProxyError::UpstreamProtocol(
+                    "unsupported transfer-encoding",
+                ));
+            }
+            Framing::Chunked
+        } else if has_length {
+            Framing::Length(reading.length(headers)?)
+        } else {
+            Framing::UntilClose
+        };
+        // A response with both framings is suspicious: honour Transfer-Encoding, but do
+        // not trust this connection with another request.
+        reading.upstream_reusable =
+            persistent && reading.body != Framing::UntilClose && (coding.is_empty() || !has_length);
+        Ok(reading)
+    }
+
+    /// The one `Content-Length` every line agrees on.
+    pub fn length(&self, headers: &[httparse::Header<'_>]) -> Result<u64, ProxyError> {
+        content_length(
+            headers
+                .iter()
+                .zip(&self.kinds)
+                .filter(|(_, k)| **k == Field::ContentLength)
+                .map(|(h, _)| h.value),
+        )
+        .ok_or(ProxyError::UpstreamProtocol("bad Content-Length"))
+    }
+
+    /// Header `i` (named `name`) passes on to the client as it came: end-to-end
+    /// fields not named by `Connection`. Framing is re-stated by the writer; ours
+    /// (`x-request-id`) replaced.
+    pub fn passes(&self, i: usize, name: &str) -> bool {
+        let connection = self.connection.as_slice();
+        match self.kinds[i] {
+            Field::Other
+            | Field::Confusable
+            | Field::Host
+            | Field::Expect
+            | Field::TraceParent
+            | Field::TraceState => connection.is_empty() || !named_in(connection, name),
+            Field::XForwardedFor | Field::XForwardedProto | Field::XForwardedHost => true,
+            _ => false,
+        }
+    }
 }
 
 /// The 101 agrees to what we asked for: `Upgrade: websocket` and `Connection: upgrade`.

@@ -1,0 +1,732 @@
+//! The engine's HTTP/1.1 upstream client for requests held as `http` parts: an HTTP/2
+//! client's request to an `http1` service (and a mirror's copy) goes out on the same
+//! per-worker pool and under the same head rules as the engine's own exchange, without
+//! hyper's client (no task or channel per connection, no oneshot per response).
+//!
+//! Only requests whose body is all in hand take this path (none, or the bytes kept
+//! for retries); a body still streaming from the client goes through hyper's client,
+//! which sends and receives at the same time. The response body is read from the
+//! connection by whoever polls [`UpstreamBody`] (hyper's HTTP/2 server, on the
+//! stream's own task), and the connection goes back to the pool once the body has
+//! been read to its last byte with nothing after it.
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, Version, header};
+use http_body::{Frame, SizeHint};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+use super::chunked::Chunked;
+use super::head::{Framing, put_field, put_u64};
+use super::io::write_all_2;
+use super::pool::UpstreamPool;
+use super::response::{MAX_HEADERS, Reading};
+use crate::body::BoxError;
+use crate::error::ProxyError;
+use crate::observe::metrics::{OpenConn, ServiceMetrics};
+
+/// What one read asks the socket for at least.
+const READ_SIZE: usize = 8 * 1024;
+
+/// The request the client sends: `parts` as the upstream should see them (the URI's
+/// path and query; `host` and every other field already in the map) and its whole
+/// body.
+#[derive(Debug)]
+pub struct Outgoing<'a> {
+    pub parts: &'a http::request::Parts,
+    pub body: &'a Bytes,
+}
+
+/// Where and how: the endpoint's `host:port`, the service's connection counters and
+/// the largest response head accepted.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub authority: &'a http::uri::Authority,
+    pub service: Option<&'a Arc<ServiceMetrics>>,
+    pub max_head: usize,
+}
+
+/// Sends `req` on a pooled connection to `to` and reads the response head. A reused
+/// connection the upstream closed meanwhile gets the request again on a fresh one when
+/// it cannot have been received (the write failed) or receiving it twice is harmless
+/// (an idempotent method). Timeouts are the caller's: this future only ends when the
+/// upstream answers or fails.
+pub async fn send(
+    pool: &Arc<UpstreamPool>,
+    to: Target<'_>,
+    req: Outgoing<'_>,
+) -> Result<Response<UpstreamBody>, ProxyError> {
+    let authority = to.authority.as_str();
+    let mut head = super::buffers::take_small();
+    encode_head(req.parts, req.body.len(), &mut head);
+    let checkout = pool.checkout_for(authority, to.service).await;
+    if let Some(s) = to.service {
+        match &checkout {
+            Ok(up) => s.connection(up.reused),
+            Err(_) => s.connect_failed(),
+        }
+    }
+    let mut up = checkout?;
+    let head_method = req.parts.method == http::Method::HEAD;
+    let idempotent = req.parts.method.is_idempotent();
+    let answer = loop {
+        match exchange(&mut up.stream, &head, req.body, head_method, to.max_head).await {
+            Ok(answer) => break answer,
+            Err(Stale::Retry(e)) | Err(Stale::IfIdempotent(e)) if !up.reused => return Err(e),
+            Err(Stale::IfIdempotent(e)) if !idempotent => return Err(e),
+            Err(Stale::Retry(_) | Stale::IfIdempotent(_)) => {
+                let fresh = pool.connect(authority).await;
+                if let Some(s) = to.service {
+                    match &fresh {
+                        Ok(_) => s.connection(false),
+                        Err(_) => s.connect_failed(),
+                    }
+                }
+                up.stream = fresh?;
+                up.open = OpenConn::new(to.service);
+                up.reused = false;
+            }
+            Err(Stale::No(e)) => return Err(e),
+        }
+    };
+    super::buffers::give(head);
+    let (mut parts, framing, reusable, rest) = answer;
+    parts.version = Version::HTTP_11;
+    let conn = Conn {
+        pool: Arc::clone(pool),
+        authority: to.authority.clone(),
+        stream: up.stream,
+        open: up.open,
+        reusable,
+    };
+    let state = match framing {
+        Framing::Empty | Framing::Length(0) => State::Done,
+        Framing::Length(n) => State::Length(n),
+        Framing::Chunked => State::Chunked(Chunked::new()),
+        Framing::UntilClose => State::UntilClose,
+    };
+    let mut body = UpstreamBody {
+        state,
+        buf: rest,
+        conn: Some(conn),
+    };
+    if matches!(body.state, State::Done) {
+        body.finish();
+    }
+    Ok(Response::from_parts(parts, body))
+}
+
+/// Writes the request head: the request line, every field of the map (`cookie`
+/// crumbs joined into one line, RFC 9113 §8.2.3; `content-length` re-stated from the
+/// body in hand), the empty line.
+fn encode_head(parts: &http::request::Parts, body_len: usize, out: &mut Vec<u8>) {
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(
+        parts
+            .uri
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .as_bytes(),
+    );
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut cookies = 0;
+    for (name, value) in &parts.headers {
+        if name == header::CONTENT_LENGTH {
+            continue;
+        }
+        if name == header::COOKIE {
+            cookies += 1;
+            continue;
+        }
+        put_field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    if cookies > 0 {
+        out.extend_from_slice(b"cookie: ");
+        for (i, crumb) in parts.headers.get_all(header::COOKIE).iter().enumerate() {
+            if i > 0 {
+                out.extend_from_slice(b"; ");
+            }
+            out.extend_from_slice(crumb.as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+    // A body, or a method whose request is expected to carry one: the length says
+    // where it ends (an empty one included, so the upstream does not wait).
+    let expects_body = matches!(
+        parts.method,
+        http::Method::POST | http::Method::PUT | http::Method::PATCH
+    );
+    if body_len > 0 || expects_body {
+        out.extend_from_slice(b"content-length: ");
+        put_u64(out, body_len as u64);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Why an exchange failed, and whether a fresh connection may try again.
+enum Stale {
+    /// Not received (the write failed): any request may be sent again.
+    Retry(ProxyError),
+    /// Closed before any response byte: maybe received, so only a safe request.
+    IfIdempotent(ProxyError),
+    No(ProxyError),
+}
+
+type Answer = (http::response::Parts, Framing, bool, BytesMut);
+
+/// One exchange on `stream`: the head and body out, interim responses skipped, the
+/// final head read. Returns it with the bytes read past it (the start of the body).
+async fn exchange(
+    stream: &mut TcpStream,
+    head: &[u8],
+    body: &Bytes,
+    head_method: bool,
+    max_head: usize,
+) -> Result<Answer, Stale> {
+    write_all_2(stream, head, body)
+        .await
+        .map_err(|e| Stale::Retry(ProxyError::UpstreamReset(e.into())))?;
+    let mut buf = BytesMut::with_capacity(READ_SIZE);
+    let mut received = false;
+    loop {
+        if !buf.is_empty() {
+            match read_head(&mut buf, head_method, max_head).map_err(Stale::No)? {
+                Some(answer) => return Ok(answer),
+                None if buf.len() > max_head => {
+                    return Err(Stale::No(ProxyError::UpstreamProtocol(
+                        "response head too large",
+                    )));
+                }
+                None => {}
+            }
+        }
+        buf.reserve(READ_SIZE);
+        let n = stream.read_buf(&mut buf).await.map_err(|e| {
+            let e = ProxyError::UpstreamReset(e.into());
+            if received {
+                Stale::No(e)
+            } else {
+                Stale::IfIdempotent(e)
+            }
+        })?;
+        if n == 0 {
+            let e = ProxyError::UpstreamReset(
+                io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "upstream closed before the response head",
+                )
+                .into(),
+            );
+            return Err(if received {
+                Stale::No(e)
+            } else {
+                Stale::IfIdempotent(e)
+            });
+        }
+        received = true;
+    }
+}
+
+/// Parses the head at the start of `buf`: `None` while incomplete; an interim (1xx)
+/// response is consumed and skipped. A final one is split off `buf` (its field values
+/// become slices of it, no copy).
+fn read_head(
+    buf: &mut BytesMut,
+    head_method: bool,
+    max_head: usize,
+) -> Result<Option<Answer>, ProxyError> {
+    loop {
+        let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut resp = httparse::Response::new(&mut []);
+        let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut resp,
+            buf,
+            &mut storage,
+        ) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) if buf.len() > max_head => {
+                return Err(ProxyError::UpstreamProtocol("response head too large"));
+            }
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(_) => return Err(ProxyError::UpstreamProtocol("malformed response head")),
+        };
+        let (Some(version), Some(code)) = (resp.version, resp.code) else {
+            return Err(ProxyError::UpstreamProtocol("malformed status line"));
+        };
+        if code == 101 {
+            // We never ask to switch (an HTTP/2 client's `upgrade` is not sent up).
+            return Err(ProxyError::UpstreamProtocol("unrequested protocol switch"));
+        }
+        if (100..200).contains(&code) {
+            buf.advance(len);
+            continue;
+        }
+        let status = StatusCode::from_u16(code)
+            .map_err(|_| ProxyError::UpstreamProtocol("bad status code"))?;
+        let headers: &[httparse::Header<'_>] = resp.headers;
+        let reading = Reading::of(version, code, head_method, headers)?;
+        // What passes, as names and where their values are in `buf`.
+        let base = buf.as_ptr() as usize;
+        let mut fields = Vec::with_capacity(headers.len());
+        for (i, h) in headers.iter().enumerate() {
+            if reading.passes(i, h.name) {
+                let name = HeaderName::from_bytes(h.name.as_bytes())
+                    .map_err(|_| ProxyError::UpstreamProtocol("bad header name"))?;
+                let at = h.value.as_ptr() as usize - base;
+                fields.push((name, at..at + h.value.len()));
+            }
+        }
+        // The length is re-stated: the body's when it has one, or the one a HEAD
+        // (or 304) response says it would have had.
+        let length = match reading.body {
+            Framing::Length(n) => Some(n),
+            Framing::Empty if reading.has_length && code != 204 => Some(reading.length(headers)?),
+            _ => None,
+        };
+        let (body, reusable) = (reading.body, reading.upstream_reusable);
+        let head = buf.split_to(len).freeze();
+        let mut map = HeaderMap::with_capacity(fields.len() + 1);
+        for (name, range) in fields {
+            let value = HeaderValue::from_maybe_shared(head.slice(range))
+                .map_err(|_| ProxyError::UpstreamProtocol("bad header value"))?;
+            map.append(name, value);
+        }
+        if let Some(n) = length {
+            map.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
+        let mut parts = Response::new(()).into_parts().0;
+        parts.status = status;
+        parts.headers = map;
+        return Ok(Some((parts, body, reusable, std::mem::take(buf))));
+    }
+}
+
+/// The connection a response body is read from, and where it goes when done.
+#[derive(Debug)]
+struct Conn {
+    pool: Arc<UpstreamPool>,
+    authority: http::uri::Authority,
+    stream: TcpStream,
+    open: OpenConn,
+    /// The response allows another request on it (framing and `Connection`).
+    reusable: bool,
+}
+
+#[derive(Debug)]
+enum State {
+    Length(u64),
+    Chunked(Chunked),
+    UntilClose,
+    Done,
+}
+
+/// A response body read from an HTTP/1.1 upstream connection, framing removed
+/// (chunked trailers are checked and dropped, as the engine does).
+#[derive(Debug)]
+pub struct UpstreamBody {
+    state: State,
+    /// Bytes read and not yet handed on.
+    buf: BytesMut,
+    conn: Option<Conn>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("upstream closed the connection in the middle of the response body")]
+pub struct BodyCut;
+
+impl UpstreamBody {
+    /// The body ended: the connection goes back to the pool if the response allows
+    /// and nothing came after the body (an upstream that says more than it was asked
+    /// is not trusted with another request).
+    fn finish(&mut self) {
+        self.state = State::Done;
+        if let Some(c) = self.conn.take()
+            && c.reusable
+            && self.buf.is_empty()
+        {
+            c.pool.checkin(c.authority.as_str(), c.stream, c.open);
+        }
+    }
+
+    /// Reads more into `buf`; `Ok(0)` at the end of the stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Poll::Ready(Ok(0));
+        };
+        self.buf.reserve(READ_SIZE);
+        tokio_util::io::poll_read_buf(Pin::new(&mut conn.stream), cx, &mut self.buf)
+    }
+
+    /// The next frame's bytes from `buf`, if any are there.
+    fn take_buffered(&mut self) -> Result<Option<Bytes>, BoxError> {
+        if self.buf.is_empty() {
+            return Ok(None);
+        }
+        match &mut self.state {
+            State::Done => Ok(None),
+            State::Length(left) => {
+                let take = usize::try_from(*left)
+                    .unwrap_or(usize::MAX)
+                    .min(self.buf.len());
+                let data = self.buf.split_to(take).freeze();
+                *left -= take as u64;
+                if *left == 0 {
+                    self.finish();
+                }
+                Ok(Some(data))
+            }
+            State::UntilClose => Ok(Some(self.buf.split().freeze())),
+            State::Chunked(scanner) => {
+                let mut data = BytesMut::new();
+                let buf = &self.buf;
+                let progress = scanner.scan(buf, |r| data.extend_from_slice(&buf[r]))?;
+                self.buf.advance(progress.consumed);
+                if progress.done {
+                    self.finish();
+                }
+                Ok((!data.is_empty()).then(|| data.freeze()))
+            }
+        }
+    }
+}
+
+impl http_body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        loop {
+            if matches!(this.state, State::Done) {
+                return Poll::Ready(None);
+            }
+            match this.take_buffered() {
+                Ok(Some(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                Ok(None) if matches!(this.state, State::Done) => return Poll::Ready(None),
+                Ok(None) => {}
+                Err(e) => {
+                    this.state = State::Done;
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(e)));
+                }
+            }
+            match ready!(this.poll_fill(cx)) {
+                Ok(0) if matches!(this.state, State::UntilClose) => {
+                    this.state = State::Done;
+                    this.conn = None;
+                    return Poll::Ready(None);
+                }
+                Ok(0) => {
+                    this.state = State::Done;
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(BodyCut.into())));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    this.state = State::Done;
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.state {
+            State::Done => SizeHint::with_exact(0),
+            State::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::Ordering::SeqCst;
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+    use tokio::sync::mpsc;
+
+    /// An upstream that answers each request it reads with the next canned response,
+    /// closing the connection after it when the canned response says so; the raw
+    /// requests come out of the channel.
+    async fn upstream(
+        answers: Vec<(&'static str, bool)>,
+    ) -> (String, mpsc::UnboundedReceiver<String>, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            let mut answers = answers.into_iter();
+            'conns: while let Ok((mut s, _)) = listener.accept().await {
+                count.fetch_add(1, SeqCst);
+                loop {
+                    let mut req = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !req.ends_with(b"\r\n\r\n") {
+                        match s.read(&mut byte).await {
+                            Ok(1) => req.push(byte[0]),
+                            _ => continue 'conns,
+                        }
+                    }
+                    let text = String::from_utf8(req).unwrap();
+                    let len = text
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length: "))
+                        .map_or(0, |n| n.parse::<usize>().unwrap());
+                    let mut body = vec![0u8; len];
+                    s.read_exact(&mut body).await.unwrap();
+                    tx.send(text + &String::from_utf8(body).unwrap()).unwrap();
+                    let Some((answer, close)) = answers.next() else {
+                        return;
+                    };
+                    s.write_all(answer.as_bytes()).await.unwrap();
+                    if close {
+                        continue 'conns;
+                    }
+                }
+            }
+        });
+        (addr, rx, accepted)
+    }
+
+    fn pool() -> Arc<UpstreamPool> {
+        Arc::new(UpstreamPool::new(
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+        ))
+    }
+
+    fn get(method: http::Method, headers: &[(&'static str, &'static str)]) -> http::request::Parts {
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri("http://ignored/p?q=1");
+        for (n, v) in headers {
+            req = req.header(*n, *v);
+        }
+        req.body(()).unwrap().into_parts().0
+    }
+
+    async fn call(
+        pool: &Arc<UpstreamPool>,
+        addr: &str,
+        parts: &http::request::Parts,
+        body: &str,
+    ) -> Result<(Response<()>, String), ProxyError> {
+        let authority = http::uri::Authority::try_from(addr).unwrap();
+        let body = Bytes::copy_from_slice(body.as_bytes());
+        let to = Target {
+            authority: &authority,
+            service: None,
+            max_head: 65536,
+        };
+        let resp = send(pool, to, Outgoing { parts, body: &body }).await?;
+        let (head, body) = resp.into_parts();
+        let bytes = body
+            .collect()
+            .await
+            .map_err(|_| ProxyError::MalformedBody)?;
+        Ok((
+            Response::from_parts(head, ()),
+            String::from_utf8(bytes.to_bytes().to_vec()).unwrap(),
+        ))
+    }
+
+    #[tokio::test]
+    async fn responses_are_read_by_their_framing_and_connections_reused_when_clean() {
+        // (upstream's answer, status, body the client gets, fields it gets, reused next)
+        type Fields = &'static [(&'static str, &'static str)];
+        let cases: &[(&str, u16, &str, Fields, bool)] = &[
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 5\r\nx-a: 1\r\n\r\nhello",
+                200,
+                "hello",
+                &[("x-a", "1"), ("content-length", "5")],
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\nx-trailer: t\r\n\r\n",
+                200,
+                "hello world",
+                &[],
+                true,
+            ),
+            (
+                "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\nok",
+                201,
+                "ok",
+                &[("content-length", "2")],
+                true,
+            ),
+            ("HTTP/1.1 204 No Content\r\n\r\n", 204, "", &[], true),
+            // Hop-by-hop and connection-named fields stop here; `close` ends reuse.
+            (
+                "HTTP/1.1 200 OK\r\nconnection: close, x-secret\r\nx-secret: s\r\nkeep-alive: 5\r\ncontent-length: 1\r\n\r\n!",
+                200,
+                "!",
+                &[("content-length", "1")],
+                false,
+            ),
+            // Both framings: chunked wins, the connection is not trusted again.
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+                200,
+                "hi",
+                &[],
+                false,
+            ),
+            // HTTP/1.0 without keep-alive, body until close.
+            (
+                "HTTP/1.0 200 OK\r\n\r\nuntil close",
+                200,
+                "until close",
+                &[],
+                false,
+            ),
+        ];
+        for (answer, status, body, fields, reused_next) in cases {
+            let (addr, mut requests, accepted) = upstream(vec![
+                (answer, !reused_next),
+                ("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", false),
+            ])
+            .await;
+            let pool = pool();
+            let parts = get(http::Method::GET, &[("host", "svc")]);
+            let (resp, got) = call(&pool, &addr, &parts, "").await.unwrap();
+            assert_eq!(resp.status().as_u16(), *status, "{answer:?}");
+            assert_eq!(got, *body, "{answer:?}");
+            let names: Vec<_> = resp.headers().keys().map(|k| k.as_str()).collect();
+            assert_eq!(names.len(), fields.len(), "{answer:?}: {names:?}");
+            for (n, v) in *fields {
+                assert_eq!(resp.headers()[*n], *v, "{answer:?}");
+            }
+            assert!(requests.recv().await.is_some());
+            // The next request: on the same connection exactly when it was clean.
+            let (resp, _) = call(&pool, &addr, &parts, "").await.unwrap();
+            assert_eq!(resp.status(), 200);
+            let want = if *reused_next { 1 } else { 2 };
+            assert_eq!(accepted.load(SeqCst), want, "{answer:?}: connections");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_head_sent_up_is_the_map_with_cookies_joined_and_length_restated() {
+        let (addr, mut requests, _) = upstream(vec![
+            ("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", false),
+            ("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", false),
+        ])
+        .await;
+        let pool = pool();
+        let parts = get(
+            http::Method::POST,
+            &[
+                ("host", "svc"),
+                ("cookie", "a=1"),
+                ("x-b", "2"),
+                ("cookie", "c=3"),
+                ("content-length", "99"),
+            ],
+        );
+        call(&pool, &addr, &parts, "body").await.unwrap();
+        assert_eq!(
+            requests.recv().await.unwrap(),
+            "POST /p?q=1 HTTP/1.1\r\nhost: svc\r\nx-b: 2\r\ncookie: a=1; c=3\r\ncontent-length: 4\r\n\r\nbody"
+        );
+        let parts = get(http::Method::GET, &[("host", "svc")]);
+        call(&pool, &addr, &parts, "").await.unwrap();
+        assert_eq!(
+            requests.recv().await.unwrap(),
+            "GET /p?q=1 HTTP/1.1\r\nhost: svc\r\n\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_answers_are_errors_not_responses() {
+        let cases = [
+            "HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n",
+            "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n",
+            "HTTP/1.1 2000 OK\r\n\r\n",
+            "NOT HTTP\r\n\r\n",
+        ];
+        for answer in cases {
+            let (addr, _requests, _) = upstream(vec![(answer, true)]).await;
+            let parts = get(http::Method::GET, &[("host", "svc")]);
+            let got = call(&pool(), &addr, &parts, "").await;
+            assert!(
+                matches!(got, Err(ProxyError::UpstreamProtocol(_))),
+                "{answer:?}: {got:?}"
+            );
+        }
+        // A body cut short is an error of the body, after the head.
+        let (addr, _requests, _) = upstream(vec![(
+            "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort",
+            true,
+        )])
+        .await;
+        let parts = get(http::Method::GET, &[("host", "svc")]);
+        assert!(call(&pool(), &addr, &parts, "").await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_stale_pooled_connection_is_retried_only_when_safe() {
+        // The upstream answers, then closes each connection after its answer without
+        // saying so: the pooled connection is stale by the next request.
+        for (method, retried) in [(http::Method::GET, true), (http::Method::POST, false)] {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap().to_string();
+            let served = Arc::new(AtomicUsize::new(0));
+            let count = Arc::clone(&served);
+            tokio::spawn(async move {
+                while let Ok((mut s, _)) = listener.accept().await {
+                    let count = Arc::clone(&count);
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; 4096];
+                        let mut seen = Vec::new();
+                        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                            let n = s.read(&mut buf).await.unwrap_or(0);
+                            if n == 0 {
+                                return;
+                            }
+                            seen.extend_from_slice(&buf[..n]);
+                        }
+                        count.fetch_add(1, SeqCst);
+                        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                            .await
+                            .unwrap();
+                        // Read the next request's bytes, then close without answering.
+                        let _ = s.read(&mut buf).await;
+                    });
+                }
+            });
+            let pool = pool();
+            let parts = get(method.clone(), &[("host", "svc")]);
+            call(&pool, &addr, &parts, "").await.unwrap();
+            let second = call(&pool, &addr, &parts, "").await;
+            assert_eq!(second.is_ok(), retried, "{method}: {second:?}");
+            let want = if retried { 2 } else { 1 };
+            assert_eq!(served.load(SeqCst), want, "{method}");
+        }
+    }
+}
