@@ -32,11 +32,15 @@ use routemaster_common::mirror::{
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
+use crate::body::FromUpstream;
 use crate::compile::{Cluster, MirrorTarget};
 use crate::forwarding::is_hop_by_hop;
+use crate::h1::UpstreamPool;
+use crate::h1::client::{Outgoing, Target};
 use crate::proxy::Proxy;
 use crate::shadow::{MissSample, RECENT_MISSES};
 use crate::upstream::{Clients, RequestBody};
+use routemaster_common::model::Protocol;
 
 /// Mirrored exchanges in progress per worker; beyond, copies are dropped.
 pub const MAX_IN_FLIGHT: usize = 256;
@@ -325,15 +329,22 @@ impl Mirroring {
         let permit = self.permit.take();
         let target = Arc::clone(&self.target);
         let tally = self.tally.take();
-        let task = |clients| async move {
+        let task = |senders| async move {
             let _permit = permit;
             let Some(copy) = copy else { return };
-            run(clients, target, tally, compare, copy, primary).await;
+            run(senders, target, tally, compare, copy, primary).await;
         };
         match MirrorRuntime::get(&clients) {
-            Some(rt) => drop(rt.handle.spawn(task(Arc::clone(&rt.clients)))),
-            // No mirror thread could be started: the worker sends the copies itself.
-            None => drop(tokio::spawn(task(clients))),
+            Some(rt) => drop(rt.handle.spawn(task(Senders {
+                clients: Arc::clone(&rt.clients),
+                pool: Some(Arc::clone(&rt.pool)),
+            }))),
+            // No mirror thread could be started: the worker sends the copies itself
+            // (on hyper's clients; the worker's own pool is its engine's).
+            None => drop(tokio::spawn(task(Senders {
+                clients,
+                pool: None,
+            }))),
         }
         tee
     }
@@ -350,7 +361,21 @@ impl Mirroring {
 struct MirrorRuntime {
     handle: tokio::runtime::Handle,
     clients: Arc<Clients>,
+    /// The HTTP/1.1 engine's client pool for copies to `http1` services.
+    pool: Arc<UpstreamPool>,
 }
+
+/// What a mirror task sends with: hyper's clients, and (on the mirror thread) an
+/// HTTP/1.1 engine pool for `http1` services — a copy there costs what a proxied
+/// request's upstream half costs on the engine, not a hyper client exchange.
+#[derive(Debug)]
+struct Senders {
+    clients: Arc<Clients>,
+    pool: Option<Arc<UpstreamPool>>,
+}
+
+/// The largest response head a copy's answer may have.
+const MAX_HEAD: usize = 64 * 1024;
 
 impl MirrorRuntime {
     /// The process's mirror runtime, started with clients configured like `like`;
@@ -373,6 +398,22 @@ impl MirrorRuntime {
             .enable_all()
             .build()?;
         let handle = runtime.handle().clone();
+        let options = like.options();
+        let pool = Arc::new(UpstreamPool::new(
+            options.connect_timeout,
+            options.idle_timeout,
+        ));
+        // Idle connections age out as on the workers: a sweep every half idle timeout.
+        let sweeping = Arc::clone(&pool);
+        let period = (options.idle_timeout / 2).max(Duration::from_millis(100));
+        handle.spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                sweeping.sweep();
+            }
+        });
         std::thread::Builder::new()
             .name("mirror".into())
             .spawn(move || {
@@ -389,6 +430,7 @@ impl MirrorRuntime {
         Ok(Self {
             handle,
             clients: Arc::new(like.sibling()),
+            pool,
         })
     }
 }
@@ -485,7 +527,7 @@ pub fn shadow_host(host: &str) -> String {
 
 /// One mirrored exchange: the copies, then (when comparing) the verdict.
 async fn run(
-    clients: Arc<Clients>,
+    senders: Senders,
     target: Arc<MirrorTarget>,
     tally: Option<Arc<MirrorTally>>,
     compare: Option<Compare>,
@@ -494,7 +536,7 @@ async fn run(
 ) {
     let timeout = target.mirror.timeout();
     let max_body = target.mirror.max_body();
-    let candidate = send(&clients, &target.candidate, &copy, timeout, max_body);
+    let candidate = send(&senders, &target.candidate, &copy, timeout, max_body);
     let (Some(compare), Some(tally), Some(primary)) = (compare, tally, primary) else {
         // Fire-and-forget: read and discard.
         let _ = candidate.await;
@@ -502,7 +544,7 @@ async fn run(
     };
     let baseline = async {
         match &target.baseline {
-            Some(cluster) => Some(send(&clients, cluster, &copy, timeout, max_body).await),
+            Some(cluster) => Some(send(&senders, cluster, &copy, timeout, max_body).await),
             None => None,
         }
     };
@@ -595,18 +637,27 @@ fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
 /// Sends one copy to an endpoint of `cluster` and reads its response (bounded by
 /// `timeout` overall, the body kept up to `max_body`).
 fn send(
-    clients: &Arc<Clients>,
+    senders: &Senders,
     cluster: &Arc<Cluster>,
     copy: &http::request::Parts,
     timeout: Duration,
     max_body: usize,
 ) -> impl std::future::Future<Output = Result<Captured, String>> + use<> {
-    let clients = Arc::clone(clients);
+    let clients = Arc::clone(&senders.clients);
+    let pool = senders.pool.clone();
     let cluster = Arc::clone(cluster);
     let mut req = Request::new(RequestBody::full(Bytes::new()));
     *req.method_mut() = copy.method.clone();
     *req.headers_mut() = copy.headers.clone();
     let path = copy.uri.path_and_query().cloned();
+    // A copy of an HTTP/2 upstream request has its host only as the `:authority`.
+    let host = match copy.headers.contains_key(http::header::HOST) {
+        true => None,
+        false => copy
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(&shadow_host(a.as_str())).ok()),
+    };
     async move {
         let endpoint = cluster
             .pick(0)
@@ -627,10 +678,35 @@ fn send(
             http::Version::HTTP_11
         };
         let exchange = async {
-            let resp = clients
-                .request(protocol, cluster.tls(), endpoint.authority(), req)
-                .await
-                .map_err(|e| format!("{} {}: {e}", cluster.name(), endpoint.authority()))?;
+            let failed = |e: &dyn std::fmt::Display| {
+                format!("{} {}: {e}", cluster.name(), endpoint.authority())
+            };
+            let resp = match pool {
+                Some(pool) if protocol == Protocol::Http1 => {
+                    let (mut head, _) = req.into_parts();
+                    if let Some(host) = host {
+                        head.headers.insert(http::header::HOST, host);
+                    }
+                    let to = Target {
+                        authority: endpoint.authority(),
+                        service: None,
+                        max_head: MAX_HEAD,
+                    };
+                    let out = Outgoing {
+                        parts: &head,
+                        body: &Bytes::new(),
+                    };
+                    crate::h1::client::send(&pool, to, out)
+                        .await
+                        .map_err(|e| failed(&e))?
+                        .map(|body| FromUpstream::H1 { body })
+                }
+                _ => clients
+                    .request(protocol, cluster.tls(), endpoint.authority(), req)
+                    .await
+                    .map_err(|e| failed(&e))?
+                    .map(|body| FromUpstream::Hyper { body }),
+            };
             let (parts, mut body) = resp.into_parts();
             let (mut buf, mut len, mut hash, mut over) = (Vec::new(), 0u64, fnv1a(b""), false);
             while let Some(frame) = body.frame().await {

@@ -98,6 +98,11 @@ impl Clients {
         }
     }
 
+    /// What these clients were built from.
+    pub fn options(&self) -> &UpstreamOptions {
+        &self.options
+    }
+
     /// Clients with the same settings and no connections, for another runtime (the
     /// mirror thread's).
     pub fn sibling(&self) -> Self {
