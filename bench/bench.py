@@ -78,9 +78,8 @@ def main() -> int:
                     "or grpc: that load, bench/PROFILE.<key>.md)")
     ap.add_argument("--workdir", type=Path, help="temp dir for configs and logs (default: a new one, removed at exit)")
     ap.add_argument("--only", help="comma-separated subset: scenarios keys (%s), tables, obs, idle, tls, mirror" % ",".join(s.key for s in SCENARIOS))
-    ap.add_argument("--rounds", type=int, help="rounds per phase (default: 3, --quick 1); more rounds resolve smaller "
-                    "differences (the obs phase's 5%% goal: about 10)")
-    ap.add_argument("--run-seconds", type=int, help="seconds per throughput run (default: 8, --quick 3)")
+    ap.add_argument("--rounds", type=int, help="rounds per phase (default: 3, --quick 1; the obs phase: 30, --quick 2)")
+    ap.add_argument("--run-seconds", type=int, help="seconds per throughput run (default: 8, --quick 3; the obs phase: 2)")
     ap.add_argument("--command", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
 
@@ -101,9 +100,9 @@ def main() -> int:
 
     settings = QUICK if args.quick else FULL
     if args.rounds:
-        settings = dataclasses.replace(settings, rounds=args.rounds)
+        settings = dataclasses.replace(settings, rounds=args.rounds, obs_rounds=args.rounds)
     if args.run_seconds:
-        settings = dataclasses.replace(settings, run_s=args.run_seconds)
+        settings = dataclasses.replace(settings, run_s=args.run_seconds, obs_run_s=args.run_seconds)
     use_oha = tool("oha") is not None
     b = Bench(settings, workdir, args.quick, use_oha)
     if not use_oha:

@@ -252,13 +252,14 @@ class Bench:
             for name in names:
                 res[name] = {"throughput": [], "errors": []}
                 self.throughput(targets[name], scn, st.warmup_s)
-            for rnd in range(st.rounds):
+            res["rounds"], res["run_s"] = st.obs_rounds, st.obs_run_s
+            for rnd in range(st.obs_rounds):
                 order = names[rnd % len(names):] + names[: rnd % len(names)]
                 for name in order:
                     try:
                         pids = targets[name].server.pids()
                         th0, cs0 = thread_ticks(pids), context_switches(pids)
-                        r = self.throughput(targets[name], scn, st.run_s)
+                        r = self.throughput(targets[name], scn, st.obs_run_s)
                         th1, cs1 = thread_ticks(pids), context_switches(pids)
                         r["round"] = rnd
                         r["thread_cpu_us_per_req"] = {

@@ -3,6 +3,7 @@ the Markdown report (side-by-side table, route-table sizes, idle memory, notes).
 
 from __future__ import annotations
 
+import math
 import statistics
 from typing import TYPE_CHECKING
 
@@ -57,9 +58,15 @@ def obs_summary(obs: dict) -> dict:
                 if r.get("cpu_us_per_req")}
 
     def paired(a, b):
+        """(median, min, max, n, geometric mean, 95% CI half-width of the geometric mean as
+        a factor - 1) of a's CPU/request ÷ b's over the rounds both ran in."""
         ra, rb = by_round(a), by_round(b)
         q = [ra[k] / rb[k] for k in ra if k in rb]
-        return (statistics.median(q), min(q), max(q), len(q)) if q else None
+        if not q:
+            return None
+        logs = [math.log(x) for x in q]
+        half = 1.96 * statistics.stdev(logs) / math.sqrt(len(logs)) if len(logs) > 1 else float("nan")
+        return (statistics.median(q), min(q), max(q), len(q), math.exp(statistics.fmean(logs)), math.exp(half) - 1)
 
     off = med(list(by_round("routemaster-off").values()))
     out = {"variants": {}}
@@ -69,7 +76,9 @@ def obs_summary(obs: dict) -> dict:
         thr = v["throughput"]
         cpus = [r["cpu_us_per_req"] for r in thr if r.get("cpu_us_per_req")]
         cpu = med(cpus)
-        writers = [r.get("thread_cpu_us_per_req", {}).get("access-log") for r in thr]
+        # The writer's ticks are few per run: its CPU over all rounds ÷ their requests.
+        wr = [(r["thread_cpu_us_per_req"]["access-log"] * r["good"], r["good"]) for r in thr
+              if r.get("thread_cpu_us_per_req", {}).get("access-log") is not None]
         ctx = [sum(r["ctx_switches_per_req"]) for r in thr if r.get("ctx_switches_per_req")]
         out["variants"][name] = {
             "rps": med([r["rps"] for r in thr]),
@@ -78,7 +87,7 @@ def obs_summary(obs: dict) -> dict:
             "max": max(cpus) if cpus else None,
             "vs_off": cpu / off if cpu and off else None,
             "paired": paired(name, "routemaster-off") if name != "routemaster-off" else None,
-            "writer": med(writers),
+            "writer": sum(a for a, _ in wr) / sum(n for _, n in wr) if wr else None,
             "ctx": med(ctx),
         }
     on = out["variants"].get("routemaster-on", {}).get("cpu")
@@ -189,10 +198,12 @@ def report(b: Bench, meta: dict) -> str:
         w("")
         w("routemaster with `--metrics off --access-log off` (off), metrics alone, `--access-log FILE` alone, both on, "
           "and nginx with its access log on (`buffer=64k flush=1s`), same run, rounds interleaved (the order rotates). "
-          "Goal: on ≤ 1.05× off CPU/request, and ≤ nginx with its log. µs CPU/req: median over rounds, and the "
-          "min–max over rounds. *paired*: the median (min–max) over rounds of the variant's CPU/request ÷ off's in the "
-          "same round (slow drift of the machine cancels out). writer: the access-log thread's own CPU per request "
-          "(part of the total). ctx sw/req: voluntary + involuntary context switches of the process per request.")
+          f"Goal: on ≤ 1.05× off CPU/request, and ≤ nginx with its log. {obs.get('rounds', st.rounds)} rounds of "
+          f"{obs.get('run_s', st.run_s)} s runs. µs CPU/req: median over rounds, and the "
+          "min–max over rounds. *paired*: the variant's CPU/request ÷ off's in the same round (the machine's slow "
+          "swings cancel out), as the geometric mean over rounds ± its 95% confidence interval, then the median and "
+          "the min–max. writer: the access-log thread's own CPU over all rounds ÷ their requests (part of the total). ctx sw/req: "
+          "voluntary + involuntary context switches of the process per request.")
         w("")
         w("| Variant | req/s | µs CPU/req | min–max | vs off (medians) | vs off (paired) | writer µs/req | ctx sw/req |")
         w("|---|---:|---:|---:|---:|---:|---:|---:|")
@@ -201,17 +212,19 @@ def report(b: Bench, meta: dict) -> str:
             pr = x.get("paired")
             w(f"| {name} | {fmt_num(x['rps'], 0)} | {fmt_num(x['cpu'], 2)} | {fmt_num(x['min'], 2)}–{fmt_num(x['max'], 2)} "
               f"| {fmt_num(x['vs_off'], 3) + '×' if x['vs_off'] else '–'} "
-              f"| {f'{pr[0]:.3f}× ({pr[1]:.3f}–{pr[2]:.3f})' if pr else '–'} "
+              f"| {f'{pr[4]:.3f}× ±{pr[5] * 100:.1f}%; median {pr[0]:.3f}× ({pr[1]:.3f}–{pr[2]:.3f})' if pr else '–'} "
               f"| {fmt_num(x['writer'], 2) if x['writer'] is not None else '–'} | {fmt_num(x['ctx'], 3)} |")
         w("")
         on_ng = s.get("on_vs_nginx")
         if on_ng:
-            w(f"routemaster-on ÷ nginx-log CPU/request: {on_ng[0]:.3f}× (medians), paired {on_ng[1]:.3f}× "
-              f"({on_ng[2]:.3f}–{on_ng[3]:.3f}) over {on_ng[4]} rounds.")
+            w(f"routemaster-on ÷ nginx-log CPU/request: {on_ng[0]:.3f}× (medians); paired {on_ng[5]:.3f}× "
+              f"±{on_ng[6] * 100:.1f}% (95% CI), median {on_ng[1]:.3f}× ({on_ng[2]:.3f}–{on_ng[3]:.3f}) over "
+              f"{on_ng[4]} rounds.")
             w("")
         logs = [f"{n}: {v['access_log_lines']:,} lines, {v['access_log_bytes'] / max(1, v['access_log_lines']):.0f} B/line"
                 for n, v in obs.items() if isinstance(v, dict) and v.get("access_log_lines")]
         w(f"Access log lines written: {'; '.join(logs) if logs else obs.get('routemaster_access_log_lines', 0)}.")
+        w("")
     idle = R.get("idle")
     if idle:
         w("## Idle memory")

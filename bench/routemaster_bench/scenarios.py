@@ -16,10 +16,14 @@ class Settings:
     latency_s: int
     idle_conns: int
     idle_hold_s: float
+    # The observability phase resolves a few % between variants on a noisy shared VM:
+    # many short interleaved runs (the machine's slow swings cancel in same-round pairs).
+    obs_rounds: int = 30
+    obs_run_s: int = 2
 
 
 FULL = Settings(rounds=3, warmup_s=3, run_s=8, latency_s=6, idle_conns=10_000, idle_hold_s=12)
-QUICK = Settings(rounds=1, warmup_s=1, run_s=3, latency_s=3, idle_conns=10_000, idle_hold_s=2)
+QUICK = Settings(rounds=1, warmup_s=1, run_s=3, latency_s=3, idle_conns=10_000, idle_hold_s=2, obs_rounds=2)
 
 
 @dataclass
