@@ -690,6 +690,7 @@ fn send(
                     let to = Target {
                         authority: endpoint.authority(),
                         service: None,
+                        limited: None,
                         max_head: MAX_HEAD,
                     };
                     let out = Outgoing {

@@ -377,6 +377,10 @@ impl Proxy {
                 let to = Target {
                     authority: endpoint.authority(),
                     service: origin.service,
+                    limited: endpoint
+                        .cluster()
+                        .limits()
+                        .map(|_| endpoint.cluster().as_ref()),
                     max_head: self.native.max_head,
                 };
                 let sent = async {

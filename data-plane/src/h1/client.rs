@@ -28,6 +28,7 @@ use super::io::write_all_2;
 use super::pool::UpstreamPool;
 use super::response::{MAX_HEADERS, Reading};
 use crate::body::BoxError;
+use crate::compile::Cluster;
 use crate::error::ProxyError;
 use crate::observe::metrics::{OpenConn, ServiceMetrics};
 
@@ -43,12 +44,14 @@ pub struct Outgoing<'a> {
     pub body: &'a Bytes,
 }
 
-/// Where and how: the endpoint's `host:port`, the service's connection counters and
-/// the largest response head accepted.
+/// Where and how: the endpoint's `host:port`, the service's connection counters, its
+/// cluster when it has `limits` (`max_pending` bounds the requests waiting for a new
+/// connection, as on the engine's own exchange) and the largest response head accepted.
 #[derive(Debug, Clone, Copy)]
 pub struct Target<'a> {
     pub authority: &'a http::uri::Authority,
     pub service: Option<&'a Arc<ServiceMetrics>>,
+    pub limited: Option<&'a Cluster>,
     pub max_head: usize,
 }
 
@@ -65,7 +68,20 @@ pub async fn send(
     let authority = to.authority.as_str();
     let mut head = super::buffers::take_small();
     encode_head(req.parts, req.body.len(), &mut head);
+    let pending = match to.limited {
+        Some(cluster) => {
+            let max = cluster.limits().map(|l| l.max_pending());
+            Some(
+                cluster
+                    .load()
+                    .try_pending(max)
+                    .ok_or_else(|| ProxyError::Overloaded(cluster.name().into()))?,
+            )
+        }
+        None => None,
+    };
     let checkout = pool.checkout_for(authority, to.service).await;
+    drop(pending);
     if let Some(s) = to.service {
         match &checkout {
             Ok(up) => s.connection(up.reused),
@@ -539,6 +555,7 @@ mod tests {
         let to = Target {
             authority: &authority,
             service: None,
+            limited: None,
             max_head: 65536,
         };
         let resp = send(pool, to, Outgoing { parts, body: &body }).await?;
