@@ -1,10 +1,16 @@
 """The mirroring phase (`--only mirror`, shadow mode's mirrored comparison): what a 100%
 mirror costs the client. One routemaster (alone on the proxy CPU, one worker) serves
 three routes to the same backend: `/on/` mirrors every request to a candidate service
-(the same backend under another name) and compares with a baseline call to the primary's
-service, i.e. three backend requests per client request; `/ff/` mirrors without compare
-(fire-and-forget, two); `/` is the same route without a mirror. The peer: nginx's
-`mirror` directive (fire-and-forget). HTTP/1.1 keep-alive clients at fixed rates (oha
+and compares with a baseline call, i.e. two copies per client request; `/ff/` mirrors
+without compare (fire-and-forget, one copy); `/` is the same route without a mirror.
+The peer: nginx's `mirror` directive (fire-and-forget).
+
+The copies go to a second nginx (the "mirror backend", the same `200 ok`) that runs
+under `SCHED_IDLE` on the load generator's CPU: in a deployment the candidate is
+another service on other machines, and here it must not take CPU from the primary
+backend and the load generator that share CPU 0 (with the copies on the primary's own
+nginx, most of the measured latency increase was that backend answering three times
+the requests, not the proxy). HTTP/1.1 keep-alive clients at fixed rates (oha
 `-q RATE --latency-correction`), rounds rotating the variants in the same run; proxy
 CPU per client request from /proc, routemaster's own mean request and upstream times
 from its metrics. The mirror's verdicts are read back from the proxy's metrics (all
@@ -19,7 +25,7 @@ import re
 from .formatting import fmt_ms, fmt_num, med, ratio
 from pathlib import Path
 
-from .layout import BENCH, PORTS, PROXY_CPU
+from .layout import BENCH, LOADGEN_CPU, PORTS, PROXY_CPU
 from .loadgen import oha
 from .procstats import CLK_TCK, proc_ticks
 from .progress import log
@@ -36,6 +42,7 @@ CONNS = 32
 PATHS = {"on": "/on/x", "ff": "/ff/x", "off": "/x"}
 ROUTES = {"on": "mirror-on", "ff": "mirror-ff", "off": "mirror-off"}
 NGINX_PORT = PORTS["table_base"] + 8
+MIRROR_BACKEND_PORT = PORTS["table_base"] + 9
 
 
 def routes(backend_port: int) -> str:
@@ -44,13 +51,15 @@ services:
   - name: backend
     instances: [{{ address: "127.0.0.1:{backend_port}" }}]
   - name: candidate
-    instances: [{{ address: "127.0.0.1:{backend_port}" }}]
+    instances: [{{ address: "127.0.0.1:{MIRROR_BACKEND_PORT}" }}]
+  - name: baseline
+    instances: [{{ address: "127.0.0.1:{MIRROR_BACKEND_PORT}" }}]
 routes:
   - id: mirror-on
     path: {{ prefix: /on/ }}
     forward:
       service: backend
-      mirror: {{ service: candidate, percent: 100, compare: {{ baseline: backend, headers: [content-type] }} }}
+      mirror: {{ service: candidate, percent: 100, compare: {{ baseline: baseline, headers: [content-type] }} }}
   - id: mirror-ff
     path: {{ prefix: /ff/ }}
     forward:
@@ -60,6 +69,41 @@ routes:
     path: {{ prefix: / }}
     forward: {{ service: backend }}
 """
+
+
+def start_mirror_backend(workdir: Path) -> Server:
+    """Where the copies go: an nginx like the backend (`return 200 "ok"`, one worker) under
+    `SCHED_IDLE` on the load generator's CPU, so it only runs when the primary backend
+    and the load generator leave the CPU idle."""
+    d = workdir / "mirror-backend"
+    d.mkdir(exist_ok=True)
+    conf = d / "nginx.conf"
+    conf.write_text(f"""worker_processes 1;
+daemon off;
+master_process on;
+pid {d}/nginx.pid;
+error_log {d}/nginx-error.log warn;
+events {{ worker_connections 16384; multi_accept on; }}
+http {{
+    access_log off;
+    default_type text/plain;
+    keepalive_requests 1000000000;
+    keepalive_timeout 300s;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    server {{
+        listen 127.0.0.1:{MIRROR_BACKEND_PORT} backlog=4096;
+        location / {{ return 200 "ok"; }}
+    }}
+}}
+""")
+    s = Server("mirror-backend", ["chrt", "--idle", "0", "nginx", "-p", str(d), "-c", str(conf)], LOADGEN_CPU,
+               workdir)
+    wait_port(MIRROR_BACKEND_PORT, 10, s)
+    return s
 
 
 def start_nginx_mirror(workdir: Path) -> Target:
@@ -89,6 +133,12 @@ http {{
         keepalive_requests 1000000000;
         keepalive_timeout 300s;
     }}
+    upstream mirror_backend {{
+        server 127.0.0.1:{MIRROR_BACKEND_PORT};
+        keepalive 64;
+        keepalive_requests 1000000000;
+        keepalive_timeout 300s;
+    }}
     server {{
         listen 127.0.0.1:{NGINX_PORT} backlog=4096;
         proxy_http_version 1.1;
@@ -100,7 +150,7 @@ http {{
         }}
         location = /__mirror {{
             internal;
-            proxy_pass http://backend$request_uri;
+            proxy_pass http://mirror_backend$request_uri;
         }}
         location / {{
             proxy_pass http://backend;
@@ -179,6 +229,7 @@ def mirror_phase(b) -> None:
     d.mkdir(exist_ok=True)
     conf = d / "routes.yaml"
     conf.write_text(routes(PORTS["backend"]))
+    mirror_backend = start_mirror_backend(b.workdir)
     rm = start_routemaster(conf, PORT, ADMIN_PORT, "routemaster-mirror", b.workdir)
     targets = [rm]
     res: dict = {"conns": CONNS, "rates": {}, "errors": []}
@@ -222,6 +273,7 @@ def mirror_phase(b) -> None:
     finally:
         for t in targets:
             t.server.stop()
+        mirror_backend.stop()
     b.results["mirror"] = res
     RESULTS_MIRROR_MD.write_text(mirror_report(res, st))
 
@@ -239,10 +291,13 @@ def mirror_report(res: dict, st) -> str:
     lines = [
         "# Mirroring cost: the client's latency with a 100% mirror on vs off", "",
         f"One run, every proxy with one worker alone on CPU 1 (backend nginx `return 200 \"ok\"` and oha on CPU 0). "
-        f"routemaster: `/on/` forwards to `backend` and mirrors every request to `candidate` (the same nginx) with "
-        f"`compare: {{ baseline: backend, headers: [content-type] }}` (three backend requests per client request); "
-        f"`/ff/` mirrors without compare (two); `/` is the same route without a mirror. nginx: the `mirror` "
-        f"directive (fire-and-forget, nginx cannot compare) on `/on/`, plain `/`. HTTP/1.1 keep-alive, "
+        f"routemaster: `/on/` forwards to `backend` and mirrors every request to `candidate` with "
+        f"`compare: {{ baseline: baseline, headers: [content-type] }}` (two copies per client request); "
+        f"`/ff/` mirrors without compare (one copy); `/` is the same route without a mirror. nginx: the `mirror` "
+        f"directive (fire-and-forget, nginx cannot compare) on `/on/`, plain `/`. The copies (candidate and "
+        f"baseline, and nginx's) go to a second nginx answering the same `200 ok` under `SCHED_IDLE` on CPU 0, so "
+        f"they never take CPU from the primary backend and oha (in a deployment the candidate runs elsewhere); "
+        f"*backend req per client req* counts the primary backend only. HTTP/1.1 keep-alive, "
         f"{res['conns']} connections, oha at a fixed rate with latency correction, {st.latency_s} s per run, "
         f"{st.rounds} rounds per rate rotating the variants; medians over rounds. *proxy mean*: routemaster's own "
         f"`routemaster_request_duration_seconds` mean for the route (request head in → response out) and, in "

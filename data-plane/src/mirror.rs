@@ -351,7 +351,7 @@ impl Mirroring {
 }
 
 /// Where the copies are sent and compared: one thread per proxy process, at the lowest
-/// CPU priority (nice 19), running its own current-thread runtime with its own upstream
+/// CPU priority (`SCHED_IDLE`), running its own current-thread runtime with its own upstream
 /// clients. On a worker's runtime, a mirror task ready to run (a candidate's response,
 /// a comparison) sits in the same run queue as the clients' connections and delays
 /// them; on its own low-priority thread the kernel runs the workers first, so the
@@ -417,14 +417,7 @@ impl MirrorRuntime {
         std::thread::Builder::new()
             .name("mirror".into())
             .spawn(move || {
-                // Best effort: at the default priority the mirror still works, it only
-                // competes with the workers on equal terms.
-                if let Err(e) = rustix::process::setpriority_process(
-                    Some(rustix::thread::gettid()),
-                    MIRROR_NICE,
-                ) {
-                    tracing::warn!(error = %e, "mirror thread keeps the default priority");
-                }
+                lower_priority();
                 runtime.block_on(std::future::pending::<()>());
             })?;
         Ok(Self {
@@ -435,7 +428,30 @@ impl MirrorRuntime {
     }
 }
 
-/// The mirror thread's nice value: the lowest priority, so workers always come first.
+/// Puts the calling thread (the mirror's) under `SCHED_IDLE`: it runs only when no
+/// worker wants the CPU, and a worker that wakes preempts it at once (under nice 19 a
+/// woken worker can still wait for the mirror's slice). Falls back to nice 19; best
+/// effort: at the default priority the mirror still works, it only competes with the
+/// workers on equal terms.
+fn lower_priority() {
+    use thread_priority::{
+        NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,
+        set_thread_priority_and_policy, thread_native_id,
+    };
+    let idle = set_thread_priority_and_policy(
+        thread_native_id(),
+        ThreadPriority::Min,
+        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+    );
+    let Err(idle) = idle else { return };
+    if let Err(e) =
+        rustix::process::setpriority_process(Some(rustix::thread::gettid()), MIRROR_NICE)
+    {
+        tracing::warn!(sched_idle = ?idle, nice = %e, "mirror thread keeps the default priority");
+    }
+}
+
+/// The mirror thread's nice value when `SCHED_IDLE` is refused: the lowest.
 const MIRROR_NICE: i32 = 19;
 
 /// Marks a copy so candidates can tell: `x-routemaster-shadow: 1`, the host with the

@@ -16,8 +16,11 @@ use tokio::net::TcpStream;
 use crate::error::ProxyError;
 use crate::observe::metrics::{OpenConn, ServiceMetrics};
 
-/// Idle connections kept per endpoint, per worker.
-const MAX_IDLE_PER_ENDPOINT: usize = 256;
+/// Idle connections kept per endpoint, per worker: as many as the requests that can be
+/// in flight to it at once in the usual case (an HTTP/2 client's 100 streams on a few
+/// connections fan out to one upstream connection each), so a burst does not close
+/// connections it will open again a moment later.
+const MAX_IDLE_PER_ENDPOINT: usize = 1024;
 
 #[derive(Debug)]
 struct Idle {
