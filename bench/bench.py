@@ -100,9 +100,11 @@ def main() -> int:
 
     settings = QUICK if args.quick else FULL
     if args.rounds:
-        settings = dataclasses.replace(settings, rounds=args.rounds, obs_rounds=args.rounds)
+        settings = dataclasses.replace(settings, rounds=args.rounds, obs_rounds=args.rounds,
+                                       mirror_rounds=args.rounds)
     if args.run_seconds:
-        settings = dataclasses.replace(settings, run_s=args.run_seconds, obs_run_s=args.run_seconds)
+        settings = dataclasses.replace(settings, run_s=args.run_seconds, obs_run_s=args.run_seconds,
+                                       mirror_run_s=args.run_seconds)
     use_oha = tool("oha") is not None
     b = Bench(settings, workdir, args.quick, use_oha)
     if not use_oha:

@@ -4,6 +4,7 @@ rounds that the tables print."""
 
 from __future__ import annotations
 
+import math
 import statistics
 
 
@@ -29,6 +30,17 @@ def ratio(a, b) -> str:
     if a is None or b is None or b == 0:
         return "n/a"
     return f"{a / b:.2f}x"
+
+
+def paired(q: list):
+    """Same-round ratios `q` (a variant's figure ÷ its reference's in the same round, so the
+    machine's slow swings cancel out): (median, min, max, n, geometric mean, 95% CI
+    half-width of the geometric mean as a factor - 1), or None when there are none."""
+    if not q:
+        return None
+    logs = [math.log(x) for x in q]
+    half = 1.96 * statistics.stdev(logs) / math.sqrt(len(logs)) if len(logs) > 1 else float("nan")
+    return (statistics.median(q), min(q), max(q), len(q), math.exp(statistics.fmean(logs)), math.exp(half) - 1)
 
 
 def med(rs: list, key: str):

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 
-from .formatting import fmt_ms, fmt_num, med, ratio
+from .formatting import fmt_ms, fmt_num, med, paired, ratio
 from pathlib import Path
 
 from .layout import BENCH, LOADGEN_CPU, PORTS, PROXY_CPU
@@ -247,12 +247,13 @@ def mirror_phase(b) -> None:
         names = list(variants)
         for rate in RATES:
             runs = res["rates"][str(rate)] = {key: [] for key in names}
-            for rnd in range(st.rounds):
+            for rnd in range(st.mirror_rounds):
                 order = names[rnd % len(names):] + names[: rnd % len(names)]
                 for key in order:
                     t, path, route = variants[key]
                     try:
-                        r = measure(t, path, rate, st.latency_s, route, ADMIN_PORT if route else None)
+                        r = measure(t, path, rate, st.mirror_run_s, route, ADMIN_PORT if route else None)
+                        r["round"] = rnd
                         runs[key].append(r)
                         own = ""
                         if r.get("proxy_mean_duration") is not None and r.get("proxy_mean_upstream") is not None:
@@ -298,8 +299,10 @@ def mirror_report(res: dict, st) -> str:
         f"baseline, and nginx's) go to a second nginx answering the same `200 ok` under `SCHED_IDLE` on CPU 0, so "
         f"they never take CPU from the primary backend and oha (in a deployment the candidate runs elsewhere); "
         f"*backend req per client req* counts the primary backend only. HTTP/1.1 keep-alive, "
-        f"{res['conns']} connections, oha at a fixed rate with latency correction, {st.latency_s} s per run, "
-        f"{st.rounds} rounds per rate rotating the variants; medians over rounds. *proxy mean*: routemaster's own "
+        f"{res['conns']} connections, oha at a fixed rate with latency correction, {st.mirror_run_s} s per run, "
+        f"{st.mirror_rounds} rounds per rate rotating the variants; medians over rounds; *paired*: the variant's p50 ÷ "
+        f"the off variant's p50 in the same round (the machine's slow swings cancel out), geometric mean over the "
+        f"rounds ± its 95% confidence interval. *proxy mean*: routemaster's own "
         f"`routemaster_request_duration_seconds` mean for the route (request head in → response out) and, in "
         f"brackets, its `upstream_response_seconds` mean. Goal (issue 13): p50 on/off ≤ 1.05, p99 reported.", "",
     ]
@@ -328,8 +331,9 @@ def rate_table(rate: int, res: dict) -> list[str]:
             own = f"{fmt_ms(med(rs, 'proxy_mean_duration'))} ({fmt_ms(med(rs, 'proxy_mean_upstream'))})"
         lines.append(f"| {label} | {fmt_num(med(rs, 'achieved_rps'))} | {fmt_ms(med(rs, 'p50'))} | {fmt_ms(med(rs, 'p99'))} "
                      f"| {fmt_num(med(rs, 'cpu_us_per_req'), 1)} | {fmt_num(med(rs, 'backend_requests_per_req'), 2)} | {own} |")
-    for on, off, label in [("on", "off", "routemaster compare on / off"), ("ff", "off", "routemaster fire-and-forget / off"),
-                           ("nginx-on", "nginx-off", "nginx mirror / off")]:
+    pairs = [("on", "off", "routemaster compare on / off"), ("ff", "off", "routemaster fire-and-forget / off"),
+             ("nginx-on", "nginx-off", "nginx mirror / off")]
+    for on, off, label in pairs:
         a, b = res.get(on, []), res.get(off, [])
         if not a or not b:
             continue
@@ -339,6 +343,15 @@ def rate_table(rate: int, res: dict) -> list[str]:
             goal = " ✅" if p50[0] is not None and p50[1] and p50[0] / p50[1] <= 1.05 else " ❌"
         lines.append(f"| *{label}* | | *{ratio(*p50)}*{goal} | *{ratio(med(a, 'p99'), med(b, 'p99'))}* "
                      f"| *{ratio(med(a, 'cpu_us_per_req'), med(b, 'cpu_us_per_req'))}* | | |")
+    lines += ["", "| Paired p50 ratio | geometric mean ± 95% CI | median | min–max | rounds |",
+              "|---|--:|--:|--:|--:|"]
+    for on, off, label in pairs:
+        by_round = {r.get("round"): r["p50"] for r in res.get(off, []) if r.get("p50")}
+        p = paired([r["p50"] / by_round[r.get("round")] for r in res.get(on, [])
+                    if r.get("p50") and r.get("round") in by_round])
+        if p:
+            mark = (" ✅" if p[4] <= 1.05 else " ❌") if on == "on" else ""
+            lines.append(f"| {label} | {p[4]:.3f}× ± {p[5] * 100:.1f}%{mark} | {p[0]:.3f}× | {p[1]:.2f}–{p[2]:.2f}× | {p[3]} |")
     keys = [k for k in LABELS if res.get(k)]
     lines += ["", "Per round, p50 " + " / ".join(keys) + ": " + "; ".join(
         " / ".join(fmt_ms(r["p50"]) for r in row) for row in zip(*(res[k] for k in keys))) + ".", ""]

@@ -3,11 +3,11 @@ the Markdown report (side-by-side table, route-table sizes, idle memory, notes).
 
 from __future__ import annotations
 
-import math
 import statistics
 from typing import TYPE_CHECKING
 
 from .formatting import fmt_ms, fmt_num, pct, ratio
+from .formatting import paired as paired_ratios
 from .layout import LABEL, LOADGEN_CPU, PROXIES, PROXY_CPU
 from .procstats import CLK_TCK
 from .scenarios import SCENARIOS, TABLE_HOST, TABLE_PATH, TABLE_SIZES
@@ -58,15 +58,9 @@ def obs_summary(obs: dict) -> dict:
                 if r.get("cpu_us_per_req")}
 
     def paired(a, b):
-        """(median, min, max, n, geometric mean, 95% CI half-width of the geometric mean as
-        a factor - 1) of a's CPU/request ÷ b's over the rounds both ran in."""
+        """[`formatting.paired`] of a's CPU/request ÷ b's over the rounds both ran in."""
         ra, rb = by_round(a), by_round(b)
-        q = [ra[k] / rb[k] for k in ra if k in rb]
-        if not q:
-            return None
-        logs = [math.log(x) for x in q]
-        half = 1.96 * statistics.stdev(logs) / math.sqrt(len(logs)) if len(logs) > 1 else float("nan")
-        return (statistics.median(q), min(q), max(q), len(q), math.exp(statistics.fmean(logs)), math.exp(half) - 1)
+        return paired_ratios([ra[k] / rb[k] for k in ra if k in rb])
 
     off = med(list(by_round("routemaster-off").values()))
     out = {"variants": {}}

@@ -20,10 +20,15 @@ class Settings:
     # many short interleaved runs (the machine's slow swings cancel in same-round pairs).
     obs_rounds: int = 30
     obs_run_s: int = 2
+    # The mirror phase: many short rounds, each variant's p50 paired with off's in the
+    # same round (a 5% latency difference is inside three long rounds' noise).
+    mirror_rounds: int = 12
+    mirror_run_s: int = 2
 
 
 FULL = Settings(rounds=3, warmup_s=3, run_s=8, latency_s=6, idle_conns=10_000, idle_hold_s=12)
-QUICK = Settings(rounds=1, warmup_s=1, run_s=3, latency_s=3, idle_conns=10_000, idle_hold_s=2, obs_rounds=2)
+QUICK = Settings(rounds=1, warmup_s=1, run_s=3, latency_s=3, idle_conns=10_000, idle_hold_s=2, obs_rounds=2,
+                 mirror_rounds=2)
 
 
 @dataclass
