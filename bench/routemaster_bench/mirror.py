@@ -29,7 +29,7 @@ from .layout import BENCH, LOADGEN_CPU, PORTS, PROXY_CPU
 from .loadgen import oha
 from .procstats import CLK_TCK, proc_ticks
 from .progress import log
-from .servers import Server, Target, backend_counters, http_get, start_routemaster, wait_port
+from .servers import Server, Target, backend_counters, http_get, nginx_conf, start_routemaster, wait_port
 
 RESULTS_MIRROR_MD = BENCH / "RESULTS.mirror.md"
 PORT = PORTS["table_base"] + 7
@@ -77,29 +77,11 @@ def start_mirror_backend(workdir: Path) -> Server:
     and the load generator leave the CPU idle."""
     d = workdir / "mirror-backend"
     d.mkdir(exist_ok=True)
-    conf = d / "nginx.conf"
-    conf.write_text(f"""worker_processes 1;
-daemon off;
-master_process on;
-pid {d}/nginx.pid;
-error_log {d}/nginx-error.log warn;
-events {{ worker_connections 16384; multi_accept on; }}
-http {{
-    access_log off;
-    default_type text/plain;
-    keepalive_requests 1000000000;
-    keepalive_timeout 300s;
-    client_body_temp_path {d}/body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
+    conf = nginx_conf(d, f"""    default_type text/plain;
     server {{
         listen 127.0.0.1:{MIRROR_BACKEND_PORT} backlog=4096;
         location / {{ return 200 "ok"; }}
-    }}
-}}
-""")
+    }}""")
     s = Server("mirror-backend", ["chrt", "--idle", "0", "nginx", "-p", str(d), "-c", str(conf)], LOADGEN_CPU,
                workdir)
     wait_port(MIRROR_BACKEND_PORT, 10, s)
@@ -111,23 +93,7 @@ def start_nginx_mirror(workdir: Path) -> Target:
     forget; no comparison exists in nginx) on `/on/`, plain on `/`."""
     d = workdir / "nginx-mirror"
     d.mkdir(exist_ok=True)
-    conf = d / "nginx.conf"
-    conf.write_text(f"""worker_processes 1;
-daemon off;
-master_process on;
-pid {d}/nginx.pid;
-error_log {d}/nginx-error.log warn;
-events {{ worker_connections 16384; multi_accept on; }}
-http {{
-    access_log off;
-    keepalive_requests 1000000000;
-    keepalive_timeout 300s;
-    client_body_temp_path {d}/nginx-body;
-    proxy_temp_path {d}/nginx-proxy;
-    fastcgi_temp_path {d}/nginx-fastcgi;
-    uwsgi_temp_path {d}/nginx-uwsgi;
-    scgi_temp_path {d}/nginx-scgi;
-    upstream backend {{
+    conf = nginx_conf(d, f"""    upstream backend {{
         server 127.0.0.1:{PORTS['backend']};
         keepalive 64;
         keepalive_requests 1000000000;
@@ -155,9 +121,7 @@ http {{
         location / {{
             proxy_pass http://backend;
         }}
-    }}
-}}
-""")
+    }}""")
     s = Server("nginx-mirror", ["nginx", "-p", str(d), "-c", str(conf)], PROXY_CPU, workdir)
     t = Target("nginx", s, NGINX_PORT, NGINX_PORT)
     wait_port(NGINX_PORT, 10, s)

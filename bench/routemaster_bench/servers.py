@@ -176,6 +176,31 @@ def nginx_h2_listen(port: int) -> tuple[str, str]:
     return (f"listen 127.0.0.1:{port} http2 backlog=4096;", "`listen ... http2`")
 
 
+def nginx_conf(d: Path, http_body: str) -> Path:
+    """Writes `d/nginx.conf` for a bench nginx (one worker in the foreground, no access log,
+    keep-alive never recycled, temp paths in `d`) with `http_body` inside its `http` block."""
+    conf = d / "nginx.conf"
+    conf.write_text(f"""worker_processes 1;
+daemon off;
+master_process on;
+pid {d}/nginx.pid;
+error_log {d}/nginx-error.log warn;
+events {{ worker_connections 16384; multi_accept on; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000000;
+    keepalive_timeout 300s;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+{http_body}
+}}
+""")
+    return conf
+
+
 def start_backend(workdir: Path) -> Server:
     """The backend: nginx with one worker answering `return 200 "ok"`, on the load generator's CPU."""
     d = workdir / "backend"

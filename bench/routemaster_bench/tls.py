@@ -26,7 +26,7 @@ from .layout import BENCH, LOADGEN_CPU, PORTS, PROXIES, PROXY_CPU
 from .loadgen import parse_duration_s, run_cmd, wrk
 from .procstats import CLK_TCK, proc_ticks
 from .progress import log
-from .servers import Server, Target, start_routemaster, wait_port
+from .servers import Server, Target, nginx_conf, start_routemaster, wait_port
 
 TLS_PORTS = {"nginx": 18131, "haproxy": 18132, "routemaster": 18133, "routemaster_plain": 18134,
              "routemaster_admin": 18135}
@@ -47,32 +47,14 @@ def start(name: str, d: Path, cert: Path, key: Path, both: Path) -> Target:
     port = TLS_PORTS[name]
     backend = PORTS["backend"]
     if name == "nginx":
-        conf = d / "nginx.conf"
-        conf.write_text(f"""worker_processes 1;
-daemon off;
-master_process on;
-pid {d}/nginx.pid;
-error_log {d}/error.log warn;
-events {{ worker_connections 16384; multi_accept on; }}
-http {{
-    access_log off;
-    keepalive_requests 1000000000;
-    keepalive_timeout 300s;
-    client_body_temp_path {d}/body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    upstream backend {{ server 127.0.0.1:{backend}; keepalive 64; keepalive_requests 1000000000; }}
+        conf = nginx_conf(d, f"""    upstream backend {{ server 127.0.0.1:{backend}; keepalive 64; keepalive_requests 1000000000; }}
     server {{
         listen 127.0.0.1:{port} ssl http2 backlog=4096;
         ssl_certificate {cert};
         ssl_certificate_key {key};
         ssl_protocols TLSv1.2 TLSv1.3;
         location / {{ proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }}
-    }}
-}}
-""")
+    }}""")
         s = Server("nginx-tls", ["nginx", "-p", str(d), "-c", str(conf)], PROXY_CPU, d.parent)
     elif name == "haproxy":
         conf = d / "haproxy.cfg"

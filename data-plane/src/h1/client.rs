@@ -26,7 +26,7 @@ use super::chunked::Chunked;
 use super::head::{Framing, put_field, put_u64};
 use super::io::write_all_2;
 use super::pool::UpstreamPool;
-use super::response::{MAX_HEADERS, Reading};
+use super::response::{MAX_HEADERS, Reading, parse_head};
 use crate::body::BoxError;
 use crate::compile::Cluster;
 use crate::error::ProxyError;
@@ -213,16 +213,10 @@ async fn exchange(
     let mut buf = BytesMut::with_capacity(READ_SIZE);
     let mut received = false;
     loop {
-        if !buf.is_empty() {
-            match read_head(&mut buf, head_method, max_head).map_err(Stale::No)? {
-                Some(answer) => return Ok(answer),
-                None if buf.len() > max_head => {
-                    return Err(Stale::No(ProxyError::UpstreamProtocol(
-                        "response head too large",
-                    )));
-                }
-                None => {}
-            }
+        if !buf.is_empty()
+            && let Some(answer) = read_head(&mut buf, head_method, max_head).map_err(Stale::No)?
+        {
+            return Ok(answer);
         }
         buf.reserve(READ_SIZE);
         let n = stream.read_buf(&mut buf).await.map_err(|e| {
@@ -262,17 +256,8 @@ fn read_head(
     loop {
         let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut resp = httparse::Response::new(&mut []);
-        let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
-            &mut resp,
-            buf,
-            &mut storage,
-        ) {
-            Ok(httparse::Status::Complete(n)) => n,
-            Ok(httparse::Status::Partial) if buf.len() > max_head => {
-                return Err(ProxyError::UpstreamProtocol("response head too large"));
-            }
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(_) => return Err(ProxyError::UpstreamProtocol("malformed response head")),
+        let Some(len) = parse_head(&mut resp, buf, &mut storage, max_head)? else {
+            return Ok(None);
         };
         let (Some(version), Some(code)) = (resp.version, resp.code) else {
             return Err(ProxyError::UpstreamProtocol("malformed status line"));

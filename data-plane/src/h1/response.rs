@@ -68,17 +68,8 @@ pub fn prepare(
 ) -> Result<Parsed, ProxyError> {
     let mut storage = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut []);
-    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
-        &mut resp,
-        buf,
-        &mut storage,
-    ) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buf.len() > max_head => {
-            return Err(ProxyError::UpstreamProtocol("response head too large"));
-        }
-        Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
-        Err(_) => return Err(ProxyError::UpstreamProtocol("malformed response head")),
+    let Some(len) = parse_head(&mut resp, buf, &mut storage, max_head)? else {
+        return Ok(Parsed::Partial);
     };
     let (Some(version), Some(code)) = (resp.version, resp.code) else {
         return Err(ProxyError::UpstreamProtocol("malformed status line"));
@@ -180,6 +171,24 @@ pub fn prepare(
         client_keep_alive,
         switched: false,
     }))
+}
+
+/// Parses the response head at the start of `buf` into `resp`: its length once it is
+/// complete, `None` while it is not (an error once `buf` holds more than `max_head`).
+pub fn parse_head<'h, 'b>(
+    resp: &mut httparse::Response<'h, 'b>,
+    buf: &'b [u8],
+    storage: &'h mut [MaybeUninit<httparse::Header<'b>>],
+    max_head: usize,
+) -> Result<Option<usize>, ProxyError> {
+    match httparse::ParserConfig::default().parse_response_with_uninit_headers(resp, buf, storage) {
+        Ok(httparse::Status::Complete(n)) => Ok(Some(n)),
+        Ok(httparse::Status::Partial) if buf.len() > max_head => {
+            Err(ProxyError::UpstreamProtocol("response head too large"))
+        }
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(_) => Err(ProxyError::UpstreamProtocol("malformed response head")),
+    }
 }
 
 /// How the proxy reads a final upstream response head, whoever the client is: which
