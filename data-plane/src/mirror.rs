@@ -335,7 +335,7 @@ impl Mirroring {
             run(senders, target, tally, compare, copy, primary).await;
         };
         match MirrorRuntime::get(&clients) {
-            Some(rt) => drop(rt.handle.spawn(task(Senders {
+            Some(rt) => rt.submit(Box::pin(task(Senders {
                 clients: Arc::clone(&rt.clients),
                 pool: Some(Arc::clone(&rt.pool)),
             }))),
@@ -357,12 +357,62 @@ impl Mirroring {
 /// them; on its own low-priority thread the kernel runs the workers first, so the
 /// mirror takes only CPU the client requests leave. Started on the first mirrored
 /// request; it lives as long as the process.
-#[derive(Debug)]
 struct MirrorRuntime {
-    handle: tokio::runtime::Handle,
+    /// Mirrored exchanges handed over by the workers, taken by the mirror thread on its
+    /// next tick (see [`MirrorRuntime::submit`]).
+    queue: Arc<Mutex<Vec<MirrorTask>>>,
     clients: Arc<Clients>,
     /// The HTTP/1.1 engine's client pool for copies to `http1` services.
     pool: Arc<UpstreamPool>,
+}
+
+type MirrorTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// How often the mirror thread takes the queue while copies come, and while none has
+/// come for [`QUIET_AFTER`]: a copy waits at most this long to start (its comparison
+/// waits for the primary's body anyway).
+const BUSY_TICK: Duration = Duration::from_millis(1);
+const QUIET_TICK: Duration = Duration::from_millis(20);
+const QUIET_AFTER: u32 = 1000;
+
+impl std::fmt::Debug for MirrorRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MirrorRuntime")
+            .field("queued", &lock(&self.queue).len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MirrorRuntime {
+    /// Hands a mirrored exchange to the mirror thread without waking it: a push under an
+    /// uncontended lock, no syscall on the worker (a spawn onto another runtime writes
+    /// its eventfd and switches to its thread once per mirrored request).
+    fn submit(&self, task: MirrorTask) {
+        lock(&self.queue).push(task);
+    }
+}
+
+/// The mirror thread's loop: every tick, start what the workers queued.
+async fn take_queue(queue: Arc<Mutex<Vec<MirrorTask>>>) {
+    let mut idle_ticks = 0u32;
+    let mut batch = Vec::new();
+    loop {
+        let tick = if idle_ticks < QUIET_AFTER {
+            BUSY_TICK
+        } else {
+            QUIET_TICK
+        };
+        tokio::time::sleep(tick).await;
+        std::mem::swap(&mut batch, &mut *lock(&queue));
+        if batch.is_empty() {
+            idle_ticks = idle_ticks.saturating_add(1);
+            continue;
+        }
+        idle_ticks = 0;
+        for task in batch.drain(..) {
+            drop(tokio::spawn(task));
+        }
+    }
 }
 
 /// What a mirror task sends with: hyper's clients, and (on the mirror thread) an
@@ -397,7 +447,7 @@ impl MirrorRuntime {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let handle = runtime.handle().clone();
+        let handle = runtime.handle();
         let options = like.options();
         let pool = Arc::new(UpstreamPool::new(
             options.connect_timeout,
@@ -414,14 +464,16 @@ impl MirrorRuntime {
                 sweeping.sweep();
             }
         });
+        let queue = Arc::new(Mutex::new(Vec::new()));
+        let taken = Arc::clone(&queue);
         std::thread::Builder::new()
             .name("mirror".into())
             .spawn(move || {
                 lower_priority();
-                runtime.block_on(std::future::pending::<()>());
+                runtime.block_on(take_queue(taken));
             })?;
         Ok(Self {
-            handle,
+            queue,
             clients: Arc::new(like.sibling()),
             pool,
         })
