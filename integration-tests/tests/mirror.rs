@@ -31,20 +31,21 @@ use tokio::net::TcpListener;
 type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
 
 /// A JSON backend: `{"generated_at": <n>, "items": [{"id": 1}, {"id": second}], "v": 1}`,
-/// with `n` counting up per request (so two calls never agree on it); `chunked`: sent in
-/// two frames without a length (chunked over HTTP/1.1).
+/// with `n` counting up per request over every backend of the test process (so no two
+/// calls, to one backend or to two, ever agree on it); `chunked`: sent in two frames
+/// without a length (chunked over HTTP/1.1).
 async fn json_backend(second: u64, chunked: bool) -> (String, Seen) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let seen: Seen = Arc::default();
-    let counter = Arc::new(AtomicU64::new(second * 1_000_000));
+    static GENERATED: AtomicU64 = AtomicU64::new(0);
     let log = Arc::clone(&seen);
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            let (log, counter) = (Arc::clone(&log), Arc::clone(&counter));
+            let log = Arc::clone(&log);
             tokio::spawn(async move {
                 let svc = service_fn(move |req: Request<Incoming>| {
                     let header = |n: &str| {
@@ -57,7 +58,7 @@ async fn json_backend(second: u64, chunked: bool) -> (String, Seen) {
                         header("host").unwrap_or_default(),
                         header("x-routemaster-shadow"),
                     ));
-                    let n = counter.fetch_add(1, Ordering::Relaxed);
+                    let n = GENERATED.fetch_add(1, Ordering::Relaxed);
                     let body = format!(
                         r#"{{"generated_at": {n}, "items": [{{"id": 1}}, {{"id": {second}}}], "v": 1}}"#
                     );
