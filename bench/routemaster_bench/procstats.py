@@ -63,10 +63,9 @@ def cpu_busy_jiffies(cpu: str) -> tuple[int, int]:
     raise RuntimeError(f"cpu{cpu} not in /proc/stat")
 
 
-def thread_ticks(pids: list[int]) -> dict[str, int]:
-    """utime+stime per thread name over the processes' threads (names as in
-    /proc/PID/task/TID/comm; threads of the same name are summed)."""
-    out: dict[str, int] = {}
+def task_files(pids: list[int], name: str):
+    """The text of /proc/PID/task/TID/`name` for every thread of the processes (threads
+    that ended meanwhile are skipped)."""
     for pid in pids:
         try:
             tids = os.listdir(f"/proc/{pid}/task")
@@ -74,31 +73,29 @@ def thread_ticks(pids: list[int]) -> dict[str, int]:
             continue
         for tid in tids:
             try:
-                stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+                yield Path(f"/proc/{pid}/task/{tid}/{name}").read_text()
             except OSError:
                 continue
-            name = stat[stat.index("(") + 1 : stat.rindex(")")]
-            f = stat[stat.rindex(")") + 2 :].split()
-            out[name] = out.get(name, 0) + int(f[11]) + int(f[12])
+
+
+def thread_ticks(pids: list[int]) -> dict[str, int]:
+    """utime+stime per thread name over the processes' threads (names as in
+    /proc/PID/task/TID/comm; threads of the same name are summed)."""
+    out: dict[str, int] = {}
+    for stat in task_files(pids, "stat"):
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        f = stat[stat.rindex(")") + 2 :].split()
+        out[name] = out.get(name, 0) + int(f[11]) + int(f[12])
     return out
 
 
 def context_switches(pids: list[int]) -> tuple[int, int]:
     """(voluntary, involuntary) context switches summed over the processes' threads."""
     vol = invol = 0
-    for pid in pids:
-        try:
-            tids = os.listdir(f"/proc/{pid}/task")
-        except OSError:
-            continue
-        for tid in tids:
-            try:
-                text = Path(f"/proc/{pid}/task/{tid}/status").read_text()
-            except OSError:
-                continue
-            for line in text.splitlines():
-                if line.startswith("voluntary_ctxt_switches:"):
-                    vol += int(line.split()[1])
-                elif line.startswith("nonvoluntary_ctxt_switches:"):
-                    invol += int(line.split()[1])
+    for text in task_files(pids, "status"):
+        for line in text.splitlines():
+            if line.startswith("voluntary_ctxt_switches:"):
+                vol += int(line.split()[1])
+            elif line.startswith("nonvoluntary_ctxt_switches:"):
+                invol += int(line.split()[1])
     return vol, invol

@@ -91,6 +91,8 @@ H2_BREAKDOWN = [
     ("user:   proxy::Proxy::forward (phases 5-7, incl. the client call)",
      lambda f: f.startswith("routemaster_data_plane::proxy::Proxy::forward")),
     ("user:   routing::decide", lambda f: f.startswith("routemaster_data_plane::routing::decide")),
+    ("user: upstream HTTP/1.1 on the engine's client (h1::client: head out, response head in, body)",
+     lambda f: f.startswith(("routemaster_data_plane::h1::client::", "<routemaster_data_plane::h1::client::"))),
     ("user: hyper-util legacy client (pool checkout, send_request)",
      lambda f: f.startswith(("hyper_util::client::legacy::", "<hyper_util::client::legacy::"))),
     ("user: upstream HTTP/1.1 connections (hyper h1 dispatcher, incl. syscalls)",
