@@ -313,8 +313,7 @@ impl<S: ClientStream> Conn<S> {
                     expect_continue,
                     io_timeout: engine.options.io_timeout,
                 };
-                let outcome =
-                    super::bridge::run(&mut self.stream, &mut self.inbuf, *bridged, exchange).await;
+                let outcome = bridge(&mut self.stream, &mut self.inbuf, *bridged, exchange).await;
                 facts.status = outcome.status;
                 // The bridge does not say who answered yet: the upstream, unless cut.
                 if outcome.status != 0 {
@@ -911,6 +910,23 @@ impl<S: ClientStream> Conn<S> {
             (false, _) => false,
         }
     }
+}
+
+/// The exchange with a service this engine's pool does not speak, boxed where it is
+/// made: a sync fn, so that hyper's client state (kilobytes) is never part of the
+/// HTTP/1.1 request's own future — an async fn would keep the unboxed future's
+/// storage in its state even when it is boxed before the await, and every request's
+/// future is boxed and moved (see [`Conn::run`]).
+fn bridge<'a, S>(
+    stream: &'a mut S,
+    inbuf: &'a mut Vec<u8>,
+    bridged: super::bridge::Bridged,
+    exchange: super::bridge::Exchange<'a>,
+) -> Pin<Box<impl Future<Output = super::bridge::Outcome> + 'a>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    Box::pin(super::bridge::run(stream, inbuf, bridged, exchange))
 }
 
 /// What the request's outcome is made of, filled in as the exchange goes.
