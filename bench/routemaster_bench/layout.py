@@ -34,6 +34,8 @@ PORTS = {
     # route-table scenarios: one routemaster per table size
     "table_base": 18090,  # 18090.. (proxy), 18100.. (admin)
     "table_admin_base": 18100,
+    # the observability phase's three nginx (no log, combined log, JSON log): 3 ports each
+    "obs_nginx_base": 18140,
 }
 
 PROXIES = ["nginx", "haproxy", "routemaster"]

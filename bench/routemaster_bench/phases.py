@@ -246,8 +246,15 @@ class Bench:
                 extra = ("--metrics", metrics, "--access-log", str(d / log_name) if log_name else "off")
                 targets[name] = start_routemaster(conf, PORTS["table_base"] + 5 + i, PORTS["table_admin_base"] + 5 + i,
                                                   name, self.workdir, extra=extra)
+            # nginx without a log, with its default `combined` line, and with a JSON line of
+            # the fields routemaster logs (like for like), each on its own ports.
+            base = PORTS["obs_nginx_base"]
+            targets["nginx-off"] = start_proxy("nginx", self.workdir, tag="-nolog", nginx_port_base=base)
             targets["nginx-log"] = start_proxy("nginx", self.workdir, tag="-log",
-                                               nginx_access_log=d / "nginx-access.log")
+                                               nginx_access_log=d / "nginx-access.log", nginx_port_base=base + 3)
+            targets["nginx-json-log"] = start_proxy("nginx", self.workdir, tag="-jsonlog",
+                                                    nginx_access_log=d / "nginx-json-access.log",
+                                                    nginx_log_format="json", nginx_port_base=base + 6)
             names = list(targets)
             for name in names:
                 res[name] = {"throughput": [], "errors": []}
@@ -276,7 +283,9 @@ class Bench:
                         log(f"  round {rnd + 1} {name}: FAILED {e}")
             for name in names:
                 res[name]["peak_rss_kb"] = proc_status_kb(targets[name].server.pids(), "VmHWM")
-            for name, (_, log_name) in self.OBS_VARIANTS.items():
+            logs = {name: log_name for name, (_, log_name) in self.OBS_VARIANTS.items()}
+            logs |= {"nginx-log": "nginx-access.log", "nginx-json-log": "nginx-json-access.log"}
+            for name, log_name in logs.items():
                 lines = d / log_name if log_name else None
                 if lines and lines.exists():
                     with lines.open("rb") as f:

@@ -214,28 +214,52 @@ def start_backend(workdir: Path) -> Server:
     return s
 
 
-def start_proxy(name: str, workdir: Path, tag: str = "", nginx_access_log: Path | None = None) -> Target:
+# nginx's access log in the observability phase's like-for-like variant: a JSON line with
+# the fields routemaster's access log carries (nginx has no route or service name, so
+# those are constants; `flags` is the upstream's status), escaped as JSON by nginx.
+NGINX_JSON_LOG_FORMAT = (
+    "log_format rmjson escape=json '{\"time\":\"$time_iso8601\",\"request_id\":\"$request_id\","
+    "\"trace_id\":\"$http_traceparent\",\"client\":\"$remote_addr:$remote_port\","
+    "\"method\":\"$request_method\",\"authority\":\"$host\",\"path\":\"$uri\","
+    "\"protocol\":\"$server_protocol\",\"route\":\"bench\",\"service\":\"backend\","
+    "\"endpoint\":\"$upstream_addr\",\"status\":$status,\"flags\":\"$upstream_status\","
+    "\"bytes_in\":$request_length,\"bytes_out\":$bytes_sent,\"duration_ms\":$request_time,"
+    "\"upstream_ms\":\"$upstream_response_time\",\"tls_version\":\"$ssl_protocol\","
+    "\"tls_sni\":\"$ssl_server_name\"}';"
+)
+
+
+def start_proxy(name: str, workdir: Path, tag: str = "", nginx_access_log: Path | None = None,
+                nginx_log_format: str = "combined", nginx_port_base: int | None = None) -> Target:
     """Start one proxy under test (fresh config dir `<name><tag>`), wait until it listens,
     then record its start time and idle RSS."""
     d = workdir / f"{name}{tag}"
     d.mkdir(exist_ok=True)
     t0 = time.monotonic()
     if name == "nginx":
-        listen, syntax = nginx_h2_listen(PORTS["nginx_h2"])
-        grpc_listen, _ = nginx_h2_listen(PORTS["nginx_grpc"])
+        # Several nginx side by side (the observability phase): their own three ports.
+        h1, h2, grpc = ((PORTS["nginx"], PORTS["nginx_h2"], PORTS["nginx_grpc"]) if nginx_port_base is None
+                        else (nginx_port_base, nginx_port_base + 1, nginx_port_base + 2))
+        listen, syntax = nginx_h2_listen(h2)
+        grpc_listen, _ = nginx_h2_listen(grpc)
         v = ".".join(map(str, nginx_version()))
         conf = render("nginx-proxy.conf", d / "nginx.conf", DIR=d, BACKEND_PORT=PORTS["backend"],
-                      H1_PORT=PORTS["nginx"], H2_PORT=PORTS["nginx_h2"], H2_LISTEN=listen,
+                      H1_PORT=h1, H2_PORT=h2, H2_LISTEN=listen,
                       H2_SYNTAX=syntax, NGINX_VERSION=v, GRPC_LISTEN=grpc_listen,
                       BACKEND_H2_PORT=PORTS["backend_h2"])
         if nginx_access_log is not None:
             # The access-log comparison: nginx's usual buffered log (64 KiB, flushed every
-            # second), like routemaster's per-worker buffer.
+            # second), like routemaster's per-worker buffer; `combined` (nginx's default
+            # line) or "json" (the fields routemaster logs, NGINX_JSON_LOG_FORMAT).
+            fmt = "combined"
+            decl = ""
+            if nginx_log_format == "json":
+                fmt, decl = "rmjson", NGINX_JSON_LOG_FORMAT + "\n    "
             text = conf.read_text().replace(
-                "access_log off;", f"access_log {nginx_access_log} combined buffer=64k flush=1s;")
+                "access_log off;", f"{decl}access_log {nginx_access_log} {fmt} buffer=64k flush=1s;")
             conf.write_text(text)
         s = Server(f"nginx{tag}", ["nginx", "-p", str(d), "-c", str(conf)], PROXY_CPU, workdir)
-        t = Target(name, s, PORTS["nginx"], PORTS["nginx_h2"], grpc_port=PORTS["nginx_grpc"])
+        t = Target(name, s, h1, h2, grpc_port=grpc)
         wait_port(t.h1_port, 10, s)
         wait_port(t.h2_port, 10, s)
     elif name == "haproxy":
