@@ -47,10 +47,12 @@ pin_project_lite::pin_project! {
         Upstream {
             #[pin]
             inner: FromUpstream,
-            // One timer for both limits, armed at the earlier of the deadline and the
-            // last frame + idle; a frame only records the time (no timer reset per frame).
-            #[pin]
-            timer: Sleep,
+            // One timer for both limits, at the earlier of the deadline and the last
+            // frame + idle; a frame only records the time (no timer reset per frame).
+            // Armed only once the upstream has made the body wait (a body that is all
+            // in hand, as a small response read with its head is, never registers
+            // one); until then the deadline is checked against the clock per poll.
+            timer: Option<Pin<Box<Sleep>>>,
             limits: BodyLimits,
             last: Instant,
             ended: bool,
@@ -84,12 +86,11 @@ impl ProxyBody {
     }
 
     pub fn upstream(inner: FromUpstream, limits: BodyLimits, guard: EndpointGuard) -> Self {
-        let now = Instant::now();
         ProxyBody::Upstream {
             inner,
-            timer: tokio::time::sleep_until(next_wake(&limits, now)),
+            timer: None,
             limits,
-            last: now,
+            last: Instant::now(),
             ended: false,
             guard: Some(guard),
             tee: None,
@@ -176,7 +177,7 @@ impl Body for ProxyBody {
             ProxyBodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             ProxyBodyProj::Upstream {
                 mut inner,
-                mut timer,
+                timer,
                 limits,
                 last,
                 ended,
@@ -186,63 +187,92 @@ impl Body for ProxyBody {
                 if *ended {
                     return Poll::Ready(None);
                 }
-                while timer.as_mut().poll(cx).is_ready() {
-                    let now = Instant::now();
-                    let past_deadline = limits.deadline.is_some_and(|d| d <= now);
-                    if !past_deadline && now < *last + limits.idle {
-                        // A frame came since the timer was set: wait from that frame.
-                        timer.as_mut().reset(next_wake(limits, *last));
-                        continue;
-                    }
-                    guard.take();
-                    *ended = true;
-                    return Poll::Ready(Some(match (limits.grpc, past_deadline) {
-                        (true, true) if limits.grpc_deadline => Ok(grpc_cut(
-                            GrpcCode::DeadlineExceeded,
-                            "routemaster: the call's grpc-timeout deadline passed",
-                        )),
-                        (true, true) => Ok(grpc_cut(
-                            GrpcCode::Unavailable,
-                            "routemaster: upstream response exceeded the route timeout",
-                        )),
-                        (true, false) => Ok(grpc_cut(
-                            GrpcCode::Unavailable,
-                            "routemaster: upstream sent nothing for the I/O timeout",
-                        )),
-                        (false, true) => Err(BodyTimeout.into()),
-                        (false, false) => Err(BodyIdle.into()),
-                    }));
-                }
-                match inner.as_mut().poll_frame(cx) {
-                    Poll::Ready(None) => {
-                        // Release the in-flight slot as soon as the body is complete.
-                        guard.take();
-                        *ended = true;
-                        if let Some(t) = tee.take() {
-                            t.end();
-                        }
-                        Poll::Ready(None)
-                    }
-                    Poll::Ready(Some(Err(e))) => {
-                        guard.take();
-                        *ended = true;
-                        Poll::Ready(Some(Err(e)))
-                    }
-                    Poll::Ready(Some(Ok(frame))) => {
-                        *last = Instant::now();
-                        if let (Some(t), Some(d)) = (tee.as_deref_mut(), frame.data_ref()) {
-                            t.data(d);
-                            // A reader that stops at the known length never polls the
-                            // end: the last byte is the end.
-                            if inner.is_end_stream()
-                                && let Some(t) = tee.take()
-                            {
-                                t.end();
+                loop {
+                    // Which limit cut the body, if one did (`true`: the deadline).
+                    let expired = match timer.as_mut() {
+                        Some(t) => {
+                            if t.as_mut().poll(cx).is_pending() {
+                                None
+                            } else {
+                                let now = Instant::now();
+                                let past_deadline = limits.deadline.is_some_and(|d| d <= now);
+                                if !past_deadline && now < *last + limits.idle {
+                                    // A frame came since the timer was set: wait from
+                                    // that frame.
+                                    t.as_mut().reset(next_wake(limits, *last));
+                                    continue;
+                                }
+                                Some(past_deadline)
                             }
                         }
-                        Poll::Ready(Some(Ok(frame)))
+                        // Not waited yet: only the deadline can have passed.
+                        None => limits
+                            .deadline
+                            .is_some_and(|d| d <= Instant::now())
+                            .then_some(true),
+                    };
+                    if let Some(past_deadline) = expired {
+                        guard.take();
+                        *ended = true;
+                        return Poll::Ready(Some(match (limits.grpc, past_deadline) {
+                            (true, true) if limits.grpc_deadline => Ok(grpc_cut(
+                                GrpcCode::DeadlineExceeded,
+                                "routemaster: the call's grpc-timeout deadline passed",
+                            )),
+                            (true, true) => Ok(grpc_cut(
+                                GrpcCode::Unavailable,
+                                "routemaster: upstream response exceeded the route timeout",
+                            )),
+                            (true, false) => Ok(grpc_cut(
+                                GrpcCode::Unavailable,
+                                "routemaster: upstream sent nothing for the I/O timeout",
+                            )),
+                            (false, true) => Err(BodyTimeout.into()),
+                            (false, false) => Err(BodyIdle.into()),
+                        }));
                     }
-                    Poll::Pending => Poll::Pending,
+                    return match inner.as_mut().poll_frame(cx) {
+                        Poll::Ready(None) => {
+                            // Release the in-flight slot as soon as the body is complete.
+                            guard.take();
+                            *ended = true;
+                            if let Some(t) = tee.take() {
+                                t.end();
+                            }
+                            Poll::Ready(None)
+                        }
+                        Poll::Ready(Some(Err(e))) => {
+                            guard.take();
+                            *ended = true;
+                            Poll::Ready(Some(Err(e)))
+                        }
+                        Poll::Ready(Some(Ok(frame))) => {
+                            *last = Instant::now();
+                            if let (Some(t), Some(d)) = (tee.as_deref_mut(), frame.data_ref()) {
+                                t.data(d);
+                                // A reader that stops at the known length never polls
+                                // the end: the last byte is the end.
+                                if inner.is_end_stream()
+                                    && let Some(t) = tee.take()
+                                {
+                                    t.end();
+                                }
+                            }
+                            Poll::Ready(Some(Ok(frame)))
+                        }
+                        Poll::Pending if timer.is_none() => {
+                            // The first wait: arm the timer and poll it once (it
+                            // registers, or has already expired).
+                            let t = timer.insert(Box::pin(tokio::time::sleep_until(next_wake(
+                                limits, *last,
+                            ))));
+                            if t.as_mut().poll(cx).is_pending() {
+                                return Poll::Pending;
+                            }
+                            continue;
+                        }
+                        Poll::Pending => Poll::Pending,
+                    };
                 }
             }
         }

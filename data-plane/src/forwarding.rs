@@ -102,6 +102,12 @@ impl RequestId {
     }
 }
 
+impl AsRef<[u8]> for RequestId {
+    fn as_ref(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
 /// The request id to use for a hyper-served request, as a header value. Marked
 /// sensitive: HPACK then sends it as a never-indexed literal, as it should a value
 /// unique to one request — indexing it costs a dynamic-table search and insert per
@@ -109,8 +115,10 @@ impl RequestId {
 /// "Sensitive": log it from its bytes.)
 pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     let id = RequestId::from_client_or_new(headers.get(&X_REQUEST_ID).map(HeaderValue::as_bytes));
-    let mut value =
-        HeaderValue::from_bytes(id.as_bytes()).unwrap_or(HeaderValue::from_static("invalid"));
+    // The id owns its bytes in one allocation that every clone of the value shares (a
+    // copied value would take a second one, for the shared count, at its first clone).
+    let mut value = HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(id))
+        .unwrap_or(HeaderValue::from_static("invalid"));
     value.set_sensitive(true);
     value
 }
@@ -119,7 +127,8 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
 /// `client` for `original_host`.
 pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, original_host: Option<&HeaderValue>) {
     // Several `x-forwarded-for` lines form one list (RFC 9110 §5.3): keep them all.
-    let mut xff = Vec::with_capacity(64);
+    // Written in a pooled scratch buffer: the value's own copy is the one allocation.
+    let mut xff = crate::h1::buffers::take_small();
     for line in headers.get_all(&X_FORWARDED_FOR) {
         if !line.is_empty() {
             xff.extend_from_slice(line.as_bytes());
@@ -127,9 +136,10 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, original_host: Opt
         }
     }
     put_ip(&mut xff, client);
-    if let Ok(xff) = HeaderValue::from_bytes(&xff) {
-        headers.insert(X_FORWARDED_FOR.clone(), xff);
+    if let Ok(value) = HeaderValue::from_bytes(&xff) {
+        headers.insert(X_FORWARDED_FOR.clone(), value);
     }
+    crate::h1::buffers::give(xff);
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
     match original_host {
         Some(h) => {

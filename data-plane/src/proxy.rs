@@ -14,7 +14,7 @@
 //! [`Proxy::forward`] (phases 5–7) is also what the HTTP/1.1 engine calls for services
 //! its own pool does not speak (`h2c`, `h2`, `https`).
 //!
-//! Every failure is a [`ProxyError`]; [`Proxy::handle`] turns it into a response in one
+//! Every failure is a [`ProxyError`]; [`Proxy::respond`] turns it into a response in one
 //! place and always echoes the request id (gRPC requests get a trailers-only gRPC
 //! status instead of a text page).
 
@@ -37,7 +37,6 @@ use crate::h1::request::Rejected;
 use crate::observe::TraceContext;
 use crate::observe::h2::Facts;
 use crate::routing::{Decision, Inbound, Upstream, decide};
-use crate::server::Handler;
 use crate::state::ProxyState;
 use crate::stats::InFlight;
 
@@ -192,9 +191,12 @@ impl Proxy {
             facts.endpoint = Some(upstream.endpoint.authority().clone());
         }
         let started = Instant::now();
-        let resp = self
-            .forward(parts, RequestBody::incoming(body), upstream, origin)
-            .await;
+        // Boxed: phases 5-7 hold the upstream exchange's state, the bulk of a request's
+        // future. Inline, it would be copied whole into this future's state on the way
+        // in, and this future's size (that much larger) copied again into the box the
+        // HTTP/2 server puts each request's future in.
+        let resp =
+            Box::pin(self.forward(parts, RequestBody::incoming(body), upstream, origin)).await;
         facts.upstream_time = Some(started.elapsed());
         resp
     }
@@ -292,7 +294,7 @@ impl Proxy {
             let tally = self.state.shadow.mirror_tally(&target.route);
             let has_body = !http_body::Body::is_end_stream(&body)
                 && http_body::Body::size_hint(&body).exact() != Some(0);
-            Mirroring::prepare(target, tally, &self.mirrors, &parts, has_body)
+            Mirroring::prepare(target, tally, &self.mirrors, &parts, has_body).map(Box::new)
         });
 
         // A body kept for retries: none, or one small enough to hold (bounded buffer).
@@ -300,7 +302,8 @@ impl Proxy {
             .as_deref()
             .is_some_and(|r| parts.method.is_idempotent() || r.non_idempotent());
         let (mut body, kept) = match retry.as_deref() {
-            Some(_) => keep_for_retries(body, deadline).await?,
+            // Boxed: only routes with a retry policy wait here.
+            Some(_) => Box::pin(keep_for_retries(body, deadline)).await?,
             None => (Some(body), None),
         };
         if retry.is_some() {
@@ -608,8 +611,16 @@ fn upstream_error(e: hyper_util::client::legacy::Error) -> ProxyError {
     }
 }
 
-impl Handler for Proxy {
-    async fn handle(&self, req: Request<Incoming>, client: SocketAddr) -> Response<ProxyBody> {
+impl Proxy {
+    /// The response to `req` and what the request path learned for the logging hook
+    /// (the HTTP/2 server hands both to [`crate::observe::h2::Finish`]; returned beside
+    /// the response rather than in its extensions, which would be a map and a box
+    /// allocated per request).
+    pub async fn respond(
+        &self,
+        req: Request<Incoming>,
+        client: SocketAddr,
+    ) -> (Response<ProxyBody>, Facts) {
         let stats = &self.state.stats;
         let _in_flight = InFlight::start(stats);
         let request_id = request_id(req.headers());
@@ -629,7 +640,7 @@ impl Handler for Proxy {
         };
         // A proxied response has its x-request-id (and the route's response filter)
         // already; our own answers get it here.
-        let mut resp = match self.proxy(req, client, &request_id, &mut facts).await {
+        let resp = match self.proxy(req, client, &request_id, &mut facts).await {
             Ok(resp) => resp,
             Err(e) => {
                 tracing::debug!(error = %e, side = ?e.side(), request_id = %String::from_utf8_lossy(request_id.as_bytes()), "request failed");
@@ -652,8 +663,7 @@ impl Handler for Proxy {
                 resp
             }
         };
-        resp.extensions_mut().insert(facts);
-        resp
+        (resp, facts)
     }
 }
 

@@ -13,7 +13,6 @@ use super::Engine;
 use super::connection::Busy;
 use super::io::Prefixed;
 use crate::observe::h2::{Finish, ObservedBody, RequestCopy, TlsCopy};
-use crate::server::Handler;
 
 pub(super) async fn serve<S: super::stream::ClientStream>(
     engine: &Arc<Engine>,
@@ -37,7 +36,7 @@ pub(super) async fn serve<S: super::stream::ClientStream>(
         let copy = state
             .observe
             .logging()
-            .then(|| RequestCopy::of(&req, tls_copy.as_ref()));
+            .then(|| Box::new(RequestCopy::of(&req, tls_copy.as_ref())));
         let grpc = crate::error::is_grpc(req.headers());
         let bytes_in = req
             .headers()
@@ -47,9 +46,9 @@ pub(super) async fn serve<S: super::stream::ClientStream>(
         async move {
             // Boxed: the request's future is large, and hyper keeps it inline in the
             // stream's task, which tokio copies whole on spawn and on completion.
-            let handled = Box::pin(proxy.handle(req, client)).await;
-            let mut resp = crate::server::head_has_no_body(head, handled);
-            let finish = Finish::new(state, started, client, copy, grpc, bytes_in, &mut resp);
+            let (handled, facts) = Box::pin(proxy.respond(req, client)).await;
+            let resp = crate::server::head_has_no_body(head, handled);
+            let finish = Finish::new(state, started, client, copy, grpc, bytes_in, &resp, facts);
             Ok::<_, Infallible>(resp.map(|body| ObservedBody::new(body, finish)))
         }
     });

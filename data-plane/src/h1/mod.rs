@@ -19,7 +19,7 @@
 //! connection holds no buffer.
 
 mod bridge;
-mod buffers;
+pub(crate) mod buffers;
 mod chunked;
 pub mod client;
 mod connection;

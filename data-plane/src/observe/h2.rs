@@ -1,6 +1,6 @@
 //! The logging hook on hyper's path (HTTP/2 and gRPC): [`crate::proxy`] notes what it
-//! learned about a request in [`Facts`] (a response extension), and the HTTP/2 server
-//! wraps the response body in an [`ObservedBody`] that counts the data frames and
+//! learned about a request in [`Facts`] (returned beside the response), and the HTTP/2
+//! server wraps the response body in an [`ObservedBody`] that counts the data frames and
 //! reports the [`Outcome`] when hyper drops it — after the last frame (a gRPC
 //! stream's trailers included) or when the stream is reset.
 
@@ -79,7 +79,9 @@ pub struct Finish {
     state: Arc<ProxyState>,
     started: Instant,
     client: SocketAddr,
-    request: Option<RequestCopy>,
+    /// Boxed: only the access log wants it, and the body that carries this is moved
+    /// a few times per request.
+    request: Option<Box<RequestCopy>>,
     request_id: Option<HeaderValue>,
     protocol: Protocol,
     status: u16,
@@ -90,18 +92,19 @@ pub struct Finish {
 }
 
 impl Finish {
-    /// `bytes_in` is the request's declared `content-length` (0 without one).
+    /// `bytes_in` is the request's declared `content-length` (0 without one); `facts`
+    /// what the request path learned ([`crate::proxy::Proxy::respond`]).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         state: Arc<ProxyState>,
         started: Instant,
         client: SocketAddr,
-        request: Option<RequestCopy>,
+        request: Option<Box<RequestCopy>>,
         grpc: bool,
         bytes_in: u64,
-        resp: &mut http::Response<ProxyBody>,
+        resp: &http::Response<ProxyBody>,
+        mut facts: Facts,
     ) -> Self {
-        let mut facts = resp.extensions_mut().remove::<Facts>().unwrap_or_default();
         let request_id = facts.request_id.take().or_else(|| {
             resp.headers()
                 .get(&crate::forwarding::X_REQUEST_ID)

@@ -154,7 +154,9 @@ impl TraceContext {
     pub fn traceparent(&self) -> http::HeaderValue {
         let mut v = Vec::with_capacity(55);
         self.put_traceparent(&mut v);
-        http::HeaderValue::from_bytes(&v).unwrap_or(http::HeaderValue::from_static(""))
+        // The vector becomes the value (no copy, one allocation).
+        http::HeaderValue::from_maybe_shared(bytes::Bytes::from(v))
+            .unwrap_or(http::HeaderValue::from_static(""))
     }
 }
 
