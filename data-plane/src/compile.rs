@@ -651,6 +651,41 @@ fn forward_target(
     }
 }
 
+/// For tests elsewhere: the mirror of `yaml`'s first route, its services' clusters built
+/// as [`compile`] builds them.
+#[cfg(test)]
+pub fn mirror_target_for_tests(yaml: &str) -> Arc<MirrorTarget> {
+    let spec = routemaster_common::spec::ConfigSpec::from_yaml(yaml).unwrap();
+    let config = routemaster_common::Config::try_from(spec).unwrap();
+    let metrics = Metrics::new(1);
+    let health = HealthRegistry::default();
+    let cluster = |name: &str| {
+        let service = config.services().iter().find(|s| s.name().as_str() == name);
+        let service = service.unwrap();
+        Arc::new(Cluster::new(
+            service,
+            &metrics,
+            &health,
+            false,
+            &Resolved::default(),
+        ))
+    };
+    let route = &config.routes()[0];
+    let Action::Forward(f) = route.action() else {
+        panic!("not a forward route")
+    };
+    let m = f.mirror().unwrap();
+    Arc::new(MirrorTarget {
+        route: route.id().as_str().into(),
+        candidate: cluster(m.service().as_str()),
+        baseline: m
+            .compare()
+            .and_then(|c| c.baseline())
+            .map(|b| cluster(b.as_str())),
+        mirror: m.clone(),
+    })
+}
+
 #[cfg(test)]
 mod pick_tests {
     use super::*;

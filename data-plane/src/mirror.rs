@@ -10,7 +10,11 @@
 //! HTTP/1.1 engine's own exchange from the head bytes it wrote and read
 //! ([`Mirroring::prepare_head`], [`MirrorSlot`]), its relay feeding the [`Tee`] the body
 //! the client gets (chunked framing removed). Both use the worker's one [`MirrorQueue`]
-//! and, for sending, the process's low-priority mirror thread ([`MirrorRuntime`]).
+//! and, for sending, the process's low-priority mirror thread ([`MirrorRuntime`]),
+//! which sends the GET and HEAD copies for one `http1` endpoint that a tick brings
+//! pipelined on one connection in one write ([`crate::h1::client::pipeline`]): the
+//! kernel's work per copy (a loopback send runs the receiver's TCP path in the sender's
+//! context) and the wake-ups per answer were most of a copy's cost.
 //!
 //! The mirror never delays or fails the client's request: the copies are sent by a
 //! spawned task after the primary's response head is in, at most [`MAX_IN_FLIGHT`] per
@@ -34,9 +38,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::body::FromUpstream;
 use crate::compile::{Cluster, MirrorTarget};
+use crate::error::ProxyError;
 use crate::forwarding::is_hop_by_hop;
 use crate::h1::UpstreamPool;
-use crate::h1::client::{Outgoing, Target};
+use crate::h1::client::{Answers, Outgoing, Pipeline, Target};
 use crate::proxy::Proxy;
 use crate::shadow::{MissSample, RECENT_MISSES};
 use crate::upstream::{Clients, RequestBody};
@@ -325,26 +330,31 @@ impl Mirroring {
             }
             None => (None, None),
         };
-        let copy = self.copy.take();
-        let permit = self.permit.take();
-        let target = Arc::clone(&self.target);
-        let tally = self.tally.take();
-        let task = |senders| async move {
-            let _permit = permit;
-            let Some(copy) = copy else { return };
-            run(senders, target, tally, compare, copy, primary).await;
+        let (Some(copy), Some(permit)) = (self.copy.take(), self.permit.take()) else {
+            return tee;
+        };
+        let job = Job {
+            target: Arc::clone(&self.target),
+            tally: self.tally.take(),
+            compare,
+            copy,
+            primary,
+            _permit: permit,
         };
         match MirrorRuntime::get(&clients) {
-            Some(rt) => rt.submit(Box::pin(task(Senders {
-                clients: Arc::clone(&rt.clients),
-                pool: Some(Arc::clone(&rt.pool)),
-            }))),
+            Some(rt) => rt.submit(job),
             // No mirror thread could be started: the worker sends the copies itself
-            // (on hyper's clients; the worker's own pool is its engine's).
-            None => drop(tokio::spawn(task(Senders {
-                clients,
-                pool: None,
-            }))),
+            // (on hyper's clients; the worker's own pool is its engine's), one
+            // exchange each.
+            None => {
+                let senders = Senders {
+                    clients,
+                    pool: None,
+                };
+                let candidate = direct(&senders, &job.target.candidate, &job);
+                let baseline = job.baseline().map(|c| direct(&senders, c, &job));
+                drop(tokio::spawn(run(job, candidate, baseline)));
+            }
         }
         tee
     }
@@ -360,13 +370,32 @@ impl Mirroring {
 struct MirrorRuntime {
     /// Mirrored exchanges handed over by the workers, taken by the mirror thread on its
     /// next tick (see [`MirrorRuntime::submit`]).
-    queue: Arc<Mutex<Vec<MirrorTask>>>,
-    clients: Arc<Clients>,
-    /// The HTTP/1.1 engine's client pool for copies to `http1` services.
-    pool: Arc<UpstreamPool>,
+    queue: Arc<Mutex<Vec<Job>>>,
 }
 
-type MirrorTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+/// One mirrored exchange waiting for the mirror thread: the copy, where it goes, and
+/// (when comparing) the primary's response to come.
+#[derive(Debug)]
+struct Job {
+    target: Arc<MirrorTarget>,
+    tally: Option<Arc<MirrorTally>>,
+    compare: Option<Compare>,
+    copy: http::request::Parts,
+    primary: Option<oneshot::Receiver<Captured>>,
+    /// The worker's queue slot, freed when the exchange ends.
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Job {
+    /// Where the second copy goes: the baseline's service, when the exchange compares
+    /// and has one.
+    fn baseline(&self) -> Option<&Arc<Cluster>> {
+        match (&self.compare, &self.tally, &self.primary) {
+            (Some(_), Some(_), Some(_)) => self.target.baseline.as_ref(),
+            _ => None,
+        }
+    }
+}
 
 /// How often the mirror thread takes the queue while copies come, and while none has
 /// come for [`QUIET_AFTER`]: a copy waits at most this long to start (its comparison
@@ -387,15 +416,19 @@ impl MirrorRuntime {
     /// Hands a mirrored exchange to the mirror thread without waking it: a push under an
     /// uncontended lock, no syscall on the worker (a spawn onto another runtime writes
     /// its eventfd and switches to its thread once per mirrored request).
-    fn submit(&self, task: MirrorTask) {
-        lock(&self.queue).push(task);
+    fn submit(&self, job: Job) {
+        lock(&self.queue).push(job);
     }
 }
 
-/// The mirror thread's loop: every tick, start what the workers queued.
-async fn take_queue(queue: Arc<Mutex<Vec<MirrorTask>>>) {
+/// The mirror thread's loop: every tick, start what the workers queued. Copies to an
+/// `http1` endpoint with a method [`Pipeline::takes`] go out together, one pipeline
+/// per endpoint (up to [`PIPELINE_DEPTH`] copies each) on one connection in one write;
+/// the others as one exchange each.
+async fn take_queue(queue: Arc<Mutex<Vec<Job>>>, senders: Senders) {
     let mut idle_ticks = 0u32;
     let mut batch = Vec::new();
+    let mut pipes: Vec<Pipe> = Vec::new();
     loop {
         let tick = if idle_ticks < QUIET_AFTER {
             BUSY_TICK
@@ -409,9 +442,221 @@ async fn take_queue(queue: Arc<Mutex<Vec<MirrorTask>>>) {
             continue;
         }
         idle_ticks = 0;
-        for task in batch.drain(..) {
-            drop(tokio::spawn(task));
+        start(&mut batch, &senders, &mut pipes);
+    }
+}
+
+/// Starts a tick's jobs (`batch`, left empty): each its exchange's task, and one task
+/// per pipeline (`pipes`, a buffer kept across ticks).
+fn start(batch: &mut Vec<Job>, senders: &Senders, pipes: &mut Vec<Pipe>) {
+    for job in batch.drain(..) {
+        let candidate = dispatch(senders, &job.target.candidate, &job, pipes);
+        let baseline = job.baseline().map(|c| dispatch(senders, c, &job, pipes));
+        drop(tokio::spawn(run(job, candidate, baseline)));
+    }
+    if let Some(pool) = &senders.pool {
+        for pipe in pipes.drain(..) {
+            drop(tokio::spawn(pipe.send(Arc::clone(pool))));
         }
+    }
+}
+
+/// Copies to one endpoint pipelined on one connection at most: deeper, a slow answer
+/// holds up more of the others behind it.
+const PIPELINE_DEPTH: usize = 32;
+
+/// A copy's answer to come: its own exchange, or its place in a pipeline.
+enum CopyAnswer {
+    Direct(std::pin::Pin<Box<dyn std::future::Future<Output = Result<Captured, String>> + Send>>),
+    Piped(oneshot::Receiver<Result<Captured, String>>),
+}
+
+impl CopyAnswer {
+    async fn get(self) -> Result<Captured, String> {
+        match self {
+            Self::Direct(f) => f.await,
+            // The pipeline answers every copy before it ends; a pipeline that could not
+            // (its task dropped with the thread's runtime) leaves no answer.
+            Self::Piped(rx) => rx
+                .await
+                .unwrap_or_else(|_| Err("the mirror's pipeline ended without an answer".into())),
+        }
+    }
+}
+
+/// The copy of `job` to `cluster` as its own exchange.
+fn direct(senders: &Senders, cluster: &Arc<Cluster>, job: &Job) -> CopyAnswer {
+    let m = &job.target.mirror;
+    CopyAnswer::Direct(Box::pin(send(
+        senders,
+        cluster,
+        &job.copy,
+        m.timeout(),
+        m.max_body(),
+    )))
+}
+
+/// The copy of `job` to `cluster`: into the tick's pipeline for its endpoint when it
+/// can be pipelined, else its own exchange.
+fn dispatch(
+    senders: &Senders,
+    cluster: &Arc<Cluster>,
+    job: &Job,
+    pipes: &mut Vec<Pipe>,
+) -> CopyAnswer {
+    if senders.pool.is_none()
+        || cluster.protocol() != Protocol::Http1
+        || !Pipeline::takes(&job.copy.method)
+    {
+        return direct(senders, cluster, job);
+    }
+    let endpoint = match cluster.pick(0) {
+        Ok(e) => e,
+        Err(_) => {
+            let e = format!("no instance of {} to send to", cluster.name());
+            return CopyAnswer::Direct(Box::pin(std::future::ready(Err(e))));
+        }
+    };
+    let i = match pipes
+        .iter()
+        .position(|p| p.authority == *endpoint.authority() && p.requests.len() < PIPELINE_DEPTH)
+    {
+        Some(i) => i,
+        None => {
+            pipes.push(Pipe {
+                authority: endpoint.authority().clone(),
+                requests: Pipeline::default(),
+                copies: Vec::new(),
+                timeout: Duration::ZERO,
+            });
+            pipes.len() - 1
+        }
+    };
+    let pipe = &mut pipes[i];
+    // A copy of an HTTP/2 upstream request has its host only as the `:authority`.
+    let host = match job.copy.headers.contains_key(http::header::HOST) {
+        true => None,
+        false => job
+            .copy
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(&shadow_host(a.as_str())).ok()),
+    };
+    pipe.requests.push(&job.copy, host.as_ref());
+    let m = &job.target.mirror;
+    pipe.timeout = pipe.timeout.max(m.timeout());
+    let (tx, rx) = oneshot::channel();
+    pipe.copies.push(PipedCopy {
+        answer: Some(tx),
+        endpoint,
+        max_body: m.max_body(),
+        timeout: m.timeout(),
+        head: None,
+        buf: Vec::new(),
+        len: 0,
+        hash: fnv1a(b""),
+        over: false,
+    });
+    CopyAnswer::Piped(rx)
+}
+
+/// One tick's copies to one endpoint.
+struct Pipe {
+    authority: http::uri::Authority,
+    requests: Pipeline,
+    copies: Vec<PipedCopy>,
+    /// The longest of the copies' timeouts: the pipeline's own bound.
+    timeout: Duration,
+}
+
+/// One pipelined copy's answer as it comes in.
+struct PipedCopy {
+    answer: Option<oneshot::Sender<Result<Captured, String>>>,
+    endpoint: crate::compile::EndpointGuard,
+    max_body: usize,
+    timeout: Duration,
+    head: Option<http::response::Parts>,
+    buf: Vec<u8>,
+    len: u64,
+    hash: u64,
+    over: bool,
+}
+
+impl PipedCopy {
+    fn answer(&mut self, result: Result<Captured, String>) {
+        if let Some(tx) = self.answer.take() {
+            self.endpoint.record(result.is_ok());
+            let _ = tx.send(result);
+        }
+    }
+}
+
+impl Pipe {
+    /// Sends the copies and hands each its answer; copies still unanswered when the
+    /// pipeline's time is up are slower than their timeout.
+    async fn send(mut self, pool: Arc<UpstreamPool>) {
+        let mut answers = PipeAnswers {
+            copies: &mut self.copies,
+            authority: &self.authority,
+        };
+        let sent = crate::h1::client::pipeline(
+            &pool,
+            &self.authority,
+            &self.requests,
+            MAX_HEAD,
+            BUSY_TICK,
+            &mut answers,
+        );
+        let _ = tokio::time::timeout(self.timeout, sent).await;
+        for c in &mut self.copies {
+            let timeout = c.timeout;
+            c.answer(Err(format!("slower than the mirror timeout ({timeout:?})")));
+        }
+    }
+}
+
+/// [`Answers`] into a pipe's copies.
+struct PipeAnswers<'a> {
+    copies: &'a mut [PipedCopy],
+    authority: &'a http::uri::Authority,
+}
+
+impl Answers for PipeAnswers<'_> {
+    fn head(&mut self, i: usize, parts: http::response::Parts) {
+        self.copies[i].head = Some(parts);
+    }
+
+    fn data(&mut self, i: usize, d: &[u8]) {
+        let c = &mut self.copies[i];
+        c.len += d.len() as u64;
+        c.hash = fnv1a_update(c.hash, d);
+        if !c.over && c.buf.len() + d.len() <= c.max_body {
+            c.buf.extend_from_slice(d);
+        } else {
+            c.over = true;
+            c.buf = Vec::new();
+        }
+    }
+
+    fn end(&mut self, i: usize) {
+        let c = &mut self.copies[i];
+        let Some(parts) = c.head.take() else { return };
+        let body = if c.over {
+            Err((c.len, c.hash))
+        } else {
+            Ok(std::mem::take(&mut c.buf))
+        };
+        c.answer(Ok(Captured {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
+        }));
+    }
+
+    fn failed(&mut self, i: usize, e: &ProxyError) {
+        let c = &mut self.copies[i];
+        let name = c.endpoint.cluster().name().to_owned();
+        c.answer(Err(format!("{name} {}: {e}", self.authority)));
     }
 }
 
@@ -466,17 +711,17 @@ impl MirrorRuntime {
         });
         let queue = Arc::new(Mutex::new(Vec::new()));
         let taken = Arc::clone(&queue);
+        let senders = Senders {
+            clients: Arc::new(like.sibling()),
+            pool: Some(pool),
+        };
         std::thread::Builder::new()
             .name("mirror".into())
             .spawn(move || {
                 lower_priority();
-                runtime.block_on(take_queue(taken));
+                runtime.block_on(take_queue(taken, senders));
             })?;
-        Ok(Self {
-            queue,
-            clients: Arc::new(like.sibling()),
-            pool,
-        })
+        Ok(Self { queue })
     }
 }
 
@@ -593,26 +838,26 @@ pub fn shadow_host(host: &str) -> String {
     }
 }
 
-/// One mirrored exchange: the copies, then (when comparing) the verdict.
-async fn run(
-    senders: Senders,
-    target: Arc<MirrorTarget>,
-    tally: Option<Arc<MirrorTally>>,
-    compare: Option<Compare>,
-    copy: http::request::Parts,
-    primary: Option<oneshot::Receiver<Captured>>,
-) {
-    let timeout = target.mirror.timeout();
-    let max_body = target.mirror.max_body();
-    let candidate = send(&senders, &target.candidate, &copy, timeout, max_body);
+/// One mirrored exchange: the copies' answers (`baseline` only when comparing with
+/// one), then (when comparing) the verdict.
+async fn run(job: Job, candidate: CopyAnswer, baseline: Option<CopyAnswer>) {
+    let Job {
+        tally,
+        compare,
+        copy,
+        primary,
+        _permit,
+        ..
+    } = job;
+    let candidate = candidate.get();
     let (Some(compare), Some(tally), Some(primary)) = (compare, tally, primary) else {
         // Fire-and-forget: read and discard.
         let _ = candidate.await;
         return;
     };
     let baseline = async {
-        match &target.baseline {
-            Some(cluster) => Some(send(&senders, cluster, &copy, timeout, max_body).await),
+        match baseline {
+            Some(b) => Some(b.get().await),
             None => None,
         }
     };
@@ -891,6 +1136,139 @@ mod tests {
                 (m.to_owned(), pq.to_owned(), fields)
             });
             assert_eq!(got, want, "{head:?}");
+        }
+    }
+
+    /// Compared copies pipelined to a candidate that answers the first two and closes
+    /// the connection without notice: the third and fourth copies are `error`s (their
+    /// exchanges only; the clients' responses were never involved), and a copy with a
+    /// method that is not pipelined goes out on its own.
+    #[tokio::test]
+    async fn copies_a_pipeline_left_unanswered_are_errors() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (lines_tx, mut lines_rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let lines_tx = lines_tx.clone();
+                tokio::spawn(async move {
+                    let mut seen = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    // The pipelined four, or one OPTIONS.
+                    loop {
+                        let heads = seen.windows(4).filter(|w| *w == b"\r\n\r\n").count();
+                        if heads == 4 || (heads == 1 && seen.starts_with(b"OPTIONS")) {
+                            break;
+                        }
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let text = String::from_utf8(seen).unwrap();
+                    let heads: Vec<String> = text
+                        .split("\r\n\r\n")
+                        .filter(|h| !h.is_empty())
+                        .map(|h| h.lines().next().unwrap().to_owned())
+                        .collect();
+                    let n = if heads.len() == 4 { 2 } else { 1 };
+                    lines_tx.send(heads).unwrap();
+                    let ok = "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok";
+                    s.write_all(ok.repeat(n).as_bytes()).await.unwrap();
+                });
+            }
+        });
+        let yaml = format!(
+            "services:\n  - name: lms\n    instances: [{{ address: \"{addr}\" }}]\n\
+             routes:\n  - {{ id: r, path: {{ prefix: / }}, forward: {{ service: lms, mirror: \
+             {{ service: lms, methods: [GET, OPTIONS], compare: {{ headers: [content-type] }} }} }} }}\n"
+        );
+        let target = crate::compile::mirror_target_for_tests(&yaml);
+        let tally = Arc::new(MirrorTally::new("r", 1));
+        let queue = MirrorQueue::default();
+        let mut batch = Vec::new();
+        for (i, method) in ["GET", "GET", "GET", "GET", "OPTIONS"]
+            .into_iter()
+            .enumerate()
+        {
+            let head = format!("{method} /{i} HTTP/1.1\r\nhost: lms\r\n\r\n");
+            let mut m = Mirroring::prepare_head(
+                Arc::clone(&target),
+                Some(Arc::clone(&tally)),
+                &queue,
+                head.as_bytes(),
+                false,
+            )
+            .unwrap();
+            // The primary's response, already all in.
+            let (tx, rx) = oneshot::channel();
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain"),
+            );
+            let tee = Tee {
+                status: 200,
+                headers,
+                max: 1024,
+                buf: Vec::new(),
+                len: 0,
+                hash: fnv1a(b""),
+                done: Some(tx),
+            };
+            let mut tee = tee;
+            tee.data(b"ok");
+            tee.end();
+            batch.push(Job {
+                target: Arc::clone(&target),
+                tally: Some(Arc::clone(&tally)),
+                compare: target.mirror.compare().cloned(),
+                copy: m.copy.take().unwrap(),
+                primary: Some(rx),
+                _permit: m.permit.take().unwrap(),
+            });
+        }
+        let senders = Senders {
+            clients: Arc::new(Clients::new(&crate::upstream::UpstreamOptions::default())),
+            pool: Some(Arc::new(UpstreamPool::new(
+                Duration::from_secs(1),
+                Duration::from_secs(60),
+            ))),
+        };
+        let mut pipes = Vec::new();
+        start(&mut batch, &senders, &mut pipes);
+        assert!(batch.is_empty() && pipes.is_empty());
+        let mut seen = vec![
+            lines_rx.recv().await.unwrap(),
+            lines_rx.recv().await.unwrap(),
+        ];
+        seen.sort();
+        assert_eq!(
+            seen,
+            vec![
+                vec![
+                    "GET /0 HTTP/1.1",
+                    "GET /1 HTTP/1.1",
+                    "GET /2 HTTP/1.1",
+                    "GET /3 HTTP/1.1"
+                ],
+                vec!["OPTIONS /4 HTTP/1.1"],
+            ]
+        );
+        let counts = loop {
+            let c = tally.counts();
+            if c.counts.iter().sum::<u64>() == 5 {
+                break c;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        // match, miss, noise, error, dropped
+        assert_eq!(counts.counts, [3, 0, 0, 2, 0]);
+        assert_eq!(counts.recent.len(), 2);
+        for sample in &counts.recent {
+            assert!(sample.actual.starts_with("error: lms "), "{sample:?}");
+            assert!(["/2", "/3"].contains(&sample.path.as_str()), "{sample:?}");
         }
     }
 

@@ -151,7 +151,7 @@ impl UpstreamPool {
     }
 
     #[cfg(test)]
-    fn idle_count(&self) -> usize {
+    pub(crate) fn idle_count(&self) -> usize {
         let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         idle.values().map(Vec::len).sum()
     }
