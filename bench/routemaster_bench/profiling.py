@@ -60,10 +60,13 @@ BREAKDOWN = [
      lambda f: f.startswith("routemaster_data_plane::h1::response::prepare")),
     ("user: h1 upstream pool (checkout/checkin)",
      lambda f: f.startswith("routemaster_data_plane::h1::pool::")),
-    # Not `time::Driver::park_internal`: the I/O driver's epoll_wait runs inside it.
+    # Not `time::Driver::park_internal`: the I/O driver's epoll_wait runs inside it; not
+    # `Timeout::poll` either: the future it bounds (an I/O call and its syscall) runs
+    # inside it.
     ("user: tokio timers (keep-alive/header-read timer, route deadlines)",
      lambda f: f.startswith(("tokio::time", "<tokio::time", "tokio::runtime::time::entry",
-                             "<tokio::runtime::time::entry", "tokio::runtime::time::wheel"))),
+                             "<tokio::runtime::time::entry", "tokio::runtime::time::wheel"))
+     and "timeout::Timeout" not in f),
     ("user: tokio I/O readiness (ScheduledIo)", lambda f: f.startswith(("tokio::runtime::io", "<tokio::runtime::io"))),
     ("user: allocator (malloc/free/realloc)",
      lambda f: f.startswith(("__rustc::__rdl_alloc", "__rustc::__rdl_dealloc", "__rustc::__rdl_realloc"))),
