@@ -402,12 +402,37 @@ impl Job {
 /// comparison waits for the primary's body anyway), and its answers are read a tick
 /// after its pipeline was written. 5 ms rather than 1: a fifth of the wake-ups, and
 /// deeper pipelines (at 4,000 req/s with compare, the mirror thread's CPU per client
-/// request 15.0 -> 11.3 us). The cost: an exchange holds its place in the worker's
-/// [`MAX_IN_FLIGHT`] for about two ticks, so a 100% mirror above roughly 25,000
-/// requests/s per worker drops copies (counted).
+/// request 15.0 -> 11.3 us). An exchange holds its place in the worker's
+/// [`MAX_IN_FLIGHT`] for about two ticks, so at 5 ms a 100% mirror above ~25,000
+/// requests/s per worker would drop copies: from [`FAST_FROM`] jobs a millisecond the
+/// ticks are [`FAST_TICK`] (slots held ~2 ms, room for ~128,000/s per worker), back to
+/// 5 ms below [`FAST_UNTIL`] (apart, so the tick does not flap at one rate).
 const BUSY_TICK: Duration = Duration::from_millis(5);
+const FAST_TICK: Duration = Duration::from_millis(1);
 const QUIET_TICK: Duration = Duration::from_millis(20);
 const QUIET_AFTER: u32 = 1000;
+/// Queued jobs per millisecond (all workers) from which ticks are [`FAST_TICK`].
+const FAST_FROM: usize = 12;
+/// Jobs per millisecond under which fast ticks go back to [`BUSY_TICK`].
+const FAST_UNTIL: usize = 6;
+
+/// The tick after one that lasted `tick` and brought `jobs` (`idle_ticks`: ticks in a
+/// row that brought none).
+fn next_tick(tick: Duration, jobs: usize, idle_ticks: u32) -> Duration {
+    if jobs == 0 {
+        return if idle_ticks < QUIET_AFTER {
+            BUSY_TICK
+        } else {
+            QUIET_TICK
+        };
+    }
+    let per_ms = jobs / usize::try_from(tick.as_millis().max(1)).unwrap_or(usize::MAX);
+    match tick {
+        FAST_TICK if per_ms >= FAST_UNTIL => FAST_TICK,
+        _ if per_ms >= FAST_FROM => FAST_TICK,
+        _ => BUSY_TICK,
+    }
+}
 
 impl std::fmt::Debug for MirrorRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -434,26 +459,25 @@ async fn take_queue(queue: Arc<Mutex<Vec<Job>>>, senders: Senders) {
     let mut idle_ticks = 0u32;
     let mut batch = Vec::new();
     let mut pipes: Vec<Pipe> = Vec::new();
+    let mut tick = BUSY_TICK;
     loop {
-        let tick = if idle_ticks < QUIET_AFTER {
-            BUSY_TICK
-        } else {
-            QUIET_TICK
-        };
         tokio::time::sleep(tick).await;
         std::mem::swap(&mut batch, &mut *lock(&queue));
-        if batch.is_empty() {
-            idle_ticks = idle_ticks.saturating_add(1);
-            continue;
+        idle_ticks = if batch.is_empty() {
+            idle_ticks.saturating_add(1)
+        } else {
+            0
+        };
+        tick = next_tick(tick, batch.len(), idle_ticks);
+        if !batch.is_empty() {
+            start(&mut batch, &senders, &mut pipes, tick);
         }
-        idle_ticks = 0;
-        start(&mut batch, &senders, &mut pipes);
     }
 }
 
 /// Starts a tick's jobs (`batch`, left empty): each its exchange's task, and one task
 /// per pipeline (`pipes`, a buffer kept across ticks).
-fn start(batch: &mut Vec<Job>, senders: &Senders, pipes: &mut Vec<Pipe>) {
+fn start(batch: &mut Vec<Job>, senders: &Senders, pipes: &mut Vec<Pipe>, tick: Duration) {
     for job in batch.drain(..) {
         let candidate = dispatch(senders, &job.target.candidate, &job, pipes);
         let baseline = job.baseline().map(|c| dispatch(senders, c, &job, pipes));
@@ -461,7 +485,7 @@ fn start(batch: &mut Vec<Job>, senders: &Senders, pipes: &mut Vec<Pipe>) {
     }
     if let Some(pool) = &senders.pool {
         for pipe in pipes.drain(..) {
-            drop(tokio::spawn(pipe.send(Arc::clone(pool))));
+            drop(tokio::spawn(pipe.send(Arc::clone(pool), tick)));
         }
     }
 }
@@ -599,7 +623,8 @@ impl PipedCopy {
 impl Pipe {
     /// Sends the copies and hands each its answer; copies still unanswered when the
     /// pipeline's time is up are slower than their timeout.
-    async fn send(mut self, pool: Arc<UpstreamPool>) {
+    /// The answers are read from `tick` after the write (the mirror thread's tick).
+    async fn send(mut self, pool: Arc<UpstreamPool>, tick: Duration) {
         let mut answers = PipeAnswers {
             copies: &mut self.copies,
             authority: &self.authority,
@@ -609,7 +634,7 @@ impl Pipe {
             &self.authority,
             &self.requests,
             MAX_HEAD,
-            BUSY_TICK,
+            tick,
             &mut answers,
         );
         let _ = tokio::time::timeout(self.timeout, sent).await;
@@ -1060,6 +1085,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_tick_follows_the_rate_with_hysteresis() {
+        for (tick, jobs, idle, want, why) in [
+            (BUSY_TICK, 0, 0, BUSY_TICK, "none this tick, not yet quiet"),
+            (BUSY_TICK, 0, QUIET_AFTER, QUIET_TICK, "quiet"),
+            (FAST_TICK, 0, 1, BUSY_TICK, "none after fast ticks"),
+            (QUIET_TICK, 1, 0, BUSY_TICK, "a job wakes it up"),
+            (BUSY_TICK, 20, 0, BUSY_TICK, "4,000/s stays at 5 ms"),
+            (BUSY_TICK, 59, 0, BUSY_TICK, "just under 12 a ms"),
+            (BUSY_TICK, 60, 0, FAST_TICK, "12 a ms"),
+            (FAST_TICK, 8, 0, FAST_TICK, "8 a ms keeps fast ticks"),
+            (FAST_TICK, 6, 0, FAST_TICK, "6 a ms keeps fast ticks"),
+            (FAST_TICK, 5, 0, BUSY_TICK, "under 6 a ms goes back"),
+            (QUIET_TICK, 400, 0, FAST_TICK, "a burst after quiet"),
+        ] {
+            assert_eq!(next_tick(tick, jobs, idle), want, "{why}");
+        }
+    }
+
+    #[test]
     fn shadow_hosts() {
         for (host, want) in [
             ("lms.example.com", "lms.example.com-shadow"),
@@ -1242,7 +1286,7 @@ mod tests {
             ))),
         };
         let mut pipes = Vec::new();
-        start(&mut batch, &senders, &mut pipes);
+        start(&mut batch, &senders, &mut pipes, BUSY_TICK);
         assert!(batch.is_empty() && pipes.is_empty());
         let mut seen = vec![
             lines_rx.recv().await.unwrap(),
