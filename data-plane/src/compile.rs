@@ -75,6 +75,21 @@ pub struct MirrorTarget {
     pub baseline: Option<Arc<Cluster>>,
 }
 
+impl MirrorTarget {
+    /// Route `route`'s mirror `m`, its services' clusters found by `cluster`.
+    fn new(route: &str, m: &Mirror, cluster: impl Fn(&str) -> Arc<Cluster>) -> Self {
+        Self {
+            route: route.into(),
+            candidate: cluster(m.service().as_str()),
+            baseline: m
+                .compare()
+                .and_then(|c| c.baseline())
+                .map(|b| cluster(b.as_str())),
+            mirror: m.clone(),
+        }
+    }
+}
+
 impl ForwardTarget {
     pub fn pick_cluster(&self) -> Option<&Cluster> {
         let i = match &self.split {
@@ -629,17 +644,9 @@ fn forward_target(
                     .cloned()
                     .unwrap_or_else(|| Arc::clone(missing))
             };
-            let mirror = f.mirror().map(|m| {
-                Arc::new(MirrorTarget {
-                    route: route.id().as_str().into(),
-                    candidate: cluster(m.service().as_str()),
-                    baseline: m
-                        .compare()
-                        .and_then(|c| c.baseline())
-                        .map(|b| cluster(b.as_str())),
-                    mirror: m.clone(),
-                })
-            });
+            let mirror = f
+                .mirror()
+                .map(|m| Arc::new(MirrorTarget::new(route.id().as_str(), m, cluster)));
             Some(ForwardTarget {
                 clusters: targets,
                 metrics: pairs,
@@ -674,16 +681,11 @@ pub fn mirror_target_for_tests(yaml: &str) -> Arc<MirrorTarget> {
     let Action::Forward(f) = route.action() else {
         panic!("not a forward route")
     };
-    let m = f.mirror().unwrap();
-    Arc::new(MirrorTarget {
-        route: route.id().as_str().into(),
-        candidate: cluster(m.service().as_str()),
-        baseline: m
-            .compare()
-            .and_then(|c| c.baseline())
-            .map(|b| cluster(b.as_str())),
-        mirror: m.clone(),
-    })
+    Arc::new(MirrorTarget::new(
+        route.id().as_str(),
+        f.mirror().unwrap(),
+        cluster,
+    ))
 }
 
 #[cfg(test)]

@@ -227,44 +227,40 @@ pub async fn pipeline(
     };
     let n = requests.len();
     let mut next = 0;
+    // A stale pooled connection's slot, for the fresh connection that replaces it.
+    let mut stale = None;
     while next < n {
-        let up = match pool.checkout_for(authority.as_str(), None).await {
-            Ok(up) => up,
-            Err(e) => return fail_from(answers, next, n, &e),
+        let (stream, open, reused) = match stale.take() {
+            // Once more on a fresh one (`checkout` only reuses what is idle; the stale
+            // ones are gone as they fail).
+            Some(open) => match pool.connect(authority.as_str()).await {
+                Ok(stream) => (stream, open, false),
+                Err(e) => return fail_from(answers, next, n, &e),
+            },
+            None => match pool.checkout_for(authority.as_str(), None).await {
+                Ok(up) => (up.stream, up.open, up.reused),
+                Err(e) => return fail_from(answers, next, n, &e),
+            },
         };
-        let (stream, answered, end) = to.run(up.stream, next, answers).await;
+        let (stream, answered, end) = to.run(stream, next, answers).await;
         match (end, stream) {
             (PipeEnd::Done { clean: true }, Some(stream)) => {
-                pool.checkin(authority.as_str(), stream, up.open);
+                pool.checkin(authority.as_str(), stream, open);
                 return;
             }
             (PipeEnd::Done { .. }, _) => return,
             // The upstream said it closes: the rest was never processed.
             (PipeEnd::Closing, _) => next = answered,
-            (PipeEnd::Broken { e, received }, _) => {
-                if up.reused && !received {
-                    // A stale pooled connection: once more on a fresh one (`checkout`
-                    // only reuses what is idle; the stale ones are gone as they fail).
-                    let fresh = match pool.connect(authority.as_str()).await {
-                        Ok(stream) => stream,
-                        Err(e) => return fail_from(answers, answered, n, &e),
-                    };
-                    let (stream, answered, end) = to.run(fresh, answered, answers).await;
-                    match (end, stream) {
-                        (PipeEnd::Done { clean: true }, Some(stream)) => {
-                            pool.checkin(authority.as_str(), stream, up.open);
-                            return;
-                        }
-                        (PipeEnd::Done { .. }, _) => return,
-                        (PipeEnd::Closing, _) => next = answered,
-                        (PipeEnd::Broken { e, .. }, _) => {
-                            return fail_from(answers, answered, n, &e);
-                        }
-                    }
-                } else {
-                    return fail_from(answers, answered, n, &e);
-                }
+            (
+                PipeEnd::Broken {
+                    received: false, ..
+                },
+                _,
+            ) if reused => {
+                next = answered;
+                stale = Some(open);
             }
+            (PipeEnd::Broken { e, .. }, _) => return fail_from(answers, answered, n, &e),
         }
     }
 }
