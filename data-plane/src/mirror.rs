@@ -150,6 +150,49 @@ pub struct Captured {
     body: Result<Vec<u8>, (u64, u64)>,
 }
 
+/// A body as the comparison sees it: kept whole up to `max` bytes; beyond, only its
+/// length and hash (what the primary's [`Tee`] and a copy's answer both keep).
+#[derive(Debug)]
+struct BodyCapture {
+    max: usize,
+    buf: Vec<u8>,
+    len: u64,
+    hash: u64,
+    over: bool,
+}
+
+impl BodyCapture {
+    fn new(max: usize) -> Self {
+        Self {
+            max,
+            buf: Vec::new(),
+            len: 0,
+            hash: fnv1a(b""),
+            over: false,
+        }
+    }
+
+    fn push(&mut self, d: &[u8]) {
+        self.len += d.len() as u64;
+        self.hash = fnv1a_update(self.hash, d);
+        if !self.over && self.buf.len() + d.len() <= self.max {
+            self.buf.extend_from_slice(d);
+        } else {
+            self.over = true;
+            self.buf = Vec::new();
+        }
+    }
+
+    /// The body kept, or beyond `max` its length and hash.
+    fn finish(&mut self) -> Result<Vec<u8>, (u64, u64)> {
+        if self.over {
+            Err((self.len, self.hash))
+        } else {
+            Ok(std::mem::take(&mut self.buf))
+        }
+    }
+}
+
 /// Watches the primary's response body stream past (no copy beyond `max_body`, no
 /// wait): when it ends, the captured response goes to the mirror task. Dropped before
 /// the end (the client went away, the body failed): the task counts the copy dropped.
@@ -157,36 +200,21 @@ pub struct Captured {
 pub struct Tee {
     status: u16,
     headers: HeaderMap,
-    max: usize,
-    buf: Vec<u8>,
-    len: u64,
-    hash: u64,
+    body: BodyCapture,
     done: Option<oneshot::Sender<Captured>>,
 }
 
 impl Tee {
     pub fn data(&mut self, bytes: &[u8]) {
-        self.len += bytes.len() as u64;
-        self.hash = fnv1a_update(self.hash, bytes);
-        if self.buf.len() + bytes.len() <= self.max {
-            self.buf.extend_from_slice(bytes);
-        } else {
-            self.buf = Vec::new();
-            self.max = 0;
-        }
+        self.body.push(bytes);
     }
 
     pub fn end(mut self) {
         if let Some(done) = self.done.take() {
-            let body = if self.max == 0 && self.len > 0 {
-                Err((self.len, self.hash))
-            } else {
-                Ok(std::mem::take(&mut self.buf))
-            };
             let _ = done.send(Captured {
                 status: self.status,
                 headers: std::mem::take(&mut self.headers),
-                body,
+                body: self.body.finish(),
             });
         }
     }
@@ -315,10 +343,7 @@ impl Mirroring {
                 let tee = Tee {
                     status,
                     headers: kept,
-                    max: self.target.mirror.max_body(),
-                    buf: Vec::new(),
-                    len: 0,
-                    hash: fnv1a(b""),
+                    body: BodyCapture::new(self.target.mirror.max_body()),
                     done: Some(tx),
                 };
                 if head_only {
@@ -562,29 +587,16 @@ fn dispatch(
         }
     };
     let pipe = &mut pipes[i];
-    // A copy of an HTTP/2 upstream request has its host only as the `:authority`.
-    let host = match job.copy.headers.contains_key(http::header::HOST) {
-        true => None,
-        false => job
-            .copy
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(&shadow_host(a.as_str())).ok()),
-    };
-    pipe.requests.push(&job.copy, host.as_ref());
+    pipe.requests.push(&job.copy, copy_host(&job.copy).as_ref());
     let m = &job.target.mirror;
     pipe.timeout = pipe.timeout.max(m.timeout());
     let (tx, rx) = oneshot::channel();
     pipe.copies.push(PipedCopy {
         answer: Some(tx),
         endpoint,
-        max_body: m.max_body(),
         timeout: m.timeout(),
         head: None,
-        buf: Vec::new(),
-        len: 0,
-        hash: fnv1a(b""),
-        over: false,
+        body: BodyCapture::new(m.max_body()),
     });
     CopyAnswer::Piped(rx)
 }
@@ -602,13 +614,9 @@ struct Pipe {
 struct PipedCopy {
     answer: Option<oneshot::Sender<Result<Captured, String>>>,
     endpoint: crate::compile::EndpointGuard,
-    max_body: usize,
     timeout: Duration,
     head: Option<http::response::Parts>,
-    buf: Vec<u8>,
-    len: u64,
-    hash: u64,
-    over: bool,
+    body: BodyCapture,
 }
 
 impl PipedCopy {
@@ -657,25 +665,13 @@ impl Answers for PipeAnswers<'_> {
     }
 
     fn data(&mut self, i: usize, d: &[u8]) {
-        let c = &mut self.copies[i];
-        c.len += d.len() as u64;
-        c.hash = fnv1a_update(c.hash, d);
-        if !c.over && c.buf.len() + d.len() <= c.max_body {
-            c.buf.extend_from_slice(d);
-        } else {
-            c.over = true;
-            c.buf = Vec::new();
-        }
+        self.copies[i].body.push(d);
     }
 
     fn end(&mut self, i: usize) {
         let c = &mut self.copies[i];
         let Some(parts) = c.head.take() else { return };
-        let body = if c.over {
-            Err((c.len, c.hash))
-        } else {
-            Ok(std::mem::take(&mut c.buf))
-        };
+        let body = c.body.finish();
         c.answer(Ok(Captured {
             status: parts.status.as_u16(),
             headers: parts.headers,
@@ -977,6 +973,17 @@ fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     (!values.is_empty()).then(|| values.join(", "))
 }
 
+/// The `host` a copy needs added: a copy of an HTTP/2 upstream request has its host only
+/// as the `:authority` (given the `-shadow` suffix, as the header is).
+fn copy_host(copy: &http::request::Parts) -> Option<HeaderValue> {
+    if copy.headers.contains_key(http::header::HOST) {
+        return None;
+    }
+    copy.uri
+        .authority()
+        .and_then(|a| HeaderValue::from_str(&shadow_host(a.as_str())).ok())
+}
+
 /// Sends one copy to an endpoint of `cluster` and reads its response (bounded by
 /// `timeout` overall, the body kept up to `max_body`).
 fn send(
@@ -993,14 +1000,7 @@ fn send(
     *req.method_mut() = copy.method.clone();
     *req.headers_mut() = copy.headers.clone();
     let path = copy.uri.path_and_query().cloned();
-    // A copy of an HTTP/2 upstream request has its host only as the `:authority`.
-    let host = match copy.headers.contains_key(http::header::HOST) {
-        true => None,
-        false => copy
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(&shadow_host(a.as_str())).ok()),
-    };
+    let host = copy_host(copy);
     async move {
         let endpoint = cluster
             .pick(0)
@@ -1052,24 +1052,17 @@ fn send(
                     .map(|body| FromUpstream::Hyper { body }),
             };
             let (parts, mut body) = resp.into_parts();
-            let (mut buf, mut len, mut hash, mut over) = (Vec::new(), 0u64, fnv1a(b""), false);
+            let mut captured = BodyCapture::new(max_body);
             while let Some(frame) = body.frame().await {
                 let frame = frame.map_err(|e| format!("body: {e}"))?;
                 if let Some(d) = frame.data_ref() {
-                    len += d.len() as u64;
-                    hash = fnv1a_update(hash, d);
-                    if !over && buf.len() + d.len() <= max_body {
-                        buf.extend_from_slice(d);
-                    } else {
-                        over = true;
-                        buf = Vec::new();
-                    }
+                    captured.push(d);
                 }
             }
             Ok(Captured {
                 status: parts.status.as_u16(),
                 headers: parts.headers,
-                body: if over { Err((len, hash)) } else { Ok(buf) },
+                body: captured.finish(),
             })
         };
         let result = tokio::time::timeout(timeout, exchange)
@@ -1260,10 +1253,7 @@ mod tests {
             let tee = Tee {
                 status: 200,
                 headers,
-                max: 1024,
-                buf: Vec::new(),
-                len: 0,
-                hash: fnv1a(b""),
+                body: BodyCapture::new(1024),
                 done: Some(tx),
             };
             let mut tee = tee;
@@ -1329,10 +1319,7 @@ mod tests {
                 Tee {
                     status: 200,
                     headers: HeaderMap::new(),
-                    max,
-                    buf: Vec::new(),
-                    len: 0,
-                    hash: fnv1a(b""),
+                    body: BodyCapture::new(max),
                     done: Some(tx),
                 },
                 rx,
