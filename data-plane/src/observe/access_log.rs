@@ -378,11 +378,13 @@ fn put_str(out: &mut Vec<u8>, s: &[u8]) {
     out.push(b'"');
 }
 
-fn put_opt_str(out: &mut Vec<u8>, s: &[u8]) {
-    if s.is_empty() {
-        out.extend_from_slice(b"null");
-    } else {
-        put_str(out, s);
+/// `,"key":"value"`, or nothing when `value` is empty: a key that does not apply is
+/// left out of the line (not written as `null`), so that plain-HTTP lines do not carry
+/// empty TLS keys and the like.
+fn put_opt_field(out: &mut Vec<u8>, key: &[u8], value: &[u8]) {
+    if !value.is_empty() {
+        out.extend_from_slice(key);
+        put_str(out, value);
     }
 }
 
@@ -467,44 +469,42 @@ impl Clock {
 /// pair, escaped once when the pair's counters are made (see
 /// [`super::metrics::PairMetrics`]), not per line.
 pub(super) fn route_fields(route: &str, service: &str) -> Box<[u8]> {
-    let mut out = b",\"route\":".to_vec();
-    put_opt_str(&mut out, route.as_bytes());
-    out.extend_from_slice(b",\"service\":");
-    put_opt_str(&mut out, service.as_bytes());
+    let mut out = Vec::new();
+    put_opt_field(&mut out, b",\"route\":", route.as_bytes());
+    put_opt_field(&mut out, b",\"service\":", service.as_bytes());
     out.into_boxed_slice()
 }
 
-/// One line, with its newline; `elapsed` is how long the request took.
+/// One line, with its newline; `elapsed` is how long the request took. Keys that do not
+/// apply to the request (no trace, no route, no upstream, plain HTTP) are left out.
 fn format_line(out: &mut Vec<u8>, clock: &mut Clock, o: &Outcome<'_>, elapsed: Duration) {
     out.extend_from_slice(b"{\"time\":\"");
     let started = clock.wall(o.started);
     clock.put(out, started);
     out.extend_from_slice(b"\",\"request_id\":");
     put_str(out, o.request_id);
-    match o.trace {
-        Some(t) => {
-            out.extend_from_slice(b",\"trace_id\":\"");
-            t.put_trace_id(out);
-            out.extend_from_slice(b"\",\"client\":\"");
-        }
-        None => out.extend_from_slice(b",\"trace_id\":null,\"client\":\""),
+    if let Some(t) = o.trace {
+        out.extend_from_slice(b",\"trace_id\":\"");
+        t.put_trace_id(out);
+        out.push(b'"');
     }
+    out.extend_from_slice(b",\"client\":\"");
     put_addr(out, o.client);
-    out.extend_from_slice(b"\",\"method\":");
-    put_opt_str(out, o.request.method);
-    out.extend_from_slice(b",\"authority\":");
-    put_opt_str(out, o.request.authority);
-    out.extend_from_slice(b",\"path\":");
-    put_opt_str(out, o.request.path);
+    out.push(b'"');
+    put_opt_field(out, b",\"method\":", o.request.method);
+    put_opt_field(out, b",\"authority\":", o.request.authority);
+    put_opt_field(out, b",\"path\":", o.request.path);
     out.extend_from_slice(b",\"protocol\":\"");
     out.extend_from_slice(o.protocol.as_str().as_bytes());
     out.push(b'"');
-    match o.tag {
-        Some(t) => out.extend_from_slice(t.log_fields()),
-        None => out.extend_from_slice(b",\"route\":null,\"service\":null"),
+    if let Some(t) = o.tag {
+        out.extend_from_slice(t.log_fields());
     }
-    out.extend_from_slice(b",\"endpoint\":");
-    put_opt_str(out, o.endpoint.unwrap_or_default().as_bytes());
+    put_opt_field(
+        out,
+        b",\"endpoint\":",
+        o.endpoint.unwrap_or_default().as_bytes(),
+    );
     out.extend_from_slice(b",\"status\":");
     put_u64(out, u64::from(o.status));
     out.extend_from_slice(b",\"flags\":\"");
@@ -515,15 +515,16 @@ fn format_line(out: &mut Vec<u8>, clock: &mut Clock, o: &Outcome<'_>, elapsed: D
     put_u64(out, o.bytes_out);
     out.extend_from_slice(b",\"duration_ms\":");
     put_ms(out, elapsed);
-    out.extend_from_slice(b",\"upstream_ms\":");
-    match o.upstream_time {
-        Some(d) => put_ms(out, d),
-        None => out.extend_from_slice(b"null"),
+    if let Some(d) = o.upstream_time {
+        out.extend_from_slice(b",\"upstream_ms\":");
+        put_ms(out, d);
     }
-    out.extend_from_slice(b",\"tls_version\":");
-    put_opt_str(out, o.request.tls_version.unwrap_or_default().as_bytes());
-    out.extend_from_slice(b",\"tls_sni\":");
-    put_opt_str(out, o.request.tls_sni.unwrap_or_default());
+    put_opt_field(
+        out,
+        b",\"tls_version\":",
+        o.request.tls_version.unwrap_or_default().as_bytes(),
+    );
+    put_opt_field(out, b",\"tls_sni\":", o.request.tls_sni.unwrap_or_default());
     out.extend_from_slice(b"}\n");
 }
 
@@ -669,39 +670,61 @@ mod tests {
         line.push(b'}');
         let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
         assert_eq!(v["route"], "r\"1");
-        assert!(v["service"].is_null());
+        assert!(v.get("service").is_none(), "{v}");
     }
 
     #[test]
-    fn a_line_is_one_json_object_with_every_field() {
+    fn a_line_is_one_json_object_with_every_field_that_applies() {
         let metrics = super::super::Metrics::new(1);
         let pair = metrics.pair("r", "s");
         let trace = TraceContext::for_request(None, 0).0;
-        let cases = [
-            (Some(&*pair), "GET", "/a\"b\\c\u{1}", Some("127.0.0.1:1")),
-            (None, "", "", None),
+        // Always there; the rest only when it applies to the request.
+        let always = [
+            "time",
+            "request_id",
+            "client",
+            "protocol",
+            "status",
+            "flags",
+            "bytes_in",
+            "bytes_out",
+            "duration_ms",
         ];
-        for (tag, method, path, endpoint) in cases {
+        let applicable = [
+            "trace_id",
+            "method",
+            "authority",
+            "path",
+            "route",
+            "service",
+            "endpoint",
+            "upstream_ms",
+            "tls_version",
+            "tls_sni",
+        ];
+        for everything in [true, false] {
+            let path = "/a\"b\\c\u{1}";
+            let applies = |s: &'static str| if everything { s.as_bytes() } else { b"" };
             let o = Outcome {
                 started: std::time::Instant::now(),
                 request_id: b"rid",
-                trace: Some(&trace),
+                trace: everything.then_some(&trace),
                 client: "10.0.0.1:5000".parse().unwrap(),
                 request: RequestInfo {
-                    method: method.as_bytes(),
-                    authority: b"example.com",
-                    path: path.as_bytes(),
-                    tls_version: tag.map(|_| "TLSv1.3"),
-                    tls_sni: None,
+                    method: applies("GET"),
+                    authority: applies("example.com"),
+                    path: applies(path),
+                    tls_version: everything.then_some("TLSv1.3"),
+                    tls_sni: everything.then_some(b"example.com".as_slice()),
                 },
                 protocol: Protocol::Http1,
-                tag,
-                endpoint,
+                tag: everything.then_some(&*pair),
+                endpoint: everything.then_some("127.0.0.1:1"),
                 status: 200,
                 reason: Reason::Upstream,
                 bytes_in: 10,
                 bytes_out: 20,
-                upstream_time: Some(Duration::from_micros(1500)),
+                upstream_time: everything.then_some(Duration::from_micros(1500)),
             };
             let mut out = Vec::new();
             format_line(
@@ -712,29 +735,18 @@ mod tests {
             );
             assert_eq!(out.last(), Some(&b'\n'));
             let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-            for field in [
-                "time",
-                "request_id",
-                "trace_id",
-                "client",
-                "method",
-                "authority",
-                "path",
-                "protocol",
-                "route",
-                "service",
-                "endpoint",
-                "status",
-                "flags",
-                "bytes_in",
-                "bytes_out",
-                "duration_ms",
-                "upstream_ms",
-                "tls_version",
-                "tls_sni",
-            ] {
+            for field in always {
                 assert!(v.get(field).is_some(), "{field} missing in {v}");
             }
+            for field in applicable {
+                // Present when it applies, left out (never null) when it does not.
+                assert_eq!(v.get(field).is_some(), everything, "{field} in {v}");
+            }
+            assert_eq!(
+                v.as_object().unwrap().len(),
+                always.len() + if everything { applicable.len() } else { 0 },
+                "{v}"
+            );
             assert_eq!(v["duration_ms"], 2.001);
             // RFC 3339 of fixed width sorts as time does: within a second of now.
             let time = v["time"].as_str().unwrap();
@@ -748,16 +760,14 @@ mod tests {
                 "{time}"
             );
             assert_eq!(time.len(), around(1).len(), "{time}");
-            assert_eq!(v["upstream_ms"], 1.5);
             assert_eq!(v["client"], "10.0.0.1:5000");
-            assert!(v["tls_sni"].is_null());
-            if tag.is_some() {
+            if everything {
                 assert_eq!(v["path"], path);
                 assert_eq!(v["route"], "r");
                 assert_eq!(v["service"], "s");
+                assert_eq!(v["upstream_ms"], 1.5);
                 assert_eq!(v["tls_version"], "TLSv1.3");
-            } else {
-                assert!(v["route"].is_null() && v["method"].is_null());
+                assert_eq!(v["tls_sni"], "example.com");
             }
         }
     }
