@@ -21,6 +21,7 @@ pub mod error;
 pub mod file_source;
 pub mod forwarding;
 pub mod h1;
+pub(crate) mod h2;
 pub mod health;
 pub mod mirror;
 pub mod observe;

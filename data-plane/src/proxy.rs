@@ -1,4 +1,4 @@
-//! The request path for hyper-served requests (HTTP/2 with prior knowledge), one phase
+//! The request path for HTTP/2 requests (our own server, [`crate::h2`]), one phase
 //! after another (read top to bottom). HTTP/1.1 takes the same phases in [`crate::h1`].
 //!
 //! 1–4. **downstream, route, action, upstream selection** — [`crate::routing::decide`],
@@ -25,7 +25,6 @@ use std::time::Duration;
 
 use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderValue, Request, Response, Uri, Version, header};
-use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::body::{BodyLimits, ProxyBody};
@@ -118,7 +117,7 @@ impl Proxy {
 
     async fn proxy(
         &self,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         client: SocketAddr,
         request_id: &HeaderValue,
         facts: &mut Facts,
@@ -195,8 +194,7 @@ impl Proxy {
         // future. Inline, it would be copied whole into this future's state on the way
         // in, and this future's size (that much larger) copied again into the box the
         // HTTP/2 server puts each request's future in.
-        let resp =
-            Box::pin(self.forward(parts, RequestBody::incoming(body), upstream, origin)).await;
+        let resp = Box::pin(self.forward(parts, body, upstream, origin)).await;
         facts.upstream_time = Some(started.elapsed());
         resp
     }
@@ -618,7 +616,7 @@ impl Proxy {
     /// allocated per request).
     pub async fn respond(
         &self,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         client: SocketAddr,
     ) -> (Response<ProxyBody>, Facts) {
         let stats = &self.state.stats;

@@ -27,7 +27,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Uri;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -169,7 +168,8 @@ pub struct RequestBody {
 
 #[derive(Debug)]
 enum BodyKind {
-    Incoming(Incoming),
+    /// A stream of our own HTTP/2 server ([`crate::h2`]).
+    H2(crate::h2::RequestStream),
     Full(Option<Bytes>),
     Channel(mpsc::Receiver<Chunk>),
 }
@@ -184,8 +184,8 @@ pub enum Chunk {
 }
 
 impl RequestBody {
-    pub fn incoming(body: Incoming) -> Self {
-        Self::new(BodyKind::Incoming(body))
+    pub(crate) fn h2(stream: crate::h2::RequestStream) -> Self {
+        Self::new(BodyKind::H2(stream))
     }
 
     pub fn full(data: Bytes) -> Self {
@@ -214,7 +214,6 @@ impl RequestBody {
     pub fn whole(&self) -> Option<Bytes> {
         match &self.kind {
             BodyKind::Full(data) => Some(data.clone().unwrap_or_default()),
-            BodyKind::Incoming(b) if b.is_end_stream() => Some(Bytes::new()),
             _ => None,
         }
     }
@@ -245,9 +244,7 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         let polled = match &mut this.kind {
-            BodyKind::Incoming(b) => Pin::new(b)
-                .poll_frame(cx)
-                .map(|f| f.map(|r| r.map_err(Into::into))),
+            BodyKind::H2(s) => s.poll_frame(cx),
             BodyKind::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             BodyKind::Channel(rx) => match rx.poll_recv(cx) {
                 Poll::Ready(Some(Chunk::Data(d))) => Poll::Ready(Some(Ok(Frame::data(d)))),
@@ -267,7 +264,7 @@ impl Body for RequestBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
-            BodyKind::Incoming(b) => b.is_end_stream(),
+            BodyKind::H2(s) => s.is_end_stream(),
             BodyKind::Full(data) => data.is_none(),
             BodyKind::Channel(_) => false,
         }
@@ -275,7 +272,7 @@ impl Body for RequestBody {
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            BodyKind::Incoming(b) => b.size_hint(),
+            BodyKind::H2(s) => s.size_hint(),
             BodyKind::Full(data) => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }

@@ -1,18 +1,18 @@
-//! HTTP/2 with prior knowledge (h2c) on the same port: a connection that opens with the
-//! HTTP/2 preface is served by hyper's HTTP/2 server and the hyper-based request path
-//! in [`crate::proxy`], which shares the routing phases with the HTTP/1.1 engine.
+//! HTTP/2 connections (h2c with prior knowledge on the plain port, h2 by ALPN on the
+//! TLS one) on this worker: served by our own HTTP/2 session ([`crate::h2`]), each
+//! request through [`crate::proxy`]'s phases, the same ones the HTTP/1.1 engine takes,
+//! with the logging hook wrapped around its response body.
 
-use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 
 use super::Engine;
 use super::connection::Busy;
-use super::io::Prefixed;
 use crate::observe::h2::{Finish, ObservedBody, RequestCopy, TlsCopy};
+use crate::proxy::Proxy;
+use crate::upstream::RequestBody;
 
 pub(super) async fn serve<S: super::stream::ClientStream>(
     engine: &Arc<Engine>,
@@ -22,54 +22,69 @@ pub(super) async fn serve<S: super::stream::ClientStream>(
     tls: Option<crate::tls::Session>,
 ) {
     let _busy = Busy::enter(engine);
-    let proxy = Arc::clone(&engine.h2_proxy);
-    let tls_copy = TlsCopy::of(stream.tls_info());
-    let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-        let proxy = Arc::clone(&proxy);
-        if let Some(tls) = &tls {
+    let service = Requests {
+        proxy: Arc::clone(&engine.h2_proxy),
+        tls_copy: TlsCopy::of(stream.tls_info()),
+        tls,
+        client,
+    };
+    let config = crate::h2::Config {
+        max_header_bytes: engine.options.max_header_bytes,
+    };
+    let drain = async {
+        let notified = engine.drain.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if !engine.drain.is_draining() {
+            notified.await;
+        }
+    };
+    if let Err(e) = crate::h2::serve(stream, prefix, service, config, drain).await {
+        tracing::debug!(error = %e, %client, "h2 connection ended with an error");
+    }
+}
+
+/// One connection's requests, each through the proxy's phases.
+struct Requests {
+    proxy: Arc<Proxy>,
+    tls: Option<crate::tls::Session>,
+    tls_copy: Option<TlsCopy>,
+    client: SocketAddr,
+}
+
+impl crate::h2::Service for Requests {
+    type Body = ObservedBody;
+
+    fn call(
+        &mut self,
+        mut req: http::Request<RequestBody>,
+    ) -> Pin<Box<dyn Future<Output = http::Response<ObservedBody>> + Send>> {
+        if let Some(tls) = &self.tls {
             req.extensions_mut().insert(tls.clone());
         }
+        let proxy = Arc::clone(&self.proxy);
+        let client = self.client;
         let head = req.method() == http::Method::HEAD;
-        // The logging hook: the outcome is reported when hyper is done with the body.
+        // The logging hook: the outcome is reported when the connection is done with
+        // the body (its last frame sent, or the stream reset).
         let started = std::time::Instant::now();
-        let state = Arc::clone(proxy.state());
-        let copy = state
+        let copy = proxy
+            .state()
             .observe
             .logging()
-            .then(|| Box::new(RequestCopy::of(&req, tls_copy.as_ref())));
+            .then(|| Box::new(RequestCopy::of(&req, self.tls_copy.as_ref())));
         let grpc = crate::error::is_grpc(req.headers());
         let bytes_in = req
             .headers()
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse().ok())
             .unwrap_or(0);
-        async move {
-            // Boxed: the request's future is large, and hyper keeps it inline in the
-            // stream's task, which tokio copies whole on spawn and on completion.
-            let (handled, facts) = Box::pin(proxy.respond(req, client)).await;
+        Box::pin(async move {
+            let (handled, facts) = proxy.respond(req, client).await;
             let resp = crate::server::head_has_no_body(head, handled);
+            let state = Arc::clone(proxy.state());
             let finish = Finish::new(state, started, client, copy, grpc, bytes_in, &resp, facts);
-            Ok::<_, Infallible>(resp.map(|body| ObservedBody::new(body, finish)))
-        }
-    });
-    let conn = engine
-        .h2
-        .serve_connection(TokioIo::new(Prefixed::new(prefix, stream)), service);
-    tokio::pin!(conn);
-    let drain = engine.drain.notify.notified();
-    tokio::pin!(drain);
-    drain.as_mut().enable();
-    if engine.drain.is_draining() {
-        conn.as_mut().graceful_shutdown();
+            resp.map(|body| ObservedBody::new(body, finish))
+        })
     }
-    tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, %client, "h2 connection ended with an error");
-            }
-            return;
-        }
-        () = drain => conn.as_mut().graceful_shutdown(),
-    }
-    let _ = conn.await;
 }

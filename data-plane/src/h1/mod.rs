@@ -9,7 +9,7 @@
 //! [`request`] / [`response`] (heads), [`head`] (field rules shared by both),
 //! [`chunked`] (strict chunked framing), [`relay`] (bodies), [`pool`] (upstream
 //! connections), [`tunnel`] (WebSocket after a 101), [`h2`] (hands HTTP/2
-//! prior-knowledge connections to hyper), [`stream`] (the client stream: TCP or TLS)
+//! connections to our HTTP/2 session, [`crate::h2`]), [`stream`] (the client stream: TCP or TLS)
 //! and [`secure`] (a `--tls-listen` connection: handshake, then h2 or HTTP/1.1 by
 //! ALPN).
 //!
@@ -41,7 +41,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
@@ -58,7 +57,6 @@ pub struct Engine {
     state: Arc<ProxyState>,
     pool: Arc<UpstreamPool>,
     options: ServerOptions,
-    h2: hyper::server::conn::http2::Builder<TokioExecutor>,
     h2_proxy: Arc<Proxy>,
     drain: Drain,
     /// Requests (and HTTP/2 connections) in progress on this worker.
@@ -82,9 +80,6 @@ impl Drain {
 
 impl Engine {
     pub fn new(state: Arc<ProxyState>, upstream: &UpstreamOptions, options: ServerOptions) -> Self {
-        let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-        h2.timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(options.max_header_bytes).unwrap_or(u32::MAX));
         let pool = Arc::new(UpstreamPool::new(
             upstream.connect_timeout,
             upstream.idle_timeout,
@@ -102,7 +97,6 @@ impl Engine {
             state,
             pool,
             options,
-            h2,
             drain: Drain::default(),
             busy: AtomicUsize::new(0),
         }

@@ -59,7 +59,7 @@ impl TlsCopy {
 }
 
 impl RequestCopy {
-    pub fn of(req: &http::Request<hyper::body::Incoming>, tls: Option<&TlsCopy>) -> Self {
+    pub fn of<B>(req: &http::Request<B>, tls: Option<&TlsCopy>) -> Self {
         Self {
             method: req.method().clone(),
             authority: req
