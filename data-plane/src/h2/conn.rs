@@ -24,7 +24,7 @@ use std::task::{Context, Poll, Wake, Waker};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, Request, Response};
-use http_body::{Body, Frame};
+use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::body::{Inbound, RequestStream};
@@ -1167,12 +1167,3 @@ fn strip_padding(head: Head, payload: &mut BytesMut) -> Result<u32, ConnError> {
     payload.truncate(payload.len() - pad);
     Ok(pad as u32 + 1)
 }
-
-/// Frames that carry no request (what the tests build requests from).
-#[cfg(test)]
-pub(crate) fn _frame_kinds() -> [u8; 2] {
-    [frame::DATA, frame::HEADERS]
-}
-
-#[allow(dead_code)]
-fn _assert_frame_is_used(_: Frame<Bytes>) {}
