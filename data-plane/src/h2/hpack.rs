@@ -1,10 +1,14 @@
 //! HPACK (RFC 7541): the header block decoder of one connection and a table-free
 //! response encoder.
 //!
-//! Decoding borrows: a field's name and value are handed to the caller as slices of the
-//! static table, the dynamic table or the block itself; only Huffman-coded strings are
-//! decoded into one of two scratch buffers the [`Decoder`] owns and reuses. The one
-//! allocation is a new dynamic table entry (name and value in one boxed slice).
+//! Decoding borrows: a field's name is handed to the caller as a slice of the static
+//! table, the dynamic table or the block itself, and its value as a [`Value`] over the
+//! same; only Huffman-coded strings are decoded into one of two scratch buffers the
+//! [`Decoder`] owns and reuses. The one allocation is a new dynamic table entry (name and
+//! value in one [`Bytes`]). A caller that keeps a value asks for it as `Bytes`
+//! ([`Value::to_bytes`]): a table value is then shared (a reference count increment, or
+//! `Bytes::from_static`), and only a value from the block itself is copied. (The first
+//! share of an entry also allocates `bytes`' shared header, once per entry.)
 //!
 //! Encoding never uses the dynamic table (no incremental indexing, and we never send a
 //! size update), so we need not track the peer's SETTINGS_HEADER_TABLE_SIZE: every
@@ -17,7 +21,7 @@
 
 use std::collections::VecDeque;
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 use super::huffman;
 
@@ -111,6 +115,46 @@ pub(crate) enum DecodeError {
     TableSizeUpdateNotAtStart,
 }
 
+/// A decoded field value: borrowed from the static table, a dynamic table entry or the
+/// block (or a scratch buffer, when Huffman-coded).
+#[derive(Debug, Clone)]
+pub(crate) struct Value<'a>(Source<'a>);
+
+#[derive(Debug, Clone, Copy)]
+enum Source<'a> {
+    Static(&'static [u8]),
+    /// A dynamic table entry's bytes and where its value starts in them.
+    Entry(&'a Bytes, usize),
+    Literal(&'a [u8]),
+}
+
+impl Value<'_> {
+    /// A value from the block (or, in tests, from anywhere): `to_bytes` copies it.
+    #[cfg(test)]
+    pub(crate) fn literal(value: &[u8]) -> Value<'_> {
+        Value(Source::Literal(value))
+    }
+
+    #[inline]
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        match self.0 {
+            Source::Static(v) | Source::Literal(v) => v,
+            Source::Entry(bytes, start) => &bytes[start..],
+        }
+    }
+
+    /// The value as `Bytes`: shared with the table entry (no copy) when it is one, else
+    /// copied.
+    #[inline]
+    pub(crate) fn to_bytes(&self) -> Bytes {
+        match self.0 {
+            Source::Static(v) => Bytes::from_static(v),
+            Source::Entry(bytes, start) => bytes.slice(start..),
+            Source::Literal(v) => Bytes::copy_from_slice(v),
+        }
+    }
+}
+
 /// HPACK decoder state of one connection (the dynamic table).
 #[derive(Debug)]
 pub(crate) struct Decoder {
@@ -140,13 +184,14 @@ impl Decoder {
     }
 
     /// Decodes one complete header block (HEADERS + CONTINUATION payloads joined), calling
-    /// `field(name, value)` for each field in order. Always processes the whole block (the
+    /// `field(name, value)` for each field in order (a field with incremental indexing
+    /// after its entry is inserted, so its value is shared with the entry). Always processes the whole block (the
     /// dynamic table must stay in step with the peer's even when the caller will refuse
     /// the request), so the callback cannot stop it.
     pub(crate) fn decode(
         &mut self,
         block: &[u8],
-        mut field: impl FnMut(&[u8], &[u8]),
+        mut field: impl FnMut(&[u8], Value<'_>),
     ) -> Result<(), DecodeError> {
         let Self {
             table,
@@ -171,9 +216,19 @@ impl Decoder {
                     table.field(index)?.0
                 };
                 let value = string(&mut r, value_scratch)?;
-                field(name, value);
-                let entry = table.admits(name, value).then(|| Entry::new(name, value));
-                table.insert(entry);
+                // Inserted first, so the caller gets the value shared with the entry.
+                match table.admits(name, value).then(|| Entry::new(name, value)) {
+                    Some(entry) => {
+                        table.insert(entry);
+                        let entry = table.newest();
+                        field(entry.name(), entry.value());
+                    }
+                    None => {
+                        field(name, Value(Source::Literal(value)));
+                        // An entry larger than the table empties it (§4.4).
+                        table.clear();
+                    }
+                }
             } else if first & 0x20 != 0 {
                 // Dynamic table size update (§6.3).
                 if !at_start {
@@ -198,7 +253,7 @@ impl Decoder {
                     table.field(index)?.0
                 };
                 let value = string(&mut r, value_scratch)?;
-                field(name, value);
+                field(name, Value(Source::Literal(value)));
             }
             at_start = false;
         }
@@ -297,15 +352,20 @@ struct DynamicTable {
 impl DynamicTable {
     /// The field at HPACK index `index` (§2.3.3): static table, then dynamic.
     #[inline]
-    fn field(&self, index: usize) -> Result<(&[u8], &[u8]), DecodeError> {
+    fn field(&self, index: usize) -> Result<(&[u8], Value<'_>), DecodeError> {
         if let Some(&(name, value)) = STATIC_TABLE.get(index.wrapping_sub(1)) {
-            return Ok((name, value));
+            return Ok((name, Value(Source::Static(value))));
         }
         index
             .checked_sub(STATIC_TABLE.len() + 1)
             .and_then(|i| self.entries.get(i))
-            .map(Entry::field)
+            .map(|e| (e.name(), e.value()))
             .ok_or(DecodeError::InvalidIndex(index))
+    }
+
+    /// The entry inserted last (the table must not be empty).
+    fn newest(&self) -> &Entry {
+        &self.entries[0]
     }
 
     /// Whether a field of this name and value fits in the table at all.
@@ -313,18 +373,18 @@ impl DynamicTable {
         entry_size(name.len(), value.len()) <= self.max_size
     }
 
-    /// Adds an entry, evicting from the oldest end to make room (§4.4); `None` (an entry
-    /// larger than the table) empties the table.
-    fn insert(&mut self, entry: Option<Entry>) {
-        let Some(entry) = entry else {
-            self.entries.clear();
-            self.size = 0;
-            return;
-        };
+    /// Adds an entry (one the table [admits](Self::admits)), evicting from the oldest end
+    /// to make room (§4.4).
+    fn insert(&mut self, entry: Entry) {
         let size = entry.size();
         self.evict_to(self.max_size.saturating_sub(size));
         self.size += size;
         self.entries.push_front(entry);
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.size = 0;
     }
 
     fn set_max_size(&mut self, max_size: usize) {
@@ -351,25 +411,38 @@ fn entry_size(name_len: usize, value_len: usize) -> usize {
         .saturating_add(ENTRY_OVERHEAD)
 }
 
-/// One dynamic table entry: name then value in one allocation.
+/// One dynamic table entry: name then value in one allocation, which values handed out
+/// as `Bytes` share.
 #[derive(Debug)]
 struct Entry {
-    bytes: Box<[u8]>,
+    bytes: Bytes,
     name_len: usize,
 }
 
 impl Entry {
     fn new(name: &[u8], value: &[u8]) -> Self {
+        // Exactly sized, so `Bytes` takes the vector as it is (no second allocation until
+        // the first share).
         let mut bytes = Vec::with_capacity(name.len() + value.len());
         bytes.extend_from_slice(name);
         bytes.extend_from_slice(value);
         Self {
-            bytes: bytes.into_boxed_slice(),
+            bytes: Bytes::from(bytes),
             name_len: name.len(),
         }
     }
 
     #[inline]
+    fn name(&self) -> &[u8] {
+        &self.bytes[..self.name_len]
+    }
+
+    #[inline]
+    fn value(&self) -> Value<'_> {
+        Value(Source::Entry(&self.bytes, self.name_len))
+    }
+
+    #[cfg(test)]
     fn field(&self) -> (&[u8], &[u8]) {
         self.bytes.split_at(self.name_len)
     }
@@ -536,9 +609,10 @@ mod tests {
     fn decode(d: &mut Decoder, block: &[u8]) -> Result<Fields, DecodeError> {
         let mut out = Vec::new();
         d.decode(block, |n, v| {
+            assert_eq!(v.to_bytes(), v.as_bytes());
             out.push((
                 String::from_utf8_lossy(n).into_owned(),
-                String::from_utf8_lossy(v).into_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
             ));
         })?;
         Ok(out)
@@ -1193,6 +1267,64 @@ mod tests {
         }
     }
 
+    /// Each field of a block as (name, value as `Bytes`).
+    fn decode_shared(d: &mut Decoder, block: &[u8]) -> Vec<(Vec<u8>, Bytes)> {
+        let mut out = Vec::new();
+        d.decode(block, |n, v| out.push((n.to_vec(), v.to_bytes())))
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn dynamic_table_values_are_shared_not_copied() {
+        let mut d = Decoder::new(4096);
+        // C.2.1: custom-key: custom-header, with incremental indexing; then the same as
+        // a literal without indexing (copied from the block).
+        let mut block = hex("400a 6375 7374 6f6d 2d6b 6579 0d63 7573 746f 6d2d 6865 6164 6572");
+        block.extend(hex(
+            "000a 6375 7374 6f6d 2d6b 6579 0d63 7573 746f 6d2d 6865 6164 6572",
+        ));
+        let first = decode_shared(&mut d, &block);
+        // Index 62 twice in the next block, and once more in a third.
+        let second = decode_shared(&mut d, &hex("bebe"));
+        let third = decode_shared(&mut d, &hex("be"));
+        let entry = d.table.entries[0].bytes.as_ptr();
+        for (n, v) in first.iter().chain(&second).chain(&third) {
+            assert_eq!(
+                (&n[..], &v[..]),
+                (&b"custom-key"[..], &b"custom-header"[..])
+            );
+        }
+        let value = entry.wrapping_add(b"custom-key".len());
+        // The indexed literal is handed out from its new entry, as is every reference.
+        assert_eq!(first[0].1.as_ptr(), value);
+        assert_eq!(second[0].1.as_ptr(), value);
+        assert_eq!(second[1].1.as_ptr(), value);
+        assert_eq!(third[0].1.as_ptr(), value);
+        // The literal without indexing is a copy: neither the entry nor the block.
+        let copied = first[1].1.as_ptr();
+        assert_ne!(copied, value);
+        assert!(!block.as_ptr_range().contains(&copied));
+        // Shares outlive the entry: evicting it leaves them intact.
+        d.decode(&hex("20"), |_, _| {}).unwrap();
+        assert_eq!(d.table(), (vec![], 0));
+        assert_eq!(&second[1].1[..], b"custom-header");
+    }
+
+    #[test]
+    fn static_table_values_are_static() {
+        let mut d = Decoder::new(4096);
+        // :method GET, :path /index.html, :authority (empty), and :path with a literal
+        // value (copied).
+        let got = decode_shared(&mut d, &hex("82 85 81 040c 2f73 616d 706c 652f 7061 7468"));
+        assert_eq!(got[0].1.as_ptr(), STATIC_TABLE[1].1.as_ptr());
+        assert_eq!(got[1].1.as_ptr(), STATIC_TABLE[4].1.as_ptr());
+        assert_eq!(&got[1].1[..], b"/index.html");
+        assert!(got[2].1.is_empty());
+        assert_eq!(&got[3].1[..], b"/sample/path");
+        assert_eq!(d.table(), (vec![], 0));
+    }
+
     /// A field representation a property test can encode, with an independent model of
     /// the dynamic table (names/values newest first, max size).
     #[derive(Debug, Clone)]
@@ -1309,7 +1441,7 @@ mod tests {
                     at_start = false;
                 }
                 let mut got = Vec::new();
-                d.decode(&block, |n, v| got.push((n.to_vec(), v.to_vec()))).unwrap();
+                d.decode(&block, |n, v| got.push((n.to_vec(), v.to_bytes().to_vec()))).unwrap();
                 prop_assert_eq!(got, want);
                 let table: Vec<(Vec<u8>, Vec<u8>)> = d
                     .table
@@ -1356,7 +1488,7 @@ mod tests {
             want.extend(list.into_iter().map(|(n, v, _)| (n, v)));
             let mut got = Vec::new();
             let mut d = Decoder::new(4096);
-            d.decode(&block, |n, v| got.push((n.to_vec(), v.to_vec()))).unwrap();
+            d.decode(&block, |n, v| got.push((n.to_vec(), v.to_bytes().to_vec()))).unwrap();
             prop_assert_eq!(got, want);
             prop_assert_eq!(d.table.size, 0);
         }

@@ -15,6 +15,8 @@ use http::header::{self, HeaderName};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderValue, Method, Uri, Version};
 
+use super::hpack::Value;
+
 /// Why a header block is not a request (or not trailers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refusal {
@@ -73,11 +75,13 @@ impl Fields {
         }
     }
 
-    /// One decoded field, in order.
-    pub(crate) fn field(&mut self, name: &[u8], value: &[u8]) {
+    /// One decoded field, in order. Every check runs on the borrowed value; a value kept
+    /// is taken as `Bytes` only then (shared, not copied, when it is an HPACK table's).
+    pub(crate) fn field(&mut self, name: &[u8], field_value: Value<'_>) {
         if self.error.is_some() {
             return;
         }
+        let value = field_value.as_bytes();
         // RFC 9113 §6.5.2: the size of a field is its name and value plus 32.
         self.size += name.len() + value.len() + 32;
         if self.size > self.max_size {
@@ -88,7 +92,7 @@ impl Fields {
             return self.refuse("a field value with NUL, CR, LF or surrounding whitespace");
         }
         if let Some(pseudo) = name.strip_prefix(b":") {
-            return self.pseudo(pseudo, value);
+            return self.pseudo(pseudo, field_value);
         }
         self.regular = true;
         if !name_ok(name) {
@@ -119,13 +123,14 @@ impl Fields {
         if name == header::COOKIE {
             self.cookies += 1;
         }
-        let Ok(value) = HeaderValue::from_bytes(value) else {
+        let Ok(value) = HeaderValue::from_maybe_shared(field_value.to_bytes()) else {
             return self.refuse("a field value with control characters");
         };
         self.headers.append(name, value);
     }
 
-    fn pseudo(&mut self, name: &[u8], value: &[u8]) {
+    fn pseudo(&mut self, name: &[u8], field_value: Value<'_>) {
+        let value = field_value.as_bytes();
         if self.trailers {
             return self.refuse("a pseudo-field in trailers");
         }
@@ -152,12 +157,12 @@ impl Fields {
                 if value.contains(&b'@') {
                     return self.refuse(":authority with userinfo");
                 }
-                match Authority::from_maybe_shared(Bytes::copy_from_slice(value)) {
+                match Authority::from_maybe_shared(field_value.to_bytes()) {
                     Ok(a) => self.authority = Some(a),
                     Err(_) => self.refuse(":authority is not an authority"),
                 }
             }
-            b"path" if self.path.is_none() => self.path = Some(Bytes::copy_from_slice(value)),
+            b"path" if self.path.is_none() => self.path = Some(field_value.to_bytes()),
             b"method" | b"scheme" | b"authority" | b"path" => {
                 self.refuse("a repeated pseudo-field")
             }
@@ -268,7 +273,7 @@ mod tests {
     fn build(fields: &[(&str, &str)]) -> Result<Head, Refusal> {
         let mut f = Fields::new(false, 16 * 1024);
         for (n, v) in fields {
-            f.field(n.as_bytes(), v.as_bytes());
+            f.field(n.as_bytes(), Value::literal(v.as_bytes()));
         }
         f.into_request()
     }
@@ -403,18 +408,42 @@ mod tests {
     }
 
     #[test]
+    fn values_from_the_hpack_table_are_shared_across_requests() {
+        let mut d = super::super::hpack::Decoder::new(4096);
+        let mut decode = |block: &[u8]| {
+            let mut f = Fields::new(false, 16 * 1024);
+            d.decode(block, |n, v| f.field(n, v)).unwrap();
+            f.into_request().unwrap()
+        };
+        // GET http / with :authority www.example.com and x-a: 1, both indexed...
+        let mut block = b"\x82\x86\x84\x41\x0fwww.example.com".to_vec();
+        block.extend_from_slice(b"\x40\x03x-a\x011");
+        let first = decode(&block);
+        // ...then referenced: :authority at 63, x-a at 62.
+        let second = decode(b"\x82\x86\x84\xbf\xbe");
+        for head in [&first, &second] {
+            assert_eq!(head.parts.uri, "http://www.example.com/");
+            assert_eq!(head.parts.headers["x-a"], "1");
+        }
+        let authority = |h: &Head| h.parts.uri.authority().unwrap().as_str().as_ptr();
+        assert_eq!(authority(&first), authority(&second));
+        let x_a = |h: &Head| h.parts.headers["x-a"].as_bytes().as_ptr();
+        assert_eq!(x_a(&first), x_a(&second));
+    }
+
+    #[test]
     fn a_list_over_the_limit_is_too_large_and_trailers_take_no_pseudo_fields() {
         let mut f = Fields::new(false, 200);
         for (n, v) in GET {
-            f.field(n.as_bytes(), v.as_bytes());
+            f.field(n.as_bytes(), Value::literal(v.as_bytes()));
         }
-        f.field(b"x-big", &[b'a'; 100]);
+        f.field(b"x-big", Value::literal(&[b'a'; 100]));
         assert_eq!(f.into_request().unwrap_err(), Refusal::TooLarge);
         let mut t = Fields::new(true, 1024);
-        t.field(b"grpc-status", b"0");
+        t.field(b"grpc-status", Value::literal(b"0"));
         assert_eq!(t.into_trailers().unwrap()["grpc-status"], "0");
         let mut t = Fields::new(true, 1024);
-        t.field(b":status", b"200");
+        t.field(b":status", Value::literal(b"200"));
         assert!(t.into_trailers().is_err());
     }
 }
