@@ -182,7 +182,8 @@ mod tests {
 
     #[test]
     fn a_large_header_block_is_split_into_continuation_frames() {
-        let cases: &[(usize, usize, &[(u8, u8, usize)])] = &[
+        type Frames = &'static [(u8, u8, usize)];
+        let cases: &[(usize, usize, Frames)] = &[
             // (block length, max frame, expected (kind, flags, len) per frame)
             (0, 16, &[(HEADERS, END_HEADERS | END_STREAM, 0)]),
             (16, 16, &[(HEADERS, END_HEADERS | END_STREAM, 16)]),

@@ -95,6 +95,11 @@ impl Fields {
             return self.pseudo(pseudo, field_value);
         }
         self.regular = true;
+        // The same field-count limit as an HTTP/1.1 head (pseudo-fields not counted).
+        if self.headers.len() >= crate::h1::request::MAX_HEADERS {
+            self.error = Some(Refusal::TooLarge);
+            return;
+        }
         if !name_ok(name) {
             return self.refuse("a field name that is not a lowercase token");
         }
@@ -439,6 +444,21 @@ mod tests {
         }
         f.field(b"x-big", Value::literal(&[b'a'; 100]));
         assert_eq!(f.into_request().unwrap_err(), Refusal::TooLarge);
+        // The field count: 128 regular fields pass, 129 are too many (as on HTTP/1.1).
+        for (count, ok) in [(128, true), (129, false)] {
+            let mut f = Fields::new(false, 64 * 1024);
+            for (n, v) in GET {
+                f.field(n.as_bytes(), Value::literal(v.as_bytes()));
+            }
+            for i in 0..count {
+                f.field(format!("x-{i}").as_bytes(), Value::literal(b"1"));
+            }
+            let got = f.into_request();
+            assert_eq!(got.is_ok(), ok, "{count} fields: {got:?}");
+            if !ok {
+                assert_eq!(got.unwrap_err(), Refusal::TooLarge);
+            }
+        }
         let mut t = Fields::new(true, 1024);
         t.field(b"grpc-status", Value::literal(b"0"));
         assert_eq!(t.into_trailers().unwrap()["grpc-status"], "0");
