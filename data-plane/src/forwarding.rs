@@ -123,9 +123,43 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     value
 }
 
+/// The client's address as a header value, made once per connection (an HTTP/2
+/// connection's requests then share it: see [`add_forwarded`]).
+pub fn client_text(client: IpAddr) -> HeaderValue {
+    let mut text = Vec::with_capacity(15);
+    put_ip(&mut text, client);
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
+        .unwrap_or(HeaderValue::from_static("unknown"))
+}
+
 /// Adds the `x-forwarded-*` headers for a request received over plain HTTP from
-/// `client` for `original_host`.
-pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, original_host: Option<&HeaderValue>) {
+/// `client` (`client_text`: the same as text, when the caller made it already) for
+/// `original_host`.
+pub fn add_forwarded(
+    headers: &mut HeaderMap,
+    client: IpAddr,
+    client_text: Option<&HeaderValue>,
+    original_host: Option<&HeaderValue>,
+) {
+    match client_text {
+        // The common case: no list from further down, and the address made once.
+        Some(text) if !headers.contains_key(&X_FORWARDED_FOR) => {
+            headers.insert(X_FORWARDED_FOR.clone(), text.clone());
+        }
+        _ => add_forwarded_for(headers, client),
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    match original_host {
+        Some(h) => {
+            headers.insert(X_FORWARDED_HOST.clone(), h.clone());
+        }
+        None => {
+            headers.remove(&X_FORWARDED_HOST);
+        }
+    }
+}
+
+fn add_forwarded_for(headers: &mut HeaderMap, client: IpAddr) {
     // Several `x-forwarded-for` lines form one list (RFC 9110 §5.3): keep them all.
     // Written in a pooled scratch buffer: the value's own copy is the one allocation.
     let mut xff = crate::h1::buffers::take_small();
@@ -140,15 +174,6 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, original_host: Opt
         headers.insert(X_FORWARDED_FOR.clone(), value);
     }
     crate::h1::buffers::give(xff);
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-    match original_host {
-        Some(h) => {
-            headers.insert(X_FORWARDED_HOST.clone(), h.clone());
-        }
-        None => {
-            headers.remove(&X_FORWARDED_HOST);
-        }
-    }
 }
 
 /// Appends the textual IP address.
@@ -246,7 +271,7 @@ mod tests {
             ("x-forwarded-for", "1.2.3.4"),
             ("x-forwarded-proto", "https"),
         ]);
-        add_forwarded(&mut h, client, Some(&host));
+        add_forwarded(&mut h, client, Some(&client_text(client)), Some(&host));
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.9");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "www.example.com");
@@ -254,11 +279,16 @@ mod tests {
             ("x-forwarded-for", "1.1.1.1"),
             ("x-forwarded-for", "2.2.2.2"),
         ]);
-        add_forwarded(&mut h, client, None);
+        add_forwarded(&mut h, client, None, None);
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.9");
-        let mut h = HeaderMap::new();
-        add_forwarded(&mut h, "::1".parse().unwrap(), None);
-        assert_eq!(h["x-forwarded-for"], "::1");
+        let v6: IpAddr = "::1".parse().unwrap();
+        for text in [None, Some(client_text(v6))] {
+            let mut h = HeaderMap::new();
+            add_forwarded(&mut h, v6, text.as_ref(), None);
+            assert_eq!(h["x-forwarded-for"], "::1", "{text:?}");
+            assert_eq!(h["x-forwarded-proto"], "http");
+            assert!(!h.contains_key("x-forwarded-host"));
+        }
     }
 
     #[test]

@@ -77,6 +77,8 @@ pub struct Native {
 #[derive(Debug)]
 pub struct Origin<'a> {
     pub client: IpAddr,
+    /// `client` as text when the caller made it once for its connection.
+    pub client_text: Option<&'a HeaderValue>,
     /// The client's host (its `Host` or `:authority`), sent up as `host` unless the
     /// route rewrites it, and as `x-forwarded-host`.
     pub host: HeaderValue,
@@ -119,6 +121,7 @@ impl Proxy {
         &self,
         req: Request<RequestBody>,
         client: SocketAddr,
+        client_text: Option<&HeaderValue>,
         request_id: &HeaderValue,
         facts: &mut Facts,
     ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -172,6 +175,7 @@ impl Proxy {
         };
         let origin = Origin {
             client: client.ip(),
+            client_text,
             host,
             request_id,
             service: facts.tag.as_deref().and_then(PairMetrics::service_arc),
@@ -263,7 +267,12 @@ impl Proxy {
                 .headers
                 .insert(header::TE, HeaderValue::from_static("trailers"));
         }
-        add_forwarded(&mut parts.headers, origin.client, Some(&origin.host));
+        add_forwarded(
+            &mut parts.headers,
+            origin.client,
+            origin.client_text,
+            Some(&origin.host),
+        );
         if parts.extensions.get::<crate::tls::Session>().is_some() {
             parts.headers.insert(
                 crate::forwarding::X_FORWARDED_PROTO.clone(),
@@ -618,6 +627,7 @@ impl Proxy {
         &self,
         req: Request<RequestBody>,
         client: SocketAddr,
+        client_text: Option<&HeaderValue>,
     ) -> (Response<ProxyBody>, Facts) {
         let stats = &self.state.stats;
         let _in_flight = InFlight::start(stats);
@@ -638,7 +648,10 @@ impl Proxy {
         };
         // A proxied response has its x-request-id (and the route's response filter)
         // already; our own answers get it here.
-        let resp = match self.proxy(req, client, &request_id, &mut facts).await {
+        let resp = match self
+            .proxy(req, client, client_text, &request_id, &mut facts)
+            .await
+        {
             Ok(resp) => resp,
             Err(e) => {
                 tracing::debug!(error = %e, side = ?e.side(), request_id = %String::from_utf8_lossy(request_id.as_bytes()), "request failed");

@@ -120,6 +120,7 @@ where
     } = bridged;
     let origin = Origin {
         client: x.client_ip,
+        client_text: None,
         host,
         request_id: &request_id,
         service: None,

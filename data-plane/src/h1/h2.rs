@@ -27,6 +27,7 @@ pub(super) async fn serve<S: super::stream::ClientStream>(
         tls_copy: TlsCopy::of(stream.tls_info()),
         tls,
         client,
+        client_text: crate::forwarding::client_text(client.ip()),
     };
     let config = crate::h2::Config {
         max_header_bytes: engine.options.max_header_bytes,
@@ -50,6 +51,8 @@ struct Requests {
     tls: Option<crate::tls::Session>,
     tls_copy: Option<TlsCopy>,
     client: SocketAddr,
+    /// `x-forwarded-for`'s value for this client, made once for the connection.
+    client_text: http::HeaderValue,
 }
 
 impl crate::h2::Service for Requests {
@@ -64,6 +67,7 @@ impl crate::h2::Service for Requests {
         }
         let proxy = Arc::clone(&self.proxy);
         let client = self.client;
+        let client_text = self.client_text.clone();
         let head = req.method() == http::Method::HEAD;
         // The logging hook: the outcome is reported when the connection is done with
         // the body (its last frame sent, or the stream reset).
@@ -80,7 +84,7 @@ impl crate::h2::Service for Requests {
             .and_then(|v| v.to_str().ok()?.parse().ok())
             .unwrap_or(0);
         Box::pin(async move {
-            let (handled, facts) = proxy.respond(req, client).await;
+            let (handled, facts) = proxy.respond(req, client, Some(&client_text)).await;
             let resp = crate::server::head_has_no_body(head, handled);
             let state = Arc::clone(proxy.state());
             let finish = Finish::new(state, started, client, copy, grpc, bytes_in, &resp, facts);
