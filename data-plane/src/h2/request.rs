@@ -63,7 +63,14 @@ impl Fields {
             scheme: None,
             authority: None,
             path: None,
-            headers: HeaderMap::new(),
+            // Room for a typical request and the fields the proxy adds (x-forwarded-*,
+            // host, x-request-id, traceparent) without growing: growth reallocates
+            // and rehashes the map, which showed in the profile.
+            headers: if trailers {
+                HeaderMap::new()
+            } else {
+                HeaderMap::with_capacity(24)
+            },
             content_length: None,
             cookies: 0,
         }
