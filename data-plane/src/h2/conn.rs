@@ -204,6 +204,10 @@ struct Connection<Io, Svc: Service> {
     recv_uncredited: u32,
     reset_budget: i32,
     going_away: bool,
+    /// The last stream identifier of our first GOAWAY: a later one (a connection error
+    /// after a drain) repeats it, as RFC 9113 §6.8 forbids raising it (streams opened
+    /// after the first are ignored, yet still raise `last_stream`).
+    goaway_last: Option<u32>,
     peer_going_away: bool,
     failed: bool,
     eof: bool,
@@ -263,6 +267,7 @@ where
             recv_uncredited: 0,
             reset_budget: RESET_BUDGET,
             going_away: false,
+            goaway_last: None,
             peer_going_away: false,
             failed: false,
             eof: false,
@@ -323,6 +328,11 @@ where
                 self.recv_uncredited = 0;
             }
             // 3. Everything written, in as few writes as the socket takes.
+            // Reading was paused (frames may wait in `rbuf`, and no read is registered)
+            // while the write buffer was at its high-water mark: a write that takes it
+            // below must resume reading, or a socket that takes the whole buffer at once
+            // leaves the connection waiting on nothing (h2/tests.rs, unread PINGs).
+            let paused = self.wbuf.len() >= HIGH_WATER;
             while !self.wbuf.is_empty() {
                 match Pin::new(&mut self.io).poll_write(cx, &self.wbuf) {
                     Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
@@ -333,6 +343,9 @@ where
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                     Poll::Pending => break,
                 }
+            }
+            if paused && self.wbuf.len() < HIGH_WATER {
+                progress = true;
             }
             if self.wbuf.is_empty() && self.needs_flush {
                 match Pin::new(&mut self.io).poll_flush(cx) {
@@ -369,7 +382,8 @@ where
     fn go_away(&mut self, reason: Reason) {
         if !self.going_away {
             self.going_away = true;
-            frame::put_goaway(&mut self.wbuf, self.last_stream, reason);
+            let last = *self.goaway_last.get_or_insert(self.last_stream);
+            frame::put_goaway(&mut self.wbuf, last, reason);
         }
     }
 
@@ -486,7 +500,7 @@ where
             }
             return Ok(());
         }
-        if head.len % 6 != 0 {
+        if !head.len.is_multiple_of(6) {
             return Err(conn_error(
                 Reason::FRAME_SIZE_ERROR,
                 "a SETTINGS frame not of 6-byte entries",
@@ -686,7 +700,7 @@ where
     }
 
     fn headers(&mut self, head: Head, mut payload: BytesMut) -> Result<(), ConnError> {
-        if head.stream == 0 || head.stream % 2 == 0 {
+        if head.stream == 0 || head.stream.is_multiple_of(2) {
             return Err(conn_error(
                 Reason::PROTOCOL_ERROR,
                 "HEADERS on stream 0 or an even stream",
@@ -766,7 +780,9 @@ where
                 self.stream_error(id, Reason::PROTOCOL_ERROR);
                 return Ok(());
             };
-            let s = self.streams[slot].as_mut().expect("slot checked above");
+            let Some(s) = self.streams[slot].as_mut() else {
+                return Ok(());
+            };
             if s.declared.is_some_and(|n| s.received != n) {
                 self.stream_error(id, Reason::PROTOCOL_ERROR);
                 return Ok(());

@@ -11,6 +11,8 @@ pub(crate) mod hpack;
 mod huffman;
 mod huffman_table;
 mod request;
+#[cfg(test)]
+mod tests;
 
 pub(crate) use body::RequestStream;
 pub(crate) use conn::{Config, Service, serve};
