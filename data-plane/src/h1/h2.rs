@@ -31,6 +31,7 @@ pub(super) async fn serve<S: super::stream::ClientStream>(
     };
     let config = crate::h2::Config {
         max_header_bytes: engine.options.max_header_bytes,
+        idle_timeout: engine.options.keepalive_timeout,
     };
     let drain = async {
         let notified = engine.drain.notify.notified();

@@ -90,6 +90,8 @@ pub struct RequestStream {
     connection: Waker,
     /// `content-length` as the client declared it (the connection enforces it).
     declared: Option<u64>,
+    /// Bytes read so far (the size hint is what is left).
+    taken: u64,
     done: bool,
 }
 
@@ -103,6 +105,7 @@ impl RequestStream {
             inbound,
             connection,
             declared,
+            taken: 0,
             done: false,
         }
     }
@@ -117,6 +120,7 @@ impl RequestStream {
         let mut s = self.inbound.lock();
         if let Some(data) = s.chunks.pop_front() {
             s.consumed += data.len();
+            self.taken += data.len() as u64;
             let report = s.consumed >= REPORT_AT || (s.chunks.is_empty() && !s.ended);
             drop(s);
             if report {
@@ -149,7 +153,7 @@ impl RequestStream {
 
     pub(crate) fn size_hint(&self) -> SizeHint {
         match self.declared {
-            Some(n) => SizeHint::with_exact(n),
+            Some(n) => SizeHint::with_exact(n.saturating_sub(self.taken)),
             None => SizeHint::default(),
         }
     }

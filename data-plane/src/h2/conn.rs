@@ -59,10 +59,14 @@ pub(crate) trait Service: Send + 'static {
 pub(crate) struct Config {
     /// SETTINGS_MAX_HEADER_LIST_SIZE; a larger request head is answered 431.
     pub max_header_bytes: usize,
+    /// A connection with no stream open this long gets GOAWAY and is closed
+    /// (`--keepalive-timeout`).
+    pub idle_timeout: std::time::Duration,
 }
 
 /// Serves one connection until it ends: the client closes it, a connection error, or
-/// after `drain` resolves (GOAWAY, then the streams in progress finish).
+/// after `drain` resolves or once no stream has been open for the idle timeout (GOAWAY,
+/// then the streams in progress finish).
 pub(crate) async fn serve<Io, Svc>(
     io: Io,
     prefix: Vec<u8>,
@@ -77,10 +81,25 @@ where
     let mut conn = Connection::new(io, prefix, service, config);
     let mut drain = std::pin::pin!(drain);
     let mut drained = false;
+    // One timer for the connection's life, re-armed only when it fires: a busy
+    // connection's streams never touch it.
+    let timeout = config.idle_timeout;
+    let mut idle = Box::pin(tokio::time::sleep(timeout));
     std::future::poll_fn(|cx| {
         if !drained && drain.as_mut().poll(cx).is_ready() {
             drained = true;
             conn.go_away(Reason::NO_ERROR);
+        }
+        while !conn.going_away && idle.as_mut().poll(cx).is_ready() {
+            let now = tokio::time::Instant::now();
+            match conn.idle_since {
+                Some(since) if now >= since + timeout => {
+                    tracing::debug!("h2 connection idle for the keep-alive timeout; GOAWAY");
+                    conn.go_away(Reason::NO_ERROR);
+                }
+                Some(since) => idle.as_mut().reset(since + timeout),
+                None => idle.as_mut().reset(now + timeout),
+            }
         }
         conn.poll(cx)
     })
@@ -203,6 +222,8 @@ struct Connection<Io, Svc: Service> {
     /// DATA received and not yet credited back to the connection's window.
     recv_uncredited: u32,
     reset_budget: i32,
+    /// Since when no stream is open (`None` while one is): the idle timeout's clock.
+    idle_since: Option<tokio::time::Instant>,
     going_away: bool,
     /// The last stream identifier of our first GOAWAY: a later one (a connection error
     /// after a drain) repeats it, as RFC 9113 §6.8 forbids raising it (streams opened
@@ -266,6 +287,7 @@ where
             send_window: frame::DEFAULT_WINDOW,
             recv_uncredited: 0,
             reset_budget: RESET_BUDGET,
+            idle_since: Some(tokio::time::Instant::now()),
             going_away: false,
             goaway_last: None,
             peer_going_away: false,
@@ -427,6 +449,12 @@ where
             let mut payload = self.rbuf.split_to(frame::HEADER_LEN + head.len);
             payload.advance(frame::HEADER_LEN);
             self.frame(head, payload)?;
+            if self.reset_budget < 0 {
+                return Err(conn_error(
+                    Reason::ENHANCE_YOUR_CALM,
+                    "too many streams reset before their response",
+                ));
+            }
         }
         Ok(())
     }
@@ -637,17 +665,8 @@ where
         let Some(&slot) = self.ids.get(&head.stream) else {
             return Ok(());
         };
-        let early = self.streams[slot].as_ref().is_some_and(|s| !s.responded);
+        self.charge_reset(slot);
         self.remove(slot);
-        if early {
-            self.reset_budget -= 1;
-            if self.reset_budget < 0 {
-                return Err(conn_error(
-                    Reason::ENHANCE_YOUR_CALM,
-                    "too many streams reset before their response",
-                ));
-            }
-        }
         Ok(())
     }
 
@@ -834,6 +853,7 @@ where
         };
         let respond = self.service.call(Request::from_parts(head.parts, body));
         self.ids.insert(id, slot);
+        self.idle_since = None;
         self.streams[slot] = Some(Stream {
             id,
             task: Task::Respond(respond),
@@ -871,7 +891,19 @@ where
     fn stream_error(&mut self, id: u32, reason: Reason) {
         frame::put_rst_stream(&mut self.wbuf, id, reason);
         if let Some(&slot) = self.ids.get(&id) {
+            // A reset the client provoked (a bad WINDOW_UPDATE, DATA over the window or
+            // the content-length) costs the same as one it sent ("MadeYouReset",
+            // CVE-2025-8671): either way a request was started and thrown away.
+            self.charge_reset(slot);
             self.remove(slot);
+        }
+    }
+
+    /// A stream reset before its response started takes one from the reset budget
+    /// (checked after each frame: [`Self::read_frames`]).
+    fn charge_reset(&mut self, slot: usize) {
+        if self.streams[slot].as_ref().is_some_and(|s| !s.responded) {
+            self.reset_budget -= 1;
         }
     }
 
@@ -881,6 +913,9 @@ where
         };
         self.ids.remove(&s.id);
         self.free.push(slot);
+        if self.ids.is_empty() {
+            self.idle_since = Some(tokio::time::Instant::now());
+        }
         if let Some(inbound) = &s.inbound {
             inbound.reset();
         }
@@ -910,10 +945,10 @@ where
     /// Runs a stream's work: the request's future, then its response body as the
     /// windows and the write buffer allow.
     fn run(&mut self, slot: usize) {
+        // Borrowed, not cloned: only fields other than `wakers` change below.
         let (wake, waker) = &self.wakers[slot];
         wake.queued.store(false, Ordering::Release);
-        let waker = waker.clone();
-        let mut cx = Context::from_waker(&waker);
+        let mut cx = Context::from_waker(waker);
         let Some(s) = self.streams[slot].as_mut() else {
             return;
         };
@@ -926,6 +961,7 @@ where
             }
         }
         let mut turns = FRAMES_PER_TURN;
+        let mut failed = false;
         loop {
             match &mut s.task {
                 Task::Done => break,
@@ -1009,13 +1045,17 @@ where
                         },
                         Poll::Ready(Some(Err(e))) => {
                             tracing::debug!(stream = s.id, error = %e, "response body failed; resetting the stream");
-                            let id = s.id;
-                            self.stream_error(id, Reason::INTERNAL_ERROR);
-                            return;
+                            failed = true;
+                            break;
                         }
                     }
                 }
             }
+        }
+        if failed {
+            let id = s.id;
+            self.stream_error(id, Reason::INTERNAL_ERROR);
+            return;
         }
         self.maybe_finish(slot);
     }
@@ -1100,7 +1140,9 @@ fn write_head<B: Body>(
         }
     }
     // A body whose length is known says so (as hyper's server did).
-    let bodiless = status == 204 || status == 304 || (100..200).contains(&status);
+    // Not on a response that ends with its head: END_STREAM says it all, and a HEAD
+    // response's length is the GET's, which only the upstream knows.
+    let bodiless = end || status == 204 || status == 304 || (100..200).contains(&status);
     if !bodiless
         && !parts.headers.contains_key(http::header::CONTENT_LENGTH)
         && let Some(n) = body.size_hint().exact()

@@ -148,6 +148,10 @@ impl Server {
 }
 
 fn start(svc: TestService, pipe: usize) -> (DuplexStream, Server) {
+    start_with(svc, pipe, Duration::from_secs(60))
+}
+
+fn start_with(svc: TestService, pipe: usize, idle_timeout: Duration) -> (DuplexStream, Server) {
     let (client, server) = tokio::io::duplex(pipe);
     let calls = Arc::clone(&svc.calls);
     let (drain_tx, drain_rx) = oneshot::channel::<()>();
@@ -158,6 +162,7 @@ fn start(svc: TestService, pipe: usize) -> (DuplexStream, Server) {
     };
     let config = Config {
         max_header_bytes: 16 * 1024,
+        idle_timeout,
     };
     let task = tokio::spawn(super::serve(server, Vec::new(), svc, config, drain));
     (
@@ -1333,5 +1338,69 @@ async fn a_client_reset_drops_the_response_body_and_costs_no_budget() {
     let (head, _) = raw.next_significant().await.expect("the PING ack");
     assert_eq!(head.kind, frame::PING, "no GOAWAY");
     drop(raw);
+    server.ended().await;
+}
+
+#[tokio::test]
+async fn resets_the_client_provokes_count_against_the_budget() {
+    // DATA over the declared content-length makes the server reset the stream
+    // ("MadeYouReset", CVE-2025-8671): the same budget as the client's own resets.
+    let post = request_block(&[
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":authority", "a"),
+        (":path", "/"),
+        ("content-length", "3"),
+    ]);
+    let (svc, mut called) = waiting();
+    let (io, server) = start(svc, 256 * 1024);
+    let mut raw = Raw::connect(io, &[]).await;
+    let mut held = Vec::new();
+    let mut last = 0;
+    for i in 0..17u32 {
+        last = 2 * i + 1;
+        raw.send(frame::HEADERS, frame::END_HEADERS, last, &post)
+            .await;
+        held.push(timeout(WAIT, called.recv()).await.expect("timed out"));
+        raw.send(frame::DATA, frame::END_STREAM, last, b"abcd")
+            .await;
+        if i < 16 {
+            assert_eq!(raw.rst(last).await, Reason::PROTOCOL_ERROR, "stream {last}");
+        }
+    }
+    assert_eq!(raw.rst(last).await, Reason::PROTOCOL_ERROR);
+    assert_eq!(raw.goaway().await, (last, Reason::ENHANCE_YOUR_CALM));
+    server.ended().await;
+}
+
+#[tokio::test]
+async fn an_idle_connection_gets_goaway_after_the_idle_timeout_and_a_busy_one_does_not() {
+    let idle = Duration::from_millis(150);
+    // Busy past the timeout: the stream in flight keeps the connection; once it is
+    // done, the idle clock starts.
+    let (svc, mut called) = waiting();
+    let (io, server) = start_with(svc, 64 * 1024, idle);
+    let mut raw = Raw::connect(io, &[]).await;
+    raw.get(1, "/").await;
+    let (release, _dropped) = timeout(WAIT, called.recv())
+        .await
+        .expect("timed out")
+        .expect("called");
+    tokio::time::sleep(3 * idle).await; // the condition under test is time itself
+    raw.send(frame::PING, 0, 0, b"stillok?").await;
+    let (head, _) = raw.next_significant().await.expect("the PING ack");
+    assert_eq!(head.kind, frame::PING, "the busy connection is still open");
+    let _ = release.send(());
+    let done = tokio::time::Instant::now();
+    let (head, _) = raw.next_significant().await.expect("the response");
+    assert_eq!((head.kind, head.stream), (frame::HEADERS, 1));
+    let (head, _) = raw.next_significant().await.expect("its body");
+    assert_eq!(head.kind, frame::DATA);
+    assert_eq!(raw.goaway().await, (1, Reason::NO_ERROR));
+    assert!(
+        done.elapsed() >= idle,
+        "GOAWAY came after {:?}",
+        done.elapsed()
+    );
     server.ended().await;
 }
