@@ -30,7 +30,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::body::{Inbound, RequestStream};
 use super::frame::{self, Head, Reason};
 use super::hpack;
-use super::request::{Fields, Refusal};
+use super::request::{Fields, Refusal, is_connection_specific};
 use crate::body::BoxError;
 use crate::upstream::RequestBody;
 
@@ -1107,16 +1107,6 @@ fn send_pending<B>(
     Sent::All
 }
 
-/// Fields no HTTP/2 message carries (RFC 9113 §8.2.2); the proxy has removed them from
-/// what it relays, this is the last guard.
-fn connection_specific(name: &http::HeaderName) -> bool {
-    name == http::header::CONNECTION
-        || name == http::header::TRANSFER_ENCODING
-        || name == http::header::UPGRADE
-        || name == "keep-alive"
-        || name == "proxy-connection"
-}
-
 fn write_head<B: Body>(
     block: &mut BytesMut,
     wbuf: &mut BytesMut,
@@ -1130,7 +1120,8 @@ fn write_head<B: Body>(
     let status = parts.status.as_u16();
     hpack::encode_status(status, block);
     for (name, value) in &parts.headers {
-        if !connection_specific(name) {
+        // The proxy has removed them from what it relays; this is the last guard.
+        if !is_connection_specific(name) {
             hpack::encode_field(
                 name.as_str().as_bytes(),
                 value.as_bytes(),
@@ -1162,7 +1153,8 @@ fn write_trailers(
 ) {
     block.clear();
     for (name, value) in trailers {
-        if !connection_specific(name) {
+        // The proxy has removed them from what it relays; this is the last guard.
+        if !is_connection_specific(name) {
             hpack::encode_field(
                 name.as_str().as_bytes(),
                 value.as_bytes(),

@@ -256,8 +256,9 @@ fn name_ok(name: &[u8]) -> bool {
         })
 }
 
-/// RFC 9113 §8.2.2.
-fn is_connection_specific(name: &HeaderName) -> bool {
+/// Fields no HTTP/2 message carries (RFC 9113 §8.2.2): malformed in a request, never
+/// written in a response.
+pub(super) fn is_connection_specific(name: &HeaderName) -> bool {
     name == header::CONNECTION
         || name == header::TRANSFER_ENCODING
         || name == header::UPGRADE
