@@ -387,7 +387,10 @@ where
             let flushed = self.wbuf.is_empty() && !self.needs_flush;
             if self.failed || self.eof {
                 // The client is gone, or we told it why we close: nothing more to do
-                // (a GOAWAY that cannot be written at once is not waited for).
+                // (a GOAWAY that cannot be written at once is not waited for). End of
+                // input is taken as the client gone, as HTTP/2 has no half-close of a
+                // connection: its streams are dropped, and their upstream exchanges
+                // with them, rather than finished for a reader that is likely gone.
                 self.close_all();
                 return Poll::Ready(Ok(()));
             }
