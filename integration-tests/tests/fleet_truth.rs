@@ -189,6 +189,12 @@ async fn a_draining_proxy_leaves_and_is_never_lost() {
 async fn an_etcd_outage_does_not_make_healthy_proxies_look_lost() {
     let mut fleet = Fleet::start("fleet-etcd", 2).await;
     fleet.etcd.stop().await;
+    // The control plane learns of the outage from its etcd client (a failed call or
+    // a broken watch), a moment after the process is gone: wait for that first.
+    eventually(Duration::from_secs(5), "etcd seen disconnected", || async {
+        (fleet.status().await["etcd"]["connected"] == false).then_some(())
+    })
+    .await;
     // Three TTLs of outage: long enough for any lease or TTL to lapse.
     let outage = Instant::now();
     while outage.elapsed() < Duration::from_secs(6) {
