@@ -40,9 +40,17 @@ pub(crate) const MAX_CONCURRENT_STREAMS: usize = 128;
 const HIGH_WATER: usize = 64 * 1024;
 /// The connection's receive window, raised from 64 KiB at the start.
 const CONNECTION_WINDOW: u32 = 1 << 20;
-/// Streams the client may reset before their response started, net of the streams
-/// that completed (CVE-2023-44487, "rapid reset"): past it, GOAWAY ENHANCE_YOUR_CALM.
-const RESET_BUDGET: i32 = 16;
+/// Streams the client may reset (or make us reset) before their response started, net
+/// of the streams that completed, each of which gives one back (CVE-2023-44487, "rapid
+/// reset", and CVE-2025-8671): past it, GOAWAY ENHANCE_YOUR_CALM. Room for a client
+/// that cancels a burst of calls at once (a deadline over 20 concurrent gRPC calls, a
+/// page navigation) while an attacker's opened-and-cancelled streams stay few.
+pub(crate) const RESET_BUDGET: i32 = 30;
+/// How long a connection that sent GOAWAY and has no stream left waits for the GOAWAY
+/// to be written before it closes anyway.
+const GOAWAY_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+/// The idle timer's period when the idle close is off.
+const OFF: std::time::Duration = std::time::Duration::from_secs(3600);
 /// Response body frames one stream may produce per turn before the others run.
 const FRAMES_PER_TURN: usize = 16;
 
@@ -82,20 +90,33 @@ where
     let mut drain = std::pin::pin!(drain);
     let mut drained = false;
     // One timer for the connection's life, re-armed only when it fires: a busy
-    // connection's streams never touch it.
+    // connection's streams never touch it. `--keepalive-timeout 0` turns the idle close
+    // off for HTTP/2 (a connection starts idle: zero would race its first request).
     let timeout = config.idle_timeout;
-    let mut idle = Box::pin(tokio::time::sleep(timeout));
+    let off = timeout.is_zero();
+    let mut idle = Box::pin(tokio::time::sleep(if off { OFF } else { timeout }));
     std::future::poll_fn(|cx| {
         if !drained && drain.as_mut().poll(cx).is_ready() {
             drained = true;
             conn.go_away(Reason::NO_ERROR);
         }
-        while !conn.going_away && idle.as_mut().poll(cx).is_ready() {
+        while idle.as_mut().poll(cx).is_ready() {
             let now = tokio::time::Instant::now();
+            if conn.going_away {
+                // After our GOAWAY, a connection with no stream left closes even if the
+                // GOAWAY could not be written (a client that does not read).
+                if conn.ids.is_empty() {
+                    return Poll::Ready(Ok(()));
+                }
+                idle.as_mut().reset(now + GOAWAY_GRACE);
+                continue;
+            }
             match conn.idle_since {
+                _ if off => idle.as_mut().reset(now + OFF),
                 Some(since) if now >= since + timeout => {
                     tracing::debug!("h2 connection idle for the keep-alive timeout; GOAWAY");
                     conn.go_away(Reason::NO_ERROR);
+                    idle.as_mut().reset(now + GOAWAY_GRACE);
                 }
                 Some(since) => idle.as_mut().reset(since + timeout),
                 None => idle.as_mut().reset(now + timeout),
@@ -143,6 +164,16 @@ struct Stream<B> {
     /// `pending` is the body's last data.
     pending_end: bool,
     responded: bool,
+}
+
+/// However a stream goes (removed, or the connection ends on an error or is dropped),
+/// a request body still being read upstream sees an error rather than waiting forever.
+impl<B> Drop for Stream<B> {
+    fn drop(&mut self) {
+        if let Some(inbound) = self.inbound.take() {
+            inbound.reset();
+        }
+    }
 }
 
 /// A header block in progress: HEADERS without END_HEADERS, then CONTINUATION frames.
@@ -222,6 +253,10 @@ struct Connection<Io, Svc: Service> {
     /// DATA received and not yet credited back to the connection's window.
     recv_uncredited: u32,
     reset_budget: i32,
+    /// The client's SETTINGS_HEADER_TABLE_SIZE, and a lowered one still to acknowledge
+    /// with a size update at the start of our next header block.
+    peer_table_size: usize,
+    table_size_update: Option<usize>,
     /// Since when no stream is open (`None` while one is): the idle timeout's clock.
     idle_since: Option<tokio::time::Instant>,
     going_away: bool,
@@ -287,6 +322,8 @@ where
             send_window: frame::DEFAULT_WINDOW,
             recv_uncredited: 0,
             reset_budget: RESET_BUDGET,
+            peer_table_size: 4096,
+            table_size_update: None,
             idle_since: Some(tokio::time::Instant::now()),
             going_away: false,
             goaway_last: None,
@@ -581,8 +618,16 @@ where
                     }
                     self.peer_max_frame = value as usize;
                 }
-                // The header table size limits an encoder's dynamic table; ours uses
-                // none. The rest do not concern a server.
+                // Our encoder uses no dynamic table, but a decoder told of a smaller one
+                // expects the size update that says the encoder took note.
+                frame::SETTINGS_HEADER_TABLE_SIZE => {
+                    let size = value as usize;
+                    if size < self.peer_table_size {
+                        self.table_size_update = Some(size);
+                    }
+                    self.peer_table_size = size;
+                }
+                // The rest do not concern a server.
                 _ => {}
             }
         }
@@ -832,6 +877,9 @@ where
             }
             Err(Refusal::TooLarge) => {
                 self.block.clear();
+                if let Some(size) = self.table_size_update.take() {
+                    hpack::encode_table_size_update(size, &mut self.block);
+                }
                 hpack::encode_status(431, &mut self.block);
                 hpack::encode_field(b"content-length", b"0", false, &mut self.block);
                 frame::put_headers(&mut self.wbuf, id, &self.block, true, self.peer_max_frame);
@@ -919,10 +967,8 @@ where
         if self.ids.is_empty() {
             self.idle_since = Some(tokio::time::Instant::now());
         }
-        if let Some(inbound) = &s.inbound {
-            inbound.reset();
-        }
-        // The request's future or its response body (with its logging hook) ends here.
+        // The request's future or its response body (with its logging hook) ends here,
+        // and a body still coming is reset (`Drop for Stream`).
         drop(s);
     }
 
@@ -974,6 +1020,10 @@ where
                     };
                     let (parts, body) = resp.into_parts();
                     let end = body.is_end_stream();
+                    self.block.clear();
+                    if let Some(size) = self.table_size_update.take() {
+                        hpack::encode_table_size_update(size, &mut self.block);
+                    }
                     write_head(
                         &mut self.block,
                         &mut self.wbuf,
@@ -997,7 +1047,9 @@ where
                             Sent::All => {}
                             Sent::StreamBlocked => break,
                             Sent::ConnBlocked => {
-                                self.conn_blocked.push(slot);
+                                if !self.conn_blocked.contains(&slot) {
+                                    self.conn_blocked.push(slot);
+                                }
                                 break;
                             }
                         }
@@ -1008,7 +1060,9 @@ where
                         continue;
                     }
                     if self.wbuf.len() >= HIGH_WATER {
-                        self.write_blocked.push(slot);
+                        if !self.write_blocked.contains(&slot) {
+                            self.write_blocked.push(slot);
+                        }
                         break;
                     }
                     if turns == 0 {
@@ -1033,6 +1087,10 @@ where
                             }
                             Err(f) => {
                                 if let Ok(trailers) = f.into_trailers() {
+                                    self.block.clear();
+                                    if let Some(size) = self.table_size_update.take() {
+                                        hpack::encode_table_size_update(size, &mut self.block);
+                                    }
                                     write_trailers(
                                         &mut self.block,
                                         &mut self.wbuf,
@@ -1119,7 +1177,8 @@ fn write_head<B: Body>(
     end: bool,
     max_frame: usize,
 ) {
-    block.clear();
+    // The caller started the block (a pending table size update goes first).
+
     let status = parts.status.as_u16();
     hpack::encode_status(status, block);
     for (name, value) in &parts.headers {
@@ -1154,7 +1213,8 @@ fn write_trailers(
     trailers: &HeaderMap,
     max_frame: usize,
 ) {
-    block.clear();
+    // The caller started the block (see `write_head`).
+
     for (name, value) in trailers {
         // The proxy has removed them from what it relays; this is the last guard.
         if !is_connection_specific(name) {

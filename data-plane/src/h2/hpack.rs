@@ -513,6 +513,13 @@ fn encode_string(s: &[u8], dst: &mut BytesMut) {
     dst.put_slice(s);
 }
 
+/// A dynamic table size update (§6.3) to `size`: owed at the start of the first header
+/// block after the peer lowered SETTINGS_HEADER_TABLE_SIZE below the table size we
+/// may assume (RFC 7541 §4.2), even by an encoder that never inserts, as ours.
+pub(crate) fn encode_table_size_update(size: usize, dst: &mut BytesMut) {
+    encode_integer(size, 5, 0x20, dst);
+}
+
 /// An integer with a `prefix_bits`-bit prefix (§5.1); `flags` fill the first byte's
 /// high bits.
 #[inline]
@@ -1309,6 +1316,25 @@ mod tests {
         d.decode(&hex("20"), |_, _| {}).unwrap();
         assert_eq!(d.table(), (vec![], 0));
         assert_eq!(&second[1].1[..], b"custom-header");
+    }
+
+    #[test]
+    fn a_table_size_update_is_read_back_by_the_decoder() {
+        for size in [0usize, 30, 31, 100, 4096] {
+            let mut block = BytesMut::new();
+            encode_table_size_update(size, &mut block);
+            encode_status(200, &mut block);
+            let mut d = Decoder::new(4096);
+            let mut got = Vec::new();
+            d.decode(&block, |n, v| got.push((n.to_vec(), v.as_bytes().to_vec())))
+                .unwrap_or_else(|e| panic!("size {size}: {e}"));
+            assert_eq!(
+                got,
+                vec![(b":status".to_vec(), b"200".to_vec())],
+                "size {size}"
+            );
+            assert_eq!(d.table.max_size, size, "size {size}");
+        }
     }
 
     #[test]

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
-use super::conn::{Config, MAX_CONCURRENT_STREAMS, Service};
+use super::conn::{Config, MAX_CONCURRENT_STREAMS, RESET_BUDGET, Service};
 use super::frame::{self, Head, Reason};
 use super::hpack;
 use crate::body::BoxError;
@@ -1052,7 +1052,7 @@ async fn rapid_resets_are_answered_with_enhance_your_calm() {
     let mut raw = Raw::connect(io, &[]).await;
     let mut last = 0;
     let mut held = Vec::new();
-    for i in 0..17u32 {
+    for i in 0..=RESET_BUDGET as u32 {
         last = 2 * i + 1;
         raw.get(last, "/").await;
         held.push(timeout(WAIT, called.recv()).await.expect("timed out"));
@@ -1357,14 +1357,14 @@ async fn resets_the_client_provokes_count_against_the_budget() {
     let mut raw = Raw::connect(io, &[]).await;
     let mut held = Vec::new();
     let mut last = 0;
-    for i in 0..17u32 {
+    for i in 0..=RESET_BUDGET as u32 {
         last = 2 * i + 1;
         raw.send(frame::HEADERS, frame::END_HEADERS, last, &post)
             .await;
         held.push(timeout(WAIT, called.recv()).await.expect("timed out"));
         raw.send(frame::DATA, frame::END_STREAM, last, b"abcd")
             .await;
-        if i < 16 {
+        if i < RESET_BUDGET as u32 {
             assert_eq!(raw.rst(last).await, Reason::PROTOCOL_ERROR, "stream {last}");
         }
     }
@@ -1402,5 +1402,77 @@ async fn an_idle_connection_gets_goaway_after_the_idle_timeout_and_a_busy_one_do
         "GOAWAY came after {:?}",
         done.elapsed()
     );
+    server.ended().await;
+}
+
+#[tokio::test]
+async fn a_request_body_read_elsewhere_fails_when_the_connection_goes() {
+    // The body is handed off (as hyper's client does with an upload) and the response
+    // goes out at once; then the client vanishes mid-upload. The reader must see an
+    // error, not wait forever.
+    let (tx, mut rx) = mpsc::unbounded_channel::<bool>();
+    let tx = Mutex::new(tx);
+    let svc = service(move |req: Request<RequestBody>| {
+        let tx = tx.lock().expect("not poisoned").clone();
+        tokio::spawn(async move {
+            let failed = req.into_body().collect().await.is_err();
+            let _ = tx.send(failed);
+        });
+        async { Response::new(chunks(1024, 1000, None)) }
+    });
+    let (io, server) = start(svc, 64 * 1024);
+    let mut raw = Raw::connect(io, &[]).await;
+    let post = request_block(&[
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":authority", "a"),
+        (":path", "/"),
+    ]);
+    raw.send(frame::HEADERS, frame::END_HEADERS, 1, &post).await;
+    raw.send(frame::DATA, 0, 1, b"part of it").await;
+    let (head, _) = raw.next_significant().await.expect("the response head");
+    assert_eq!(head.kind, frame::HEADERS);
+    drop(raw);
+    let failed = timeout(WAIT, rx.recv())
+        .await
+        .expect("the body reader never finished")
+        .expect("sent");
+    assert!(failed, "a cut-off body must read as an error");
+    let _ = timeout(WAIT, server.task)
+        .await
+        .expect("the connection ended");
+}
+
+#[tokio::test]
+async fn a_lowered_header_table_size_is_acknowledged_in_the_next_header_block() {
+    let (io, server) = start(ok_service(), 64 * 1024);
+    let mut raw = Raw::connect(io, &[(frame::SETTINGS_HEADER_TABLE_SIZE, 0)]).await;
+    raw.get(1, "/").await;
+    let (head, block) = raw.next_significant().await.expect("the response head");
+    assert_eq!(head.kind, frame::HEADERS);
+    assert_eq!(block[0], 0x20, "a size update to 0 first: {block:?}");
+    // Only once.
+    raw.get(3, "/").await;
+    let (head, _) = raw.next_significant().await.expect("the first body");
+    assert_eq!(head.kind, frame::DATA);
+    let (head, block) = raw.next_significant().await.expect("the second head");
+    assert_eq!((head.kind, head.stream), (frame::HEADERS, 3));
+    assert_ne!(block[0] & 0xe0, 0x20, "no second size update: {block:?}");
+    drop(raw);
+    server.ended().await;
+}
+
+#[tokio::test]
+async fn a_zero_idle_timeout_turns_the_idle_close_off() {
+    let (io, server) = start_with(ok_service(), 64 * 1024, Duration::ZERO);
+    let mut raw = Raw::connect(io, &[]).await;
+    tokio::time::sleep(Duration::from_millis(200)).await; // the condition is time itself
+    raw.get(1, "/").await;
+    let (head, _) = raw
+        .next_significant()
+        .await
+        .expect("the response, no GOAWAY");
+    assert_eq!((head.kind, head.stream), (frame::HEADERS, 1));
+    drop(raw);
     server.ended().await;
 }
