@@ -127,6 +127,15 @@ where
     .await
 }
 
+/// WINDOW_UPDATE and RST_STREAM carry exactly 4 bytes (§6.9, §6.4).
+fn four_bytes(head: Head, why: &'static str) -> Result<(), ConnError> {
+    if head.len == 4 {
+        Ok(())
+    } else {
+        Err(conn_error(Reason::FRAME_SIZE_ERROR, why))
+    }
+}
+
 /// A connection error (RFC 9113 §5.4.1): GOAWAY with `reason`, then close.
 #[derive(Debug, Clone, Copy)]
 struct ConnError {
@@ -636,12 +645,7 @@ where
     }
 
     fn window_update(&mut self, head: Head, payload: &[u8]) -> Result<(), ConnError> {
-        if head.len != 4 {
-            return Err(conn_error(
-                Reason::FRAME_SIZE_ERROR,
-                "a WINDOW_UPDATE not of 4 bytes",
-            ));
-        }
+        four_bytes(head, "a WINDOW_UPDATE not of 4 bytes")?;
         let increment = i64::from(
             u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]) & 0x7fff_ffff,
         );
@@ -703,12 +707,7 @@ where
     }
 
     fn rst_stream(&mut self, head: Head, _payload: &[u8]) -> Result<(), ConnError> {
-        if head.len != 4 {
-            return Err(conn_error(
-                Reason::FRAME_SIZE_ERROR,
-                "an RST_STREAM not of 4 bytes",
-            ));
-        }
+        four_bytes(head, "an RST_STREAM not of 4 bytes")?;
         self.idle_check(head.stream)?;
         let Some(&slot) = self.ids.get(&head.stream) else {
             return Ok(());

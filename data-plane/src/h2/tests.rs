@@ -910,53 +910,52 @@ async fn a_response_body_failing_midway_resets_the_stream() {
 }
 
 #[tokio::test]
-async fn a_larger_initial_window_unblocks_data_waiting_for_it() {
-    let svc = service(|_req| async { Response::new(full(vec![b'w'; 100])) });
-    let (io, server) = start(svc, 64 * 1024);
-    let mut raw = Raw::connect(io, &[(frame::SETTINGS_INITIAL_WINDOW_SIZE, 10)]).await;
-    raw.get(1, "/").await;
-    let (head, _) = raw.next_significant().await.expect("the response head");
-    assert_eq!(head.kind, frame::HEADERS);
-    let (head, payload) = raw.next_significant().await.expect("the first data");
-    assert_eq!((head.kind, head.flags, payload.len()), (frame::DATA, 0, 10));
-    // Nothing more until the window grows (the PING ack comes first).
-    raw.send(frame::PING, 0, 0, b"barrier!").await;
-    let (head, _) = raw.next_significant().await.expect("the PING ack");
-    assert_eq!(head.kind, frame::PING);
-    let mut settings = BytesMut::new();
-    frame::put_settings(
-        &mut settings,
-        &[(frame::SETTINGS_INITIAL_WINDOW_SIZE, 1000)],
-    );
-    raw.write(&settings).await;
-    let (head, payload) = raw.next_significant().await.expect("the rest");
-    assert_eq!(
-        (head.kind, head.flags, payload.len()),
-        (frame::DATA, frame::END_STREAM, 90)
-    );
-    drop(raw);
-    server.ended().await;
-}
-
-#[tokio::test]
-async fn a_stream_window_update_unblocks_data_waiting_for_it() {
-    let svc = service(|_req| async { Response::new(full(vec![b'w'; 100])) });
-    let (io, server) = start(svc, 64 * 1024);
-    let mut raw = Raw::connect(io, &[(frame::SETTINGS_INITIAL_WINDOW_SIZE, 10)]).await;
-    raw.get(1, "/").await;
-    let (head, _) = raw.next_significant().await.expect("the response head");
-    assert_eq!(head.kind, frame::HEADERS);
-    let (head, payload) = raw.next_significant().await.expect("the first data");
-    assert_eq!((head.kind, payload.len()), (frame::DATA, 10));
-    raw.send(frame::WINDOW_UPDATE, 0, 1, &100u32.to_be_bytes())
-        .await;
-    let (head, payload) = raw.next_significant().await.expect("the rest");
-    assert_eq!(
-        (head.kind, head.flags, payload.len()),
-        (frame::DATA, frame::END_STREAM, 90)
-    );
-    drop(raw);
-    server.ended().await;
+async fn more_window_unblocks_data_waiting_for_it() {
+    let larger_initial = {
+        let mut settings = BytesMut::new();
+        frame::put_settings(
+            &mut settings,
+            &[(frame::SETTINGS_INITIAL_WINDOW_SIZE, 1000)],
+        );
+        settings
+    };
+    let stream_update = {
+        let mut update = BytesMut::new();
+        frame::put_window_update(&mut update, 1, 100);
+        update
+    };
+    // (how the window grows, the frames that grow it)
+    let rows = [
+        ("a larger SETTINGS_INITIAL_WINDOW_SIZE", larger_initial),
+        ("a stream WINDOW_UPDATE", stream_update),
+    ];
+    for (name, more) in rows {
+        let svc = service(|_req| async { Response::new(full(vec![b'w'; 100])) });
+        let (io, server) = start(svc, 64 * 1024);
+        let mut raw = Raw::connect(io, &[(frame::SETTINGS_INITIAL_WINDOW_SIZE, 10)]).await;
+        raw.get(1, "/").await;
+        let (head, _) = raw.next_significant().await.expect("the response head");
+        assert_eq!(head.kind, frame::HEADERS, "{name}");
+        let (head, payload) = raw.next_significant().await.expect("the first data");
+        assert_eq!(
+            (head.kind, head.flags, payload.len()),
+            (frame::DATA, 0, 10),
+            "{name}"
+        );
+        // Nothing more until the window grows (the PING ack comes first).
+        raw.send(frame::PING, 0, 0, b"barrier!").await;
+        let (head, _) = raw.next_significant().await.expect("the PING ack");
+        assert_eq!(head.kind, frame::PING, "{name}");
+        raw.write(&more).await;
+        let (head, payload) = raw.next_significant().await.expect("the rest");
+        assert_eq!(
+            (head.kind, head.flags, payload.len()),
+            (frame::DATA, frame::END_STREAM, 90),
+            "{name}"
+        );
+        drop(raw);
+        server.ended().await;
+    }
 }
 
 /// A client that sends PINGs and never reads: the server stops reading once its write
