@@ -875,10 +875,7 @@ where
                 return Ok(());
             }
             Err(Refusal::TooLarge) => {
-                self.block.clear();
-                if let Some(size) = self.table_size_update.take() {
-                    hpack::encode_table_size_update(size, &mut self.block);
-                }
+                start_block(&mut self.block, &mut self.table_size_update);
                 hpack::encode_status(431, &mut self.block);
                 hpack::encode_field(b"content-length", b"0", false, &mut self.block);
                 frame::put_headers(&mut self.wbuf, id, &self.block, true, self.peer_max_frame);
@@ -1019,10 +1016,7 @@ where
                     };
                     let (parts, body) = resp.into_parts();
                     let end = body.is_end_stream();
-                    self.block.clear();
-                    if let Some(size) = self.table_size_update.take() {
-                        hpack::encode_table_size_update(size, &mut self.block);
-                    }
+                    start_block(&mut self.block, &mut self.table_size_update);
                     write_head(
                         &mut self.block,
                         &mut self.wbuf,
@@ -1086,10 +1080,7 @@ where
                             }
                             Err(f) => {
                                 if let Ok(trailers) = f.into_trailers() {
-                                    self.block.clear();
-                                    if let Some(size) = self.table_size_update.take() {
-                                        hpack::encode_table_size_update(size, &mut self.block);
-                                    }
+                                    start_block(&mut self.block, &mut self.table_size_update);
                                     write_trailers(
                                         &mut self.block,
                                         &mut self.wbuf,
@@ -1167,6 +1158,15 @@ fn send_pending<B>(
     Sent::All
 }
 
+/// Starts a header block in `block`: a table size update the client is owed goes
+/// first (RFC 7541 §4.2), once.
+fn start_block(block: &mut BytesMut, table_size_update: &mut Option<usize>) {
+    block.clear();
+    if let Some(size) = table_size_update.take() {
+        hpack::encode_table_size_update(size, block);
+    }
+}
+
 fn write_head<B: Body>(
     block: &mut BytesMut,
     wbuf: &mut BytesMut,
@@ -1176,7 +1176,7 @@ fn write_head<B: Body>(
     end: bool,
     max_frame: usize,
 ) {
-    // The caller started the block (a pending table size update goes first).
+    // The caller started the block (`start_block`).
 
     let status = parts.status.as_u16();
     hpack::encode_status(status, block);
@@ -1212,7 +1212,7 @@ fn write_trailers(
     trailers: &HeaderMap,
     max_frame: usize,
 ) {
-    // The caller started the block (see `write_head`).
+    // The caller started the block (`start_block`).
 
     for (name, value) in trailers {
         // The proxy has removed them from what it relays; this is the last guard.
