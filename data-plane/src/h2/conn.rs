@@ -1177,11 +1177,27 @@ fn write_head<B: Body>(
     max_frame: usize,
 ) {
     // The caller started the block (`start_block`).
-
     let status = parts.status.as_u16();
     hpack::encode_status(status, block);
-    for (name, value) in &parts.headers {
-        // The proxy has removed them from what it relays; this is the last guard.
+    encode_fields(&parts.headers, block);
+    // A body whose length is known says so (as hyper's server did), but not on a
+    // response that ends with its head: END_STREAM says it all, and a HEAD response's
+    // length is the GET's, which only the upstream knows.
+    let bodiless = end || status == 204 || status == 304 || (100..200).contains(&status);
+    if !bodiless
+        && !parts.headers.contains_key(http::header::CONTENT_LENGTH)
+        && let Some(n) = body.size_hint().exact()
+    {
+        let digits = itoa_buf(n);
+        hpack::encode_field(b"content-length", digits.as_bytes(), false, block);
+    }
+    frame::put_headers(wbuf, id, block, end, max_frame);
+}
+
+/// A field section's fields (a response head's or trailers'), connection-specific
+/// ones left out: the proxy removed them from what it relays, this is the last guard.
+fn encode_fields(fields: &HeaderMap, block: &mut BytesMut) {
+    for (name, value) in fields {
         if !is_connection_specific(name) {
             hpack::encode_field(
                 name.as_str().as_bytes(),
@@ -1191,18 +1207,6 @@ fn write_head<B: Body>(
             );
         }
     }
-    // A body whose length is known says so (as hyper's server did).
-    // Not on a response that ends with its head: END_STREAM says it all, and a HEAD
-    // response's length is the GET's, which only the upstream knows.
-    let bodiless = end || status == 204 || status == 304 || (100..200).contains(&status);
-    if !bodiless
-        && !parts.headers.contains_key(http::header::CONTENT_LENGTH)
-        && let Some(n) = body.size_hint().exact()
-    {
-        let mut digits = itoa_buf(n);
-        hpack::encode_field(b"content-length", digits.as_bytes_mut(), false, block);
-    }
-    frame::put_headers(wbuf, id, block, end, max_frame);
 }
 
 fn write_trailers(
@@ -1213,18 +1217,7 @@ fn write_trailers(
     max_frame: usize,
 ) {
     // The caller started the block (`start_block`).
-
-    for (name, value) in trailers {
-        // The proxy has removed them from what it relays; this is the last guard.
-        if !is_connection_specific(name) {
-            hpack::encode_field(
-                name.as_str().as_bytes(),
-                value.as_bytes(),
-                value.is_sensitive(),
-                block,
-            );
-        }
-    }
+    encode_fields(trailers, block);
     frame::put_headers(wbuf, id, block, true, max_frame);
 }
 
@@ -1235,7 +1228,7 @@ struct Digits {
 }
 
 impl Digits {
-    fn as_bytes_mut(&mut self) -> &[u8] {
+    fn as_bytes(&self) -> &[u8] {
         &self.buf[self.start..]
     }
 }

@@ -605,13 +605,7 @@ mod tests {
 
     type Fields = Vec<(String, String)>;
 
-    fn hex(s: &str) -> Vec<u8> {
-        let s: String = s.split_whitespace().collect();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
+    use super::super::huffman::tests::hex;
 
     fn decode(d: &mut Decoder, block: &[u8]) -> Result<Fields, DecodeError> {
         let mut out = Vec::new();

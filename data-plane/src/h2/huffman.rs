@@ -113,7 +113,7 @@ pub(super) fn encode(src: &[u8], dst: &mut Vec<u8>) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     fn dec(src: &[u8]) -> Result<Vec<u8>, InvalidHuffman> {
@@ -121,7 +121,8 @@ mod tests {
         decode(src, &mut out).map(|()| out)
     }
 
-    fn hex(s: &str) -> Vec<u8> {
+    /// Bytes from hex digits (whitespace ignored), as RFC 7541's examples print them.
+    pub(in crate::h2) fn hex(s: &str) -> Vec<u8> {
         let s: String = s.split_whitespace().collect();
         (0..s.len())
             .step_by(2)
