@@ -37,8 +37,8 @@ use crate::shadow::ShadowSlot;
 use crate::stats::InFlight;
 use routemaster_common::model::{Filters, Retry};
 
-/// The HTTP/2 connection preface; a connection starting with it is handed to hyper.
-pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// A connection that starts with the HTTP/2 preface is handed to our HTTP/2 session.
+use crate::h2::PREFACE;
 
 /// Generic over the client stream ([`ClientStream`]: plain TCP, or TLS from
 /// `--tls-listen`), monomorphised: plain TCP pays nothing for TLS.
@@ -182,8 +182,10 @@ impl<S: ClientStream> Conn<S> {
         let mut bounded = armed;
         loop {
             if !self.inbuf.is_empty() {
-                if self.first && H2_PREFACE.starts_with(&self.inbuf[..self.inbuf.len().min(24)]) {
-                    if self.inbuf.len() >= H2_PREFACE.len() {
+                if self.first
+                    && PREFACE.starts_with(&self.inbuf[..self.inbuf.len().min(PREFACE.len())])
+                {
+                    if self.inbuf.len() >= PREFACE.len() {
                         return Err(Stop::H2);
                     }
                 } else if let Some(req) = request::prepare_on(

@@ -16,3 +16,4 @@ mod tests;
 
 pub(crate) use body::RequestStream;
 pub(crate) use conn::{Config, Service, serve};
+pub(crate) use frame::PREFACE;
