@@ -44,6 +44,8 @@ static TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate"
 use crate::body::FromUpstream;
 use crate::h1::UpstreamPool;
 use crate::h1::client::{Outgoing, Target};
+use crate::h1::head::{Framing, classify};
+use crate::h1::upstream_head;
 use crate::mirror::{MirrorQueue, Mirroring};
 use crate::observe::metrics::{PairMetrics, ServiceMetrics};
 pub use crate::upstream::UpstreamOptions;
@@ -85,6 +87,11 @@ pub struct Origin<'a> {
     pub request_id: &'a HeaderValue,
     /// The chosen service's upstream connection counters (HTTP/1.1 engine client).
     pub service: Option<&'a Arc<ServiceMetrics>>,
+    /// Our trace context, sent up as `traceparent` (`None`: the client's fields
+    /// pass as they came).
+    pub trace: Option<&'a TraceContext>,
+    /// The client's `tracestate` goes up with `trace` (it belongs to the client's trace).
+    pub keep_tracestate: bool,
 }
 
 impl Proxy {
@@ -126,7 +133,7 @@ impl Proxy {
         facts: &mut Facts,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         // 1–4. Normalise, route, act, select (shared with the HTTP/1.1 engine).
-        let (mut parts, body) = req.into_parts();
+        let (parts, body) = req.into_parts();
         // RFC 9113 §8.3.1: a Host naming another entity than :authority is malformed.
         if let (Some(a), Some(h)) = (parts.uri.authority(), parts.headers.get(header::HOST))
             && !h.as_bytes().eq_ignore_ascii_case(a.as_str().as_bytes())
@@ -179,17 +186,9 @@ impl Proxy {
             host,
             request_id,
             service: facts.tag.as_deref().and_then(PairMetrics::service_arc),
+            trace: facts.trace.as_ref(),
+            keep_tracestate: facts.keep_tracestate,
         };
-        // Trace context: ours goes up (the caller's tracestate only with its trace).
-        if let Some(trace) = &facts.trace {
-            // Unique per request: never indexed by HPACK (see `forwarding::request_id`).
-            let mut traceparent = trace.traceparent();
-            traceparent.set_sensitive(true);
-            parts.headers.insert(TRACEPARENT.clone(), traceparent);
-        }
-        if !facts.keep_tracestate {
-            parts.headers.remove(&TRACESTATE);
-        }
         if self.state.observe.logging() {
             facts.endpoint = Some(upstream.endpoint.authority().clone());
         }
@@ -231,93 +230,78 @@ impl Proxy {
         let protocol = upstream.protocol;
         let tls = upstream.tls;
         let shadow = upstream.shadow;
-        let mirror = upstream.mirror;
-
-        let mut uri_parts = http::uri::Parts::default();
-        uri_parts.scheme = Some(if protocol.is_tls() {
-            Scheme::HTTPS
-        } else {
-            Scheme::HTTP
-        });
-        let http2 = protocol.is_http2();
-        // The URI's authority: the endpoint for `http1` (the shared client dials it);
-        // for HTTP/2 the `:authority` the upstream sees — the client's host or the
-        // route's `host_rewrite` (the pinned client dials the endpoint regardless).
-        let upstream_host = upstream.host_rewrite.unwrap_or_else(|| origin.host.clone());
-        uri_parts.authority = Some(if http2 {
-            http::uri::Authority::try_from(upstream_host.as_bytes())
-                .unwrap_or_else(|_| endpoint.authority().clone())
-        } else {
-            endpoint.authority().clone()
-        });
-        uri_parts.path_and_query = Some(path_and_query);
-        parts.uri = Uri::from_parts(uri_parts)
-            .map_err(|_| ProxyError::Internal("cannot build upstream uri"))?;
-        // `te` is hop-by-hop, but HTTP/2 allows exactly `te: trailers` (RFC 9113
-        // §8.2.2) and gRPC servers require it: kept for HTTP/2 upstreams only.
-        let te_trailers = http2 && te_is_trailers(&parts.headers);
-        parts.version = if http2 {
-            Version::HTTP_2
-        } else {
-            Version::HTTP_11
-        };
-        strip_hop_by_hop(&mut parts.headers);
-        if te_trailers {
-            parts
-                .headers
-                .insert(header::TE, HeaderValue::from_static("trailers"));
-        }
-        add_forwarded(
-            &mut parts.headers,
-            origin.client,
-            origin.client_text,
-            Some(&origin.host),
-        );
-        if parts.extensions.get::<crate::tls::Session>().is_some() {
-            parts.headers.insert(
-                crate::forwarding::X_FORWARDED_PROTO.clone(),
-                HeaderValue::from_static("https"),
-            );
-        }
-        if http2 {
-            // HTTP/2 carries it in `:authority` (the URI's): a `host` beside it would be
-            // redundant at best, malformed if it differed (RFC 9113 §8.3.1).
-            parts.headers.remove(header::HOST);
-        } else {
-            parts.headers.insert(header::HOST, upstream_host);
-        }
-        parts
-            .headers
-            .insert(X_REQUEST_ID.clone(), origin.request_id.clone());
-        // The route's request filter runs last, over the proxy's own fields too.
         let filters = upstream.filters;
-        if let Some(f) = filters.as_deref() {
-            apply_filter(&mut parts.headers, f.request_headers());
-        }
-
-        // A sampled request's copy for the route's mirror, taken as sent to the primary.
+        let http2 = protocol.is_http2();
         let head_only = parts.method == http::Method::HEAD;
-        let mirroring = mirror.and_then(|target| {
-            let tally = self.state.shadow.mirror_tally(&target.route);
-            let has_body = !http_body::Body::is_end_stream(&body)
-                && http_body::Body::size_hint(&body).exact() != Some(0);
-            Mirroring::prepare(target, tally, &self.mirrors, &parts, has_body).map(Box::new)
-        });
-
-        // A body kept for retries: none, or one small enough to hold (bounded buffer).
         let idempotent_ok = retry
             .as_deref()
             .is_some_and(|r| parts.method.is_idempotent() || r.non_idempotent());
-        let (mut body, kept) = match retry.as_deref() {
-            // Boxed: only routes with a retry policy wait here.
-            Some(_) => Box::pin(keep_for_retries(body, deadline)).await?,
-            None => (Some(body), None),
+        let tally =
+            |target: &crate::compile::MirrorTarget| self.state.shadow.mirror_tally(&target.route);
+
+        // An `http1` service with the body in hand (and the trace ours): the HTTP/1.1
+        // engine's phase 5, the head written as bytes from the client's fields, the
+        // map left as it came. Otherwise the head as `http` parts, for hyper's clients.
+        let in_hand = match (protocol, origin.trace) {
+            (Protocol::Http1, Some(trace)) => body.whole().map(|bytes| (bytes, trace)),
+            _ => None,
         };
-        if retry.is_some() {
-            parts
-                .headers
-                .insert(ATTEMPTS.clone(), HeaderValue::from_static("1"));
-        }
+        let (mut sending, mirroring, mut body, kept) = match in_hand {
+            Some((bytes, trace)) => {
+                let head = h1_head(
+                    &parts,
+                    &path_and_query,
+                    upstream.host_rewrite.as_ref(),
+                    &origin,
+                    trace,
+                    filters.as_deref(),
+                    retry.is_some(),
+                    bytes.len(),
+                );
+                // A sampled request's copy for the route's mirror, taken as sent.
+                let mirroring = upstream.mirror.and_then(|target| {
+                    let tally = tally(&target);
+                    Mirroring::prepare_head(target, tally, &self.mirrors, &head, !bytes.is_empty())
+                        .map(Box::new)
+                });
+                let sending = Sending::Bytes {
+                    head,
+                    idempotent: parts.method.is_idempotent(),
+                };
+                // The body is kept whatever the policy: it is in hand.
+                (sending, mirroring, None, Some(bytes))
+            }
+            None => {
+                map_head(
+                    &mut parts,
+                    path_and_query,
+                    protocol,
+                    upstream.host_rewrite,
+                    endpoint.authority(),
+                    &origin,
+                    filters.as_deref(),
+                );
+                // A sampled request's copy for the route's mirror, taken as sent.
+                let mirroring = upstream.mirror.and_then(|target| {
+                    let tally = tally(&target);
+                    let has_body = !http_body::Body::is_end_stream(&body)
+                        && http_body::Body::size_hint(&body).exact() != Some(0);
+                    Mirroring::prepare(target, tally, &self.mirrors, &parts, has_body).map(Box::new)
+                });
+                // A body kept for retries: none, or one small enough to hold (bounded buffer).
+                let (body, kept) = match retry.as_deref() {
+                    // Boxed: only routes with a retry policy wait here.
+                    Some(_) => Box::pin(keep_for_retries(body, deadline)).await?,
+                    None => (Some(body), None),
+                };
+                if retry.is_some() {
+                    parts
+                        .headers
+                        .insert(ATTEMPTS.clone(), HeaderValue::from_static("1"));
+                }
+                (Sending::Parts(Some(parts)), mirroring, body, kept)
+            }
+        };
 
         // 6. Send: the deadline bounds the whole exchange; the I/O timeout bounds the
         // wait for the head once the request body is all sent. With a retry policy, a
@@ -331,7 +315,6 @@ impl Proxy {
         let mut tried = 0u64;
         let mut attempt = 1u32;
         let mut _budget = None;
-        let mut parts = Some(parts);
         let resp = loop {
             tried |= endpoint.bit();
             let more = retry
@@ -354,9 +337,9 @@ impl Proxy {
             } else {
                 None
             };
-            let (hyper_sent, body_finished) = match whole {
-                Some(_) => (None, None),
-                None => {
+            let (hyper_sent, body_finished) = match (&mut sending, &whole) {
+                (Sending::Bytes { .. }, _) | (Sending::Parts(_), Some(_)) => (None, None),
+                (Sending::Parts(parts), None) => {
                     let req = match (more, parts.take()) {
                         (None, Some(mut last)) => {
                             last.extensions.clear();
@@ -368,7 +351,7 @@ impl Proxy {
                             *req.uri_mut() = head.uri.clone();
                             *req.version_mut() = head.version;
                             *req.headers_mut() = head.headers.clone();
-                            parts = Some(head);
+                            *parts = Some(head);
                             req
                         }
                         (_, None) => {
@@ -383,7 +366,6 @@ impl Proxy {
                 }
             };
             let outcome: Result<Response<FromUpstream>, Option<ProxyError>> = {
-                let head = parts.as_ref();
                 let to = Target {
                     authority: endpoint.authority(),
                     service: origin.service,
@@ -393,21 +375,34 @@ impl Proxy {
                         .map(|_| endpoint.cluster().as_ref()),
                     max_head: self.native.max_head,
                 };
+                let sending = &sending;
                 let sent = async {
-                    match (whole, hyper_sent) {
-                        (Some(body), _) => {
-                            let parts =
-                                head.ok_or(ProxyError::Internal("request head already sent"))?;
-                            let out = Outgoing { parts, body: &body };
-                            crate::h1::client::send(&self.native.pool, to, out)
-                                .await
-                                .map(|r| r.map(|body| FromUpstream::H1 { body }))
+                    let native = |out| async {
+                        crate::h1::client::send(&self.native.pool, to, out)
+                            .await
+                            .map(|r| r.map(|body| FromUpstream::H1 { body }))
+                    };
+                    match (sending, whole, hyper_sent) {
+                        (Sending::Bytes { head, idempotent }, Some(body), _) => {
+                            let out = Outgoing {
+                                head,
+                                body: &body,
+                                head_method: head_only,
+                                idempotent: *idempotent,
+                            };
+                            native(out).await
                         }
-                        (None, Some(sent)) => sent
+                        (Sending::Parts(Some(parts)), Some(body), _) => {
+                            let mut buf = crate::h1::buffers::take_small();
+                            let sent = native(Outgoing::encode(parts, &body, &mut buf)).await;
+                            crate::h1::buffers::give(buf);
+                            sent
+                        }
+                        (_, None, Some(sent)) => sent
                             .await
                             .map(|r| r.map(|body| FromUpstream::Hyper { body }))
                             .map_err(upstream_error),
-                        (None, None) => Err(ProxyError::Internal("nothing to send")),
+                        _ => Err(ProxyError::Internal("nothing to send")),
                     }
                 };
                 tokio::pin!(sent);
@@ -482,18 +477,26 @@ impl Proxy {
                 .retries
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             // A try that could be followed by another kept the head.
-            let head = parts
-                .as_mut()
-                .ok_or(ProxyError::Internal("request head already sent"))?;
-            if !http2 {
-                let mut uri_parts = head.uri.clone().into_parts();
-                uri_parts.authority = Some(endpoint.authority().clone());
-                head.uri = Uri::from_parts(uri_parts)
-                    .map_err(|_| ProxyError::Internal("cannot build upstream uri"))?;
+            match &mut sending {
+                Sending::Bytes { head, .. } => crate::h1::request::set_attempts(head, attempt),
+                Sending::Parts(parts) => {
+                    let head = parts
+                        .as_mut()
+                        .ok_or(ProxyError::Internal("request head already sent"))?;
+                    if !http2 {
+                        let mut uri_parts = head.uri.clone().into_parts();
+                        uri_parts.authority = Some(endpoint.authority().clone());
+                        head.uri = Uri::from_parts(uri_parts)
+                            .map_err(|_| ProxyError::Internal("cannot build upstream uri"))?;
+                    }
+                    head.headers
+                        .insert(ATTEMPTS.clone(), HeaderValue::from(attempt));
+                }
             }
-            head.headers
-                .insert(ATTEMPTS.clone(), HeaderValue::from(attempt));
         };
+        if let Sending::Bytes { head, .. } = sending {
+            crate::h1::buffers::give(head);
+        }
 
         // 7. Response.
         let (mut rparts, rbody) = resp.into_parts();
@@ -527,6 +530,154 @@ impl Proxy {
             rparts,
             ProxyBody::upstream(rbody, limits, endpoint).with_tee(tee),
         ))
+    }
+}
+
+/// The upstream request head as phase 5 made it.
+enum Sending {
+    /// For an `http1` service with the body in hand: the HTTP/1.1 engine's bytes
+    /// ([`crate::h1::upstream_head`]), ending with `x-routemaster-attempts` on routes
+    /// with retries.
+    Bytes { head: Vec<u8>, idempotent: bool },
+    /// For hyper's clients: the parts (taken by the last possible try).
+    Parts(Option<http::request::Parts>),
+}
+
+/// Phase 5 as bytes, for an `http1` service: the client's fields as they came (an
+/// HTTP/2 request's decoded ones) through the HTTP/1.1 engine's writer.
+#[allow(clippy::too_many_arguments)]
+fn h1_head(
+    parts: &http::request::Parts,
+    path_and_query: &PathAndQuery,
+    host_rewrite: Option<&HeaderValue>,
+    origin: &Origin<'_>,
+    trace: &TraceContext,
+    filters: Option<&routemaster_common::model::Filters>,
+    retry: bool,
+    body_len: usize,
+) -> Vec<u8> {
+    // A body, or a method whose request is expected to carry one: the length says
+    // where it ends (an empty one included, so the upstream does not wait).
+    let expects_body = matches!(
+        parts.method,
+        http::Method::POST | http::Method::PUT | http::Method::PATCH
+    );
+    let ours = upstream_head::Ours {
+        method: parts.method.as_str().as_bytes(),
+        path_and_query: path_and_query.as_str().as_bytes(),
+        host: host_rewrite.unwrap_or(&origin.host).as_bytes(),
+        original_host: origin.host.as_bytes(),
+        client: origin.client,
+        tls: parts.extensions.get::<crate::tls::Session>().is_some(),
+        request_id: origin.request_id.as_bytes(),
+        trace,
+        keep_tracestate: origin.keep_tracestate,
+        filter: filters.map(routemaster_common::model::Filters::request_headers),
+        retry,
+        websocket: false,
+        body: if body_len > 0 || expects_body {
+            Framing::Length(body_len as u64)
+        } else {
+            Framing::Empty
+        },
+        // HTTP/2 has no `Connection` (a request with one is malformed).
+        connection: &[],
+    };
+    let fields = || {
+        parts.headers.iter().map(|(name, value)| {
+            let name = name.as_str();
+            (name, value.as_bytes(), classify(name))
+        })
+    };
+    let mut head = crate::h1::buffers::take_small();
+    upstream_head::write(&mut head, &ours, fields);
+    head
+}
+
+/// Phase 5 on the `http` parts, for hyper's clients (and the HTTP/1.1 engine's client
+/// when the body was not in hand at first): the URI for the protocol, hop-by-hop
+/// fields out (`te: trailers` kept for HTTP/2), `x-forwarded-*`, `host` (or
+/// `:authority`), `x-request-id`, our trace context, then the route's filter.
+fn map_head(
+    parts: &mut http::request::Parts,
+    path_and_query: PathAndQuery,
+    protocol: Protocol,
+    host_rewrite: Option<HeaderValue>,
+    endpoint: &http::uri::Authority,
+    origin: &Origin<'_>,
+    filters: Option<&routemaster_common::model::Filters>,
+) {
+    let mut uri_parts = http::uri::Parts::default();
+    uri_parts.scheme = Some(if protocol.is_tls() {
+        Scheme::HTTPS
+    } else {
+        Scheme::HTTP
+    });
+    let http2 = protocol.is_http2();
+    // The URI's authority: the endpoint for `http1` (the shared client dials it);
+    // for HTTP/2 the `:authority` the upstream sees — the client's host or the
+    // route's `host_rewrite` (the pinned client dials the endpoint regardless).
+    let upstream_host = host_rewrite.unwrap_or_else(|| origin.host.clone());
+    uri_parts.authority = Some(if http2 {
+        http::uri::Authority::try_from(upstream_host.as_bytes())
+            .unwrap_or_else(|_| endpoint.clone())
+    } else {
+        endpoint.clone()
+    });
+    uri_parts.path_and_query = Some(path_and_query);
+    // Every part is set and valid: this cannot fail; the old URI stays if it did.
+    if let Ok(uri) = Uri::from_parts(uri_parts) {
+        parts.uri = uri;
+    }
+    // `te` is hop-by-hop, but HTTP/2 allows exactly `te: trailers` (RFC 9113
+    // §8.2.2) and gRPC servers require it: kept for HTTP/2 upstreams only.
+    let te_trailers = http2 && te_is_trailers(&parts.headers);
+    parts.version = if http2 {
+        Version::HTTP_2
+    } else {
+        Version::HTTP_11
+    };
+    strip_hop_by_hop(&mut parts.headers);
+    if te_trailers {
+        parts
+            .headers
+            .insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    add_forwarded(
+        &mut parts.headers,
+        origin.client,
+        origin.client_text,
+        Some(&origin.host),
+    );
+    if parts.extensions.get::<crate::tls::Session>().is_some() {
+        parts.headers.insert(
+            crate::forwarding::X_FORWARDED_PROTO.clone(),
+            HeaderValue::from_static("https"),
+        );
+    }
+    if http2 {
+        // HTTP/2 carries it in `:authority` (the URI's): a `host` beside it would be
+        // redundant at best, malformed if it differed (RFC 9113 §8.3.1).
+        parts.headers.remove(header::HOST);
+    } else {
+        parts.headers.insert(header::HOST, upstream_host);
+    }
+    parts
+        .headers
+        .insert(X_REQUEST_ID.clone(), origin.request_id.clone());
+    // Trace context: ours goes up (the caller's tracestate only with its trace).
+    if let Some(trace) = origin.trace {
+        // Unique per request: never indexed by HPACK (see `forwarding::request_id`).
+        let mut traceparent = trace.traceparent();
+        traceparent.set_sensitive(true);
+        parts.headers.insert(TRACEPARENT.clone(), traceparent);
+        if !origin.keep_tracestate {
+            parts.headers.remove(&TRACESTATE);
+        }
+    }
+    // The route's request filter runs last, over the proxy's own fields too.
+    if let Some(f) = filters {
+        apply_filter(&mut parts.headers, f.request_headers());
     }
 }
 

@@ -124,6 +124,8 @@ where
         host,
         request_id: &request_id,
         service: None,
+        trace: None,
+        keep_tracestate: false,
     };
     // A body already here whole goes up as one piece; one still coming is streamed.
     let avail = inbuf.len() - x.head_len;

@@ -36,13 +36,31 @@ use crate::observe::metrics::{OpenConn, ServiceMetrics};
 /// What one read asks the socket for at least.
 const READ_SIZE: usize = 8 * 1024;
 
-/// The request the client sends: `parts` as the upstream should see them (the URI's
-/// path and query; `host` and every other field already in the map) and its whole
-/// body.
+/// The request the client sends: its head as written (request line through the empty
+/// line: phase 5's bytes, [`super::upstream_head`], or `http` parts encoded by
+/// [`Outgoing::encode`]) and its whole body.
 #[derive(Debug)]
 pub struct Outgoing<'a> {
-    pub parts: &'a http::request::Parts,
+    pub head: &'a [u8],
     pub body: &'a Bytes,
+    /// A `HEAD` request: its response has no body.
+    pub head_method: bool,
+    /// Safe to send twice (a stale pooled connection may then be retried).
+    pub idempotent: bool,
+}
+
+impl<'a> Outgoing<'a> {
+    /// A request held as `http` parts (the URI's path and query; `host` and every
+    /// other field already in the map), its head encoded into `buf`.
+    pub fn encode(parts: &http::request::Parts, body: &'a Bytes, buf: &'a mut Vec<u8>) -> Self {
+        encode_head(parts, body.len(), buf);
+        Self {
+            head: buf,
+            body,
+            head_method: parts.method == http::Method::HEAD,
+            idempotent: parts.method.is_idempotent(),
+        }
+    }
 }
 
 /// Where and how: the endpoint's `host:port`, the service's connection counters, its
@@ -67,8 +85,6 @@ pub async fn send(
     req: Outgoing<'_>,
 ) -> Result<Response<UpstreamBody>, ProxyError> {
     let authority = to.authority.as_str();
-    let mut head = super::buffers::take_small();
-    encode_head(req.parts, req.body.len(), &mut head);
     let pending = match to.limited {
         Some(cluster) => {
             let max = cluster.limits().map(|l| l.max_pending());
@@ -90,13 +106,19 @@ pub async fn send(
         }
     }
     let mut up = checkout?;
-    let head_method = req.parts.method == http::Method::HEAD;
-    let idempotent = req.parts.method.is_idempotent();
     let answer = loop {
-        match exchange(&mut up.stream, &head, req.body, head_method, to.max_head).await {
+        match exchange(
+            &mut up.stream,
+            req.head,
+            req.body,
+            req.head_method,
+            to.max_head,
+        )
+        .await
+        {
             Ok(answer) => break answer,
             Err(Stale::Retry(e)) | Err(Stale::IfIdempotent(e)) if !up.reused => return Err(e),
-            Err(Stale::IfIdempotent(e)) if !idempotent => return Err(e),
+            Err(Stale::IfIdempotent(e)) if !req.idempotent => return Err(e),
             Err(Stale::Retry(_) | Stale::IfIdempotent(_)) => {
                 let fresh = pool.connect(authority).await;
                 if let Some(s) = to.service {
@@ -112,7 +134,6 @@ pub async fn send(
             Err(Stale::No(e)) => return Err(e),
         }
     };
-    super::buffers::give(head);
     let (mut parts, framing, reusable, rest) = answer;
     parts.version = Version::HTTP_11;
     let conn = Conn {
@@ -868,7 +889,8 @@ mod tests {
             limited: None,
             max_head: 65536,
         };
-        let resp = send(pool, to, Outgoing { parts, body: &body }).await?;
+        let mut head = Vec::new();
+        let resp = send(pool, to, Outgoing::encode(parts, &body, &mut head)).await?;
         let (head, body) = resp.into_parts();
         let bytes = body
             .collect()

@@ -24,7 +24,7 @@ mod chunked;
 pub mod client;
 mod connection;
 mod h2;
-mod head;
+pub(crate) mod head;
 mod io;
 mod pool;
 #[cfg(test)]
@@ -35,6 +35,7 @@ mod response;
 mod secure;
 mod stream;
 mod tunnel;
+pub(crate) mod upstream_head;
 
 use std::future::Future;
 use std::sync::Arc;

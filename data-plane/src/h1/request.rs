@@ -16,12 +16,11 @@ use routemaster_common::model::{Filters, Protocol, Retry};
 
 use super::head::{
     ConnectionOptions, Field, FieldLines, Framing, RequestId, classify, connection_options,
-    content_length, named_in, only_chunked, only_member, put_field,
+    content_length, named_in, only_chunked, only_member,
 };
 use crate::body::ProxyBody;
 use crate::compile::{EndpointGuard, MirrorTarget};
 use crate::error::ProxyError;
-use crate::forwarding::put_ip;
 use crate::observe::{PairMetrics, Reason, TraceContext};
 use crate::routing::{Decision, Inbound, decide};
 use crate::shadow::ShadowSlot;
@@ -367,96 +366,32 @@ pub fn prepare_on(
             let original_host = authority.unwrap_or_default().as_bytes();
             let pq = upstream.path_and_query.as_deref().unwrap_or(original_pq);
             let mut out = super::buffers::take_small();
-            out.extend_from_slice(method.as_str().as_bytes());
-            out.push(b' ');
-            out.extend_from_slice(pq.as_bytes());
-            out.extend_from_slice(b" HTTP/1.1\r\n");
-            // The route's request filter runs last: what it sets or removes does not
-            // pass from the client, nor from us.
-            let filter = upstream
-                .filters
-                .as_deref()
-                .map(Filters::request_headers)
-                .filter(|f| !f.is_empty());
-            let ours = |name: &str| filter.is_none_or(|f| !f.overrides(name));
-            let mut forwarded_for = false;
-            for (h, kind) in headers.iter().zip(&kinds) {
-                match kind {
-                    Field::Other
-                        if (connection.is_empty() || !named_in(connection, h.name))
-                            && ours(h.name)
-                            && (upstream.retry.is_none()
-                                || !h.name.eq_ignore_ascii_case("x-routemaster-attempts")) =>
-                    {
-                        put_field(&mut out, h.name.as_bytes(), h.value);
-                    }
-                    Field::XForwardedFor if !h.value.trim_ascii().is_empty() => {
-                        forwarded_for = true;
-                    }
-                    Field::TraceState if keep_tracestate && ours(h.name) => {
-                        put_field(&mut out, h.name.as_bytes(), h.value);
-                    }
-                    _ => {}
-                }
-            }
-            let upstream_host = upstream
-                .host_rewrite
-                .as_ref()
-                .map_or(original_host, |h| h.as_bytes());
-            put_field(&mut out, b"host", upstream_host);
-            // Several x-forwarded-for lines form one list (RFC 9110 §5.3): keep them all.
-            if ours("x-forwarded-for") {
-                out.extend_from_slice(b"x-forwarded-for: ");
-                if forwarded_for {
-                    for (h, kind) in headers.iter().zip(&kinds) {
-                        if *kind == Field::XForwardedFor && !h.value.trim_ascii().is_empty() {
-                            out.extend_from_slice(h.value.trim_ascii());
-                            out.extend_from_slice(b", ");
-                        }
-                    }
-                }
-                put_ip(&mut out, client.ip());
-                out.extend_from_slice(b"\r\n");
-            }
-            if ours("x-forwarded-proto") {
-                out.extend_from_slice(if tls.is_some() {
-                    b"x-forwarded-proto: https\r\n"
-                } else {
-                    b"x-forwarded-proto: http\r\n"
-                });
-            }
-            if ours("x-forwarded-host") {
-                put_field(&mut out, b"x-forwarded-host", original_host);
-            }
-            if ours("x-request-id") {
-                put_field(&mut out, b"x-request-id", request_id.as_bytes());
-            }
-            if ours("traceparent") {
-                out.extend_from_slice(b"traceparent: ");
-                trace.put_traceparent(&mut out);
-                out.extend_from_slice(b"\r\n");
-            }
-            for (name, value) in filter.into_iter().flat_map(|f| f.lines()) {
-                put_field(&mut out, name.as_str().as_bytes(), value.as_bytes());
-            }
-            if websocket {
-                out.extend_from_slice(b"connection: upgrade\r\nupgrade: websocket\r\n");
-            }
-            match body {
-                Framing::Length(n) => {
-                    out.extend_from_slice(b"content-length: ");
-                    super::head::put_u64(&mut out, n);
-                    out.extend_from_slice(b"\r\n");
-                }
-                Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
-                Framing::Empty | Framing::UntilClose => {}
-            }
-            // Last, so that a retry rewrites only the tail of the head.
-            if upstream.retry.is_some() {
-                out.extend_from_slice(ATTEMPTS_FIELD);
-                out.extend_from_slice(b"1\r\n");
-            }
-            out.extend_from_slice(b"\r\n");
+            let ours = super::upstream_head::Ours {
+                method: method.as_str().as_bytes(),
+                path_and_query: pq.as_bytes(),
+                host: upstream
+                    .host_rewrite
+                    .as_ref()
+                    .map_or(original_host, |h| h.as_bytes()),
+                original_host,
+                client: client.ip(),
+                tls: tls.is_some(),
+                request_id: request_id.as_bytes(),
+                trace: &trace,
+                keep_tracestate,
+                filter: upstream.filters.as_deref().map(Filters::request_headers),
+                retry: upstream.retry.is_some(),
+                websocket,
+                body,
+                connection,
+            };
+            let fields = || {
+                headers
+                    .iter()
+                    .zip(&kinds)
+                    .map(|(h, kind)| (h.name, h.value, *kind))
+            };
+            super::upstream_head::write(&mut out, &ours, fields);
             Next::Forward {
                 head: out,
                 endpoint: upstream.endpoint,

@@ -204,10 +204,8 @@ pub(super) fn send(
                         limited: None,
                         max_head: MAX_HEAD,
                     };
-                    let out = Outgoing {
-                        parts: &head,
-                        body: &Bytes::new(),
-                    };
+                    let (body, mut buf) = (Bytes::new(), Vec::new());
+                    let out = Outgoing::encode(&head, &body, &mut buf);
                     crate::h1::client::send(&pool, to, out)
                         .await
                         .map_err(|e| failed(&e))?
