@@ -92,6 +92,8 @@ pub struct Origin<'a> {
     pub trace: Option<&'a TraceContext>,
     /// The client's `tracestate` goes up with `trace` (it belongs to the client's trace).
     pub keep_tracestate: bool,
+    /// When phase 5 began (deadlines count from it; one clock read fewer per request).
+    pub now: Instant,
 }
 
 impl Proxy {
@@ -188,11 +190,12 @@ impl Proxy {
             service: facts.tag.as_deref().and_then(PairMetrics::service_arc),
             trace: facts.trace.as_ref(),
             keep_tracestate: facts.keep_tracestate,
+            now: Instant::now(),
         };
         if self.state.observe.logging() {
             facts.endpoint = Some(upstream.endpoint.authority().clone());
         }
-        let started = Instant::now();
+        let started = origin.now;
         // Boxed: phases 5-7 hold the upstream exchange's state, the bulk of a request's
         // future. Inline, it would be copied whole into this future's state on the way
         // in, and this future's size (that much larger) copied again into the box the
@@ -222,7 +225,7 @@ impl Proxy {
                 None => PathAndQuery::from_static("/"),
             },
         };
-        let now = Instant::now();
+        let now = origin.now;
         let grpc = is_grpc(&parts.headers);
         let (deadline, grpc_deadline) = deadline(now, upstream.timeout, grpc, &parts.headers);
         let mut endpoint = upstream.endpoint;
@@ -406,8 +409,11 @@ impl Proxy {
                     }
                 };
                 tokio::pin!(sent);
+                // The first try's wait counts from the start of phase 5 (a clock read
+                // fewer); a later one's from now.
+                let mut from = (attempt == 1).then_some(now);
                 loop {
-                    let idle_at = Instant::now() + self.io_timeout;
+                    let idle_at = from.take().unwrap_or_else(Instant::now) + self.io_timeout;
                     let wake = [Some(idle_at), deadline, per_try]
                         .into_iter()
                         .flatten()
@@ -885,5 +891,89 @@ mod tests {
             deadline(now, Some(ms(10)), true, &HeaderMap::new()),
             (Some(now + ms(10)), false)
         );
+    }
+}
+
+#[cfg(test)]
+mod h1_head_tests {
+    use super::*;
+
+    /// An HTTP/2 request's fields, as the decoder leaves them, go up as an HTTP/1.1
+    /// head: connection-level and restated fields out, ours in, the order kept.
+    #[test]
+    fn an_http2_request_goes_up_as_the_http1_engines_head() {
+        let client_trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let mut req = Request::new(());
+        *req.method_mut() = http::Method::POST;
+        *req.version_mut() = Version::HTTP_2;
+        for (name, value) in [
+            ("accept", "*/*"),
+            ("te", "trailers"),
+            ("host", "www.example.com"),
+            ("content-length", "5"),
+            ("cookie", "a=1; b=2"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-proto", "https"),
+            ("x-request-id", "client-id"),
+            ("traceparent", client_trace),
+            ("tracestate", "vendor=1"),
+            ("x-routemaster-attempts", "9"),
+        ] {
+            req.headers_mut().append(
+                http::HeaderName::from_static(name),
+                HeaderValue::from_static(value),
+            );
+        }
+        let (parts, ()) = req.into_parts();
+        let (trace, keep) = TraceContext::for_request(Some(client_trace.as_bytes()), 0);
+        assert!(keep);
+        let mut ours_traceparent = Vec::new();
+        trace.put_traceparent(&mut ours_traceparent);
+        let ours_traceparent = String::from_utf8(ours_traceparent).unwrap();
+        let host = HeaderValue::from_static("www.example.com");
+        let id = HeaderValue::from_static("our-id");
+        let rewrite = HeaderValue::from_static("internal.example");
+        let pq = PathAndQuery::from_static("/v2/x?page=2");
+        // (keep tracestate, retry, body length, host rewrite), then the lines that
+        // differ: the client's tracestate and attempts, host, length, our attempts.
+        let cases = [
+            (
+                (true, false, 5, None),
+                "tracestate: vendor=1\r\nx-routemaster-attempts: 9\r\n",
+                "www.example.com",
+                "5",
+                "",
+            ),
+            (
+                (false, true, 0, Some(&rewrite)),
+                "",
+                "internal.example",
+                "0",
+                "x-routemaster-attempts: 1\r\n",
+            ),
+        ];
+        for ((keep_tracestate, retry, len, rewrite), client_lines, host_line, length, attempts) in
+            cases
+        {
+            let origin = Origin {
+                client: "127.0.0.1".parse().unwrap(),
+                client_text: None,
+                host: host.clone(),
+                request_id: &id,
+                service: None,
+                trace: Some(&trace),
+                keep_tracestate,
+                now: Instant::now(),
+            };
+            let head = h1_head(&parts, &pq, rewrite, &origin, &trace, None, retry, len);
+            let want = format!(
+                "POST /v2/x?page=2 HTTP/1.1\r\naccept: */*\r\ncookie: a=1; b=2\r\n{client_lines}\
+                 host: {host_line}\r\nx-forwarded-for: 10.0.0.1, 127.0.0.1\r\n\
+                 x-forwarded-proto: http\r\nx-forwarded-host: www.example.com\r\n\
+                 x-request-id: our-id\r\ntraceparent: {ours_traceparent}\r\n\
+                 content-length: {length}\r\n{attempts}\r\n"
+            );
+            assert_eq!(String::from_utf8(head).unwrap(), want, "retry {retry}");
+        }
     }
 }

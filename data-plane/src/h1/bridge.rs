@@ -126,6 +126,7 @@ where
         service: None,
         trace: None,
         keep_tracestate: false,
+        now: tokio::time::Instant::now(),
     };
     // A body already here whole goes up as one piece; one still coming is streamed.
     let avail = inbuf.len() - x.head_len;

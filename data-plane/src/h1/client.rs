@@ -358,7 +358,7 @@ async fn on_connection(
     answers: &mut impl Answers,
 ) -> (usize, PipeEnd) {
     let reset = |e: io::Error| ProxyError::UpstreamReset(e.into());
-    let mut buf = BytesMut::with_capacity(READ_SIZE);
+    let mut buf = super::buffers::take_shared(READ_SIZE);
     let mut received = false;
     // Reads more into `buf`: `Ok(false)` at the end of the stream.
     async fn fill(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<bool> {
@@ -556,7 +556,7 @@ async fn exchange(
     write_all_2(stream, head, body)
         .await
         .map_err(|e| Stale::Retry(ProxyError::UpstreamReset(e.into())))?;
-    let mut buf = BytesMut::with_capacity(READ_SIZE);
+    let mut buf = super::buffers::take_shared(READ_SIZE);
     let mut received = false;
     loop {
         if !buf.is_empty()
@@ -700,6 +700,9 @@ impl UpstreamBody {
             && self.buf.is_empty()
         {
             c.pool.checkin(c.authority.as_str(), c.stream, c.open);
+            // Its storage is reclaimed for another response once the pieces handed on
+            // are gone.
+            super::buffers::give_shared(std::mem::take(&mut self.buf));
         }
     }
 
