@@ -160,10 +160,16 @@ async fn every_client_protocol_reaches_every_upstream_protocol() {
             };
 
             // Routing and header filters, both ways.
+            let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
             let r = client
                 .get(
                     &s.proxy.url(&format!("/{kind}/hello?q=1")),
-                    &[("x-internal", "secret"), ("x-keep", "yes")],
+                    &[
+                        ("x-internal", "secret"),
+                        ("x-keep", "yes"),
+                        ("traceparent", incoming),
+                        ("tracestate", "vendor=x"),
+                    ],
                 )
                 .await
                 .unwrap_or_else(|e| panic!("{pair}: {e:#}"));
@@ -191,6 +197,15 @@ async fn every_client_protocol_reaches_every_upstream_protocol() {
             );
             assert!(seen(&echo, "x-internal").is_empty(), "{pair}: {echo}");
             assert!(seen_one(&echo, "x-request-id").is_some(), "{pair}: {echo}");
+            // The client's trace continues with the proxy's span, whatever the pair.
+            let up = seen_one(&echo, "traceparent").unwrap_or_default();
+            assert_eq!(up.get(..36), incoming.get(..36), "{pair}: {echo}");
+            assert_ne!(up.get(36..52), incoming.get(36..52), "{pair}: our span");
+            assert_eq!(
+                seen_one(&echo, "tracestate").as_deref(),
+                Some("vendor=x"),
+                "{pair}: {echo}"
+            );
             assert_eq!(
                 seen_one(&echo, "x-forwarded-for").as_deref(),
                 Some("127.0.0.1"),

@@ -32,6 +32,9 @@ pub struct Bridged {
     pub upstream: Upstream,
     /// The client's host, as routed on.
     pub host: HeaderValue,
+    /// The client's `tracestate` goes up with our `traceparent` (it continues the
+    /// client's trace).
+    pub keep_tracestate: bool,
 }
 
 /// The request as `http` types: method, target, and every field but `Host`, `Expect`
@@ -87,6 +90,8 @@ pub struct Exchange<'a> {
     pub client_ip: IpAddr,
     pub client: ClientSide,
     pub request_id: &'a RequestId,
+    /// The request's trace: its `traceparent` goes up, as on the engine's own path.
+    pub trace: &'a crate::observe::TraceContext,
     pub head_len: usize,
     pub body: Framing,
     pub expect_continue: bool,
@@ -117,6 +122,7 @@ where
         parts,
         upstream,
         host,
+        keep_tracestate,
     } = bridged;
     let origin = Origin {
         client: x.client_ip,
@@ -124,8 +130,8 @@ where
         host,
         request_id: &request_id,
         service: None,
-        trace: None,
-        keep_tracestate: false,
+        trace: Some(x.trace),
+        keep_tracestate,
         now: tokio::time::Instant::now(),
     };
     // A body already here whole goes up as one piece; one still coming is streamed.

@@ -310,6 +310,7 @@ impl<S: ClientStream> Conn<S> {
                     client_ip: self.client.ip(),
                     client,
                     request_id: &request_id,
+                    trace: &trace,
                     head_len,
                     body,
                     expect_continue,

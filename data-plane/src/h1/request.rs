@@ -357,6 +357,7 @@ pub fn prepare_on(
                     parts,
                     upstream,
                     host,
+                    keep_tracestate,
                 })),
                 Err(r) => return Err(r),
             }
