@@ -620,15 +620,35 @@ fn read_head(
             .map_err(|_| ProxyError::UpstreamProtocol("bad status code"))?;
         let headers: &[httparse::Header<'_>] = resp.headers;
         let reading = Reading::of(version, code, head_method, headers)?;
-        // What passes, as names and where their values are in `buf`.
+        // What passes, as where its name and value lie in `buf` (the head is split off
+        // `buf` before they are made): a usual head's fields on the stack, more in a Vec.
         let base = buf.as_ptr() as usize;
-        let mut fields = Vec::with_capacity(headers.len());
+        let at = |piece: &[u8]| (piece.as_ptr() as usize - base) as u32;
+        let mut few = [(0u32, 0u32, 0u32, 0u32); 16];
+        let mut more = Vec::new();
+        let mut passing = 0;
+        // A `content-length` written as the number itself, to pass on as it came.
+        let mut canonical_length = None;
         for (i, h) in headers.iter().enumerate() {
             if reading.passes(i, h.name) {
-                let name = HeaderName::from_bytes(h.name.as_bytes())
-                    .map_err(|_| ProxyError::UpstreamProtocol("bad header name"))?;
-                let at = h.value.as_ptr() as usize - base;
-                fields.push((name, at..at + h.value.len()));
+                let span = (
+                    at(h.name.as_bytes()),
+                    h.name.len() as u32,
+                    at(h.value),
+                    h.value.len() as u32,
+                );
+                match few.get_mut(passing) {
+                    Some(slot) => *slot = span,
+                    None => more.push(span),
+                }
+                passing += 1;
+            } else if canonical_length.is_none()
+                && h.name.eq_ignore_ascii_case("content-length")
+                && !h.value.is_empty()
+                && h.value.iter().all(u8::is_ascii_digit)
+                && (h.value.len() == 1 || h.value[0] != b'0')
+            {
+                canonical_length = Some((at(h.value), h.value.len() as u32));
             }
         }
         // The length is re-stated: the body's when it has one, or the one a HEAD
@@ -640,14 +660,27 @@ fn read_head(
         };
         let (body, reusable) = (reading.body, reading.upstream_reusable);
         let head = buf.split_to(len).freeze();
-        let mut map = HeaderMap::with_capacity(fields.len() + 1);
-        for (name, range) in fields {
-            let value = HeaderValue::from_maybe_shared(head.slice(range))
+        let piece = |at: u32, len: u32| {
+            let range = at as usize..at as usize + len as usize;
+            head.get(range.clone())
+                .map(|_| head.slice(range))
+                .ok_or(ProxyError::UpstreamProtocol("malformed response head"))
+        };
+        let mut map = HeaderMap::with_capacity(passing + 1);
+        for &(name_at, name_len, value_at, value_len) in few.iter().take(passing).chain(&more) {
+            let name = HeaderName::from_bytes(&piece(name_at, name_len)?)
+                .map_err(|_| ProxyError::UpstreamProtocol("bad header name"))?;
+            let value = HeaderValue::from_maybe_shared(piece(value_at, value_len)?)
                 .map_err(|_| ProxyError::UpstreamProtocol("bad header value"))?;
             map.append(name, value);
         }
         if let Some(n) = length {
-            map.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+            // Every line agreed on `n` (`Reading`): a canonical one is `n` as text.
+            let value = canonical_length
+                .and_then(|(at, len)| piece(at, len).ok())
+                .and_then(|v| HeaderValue::from_maybe_shared(v).ok())
+                .unwrap_or_else(|| HeaderValue::from(n));
+            map.insert(header::CONTENT_LENGTH, value);
         }
         let mut parts = Response::new(()).into_parts().0;
         parts.status = status;
@@ -1405,6 +1438,61 @@ mod tests {
                 taken,
                 "{m}"
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod head_tests {
+    use super::*;
+
+    /// The response head as the client will get it: passing fields in order (more than
+    /// fit the stack array too), framing re-stated once, a canonical length as it came.
+    #[test]
+    fn response_heads_become_maps_with_the_length_restated() {
+        let many: String = (0..20).map(|i| format!("x-f{i}: {i}\r\n")).collect();
+        let pair = |n: &str, v: &str| (n.to_owned(), v.to_owned());
+        let cases: Vec<(String, bool, Vec<(String, String)>)> = vec![
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nServer: s\r\nConnection: keep-alive\r\n\r\nhello".into(),
+                false,
+                vec![pair("server", "s"), pair("content-length", "5")],
+            ),
+            // Not written as the number itself: re-stated.
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 05\r\nx-a: 1\r\n\r\nhello".into(),
+                false,
+                vec![pair("x-a", "1"), pair("content-length", "5")],
+            ),
+            // Lines that agree: one.
+            (
+                "HTTP/1.1 200 OK\r\ncontent-length: 5\r\nContent-Length: 5\r\n\r\nhello".into(),
+                false,
+                vec![pair("content-length", "5")],
+            ),
+            // A HEAD response states the length it would have had.
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 10\r\nx-a: 1\r\n\r\n".into(),
+                true,
+                vec![pair("x-a", "1"), pair("content-length", "10")],
+            ),
+            (
+                format!("HTTP/1.1 200 OK\r\n{many}Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+                false,
+                (0..20).map(|i| (format!("x-f{i}"), i.to_string())).collect(),
+            ),
+        ];
+        for (raw, head_method, want) in cases {
+            let mut buf = BytesMut::from(raw.as_bytes());
+            let (parts, _, _, _) = read_head(&mut buf, head_method, 65536)
+                .unwrap()
+                .unwrap_or_else(|| panic!("incomplete: {raw:?}"));
+            let got: Vec<(String, String)> = parts
+                .headers
+                .iter()
+                .map(|(n, v)| pair(n.as_str(), v.to_str().unwrap()))
+                .collect();
+            assert_eq!(got, want, "{raw:?}");
         }
     }
 }
