@@ -126,416 +126,434 @@ impl Proxy {
         &self.mirrors
     }
 
-    async fn proxy(
-        &self,
+    fn proxy<'a>(
+        &'a self,
         req: Request<RequestBody>,
         client: SocketAddr,
-        client_text: Option<&HeaderValue>,
-        request_id: &HeaderValue,
-        facts: &mut Facts,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
-        // 1–4. Normalise, route, act, select (shared with the HTTP/1.1 engine).
-        let (parts, body) = req.into_parts();
-        // RFC 9113 §8.3.1: a Host naming another entity than :authority is malformed.
-        if let (Some(a), Some(h)) = (parts.uri.authority(), parts.headers.get(header::HOST))
-            && !h.as_bytes().eq_ignore_ascii_case(a.as_str().as_bytes())
-        {
-            return Err(ProxyError::Rejected(Rejected::Malformed(
-                "host differs from :authority",
-            )));
-        }
-        let authority = parts.uri.authority().map(|a| a.as_str()).or_else(|| {
-            parts
-                .headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-        });
-        let decision = decide(
-            &self.state,
-            &Inbound {
-                authority,
-                path: parts.uri.path(),
-                query: parts.uri.query(),
-                method: &parts.method,
-                headers: &parts.headers,
-                request_id: request_id.as_bytes(),
-                tls: parts.extensions.get::<crate::tls::Session>(),
-            },
-            &mut facts.tag,
-        )?;
-        let upstream = match decision {
-            Decision::Redirect { status, location } => {
-                facts.reason = Some(crate::observe::Reason::Redirect);
-                let mut resp = Response::new(ProxyBody::empty());
-                *resp.status_mut() = status;
-                resp.headers_mut().insert(header::LOCATION, location);
-                resp.headers_mut()
-                    .insert(X_REQUEST_ID.clone(), request_id.clone());
-                return Ok(resp);
+        client_text: Option<&'a HeaderValue>,
+        request_id: &'a HeaderValue,
+        facts: &'a mut Facts,
+    ) -> impl Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send + 'a {
+        // An async block, not an async fn: `req` is its state once (see `forward`).
+        async move {
+            // 1–4. Normalise, route, act, select (shared with the HTTP/1.1 engine).
+            let (parts, body) = req.into_parts();
+            // RFC 9113 §8.3.1: a Host naming another entity than :authority is malformed.
+            if let (Some(a), Some(h)) = (parts.uri.authority(), parts.headers.get(header::HOST))
+                && !h.as_bytes().eq_ignore_ascii_case(a.as_str().as_bytes())
+            {
+                return Err(ProxyError::Rejected(Rejected::Malformed(
+                    "host differs from :authority",
+                )));
             }
-            Decision::Forward(upstream) => upstream,
-        };
-        let authority = authority.ok_or(ProxyError::MissingHost)?;
-        // Reuse the client's Host value when there is one (a cheap clone, no copy).
-        let host = match parts.headers.get(header::HOST) {
-            Some(h) if parts.uri.authority().is_none() => h.clone(),
-            _ => HeaderValue::from_str(authority)
-                .map_err(|_| ProxyError::Internal("host is not a header value"))?,
-        };
-        let origin = Origin {
-            client: client.ip(),
-            client_text,
-            host,
-            request_id,
-            service: facts.tag.as_deref().and_then(PairMetrics::service_arc),
-            trace: facts.trace.as_ref(),
-            keep_tracestate: facts.keep_tracestate,
-            now: Instant::now(),
-        };
-        if self.state.observe.logging() {
-            facts.endpoint = Some(upstream.endpoint.authority().clone());
+            let authority = parts.uri.authority().map(|a| a.as_str()).or_else(|| {
+                parts
+                    .headers
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+            });
+            let decision = decide(
+                &self.state,
+                &Inbound {
+                    authority,
+                    path: parts.uri.path(),
+                    query: parts.uri.query(),
+                    method: &parts.method,
+                    headers: &parts.headers,
+                    request_id: request_id.as_bytes(),
+                    tls: parts.extensions.get::<crate::tls::Session>(),
+                },
+                &mut facts.tag,
+            )?;
+            let upstream = match decision {
+                Decision::Redirect { status, location } => {
+                    facts.reason = Some(crate::observe::Reason::Redirect);
+                    let mut resp = Response::new(ProxyBody::empty());
+                    *resp.status_mut() = status;
+                    resp.headers_mut().insert(header::LOCATION, location);
+                    resp.headers_mut()
+                        .insert(X_REQUEST_ID.clone(), request_id.clone());
+                    return Ok(resp);
+                }
+                Decision::Forward(upstream) => upstream,
+            };
+            let authority = authority.ok_or(ProxyError::MissingHost)?;
+            // Reuse the client's Host value when there is one (a cheap clone, no copy).
+            let host = match parts.headers.get(header::HOST) {
+                Some(h) if parts.uri.authority().is_none() => h.clone(),
+                _ => HeaderValue::from_str(authority)
+                    .map_err(|_| ProxyError::Internal("host is not a header value"))?,
+            };
+            let origin = Origin {
+                client: client.ip(),
+                client_text,
+                host,
+                request_id,
+                service: facts.tag.as_deref().and_then(PairMetrics::service_arc),
+                trace: facts.trace.as_ref(),
+                keep_tracestate: facts.keep_tracestate,
+                now: Instant::now(),
+            };
+            if self.state.observe.logging() {
+                facts.endpoint = Some(upstream.endpoint.authority().clone());
+            }
+            let started = origin.now;
+            // Boxed: phases 5-7 hold the upstream exchange's state, the bulk of a request's
+            // future. Inline, it would be copied whole into this future's state on the way
+            // in, and this future's size (that much larger) copied again into the box the
+            // HTTP/2 server puts each request's future in.
+            let resp = Box::pin(self.forward(parts, body, upstream, origin)).await;
+            facts.upstream_time = Some(started.elapsed());
+            resp
         }
-        let started = origin.now;
-        // Boxed: phases 5-7 hold the upstream exchange's state, the bulk of a request's
-        // future. Inline, it would be copied whole into this future's state on the way
-        // in, and this future's size (that much larger) copied again into the box the
-        // HTTP/2 server puts each request's future in.
-        let resp = Box::pin(self.forward(parts, body, upstream, origin)).await;
-        facts.upstream_time = Some(started.elapsed());
-        resp
     }
 
     /// Phases 5–7 for a routed request, whichever engine read it and whatever the
     /// upstream speaks: the upstream request, the send under the deadline and the I/O
     /// timeout, the response. `parts` is the request as the client sent it (its URI's
     /// path and query are used unless the route rewrote them).
-    pub async fn forward(
-        &self,
+    pub fn forward<'a>(
+        &'a self,
         mut parts: http::request::Parts,
         body: RequestBody,
         upstream: Upstream,
-        origin: Origin<'_>,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
-        // 5. Upstream request.
-        let path_and_query = match upstream.path_and_query {
-            Some(pq) => PathAndQuery::try_from(pq)
-                .map_err(|_| ProxyError::Internal("rewritten path is not a valid URI"))?,
-            None => match parts.uri.path_and_query() {
-                Some(pq) => pq.clone(),
-                None => PathAndQuery::from_static("/"),
-            },
-        };
-        let now = origin.now;
-        let grpc = is_grpc(&parts.headers);
-        let (deadline, grpc_deadline) = deadline(now, upstream.timeout, grpc, &parts.headers);
-        let mut endpoint = upstream.endpoint;
-        let retry = upstream.retry;
-        let protocol = upstream.protocol;
-        let tls = upstream.tls;
-        let shadow = upstream.shadow;
-        let filters = upstream.filters;
-        let http2 = protocol.is_http2();
-        let head_only = parts.method == http::Method::HEAD;
-        let idempotent_ok = retry
-            .as_deref()
-            .is_some_and(|r| parts.method.is_idempotent() || r.non_idempotent());
-        let tally =
-            |target: &crate::compile::MirrorTarget| self.state.shadow.mirror_tally(&target.route);
-
-        // An `http1` service with the body in hand (and the trace ours): the HTTP/1.1
-        // engine's phase 5, the head written as bytes from the client's fields, the
-        // map left as it came. Otherwise the head as `http` parts, for hyper's clients.
-        let in_hand = match (protocol, origin.trace) {
-            (Protocol::Http1, Some(trace)) => body.whole().map(|bytes| (bytes, trace)),
-            _ => None,
-        };
-        let (mut sending, mirroring, mut body, kept) = match in_hand {
-            Some((bytes, trace)) => {
-                let head = h1_head(
-                    &parts,
-                    &path_and_query,
-                    upstream.host_rewrite.as_ref(),
-                    &origin,
-                    trace,
-                    filters.as_deref(),
-                    retry.is_some(),
-                    bytes.len(),
-                );
-                // A sampled request's copy for the route's mirror, taken as sent.
-                let mirroring = upstream.mirror.and_then(|target| {
-                    let tally = tally(&target);
-                    Mirroring::prepare_head(target, tally, &self.mirrors, &head, !bytes.is_empty())
-                        .map(Box::new)
-                });
-                let sending = Sending::Bytes {
-                    head,
-                    idempotent: parts.method.is_idempotent(),
-                };
-                // The body is kept whatever the policy: it is in hand.
-                (sending, mirroring, None, Some(bytes))
-            }
-            None => {
-                map_head(
-                    &mut parts,
-                    path_and_query,
-                    protocol,
-                    upstream.host_rewrite,
-                    endpoint.authority(),
-                    &origin,
-                    filters.as_deref(),
-                );
-                // A sampled request's copy for the route's mirror, taken as sent.
-                let mirroring = upstream.mirror.and_then(|target| {
-                    let tally = tally(&target);
-                    let has_body = !http_body::Body::is_end_stream(&body)
-                        && http_body::Body::size_hint(&body).exact() != Some(0);
-                    Mirroring::prepare(target, tally, &self.mirrors, &parts, has_body).map(Box::new)
-                });
-                // A body kept for retries: none, or one small enough to hold (bounded buffer).
-                let (body, kept) = match retry.as_deref() {
-                    // Boxed: only routes with a retry policy wait here.
-                    Some(_) => Box::pin(keep_for_retries(body, deadline)).await?,
-                    None => (Some(body), None),
-                };
-                if retry.is_some() {
-                    parts
-                        .headers
-                        .insert(ATTEMPTS.clone(), HeaderValue::from_static("1"));
-                }
-                (Sending::Parts(Some(parts)), mirroring, body, kept)
-            }
-        };
-
-        // 6. Send: the deadline bounds the whole exchange; the I/O timeout bounds the
-        // wait for the head once the request body is all sent. With a retry policy, a
-        // failed try is sent again (another endpoint where one exists) while nothing
-        // was relayed, the request is safe to repeat and its body was kept.
-        let timed_out = if grpc_deadline {
-            ProxyError::DeadlineExceeded
-        } else {
-            ProxyError::UpstreamTimeout
-        };
-        let mut tried = 0u64;
-        let mut attempt = 1u32;
-        let mut _budget = None;
-        let resp = loop {
-            tried |= endpoint.bit();
-            let more = retry
+        origin: Origin<'a>,
+    ) -> impl Future<Output = Result<Response<ProxyBody>, ProxyError>> + Send + 'a {
+        // An async block rather than an async fn: the arguments are its state once, not
+        // twice (an async fn keeps each argument and its moved-in local), which keeps
+        // the boxed future smaller (copied into its box, and in cache, per request).
+        async move {
+            // 5. Upstream request.
+            let path_and_query = match upstream.path_and_query {
+                Some(pq) => PathAndQuery::try_from(pq)
+                    .map_err(|_| ProxyError::Internal("rewritten path is not a valid URI"))?,
+                None => match parts.uri.path_and_query() {
+                    Some(pq) => pq.clone(),
+                    None => PathAndQuery::from_static("/"),
+                },
+            };
+            let now = origin.now;
+            let grpc = is_grpc(&parts.headers);
+            let (deadline, grpc_deadline) = deadline(now, upstream.timeout, grpc, &parts.headers);
+            let mut endpoint = upstream.endpoint;
+            let retry = upstream.retry;
+            let protocol = upstream.protocol;
+            let tls = upstream.tls;
+            let shadow = upstream.shadow;
+            let filters = upstream.filters;
+            let http2 = protocol.is_http2();
+            let head_only = parts.method == http::Method::HEAD;
+            let idempotent_ok = retry
                 .as_deref()
-                .filter(|r| attempt <= r.attempts() && kept.is_some());
-            let per_try = more
-                .and_then(|r| r.per_try_timeout())
-                .map(|t| Instant::now() + t);
-            let try_body = match (&kept, body.take()) {
-                (Some(bytes), _) => RequestBody::full(bytes.clone()),
-                (None, Some(b)) => b,
-                (None, None) => return Err(ProxyError::Internal("request body already sent")),
+                .is_some_and(|r| parts.method.is_idempotent() || r.non_idempotent());
+            let tally = |target: &crate::compile::MirrorTarget| {
+                self.state.shadow.mirror_tally(&target.route)
             };
-            // An `http1` service with the whole body in hand: the HTTP/1.1 engine's own
-            // client and pool. Otherwise hyper's client for the protocol; the last
-            // possible try takes the head itself, one that may be followed by another
-            // sends a copy (a `HeaderMap` clone is a dozen allocations).
-            let whole = if protocol == Protocol::Http1 {
-                try_body.whole()
-            } else {
-                None
-            };
-            let (hyper_sent, body_finished) = match (&mut sending, &whole) {
-                (Sending::Bytes { .. }, _) | (Sending::Parts(_), Some(_)) => (None, None),
-                (Sending::Parts(parts), None) => {
-                    let req = match (more, parts.take()) {
-                        (None, Some(mut last)) => {
-                            last.extensions.clear();
-                            Request::from_parts(last, try_body)
-                        }
-                        (_, Some(head)) => {
-                            let mut req = Request::new(try_body);
-                            *req.method_mut() = head.method.clone();
-                            *req.uri_mut() = head.uri.clone();
-                            *req.version_mut() = head.version;
-                            *req.headers_mut() = head.headers.clone();
-                            *parts = Some(head);
-                            req
-                        }
-                        (_, None) => {
-                            return Err(ProxyError::Internal("request head already sent"));
-                        }
-                    };
-                    let finished = req.body().finished_flag();
-                    let sent =
-                        self.clients
-                            .request(protocol, tls.as_ref(), endpoint.authority(), req);
-                    (Some(sent), finished)
-                }
-            };
-            let outcome: Result<Response<FromUpstream>, Option<ProxyError>> = {
-                let to = Target {
-                    authority: endpoint.authority(),
-                    service: origin.service,
-                    limited: endpoint
-                        .cluster()
-                        .limits()
-                        .map(|_| endpoint.cluster().as_ref()),
-                    max_head: self.native.max_head,
-                };
-                let sending = &sending;
-                let sent = async {
-                    let native = |out| async {
-                        crate::h1::client::send(&self.native.pool, to, out)
-                            .await
-                            .map(|r| r.map(|body| FromUpstream::H1 { body }))
-                    };
-                    match (sending, whole, hyper_sent) {
-                        (Sending::Bytes { head, idempotent }, Some(body), _) => {
-                            let out = Outgoing {
-                                head,
-                                body: &body,
-                                head_method: head_only,
-                                idempotent: *idempotent,
-                            };
-                            native(out).await
-                        }
-                        (Sending::Parts(Some(parts)), Some(body), _) => {
-                            let mut buf = crate::h1::buffers::take_small();
-                            let sent = native(Outgoing::encode(parts, &body, &mut buf)).await;
-                            crate::h1::buffers::give(buf);
-                            sent
-                        }
-                        (_, None, Some(sent)) => sent
-                            .await
-                            .map(|r| r.map(|body| FromUpstream::Hyper { body }))
-                            .map_err(upstream_error),
-                        _ => Err(ProxyError::Internal("nothing to send")),
-                    }
-                };
-                tokio::pin!(sent);
-                // The first try's wait counts from the start of phase 5 (a clock read
-                // fewer); a later one's from now.
-                let mut from = (attempt == 1).then_some(now);
-                loop {
-                    let idle_at = from.take().unwrap_or_else(Instant::now) + self.io_timeout;
-                    let wake = [Some(idle_at), deadline, per_try]
-                        .into_iter()
-                        .flatten()
-                        .min()
-                        .unwrap_or(idle_at);
-                    tokio::select! {
-                        r = &mut sent => break r.map_err(Some),
-                        () = tokio::time::sleep_until(wake) => {
-                            let now = Instant::now();
-                            if deadline.is_some_and(|d| d <= now) {
-                                endpoint.record(false);
-                                return Err(timed_out);
-                            }
-                            if per_try.is_some_and(|p| p <= now) {
-                                // A per-try timeout: `None` marks it.
-                                break Err(None);
-                            }
-                            let streaming = body_finished
-                                .as_ref()
-                                .is_some_and(|f| !f.load(Ordering::Acquire));
-                            if !streaming {
-                                endpoint.record(false);
-                                return Err(ProxyError::UpstreamTimeout);
-                            }
-                        }
-                    }
-                }
-            };
-            match &outcome {
-                Ok(r) => endpoint.record(r.status().as_u16() < 500),
-                Err(None) => endpoint.record(false),
-                Err(Some(e)) => endpoint.record(e.side() != crate::error::Side::Upstream),
-            }
-            let Some(policy) = more else {
-                break outcome.map_err(|e| e.unwrap_or(ProxyError::UpstreamTimeout))?;
-            };
-            let wanted = match &outcome {
-                Ok(r) => policy.on_status(r.status().as_u16()) && idempotent_ok,
-                Err(None) => policy.on_per_try_timeout() && idempotent_ok,
-                Err(Some(ProxyError::UpstreamConnect(_))) => policy.on_connect_failure(),
-                Err(Some(ProxyError::UpstreamReset(_))) => policy.on_reset() && idempotent_ok,
-                Err(Some(_)) => false,
-            };
-            let cluster = Arc::clone(endpoint.cluster());
-            if wanted && _budget.is_none() {
-                _budget = cluster.load().try_retry();
-            }
-            if !wanted || _budget.is_none() || deadline.is_some_and(|d| Instant::now() >= d) {
-                break outcome.map_err(|e| e.unwrap_or(ProxyError::UpstreamTimeout))?;
-            }
-            let backoff = policy
-                .backoff()
-                .saturating_mul(1 << (attempt - 1).min(10))
-                .mul_f64(0.5 + fastrand::f64());
-            if !backoff.is_zero() {
-                let wake = Instant::now() + backoff;
-                tokio::time::sleep_until(deadline.map_or(wake, |d| d.min(wake))).await;
-            }
-            endpoint = match cluster.pick(tried) {
-                Ok(next) => next,
-                // Nowhere to go (limits): the last outcome stands.
-                Err(_) => break outcome.map_err(|e| e.unwrap_or(ProxyError::UpstreamTimeout))?,
-            };
-            attempt += 1;
-            cluster
-                .load()
-                .retries
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            // A try that could be followed by another kept the head.
-            match &mut sending {
-                Sending::Bytes { head, .. } => crate::h1::request::set_attempts(head, attempt),
-                Sending::Parts(parts) => {
-                    let head = parts
-                        .as_mut()
-                        .ok_or(ProxyError::Internal("request head already sent"))?;
-                    if !http2 {
-                        let mut uri_parts = head.uri.clone().into_parts();
-                        uri_parts.authority = Some(endpoint.authority().clone());
-                        head.uri = Uri::from_parts(uri_parts)
-                            .map_err(|_| ProxyError::Internal("cannot build upstream uri"))?;
-                    }
-                    head.headers
-                        .insert(ATTEMPTS.clone(), HeaderValue::from(attempt));
-                }
-            }
-        };
-        if let Sending::Bytes { head, .. } = sending {
-            crate::h1::buffers::give(head);
-        }
 
-        // 7. Response.
-        let (mut rparts, rbody) = resp.into_parts();
-        if let Some(probe) = shadow {
-            probe.judge_map(rparts.status.as_u16(), &rparts.headers);
+            // An `http1` service with the body in hand (and the trace ours): the HTTP/1.1
+            // engine's phase 5, the head written as bytes from the client's fields, the
+            // map left as it came. Otherwise the head as `http` parts, for hyper's clients.
+            let in_hand = match (protocol, origin.trace) {
+                (Protocol::Http1, Some(trace)) => body.whole().map(|bytes| (bytes, trace)),
+                _ => None,
+            };
+            let (mut sending, mirroring, mut body, kept) = match in_hand {
+                Some((bytes, trace)) => {
+                    let head = h1_head(
+                        &parts,
+                        &path_and_query,
+                        upstream.host_rewrite.as_ref(),
+                        &origin,
+                        trace,
+                        filters.as_deref(),
+                        retry.is_some(),
+                        bytes.len(),
+                    );
+                    // A sampled request's copy for the route's mirror, taken as sent.
+                    let mirroring = upstream.mirror.and_then(|target| {
+                        let tally = tally(&target);
+                        Mirroring::prepare_head(
+                            target,
+                            tally,
+                            &self.mirrors,
+                            &head,
+                            !bytes.is_empty(),
+                        )
+                        .map(Box::new)
+                    });
+                    let sending = Sending::Bytes {
+                        head,
+                        idempotent: parts.method.is_idempotent(),
+                    };
+                    // The body is kept whatever the policy: it is in hand.
+                    (sending, mirroring, None, Some(bytes))
+                }
+                None => {
+                    map_head(
+                        &mut parts,
+                        path_and_query,
+                        protocol,
+                        upstream.host_rewrite,
+                        endpoint.authority(),
+                        &origin,
+                        filters.as_deref(),
+                    );
+                    // A sampled request's copy for the route's mirror, taken as sent.
+                    let mirroring = upstream.mirror.and_then(|target| {
+                        let tally = tally(&target);
+                        let has_body = !http_body::Body::is_end_stream(&body)
+                            && http_body::Body::size_hint(&body).exact() != Some(0);
+                        Mirroring::prepare(target, tally, &self.mirrors, &parts, has_body)
+                            .map(Box::new)
+                    });
+                    // A body kept for retries: none, or one small enough to hold (bounded buffer).
+                    let (body, kept) = match retry.as_deref() {
+                        // Boxed: only routes with a retry policy wait here.
+                        Some(_) => Box::pin(keep_for_retries(body, deadline)).await?,
+                        None => (Some(body), None),
+                    };
+                    if retry.is_some() {
+                        parts
+                            .headers
+                            .insert(ATTEMPTS.clone(), HeaderValue::from_static("1"));
+                    }
+                    (Sending::Parts(Some(parts)), mirroring, body, kept)
+                }
+            };
+
+            // 6. Send: the deadline bounds the whole exchange; the I/O timeout bounds the
+            // wait for the head once the request body is all sent. With a retry policy, a
+            // failed try is sent again (another endpoint where one exists) while nothing
+            // was relayed, the request is safe to repeat and its body was kept.
+            let timed_out = if grpc_deadline {
+                ProxyError::DeadlineExceeded
+            } else {
+                ProxyError::UpstreamTimeout
+            };
+            let mut tried = 0u64;
+            let mut attempt = 1u32;
+            let mut _budget = None;
+            let resp = loop {
+                tried |= endpoint.bit();
+                let more = retry
+                    .as_deref()
+                    .filter(|r| attempt <= r.attempts() && kept.is_some());
+                let per_try = more
+                    .and_then(|r| r.per_try_timeout())
+                    .map(|t| Instant::now() + t);
+                let try_body = match (&kept, body.take()) {
+                    (Some(bytes), _) => RequestBody::full(bytes.clone()),
+                    (None, Some(b)) => b,
+                    (None, None) => return Err(ProxyError::Internal("request body already sent")),
+                };
+                // An `http1` service with the whole body in hand: the HTTP/1.1 engine's own
+                // client and pool. Otherwise hyper's client for the protocol; the last
+                // possible try takes the head itself, one that may be followed by another
+                // sends a copy (a `HeaderMap` clone is a dozen allocations).
+                let whole = if protocol == Protocol::Http1 {
+                    try_body.whole()
+                } else {
+                    None
+                };
+                let (hyper_sent, body_finished) = match (&mut sending, &whole) {
+                    (Sending::Bytes { .. }, _) | (Sending::Parts(_), Some(_)) => (None, None),
+                    (Sending::Parts(parts), None) => {
+                        let req = match (more, parts.take()) {
+                            (None, Some(mut last)) => {
+                                last.extensions.clear();
+                                Request::from_parts(last, try_body)
+                            }
+                            (_, Some(head)) => {
+                                let mut req = Request::new(try_body);
+                                *req.method_mut() = head.method.clone();
+                                *req.uri_mut() = head.uri.clone();
+                                *req.version_mut() = head.version;
+                                *req.headers_mut() = head.headers.clone();
+                                *parts = Some(head);
+                                req
+                            }
+                            (_, None) => {
+                                return Err(ProxyError::Internal("request head already sent"));
+                            }
+                        };
+                        let finished = req.body().finished_flag();
+                        let sent =
+                            self.clients
+                                .request(protocol, tls.as_ref(), endpoint.authority(), req);
+                        (Some(sent), finished)
+                    }
+                };
+                let outcome: Result<Response<FromUpstream>, Option<ProxyError>> = {
+                    let to = Target {
+                        authority: endpoint.authority(),
+                        service: origin.service,
+                        limited: endpoint
+                            .cluster()
+                            .limits()
+                            .map(|_| endpoint.cluster().as_ref()),
+                        max_head: self.native.max_head,
+                    };
+                    let sending = &sending;
+                    let sent = async {
+                        let native = |out| async {
+                            crate::h1::client::send(&self.native.pool, to, out)
+                                .await
+                                .map(|r| r.map(|body| FromUpstream::H1 { body }))
+                        };
+                        match (sending, whole, hyper_sent) {
+                            (Sending::Bytes { head, idempotent }, Some(body), _) => {
+                                let out = Outgoing {
+                                    head,
+                                    body: &body,
+                                    head_method: head_only,
+                                    idempotent: *idempotent,
+                                };
+                                native(out).await
+                            }
+                            (Sending::Parts(Some(parts)), Some(body), _) => {
+                                let mut buf = crate::h1::buffers::take_small();
+                                let sent = native(Outgoing::encode(parts, &body, &mut buf)).await;
+                                crate::h1::buffers::give(buf);
+                                sent
+                            }
+                            (_, None, Some(sent)) => sent
+                                .await
+                                .map(|r| r.map(|body| FromUpstream::Hyper { body }))
+                                .map_err(upstream_error),
+                            _ => Err(ProxyError::Internal("nothing to send")),
+                        }
+                    };
+                    tokio::pin!(sent);
+                    // The first try's wait counts from the start of phase 5 (a clock read
+                    // fewer); a later one's from now.
+                    let mut from = (attempt == 1).then_some(now);
+                    loop {
+                        let idle_at = from.take().unwrap_or_else(Instant::now) + self.io_timeout;
+                        let wake = [Some(idle_at), deadline, per_try]
+                            .into_iter()
+                            .flatten()
+                            .min()
+                            .unwrap_or(idle_at);
+                        tokio::select! {
+                            r = &mut sent => break r.map_err(Some),
+                            () = tokio::time::sleep_until(wake) => {
+                                let now = Instant::now();
+                                if deadline.is_some_and(|d| d <= now) {
+                                    endpoint.record(false);
+                                    return Err(timed_out);
+                                }
+                                if per_try.is_some_and(|p| p <= now) {
+                                    // A per-try timeout: `None` marks it.
+                                    break Err(None);
+                                }
+                                let streaming = body_finished
+                                    .as_ref()
+                                    .is_some_and(|f| !f.load(Ordering::Acquire));
+                                if !streaming {
+                                    endpoint.record(false);
+                                    return Err(ProxyError::UpstreamTimeout);
+                                }
+                            }
+                        }
+                    }
+                };
+                match &outcome {
+                    Ok(r) => endpoint.record(r.status().as_u16() < 500),
+                    Err(None) => endpoint.record(false),
+                    Err(Some(e)) => endpoint.record(e.side() != crate::error::Side::Upstream),
+                }
+                let Some(policy) = more else {
+                    break outcome.map_err(|e| e.unwrap_or(ProxyError::UpstreamTimeout))?;
+                };
+                let wanted = match &outcome {
+                    Ok(r) => policy.on_status(r.status().as_u16()) && idempotent_ok,
+                    Err(None) => policy.on_per_try_timeout() && idempotent_ok,
+                    Err(Some(ProxyError::UpstreamConnect(_))) => policy.on_connect_failure(),
+                    Err(Some(ProxyError::UpstreamReset(_))) => policy.on_reset() && idempotent_ok,
+                    Err(Some(_)) => false,
+                };
+                let cluster = Arc::clone(endpoint.cluster());
+                if wanted && _budget.is_none() {
+                    _budget = cluster.load().try_retry();
+                }
+                if !wanted || _budget.is_none() || deadline.is_some_and(|d| Instant::now() >= d) {
+                    break outcome.map_err(|e| e.unwrap_or(ProxyError::UpstreamTimeout))?;
+                }
+                let backoff = policy
+                    .backoff()
+                    .saturating_mul(1 << (attempt - 1).min(10))
+                    .mul_f64(0.5 + fastrand::f64());
+                if !backoff.is_zero() {
+                    let wake = Instant::now() + backoff;
+                    tokio::time::sleep_until(deadline.map_or(wake, |d| d.min(wake))).await;
+                }
+                endpoint = match cluster.pick(tried) {
+                    Ok(next) => next,
+                    // Nowhere to go (limits): the last outcome stands.
+                    Err(_) => {
+                        break outcome.map_err(|e| e.unwrap_or(ProxyError::UpstreamTimeout))?;
+                    }
+                };
+                attempt += 1;
+                cluster
+                    .load()
+                    .retries
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // A try that could be followed by another kept the head.
+                match &mut sending {
+                    Sending::Bytes { head, .. } => crate::h1::request::set_attempts(head, attempt),
+                    Sending::Parts(parts) => {
+                        let head = parts
+                            .as_mut()
+                            .ok_or(ProxyError::Internal("request head already sent"))?;
+                        if !http2 {
+                            let mut uri_parts = head.uri.clone().into_parts();
+                            uri_parts.authority = Some(endpoint.authority().clone());
+                            head.uri = Uri::from_parts(uri_parts)
+                                .map_err(|_| ProxyError::Internal("cannot build upstream uri"))?;
+                        }
+                        head.headers
+                            .insert(ATTEMPTS.clone(), HeaderValue::from(attempt));
+                    }
+                }
+            };
+            if let Sending::Bytes { head, .. } = sending {
+                crate::h1::buffers::give(head);
+            }
+
+            // 7. Response.
+            let (mut rparts, rbody) = resp.into_parts();
+            if let Some(probe) = shadow {
+                probe.judge_map(rparts.status.as_u16(), &rparts.headers);
+            }
+            // The copy goes now that the primary has answered; the client's body is only
+            // watched on its way (the comparison happens in the mirror's own task).
+            let tee = mirroring.and_then(|m| {
+                m.launch(
+                    Arc::clone(&self.clients),
+                    rparts.status.as_u16(),
+                    &rparts.headers,
+                    head_only,
+                )
+            });
+            strip_hop_by_hop(&mut rparts.headers);
+            rparts
+                .headers
+                .insert(X_REQUEST_ID.clone(), origin.request_id.clone());
+            if let Some(f) = filters.as_deref() {
+                apply_filter(&mut rparts.headers, f.response_headers());
+            }
+            let limits = BodyLimits {
+                deadline,
+                grpc_deadline,
+                idle: self.io_timeout,
+                grpc,
+            };
+            Ok(Response::from_parts(
+                rparts,
+                ProxyBody::upstream(rbody, limits, endpoint).with_tee(tee),
+            ))
         }
-        // The copy goes now that the primary has answered; the client's body is only
-        // watched on its way (the comparison happens in the mirror's own task).
-        let tee = mirroring.and_then(|m| {
-            m.launch(
-                Arc::clone(&self.clients),
-                rparts.status.as_u16(),
-                &rparts.headers,
-                head_only,
-            )
-        });
-        strip_hop_by_hop(&mut rparts.headers);
-        rparts
-            .headers
-            .insert(X_REQUEST_ID.clone(), origin.request_id.clone());
-        if let Some(f) = filters.as_deref() {
-            apply_filter(&mut rparts.headers, f.response_headers());
-        }
-        let limits = BodyLimits {
-            deadline,
-            grpc_deadline,
-            idle: self.io_timeout,
-            grpc,
-        };
-        Ok(Response::from_parts(
-            rparts,
-            ProxyBody::upstream(rbody, limits, endpoint).with_tee(tee),
-        ))
     }
 }
 
@@ -780,58 +798,62 @@ impl Proxy {
     /// (the HTTP/2 server hands both to [`crate::observe::h2::Finish`]; returned beside
     /// the response rather than in its extensions, which would be a map and a box
     /// allocated per request).
-    pub async fn respond(
-        &self,
+    pub fn respond<'a>(
+        &'a self,
         req: Request<RequestBody>,
         client: SocketAddr,
-        client_text: Option<&HeaderValue>,
-    ) -> (Response<ProxyBody>, Facts) {
-        let stats = &self.state.stats;
-        let _in_flight = InFlight::start(stats);
-        let request_id = request_id(req.headers());
-        let grpc = is_grpc(req.headers());
-        let mut traceparents = req.headers().get_all(&TRACEPARENT).iter();
-        let incoming = match (traceparents.next(), traceparents.next()) {
-            (Some(one), None) => Some(one.as_bytes()),
-            _ => None,
-        };
-        let (trace, keep_tracestate) =
-            TraceContext::for_request(incoming, self.state.observe.sample_threshold());
-        let mut facts = Facts {
-            trace: Some(trace),
-            keep_tracestate,
-            request_id: Some(request_id.clone()),
-            ..Facts::default()
-        };
-        // A proxied response has its x-request-id (and the route's response filter)
-        // already; our own answers get it here.
-        let resp = match self
-            .proxy(req, client, client_text, &request_id, &mut facts)
-            .await
-        {
-            Ok(resp) => resp,
-            Err(e) => {
-                tracing::debug!(error = %e, side = ?e.side(), request_id = %String::from_utf8_lossy(request_id.as_bytes()), "request failed");
-                facts.reason = Some(crate::observe::Reason::of(&e));
-                facts.upstream_time = None;
-                let mut resp = if grpc {
-                    e.into_traced_grpc_response(
-                        request_id.as_bytes(),
-                        Some(&trace.trace_id_hex()),
-                        stats,
-                    )
-                } else {
-                    e.into_traced_response(
-                        request_id.as_bytes(),
-                        Some(&trace.trace_id_hex()),
-                        stats,
-                    )
-                };
-                resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
-                resp
-            }
-        };
-        (resp, facts)
+        client_text: Option<&'a HeaderValue>,
+    ) -> impl Future<Output = (Response<ProxyBody>, Facts)> + Send + 'a {
+        // An async block, not an async fn: `req` is its state once, not twice (see
+        // `forward`).
+        async move {
+            let stats = &self.state.stats;
+            let _in_flight = InFlight::start(stats);
+            let request_id = request_id(req.headers());
+            let grpc = is_grpc(req.headers());
+            let mut traceparents = req.headers().get_all(&TRACEPARENT).iter();
+            let incoming = match (traceparents.next(), traceparents.next()) {
+                (Some(one), None) => Some(one.as_bytes()),
+                _ => None,
+            };
+            let (trace, keep_tracestate) =
+                TraceContext::for_request(incoming, self.state.observe.sample_threshold());
+            let mut facts = Facts {
+                trace: Some(trace),
+                keep_tracestate,
+                request_id: Some(request_id.clone()),
+                ..Facts::default()
+            };
+            // A proxied response has its x-request-id (and the route's response filter)
+            // already; our own answers get it here.
+            let resp = match self
+                .proxy(req, client, client_text, &request_id, &mut facts)
+                .await
+            {
+                Ok(resp) => resp,
+                Err(e) => {
+                    tracing::debug!(error = %e, side = ?e.side(), request_id = %String::from_utf8_lossy(request_id.as_bytes()), "request failed");
+                    facts.reason = Some(crate::observe::Reason::of(&e));
+                    facts.upstream_time = None;
+                    let mut resp = if grpc {
+                        e.into_traced_grpc_response(
+                            request_id.as_bytes(),
+                            Some(&trace.trace_id_hex()),
+                            stats,
+                        )
+                    } else {
+                        e.into_traced_response(
+                            request_id.as_bytes(),
+                            Some(&trace.trace_id_hex()),
+                            stats,
+                        )
+                    };
+                    resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
+                    resp
+                }
+            };
+            (resp, facts)
+        }
     }
 }
 
