@@ -126,6 +126,8 @@ impl Proxy {
         &self.mirrors
     }
 
+    // Not an async fn: see the comment on the async block.
+    #[allow(clippy::manual_async_fn)]
     fn proxy<'a>(
         &'a self,
         req: Request<RequestBody>,
@@ -212,6 +214,8 @@ impl Proxy {
     /// upstream speaks: the upstream request, the send under the deadline and the I/O
     /// timeout, the response. `parts` is the request as the client sent it (its URI's
     /// path and query are used unless the route rewrote them).
+    // Not an async fn: see the comment on the async block.
+    #[allow(clippy::manual_async_fn)]
     pub fn forward<'a>(
         &'a self,
         mut parts: http::request::Parts,
@@ -798,6 +802,8 @@ impl Proxy {
     /// (the HTTP/2 server hands both to [`crate::observe::h2::Finish`]; returned beside
     /// the response rather than in its extensions, which would be a map and a box
     /// allocated per request).
+    // Not an async fn: see the comment on the async block.
+    #[allow(clippy::manual_async_fn)]
     pub fn respond<'a>(
         &'a self,
         req: Request<RequestBody>,

@@ -1452,7 +1452,9 @@ mod head_tests {
     fn response_heads_become_maps_with_the_length_restated() {
         let many: String = (0..20).map(|i| format!("x-f{i}: {i}\r\n")).collect();
         let pair = |n: &str, v: &str| (n.to_owned(), v.to_owned());
-        let cases: Vec<(String, bool, Vec<(String, String)>)> = vec![
+        // (the raw head, a HEAD request, the fields the client gets)
+        type Case = (String, bool, Vec<(String, String)>);
+        let cases: Vec<Case> = vec![
             (
                 "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nServer: s\r\nConnection: keep-alive\r\n\r\nhello".into(),
                 false,
