@@ -289,6 +289,8 @@ impl Proxy {
                         head,
                         idempotent: parts.method.is_idempotent(),
                     };
+                    // Written: the client's fields are no longer needed.
+                    crate::h1::buffers::give_map(std::mem::take(&mut parts.headers));
                     // The body is kept whatever the policy: it is in hand.
                     (sending, mirroring, None, Some(bytes))
                 }

@@ -18,7 +18,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, Version, header};
+use http::{HeaderName, HeaderValue, Response, StatusCode, Version, header};
 use http_body::{Frame, SizeHint};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
@@ -666,7 +666,7 @@ fn read_head(
                 .map(|_| head.slice(range))
                 .ok_or(ProxyError::UpstreamProtocol("malformed response head"))
         };
-        let mut map = HeaderMap::with_capacity(passing + 1);
+        let mut map = super::buffers::take_map(passing + 1);
         for &(name_at, name_len, value_at, value_len) in few.iter().take(passing).chain(&more) {
             let name = HeaderName::from_bytes(&piece(name_at, name_len)?)
                 .map_err(|_| ProxyError::UpstreamProtocol("bad header name"))?;

@@ -1028,6 +1028,8 @@ where
                     );
                     s.responded = true;
                     s.task = if end { Task::Done } else { Task::Body(body) };
+                    // Encoded: the map goes back for another head.
+                    crate::h1::buffers::give_map(parts.headers);
                 }
                 Task::Body(body) => {
                     if s.pending.is_some() {

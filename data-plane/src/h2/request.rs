@@ -69,7 +69,7 @@ impl Fields {
             headers: if trailers {
                 HeaderMap::new()
             } else {
-                HeaderMap::with_capacity(24)
+                crate::h1::buffers::take_map(24)
             },
             content_length: None,
             cookies: 0,
