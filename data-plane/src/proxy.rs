@@ -485,14 +485,7 @@ impl Proxy {
                 if !wanted || _budget.is_none() || deadline.is_some_and(|d| Instant::now() >= d) {
                     break outcome.map_err(|e| e.unwrap_or(ProxyError::UpstreamTimeout))?;
                 }
-                let backoff = policy
-                    .backoff()
-                    .saturating_mul(1 << (attempt - 1).min(10))
-                    .mul_f64(0.5 + fastrand::f64());
-                if !backoff.is_zero() {
-                    let wake = Instant::now() + backoff;
-                    tokio::time::sleep_until(deadline.map_or(wake, |d| d.min(wake))).await;
-                }
+                back_off(policy, attempt, deadline).await;
                 endpoint = match cluster.pick(tried) {
                     Ok(next) => next,
                     // Nowhere to go (limits): the last outcome stands.
@@ -708,6 +701,23 @@ fn map_head(
     // The route's request filter runs last, over the proxy's own fields too.
     if let Some(f) = filters {
         apply_filter(&mut parts.headers, f.request_headers());
+    }
+}
+
+/// Waits out a retry's backoff after try `attempt` (both engines): base ×
+/// 2^(attempt−1), jittered ×0.5–1.5, never past `deadline`.
+pub(crate) async fn back_off(
+    policy: &routemaster_common::model::Retry,
+    attempt: u32,
+    deadline: Option<Instant>,
+) {
+    let backoff = policy
+        .backoff()
+        .saturating_mul(1 << (attempt - 1).min(10))
+        .mul_f64(0.5 + fastrand::f64());
+    if !backoff.is_zero() {
+        let wake = Instant::now() + backoff;
+        tokio::time::sleep_until(deadline.map_or(wake, |d| d.min(wake))).await;
     }
 }
 

@@ -510,15 +510,7 @@ impl<S: ClientStream> Conn<S> {
                     break result;
                 }
             }
-            // Backoff: base × 2^(retry−1), jittered ×0.5–1.5, within the deadline.
-            let base = policy
-                .backoff()
-                .saturating_mul(1 << (attempt - 1).min(10))
-                .mul_f64(0.5 + fastrand::f64());
-            if !base.is_zero() {
-                let wake = Instant::now() + base;
-                tokio::time::sleep_until(deadline.map_or(wake, |d| d.min(wake))).await;
-            }
+            crate::proxy::back_off(policy, attempt, deadline).await;
             // Assigning releases the previous endpoint's slot.
             endpoint = match cluster.pick(tried) {
                 Ok(next) => next,
