@@ -336,6 +336,12 @@ impl Proxy {
             } else {
                 ProxyError::UpstreamTimeout
             };
+            // A try's body, and the body itself when it is in hand for an `http1`
+            // service (sent by the engine's client rather than hyper's).
+            let in_hand_if_http1 = |b: RequestBody| {
+                let whole = (protocol == Protocol::Http1).then(|| b.whole()).flatten();
+                (Some(b), whole)
+            };
             let mut tried = 0u64;
             let mut attempt = 1u32;
             let mut _budget = None;
@@ -347,23 +353,24 @@ impl Proxy {
                 let per_try = more
                     .and_then(|r| r.per_try_timeout())
                     .map(|t| Instant::now() + t);
-                let try_body = match (&kept, body.take()) {
-                    (Some(bytes), _) => RequestBody::full(bytes.clone()),
-                    (None, Some(b)) => b,
-                    (None, None) => return Err(ProxyError::Internal("request body already sent")),
-                };
                 // An `http1` service with the whole body in hand: the HTTP/1.1 engine's own
                 // client and pool. Otherwise hyper's client for the protocol; the last
                 // possible try takes the head itself, one that may be followed by another
                 // sends a copy (a `HeaderMap` clone is a dozen allocations).
-                let whole = if protocol == Protocol::Http1 {
-                    try_body.whole()
-                } else {
-                    None
+                let (try_body, whole) = match (&sending, &kept, body.take()) {
+                    (Sending::Bytes { .. }, Some(bytes), _) => (None, Some(bytes.clone())),
+                    (_, Some(bytes), _) => in_hand_if_http1(RequestBody::full(bytes.clone())),
+                    (_, None, Some(b)) => in_hand_if_http1(b),
+                    (_, None, None) => {
+                        return Err(ProxyError::Internal("request body already sent"));
+                    }
                 };
-                let (hyper_sent, body_finished) = match (&mut sending, &whole) {
-                    (Sending::Bytes { .. }, _) | (Sending::Parts(_), Some(_)) => (None, None),
-                    (Sending::Parts(parts), None) => {
+                let (hyper_sent, body_finished) = match (&mut sending, &whole, try_body) {
+                    (Sending::Bytes { .. }, _, _) | (Sending::Parts(_), Some(_), _) => (None, None),
+                    (Sending::Parts(_), None, None) => {
+                        return Err(ProxyError::Internal("request body already sent"));
+                    }
+                    (Sending::Parts(parts), None, Some(try_body)) => {
                         let req = match (more, parts.take()) {
                             (None, Some(mut last)) => {
                                 last.extensions.clear();
