@@ -1,6 +1,7 @@
-//! A worker-local free list of byte buffers. Requests borrow buffers for their
-//! duration and give them back, so steady traffic does no large allocations and idle
-//! connections hold none. Thread-local: workers are single-threaded runtimes, so the
+//! Worker-local free lists: byte buffers, response read buffers whose pieces are handed
+//! on as `Bytes` (kept until those are gone), and header maps. Requests borrow them for
+//! their duration and give them back, so steady traffic does no large allocations and
+//! idle connections hold none. Thread-local: workers are single-threaded runtimes, so the
 //! list is never shared (on other runtimes it merely becomes per-thread).
 
 use std::cell::RefCell;
