@@ -447,12 +447,7 @@ impl Raw {
 
     /// A GET for `path` on `stream`.
     async fn get(&mut self, stream: u32, path: &str) {
-        let block = request_block(&[
-            (":method", "GET"),
-            (":scheme", "http"),
-            (":authority", "test.example"),
-            (":path", path),
-        ]);
+        let block = request_to("GET", "test.example", path, &[]);
         self.send(
             frame::HEADERS,
             frame::END_HEADERS | frame::END_STREAM,
@@ -532,6 +527,17 @@ impl Raw {
     }
 }
 
+/// A request's header block: the pseudo-fields over plain HTTP, then `extra`.
+fn request_to(method: &str, authority: &str, path: &str, extra: &[(&str, &str)]) -> BytesMut {
+    let pseudo = [
+        (":method", method),
+        (":scheme", "http"),
+        (":authority", authority),
+        (":path", path),
+    ];
+    request_block(&[&pseudo[..], extra].concat())
+}
+
 fn request_block(fields: &[(&str, &str)]) -> BytesMut {
     let mut block = BytesMut::new();
     for (name, value) in fields {
@@ -607,12 +613,7 @@ async fn connection_errors_are_answered_with_goaway() {
         b.extend_from_slice(payload);
         rows.push((name, b.to_vec(), reason));
     };
-    let get = request_block(&[
-        (":method", "GET"),
-        (":scheme", "http"),
-        (":authority", "a"),
-        (":path", "/"),
-    ]);
+    let get = request_to("GET", "a", "/", &[]);
     frames(
         "DATA on an idle stream",
         frame::DATA,
@@ -1066,13 +1067,7 @@ async fn rapid_resets_are_answered_with_enhance_your_calm() {
 async fn a_header_block_in_continuation_frames() {
     let (io, server) = start(ok_service(), 64 * 1024);
     let mut raw = Raw::connect(io, &[]).await;
-    let block = request_block(&[
-        (":method", "GET"),
-        (":scheme", "http"),
-        (":authority", "a"),
-        (":path", "/"),
-        ("x-long", &"v".repeat(12_000)),
-    ]);
+    let block = request_to("GET", "a", "/", &[("x-long", &"v".repeat(12_000))]);
     let (first, rest) = block.split_at(10);
     let (second, third) = rest.split_at(6_000);
     raw.send(frame::HEADERS, frame::END_STREAM, 1, first).await;
@@ -1095,19 +1090,8 @@ async fn a_header_block_in_continuation_frames() {
 
 #[tokio::test]
 async fn request_data_errors_reset_the_stream() {
-    let post = request_block(&[
-        (":method", "POST"),
-        (":scheme", "http"),
-        (":authority", "a"),
-        (":path", "/"),
-    ]);
-    let post_3 = request_block(&[
-        (":method", "POST"),
-        (":scheme", "http"),
-        (":authority", "a"),
-        (":path", "/"),
-        ("content-length", "3"),
-    ]);
+    let post = request_to("POST", "a", "/", &[]);
+    let post_3 = request_to("POST", "a", "/", &[("content-length", "3")]);
     let chunk = vec![0u8; frame::DEFAULT_MAX_FRAME];
     // (name, header block, DATA payloads (the last with END_STREAM), expected reason)
     let rows: Vec<(&str, &BytesMut, Vec<&[u8]>, Reason)> = vec![
@@ -1152,12 +1136,7 @@ async fn request_data_errors_reset_the_stream() {
 async fn padded_data_is_stripped_and_its_window_returned() {
     let (io, server) = start(echo(), 64 * 1024);
     let mut raw = Raw::connect(io, &[]).await;
-    let post = request_block(&[
-        (":method", "POST"),
-        (":scheme", "http"),
-        (":authority", "a"),
-        (":path", "/"),
-    ]);
+    let post = request_to("POST", "a", "/", &[]);
     raw.send(frame::HEADERS, frame::END_HEADERS, 1, &post).await;
     let mut padded = vec![10u8];
     padded.extend_from_slice(b"hello");
@@ -1344,13 +1323,7 @@ async fn a_client_reset_drops_the_response_body_and_costs_no_budget() {
 async fn resets_the_client_provokes_count_against_the_budget() {
     // DATA over the declared content-length makes the server reset the stream
     // ("MadeYouReset", CVE-2025-8671): the same budget as the client's own resets.
-    let post = request_block(&[
-        (":method", "POST"),
-        (":scheme", "http"),
-        (":authority", "a"),
-        (":path", "/"),
-        ("content-length", "3"),
-    ]);
+    let post = request_to("POST", "a", "/", &[("content-length", "3")]);
     let (svc, mut called) = waiting();
     let (io, server) = start(svc, 256 * 1024);
     let mut raw = Raw::connect(io, &[]).await;
@@ -1421,12 +1394,7 @@ async fn a_request_body_read_elsewhere_fails_when_the_connection_goes() {
     });
     let (io, server) = start(svc, 64 * 1024);
     let mut raw = Raw::connect(io, &[]).await;
-    let post = request_block(&[
-        (":method", "POST"),
-        (":scheme", "http"),
-        (":authority", "a"),
-        (":path", "/"),
-    ]);
+    let post = request_to("POST", "a", "/", &[]);
     raw.send(frame::HEADERS, frame::END_HEADERS, 1, &post).await;
     raw.send(frame::DATA, 0, 1, b"part of it").await;
     let (head, _) = raw.next_significant().await.expect("the response head");
